@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tf_mtvib",
+    version="0.1.0",
+    description="Multi-Task Variational Information Bottleneck (MTVIB) in TensorFlow 2 / Keras 3 / TFP",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf_mtvib", "tf_mtvib.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.20,<2.22",
+        "keras>=3.10,<4",
+        # TFP 0.25 imports tf_keras at start-up (only tfp.layers uses it; we never do).
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.20,<2.22",
+        "keras-tuner>=1.4,<2",
+        "tensorboard>=2.20,<2.22",
+        "numpy>=1.26",
+        "pillow>=10",
+        "matplotlib>=3.8",
+        "ai-edge-litert>=2.0",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["tf-mtvib-train=tf_mtvib.train:main"]},
+)

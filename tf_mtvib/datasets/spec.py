@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Tuple
 
-__all__ = ["Task", "DatasetSpec", "SPECS", "get_spec", "dataset_names"]
+__all__ = ["Task", "DatasetSpec", "SPECS", "get_spec", "dataset_names", "spec_to_config", "spec_from_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,3 +91,22 @@ def get_spec(name: str) -> DatasetSpec:
         return SPECS[name]
     except KeyError:
         raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(SPECS)}") from None
+
+
+def spec_to_config(spec: DatasetSpec) -> dict:
+    """A JSON-able dict that :func:`spec_from_config` turns back into ``spec``."""
+    return {
+        "name": spec.name,
+        "input_shape": list(spec.input_shape),
+        "tasks": [{"name": t.name, "class_names": list(t.class_names)} for t in spec.tasks],
+        "description": spec.description,
+    }
+
+
+def spec_from_config(config: dict) -> DatasetSpec:
+    return DatasetSpec(
+        name=config["name"],
+        input_shape=tuple(int(d) for d in config["input_shape"]),
+        tasks=tuple(Task(t["name"], tuple(t["class_names"])) for t in config["tasks"]),
+        description=config.get("description", ""),
+    )

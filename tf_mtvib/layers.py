@@ -1,0 +1,248 @@
+"""The Keras layers MTVIB is made of.
+
+Equation numbers refer to Qian, Chen, Zhang, Wen and Gechter, "Multi-Task
+Variational Information Bottleneck" (MTVIB); the Gaussian encoder follows
+Alemi, Fischer, Dillon and Murphy, "Deep Variational Information Bottleneck"
+(ICLR 2017).
+
+* :class:`GaussianLatent`: the stochastic encoder head p(z|x) = N(mu(x),
+  diag sigma(x)^2) with its KL to N(0, I) weighted by ``beta``.
+* :class:`UncertaintyWeighting`: homoscedastic task weighting with one
+  trainable ``log_sigma`` per task (Kendall et al.; MTVIB eq. 22-23).
+* :class:`FixedWeighting`: fixed task weights (the grid-search baseline).
+
+The weightings are loss layers, not part of the network: the same encoder and
+decoders are trained with either (see :mod:`tf_mtvib.models`).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterable, Mapping, Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = [
+    "GaussianLatent",
+    "UncertaintyWeighting",
+    "FixedWeighting",
+    "gaussian_kl_closed_form",
+    "posterior_sampling",
+]
+
+_PACKAGE = "tf_mtvib"
+
+
+def gaussian_kl_closed_form(loc, scale):
+    """KL(N(loc, diag scale^2) || N(0, I)) per example (MTVIB eq. 10).
+
+    0.5 * sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2).
+    """
+    loc = tf.convert_to_tensor(loc)
+    scale = tf.convert_to_tensor(scale)
+    return 0.5 * tf.reduce_sum(tf.square(loc) + tf.square(scale) - 1.0 - 2.0 * tf.math.log(scale), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GaussianLatent(keras.layers.Layer):
+    """Stochastic encoder head: features -> z ~ N(mu, diag sigma^2) (eq. 8-10).
+
+    A dense projection gives ``loc`` and a raw scale; the scale is
+    ``softplus(raw - scale_shift) + min_scale`` as in Alemi et al.'s VIB, so it
+    starts small and is strictly positive. The layer adds
+    ``beta * mean_batch KL(p(z|x) || N(0, I))`` to the model's losses (the
+    rate term of eq. 23).
+
+    In training it returns a reparameterised sample ``loc + scale * eps`` with
+    ``eps`` from ``tf.random.normal`` (a random op TFLite converts); in
+    inference it returns ``loc`` unless sampling is switched on with
+    :func:`posterior_sampling`, which Monte-Carlo evaluation and attacks with
+    expectation over the posterior use.
+
+    Args:
+        latent_dim: dimension K of z.
+        beta: weight of the KL term.
+        scale_shift: the 5 of softplus(x - 5).
+        min_scale: floor added to the scale.
+    """
+
+    def __init__(self, latent_dim: int, beta: float = 1e-3, scale_shift: float = 5.0,
+                 min_scale: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if latent_dim <= 0:
+            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.latent_dim = int(latent_dim)
+        self.beta = float(beta)
+        self.scale_shift = float(scale_shift)
+        self.min_scale = float(min_scale)
+        self.sample_in_inference = False  # switched by posterior_sampling()
+        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        self.last_kl = None  # per-example KL of the latest call, for logging
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.latent_dim,)
+
+    def loc_and_scale(self, features):
+        """The posterior's parameters ``(loc, scale)`` for ``features``."""
+        params = self.projection(features)
+        loc, raw = tf.split(params, 2, axis=-1)
+        scale = tf.nn.softplus(raw - self.scale_shift) + self.min_scale
+        return loc, scale
+
+    def distribution(self, features) -> tfd.MultivariateNormalDiag:
+        """p(z|x) as a TFP ``MultivariateNormalDiag``."""
+        loc, scale = self.loc_and_scale(features)
+        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
+
+    def prior(self, dtype=tf.float32) -> tfd.MultivariateNormalDiag:
+        """r(z) = N(0, I)."""
+        return tfd.MultivariateNormalDiag(loc=tf.zeros([self.latent_dim], dtype),
+                                          scale_diag=tf.ones([self.latent_dim], dtype))
+
+    def kl_divergence(self, features):
+        """KL(p(z|x) || N(0, I)) per example, in nats (eq. 10)."""
+        return self.distribution(features).kl_divergence(self.prior(self.compute_dtype))
+
+    def call(self, inputs, training=None):
+        posterior = self.distribution(inputs)
+        kl = posterior.kl_divergence(self.prior(self.compute_dtype))
+        self.last_kl = kl
+        self.add_loss(self.beta * tf.reduce_mean(kl))
+        if training or self.sample_in_inference:
+            loc, scale = posterior.loc, posterior.stddev()
+            return loc + scale * tf.random.normal(tf.shape(loc), dtype=loc.dtype)
+        return posterior.loc
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(latent_dim=self.latent_dim, beta=self.beta,
+                      scale_shift=self.scale_shift, min_scale=self.min_scale)
+        return config
+
+
+@contextlib.contextmanager
+def posterior_sampling(model: keras.layers.Layer, enabled: bool = True):
+    """Within this context every :class:`GaussianLatent` of ``model`` samples z
+    in inference too (instead of returning the mean).
+
+    Graphs traced inside the context keep the sampling op; trace a fresh
+    ``tf.function`` for each mode.
+    """
+    latents = [l for l in model._flatten_layers(include_self=True) if isinstance(l, GaussianLatent)]
+    previous = [l.sample_in_inference for l in latents]
+    try:
+        for l in latents:
+            l.sample_in_inference = enabled
+        yield latents
+    finally:
+        for l, p in zip(latents, previous):
+            l.sample_in_inference = p
+
+
+class _TaskWeighting(keras.layers.Layer):
+    """Base of the loss weightings: maps ``{task: CE_k}`` to one scalar."""
+
+    def __init__(self, task_names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        if not task_names:
+            raise ValueError("a task weighting needs at least one task")
+        self.task_names = tuple(task_names)
+
+    def _check(self, task_losses: Mapping[str, tf.Tensor]):
+        missing = set(self.task_names) - set(task_losses)
+        if missing:
+            raise ValueError(f"{self.name}: no loss for task(s) {sorted(missing)}")
+
+    def effective_weights(self) -> Dict[str, tf.Tensor]:
+        """The factor multiplying each task's cross-entropy."""
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config["task_names"] = list(self.task_names)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class UncertaintyWeighting(_TaskWeighting):
+    """Learned homoscedastic-uncertainty weighting (MTVIB eq. 22-23).
+
+    ``sum_k exp(-2 log_sigma_k) * CE_k + log_sigma_k`` with one trainable
+    scalar ``log_sigma_<task>`` per task (Kendall, Gal and Cipolla 2018).
+    """
+
+    def __init__(self, task_names: Sequence[str], init_log_sigma: float = 0.0, **kwargs):
+        super().__init__(task_names, **kwargs)
+        self.init_log_sigma = float(init_log_sigma)
+        self.log_sigma = {
+            t: self.add_weight(name=f"log_sigma_{t}", shape=(),
+                               initializer=keras.initializers.Constant(self.init_log_sigma),
+                               trainable=True)
+            for t in self.task_names
+        }
+        self.built = True
+
+    def call(self, task_losses):
+        self._check(task_losses)
+        terms = [tf.exp(-2.0 * self.log_sigma[t]) * task_losses[t] + self.log_sigma[t]
+                 for t in self.task_names]
+        return tf.add_n(terms)
+
+    def effective_weights(self):
+        return {t: tf.exp(-2.0 * tf.convert_to_tensor(self.log_sigma[t])) for t in self.task_names}
+
+    def sigmas(self) -> Dict[str, tf.Tensor]:
+        """sigma_k = exp(log_sigma_k), for logging."""
+        return {t: tf.exp(tf.convert_to_tensor(self.log_sigma[t])) for t in self.task_names}
+
+    def get_config(self):
+        config = super().get_config()
+        config["init_log_sigma"] = self.init_log_sigma
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FixedWeighting(_TaskWeighting):
+    """Fixed task weights: ``sum_k w_k * CE_k`` (the grid-search baseline, GS).
+
+    ``weights`` maps task names to w_k; ``None`` gives every task weight 1.
+    """
+
+    def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | Iterable[float] | None = None,
+                 **kwargs):
+        super().__init__(task_names, **kwargs)
+        if weights is None:
+            weights = {t: 1.0 for t in self.task_names}
+        elif not isinstance(weights, Mapping):
+            weights = list(weights)
+            if len(weights) != len(self.task_names):
+                raise ValueError(f"{len(weights)} task weights given for {len(self.task_names)} tasks "
+                                 f"{list(self.task_names)}")
+            weights = dict(zip(self.task_names, weights))
+        unknown = set(weights) - set(self.task_names)
+        if unknown or set(self.task_names) - set(weights):
+            raise ValueError(f"task weights {dict(weights)} must name exactly the tasks {list(self.task_names)}")
+        if any(float(w) < 0 for w in weights.values()):
+            raise ValueError(f"task weights must be >= 0, got {dict(weights)}")
+        self.weights_by_task = {t: float(weights[t]) for t in self.task_names}
+        self.built = True
+
+    def call(self, task_losses):
+        self._check(task_losses)
+        return tf.add_n([self.weights_by_task[t] * task_losses[t] for t in self.task_names])
+
+    def effective_weights(self):
+        return {t: tf.constant(w) for t, w in self.weights_by_task.items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config["weights"] = dict(self.weights_by_task)
+        return config

@@ -1,0 +1,439 @@
+"""MTVIB and the paper's baselines as Keras 3 models (Tables I and II).
+
+The architecture (convolutional trunk, fully connected layers, Gaussian
+latent, task decoders) is built as one functional network mapping an image in
+[0, 1] to ``{task: logits}``. The task weighting (learned uncertainty or fixed
+weights) is a separate loss layer. :class:`MultiTaskModel` joins the two and
+owns the training loss. A baseline is therefore a choice of network shape and
+weighting, never a copy of the model:
+
+========  ==========================================  ======================
+model     network                                     weighting
+========  ==========================================  ======================
+stl       one independent trunk+FC tower per task     fixed, 1 per task
+gs        shared trunk + FC 384, per-task FC 192      fixed (grid-searched)
+uwl       as gs                                       learned uncertainty
+stvib     one independent VIB tower per task          fixed, 1 per task
+mtvib     shared trunk + FC 1024x3 + latent, decoders learned uncertainty
+vib_mlp   Alemi et al.'s MLP 1024-1024 + latent 256   fixed (single task)
+mlp       vib_mlp's deterministic twin (z = mean)     fixed (single task)
+========  ==========================================  ======================
+
+STL and STVIB hold one tower per task in one model, trained on the sum of the
+task losses: the towers share no weights and Adam's update is per parameter,
+so this is the same as training each single-task model on its own, in one
+pass over the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Mapping, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
+from .layers import FixedWeighting, GaussianLatent, UncertaintyWeighting, posterior_sampling
+
+__all__ = [
+    "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "MultiTaskModel",
+    "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example",
+]
+
+_PACKAGE = "tf_mtvib"
+
+
+# --------------------------------------------------------------------------
+# The architecture tables (Tables I and II). Everything below reads these.
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ConvTrunk:
+    """Two blocks of Conv(filters, kernel, stride, 'valid') + BN + ReLU + MaxPool(2)."""
+
+    kernel: int
+    stride: int
+    filters: int = 64
+    blocks: int = 2
+    pool: int = 2
+
+
+#: input height/width -> trunk. 36x36 (MultiMNIST/MultiFashion, Table I):
+#: 36 -> 34 -> 17 -> 15 -> 7, flatten 7*7*64 = 3136. 150x150 (MTFL, Table II):
+#: 150 -> 73 -> 36 -> 16 -> 8, flatten 8*8*64 = 4096.
+CONV_TRUNKS: Dict[int, ConvTrunk] = {36: ConvTrunk(kernel=3, stride=1), 150: ConvTrunk(kernel=5, stride=2)}
+
+SHARED_FC = 384            # GS / UWL / STL: FC 384 after the trunk
+TASK_FC = 192              # GS / UWL / STL: per-task FC 192 before the classifier
+VIB_ENCODER_FC = (1024, 1024, 1024)   # MTVIB / STVIB: FC 1024 x3 before the latent
+VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN + ReLU, FC 384x192
+MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST
+
+DEFAULT_HPARAMS = {
+    "latent_dim": 256,
+    "beta": 1e-3,
+    "task_weights": None,      # GS: {task: w}; default equal weights summing to 1
+    "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
+    "init_log_sigma": 0.0,
+}
+
+
+def _batchnorm(sync: bool, name: str):
+    return keras.layers.BatchNormalization(synchronized=sync, name=name)
+
+
+def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
+    """The shared convolutional trunk of Tables I/II, ending in Flatten."""
+    size = spec.input_shape[0]
+    if size not in CONV_TRUNKS:
+        raise ValueError(f"no convolutional trunk for {spec.input_shape[0]}x{spec.input_shape[1]} inputs "
+                         f"(data set {spec.name!r}); the paper's tables define {sorted(CONV_TRUNKS)}")
+    t = CONV_TRUNKS[size]
+    for i in range(1, t.blocks + 1):
+        x = keras.layers.Conv2D(t.filters, t.kernel, strides=t.stride, padding="valid", name=f"{prefix}conv{i}")(x)
+        x = _batchnorm(sync_batchnorm, f"{prefix}conv{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"{prefix}conv{i}_relu")(x)
+        x = keras.layers.MaxPooling2D(t.pool, name=f"{prefix}pool{i}")(x)
+    return keras.layers.Flatten(name=f"{prefix}flatten")(x)
+
+
+def flatten_size(spec: DatasetSpec) -> int:
+    """Width of the trunk's flattened output, from the layers' own shape arithmetic."""
+    x = keras.Input(spec.input_shape)
+    return int(conv_trunk(x, spec).shape[-1])
+
+
+def _dense_stack(x, units: Sequence[int], prefix: str, batchnorm_first: bool = False, sync: bool = False):
+    for i, u in enumerate(units, start=1):
+        x = keras.layers.Dense(u, name=f"{prefix}fc{i}")(x)
+        if batchnorm_first and i == 1:
+            x = _batchnorm(sync, f"{prefix}fc{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"{prefix}fc{i}_relu")(x)
+    return x
+
+
+def _classifier(x, spec: DatasetSpec, task: str):
+    return keras.layers.Dense(spec.task(task).num_classes, name=f"{task}_logits")(x)
+
+
+# --------------------------------------------------------------------------
+# Networks: image in [0, 1] -> {task: logits}
+# --------------------------------------------------------------------------
+def _image_input(spec):
+    return keras.Input(spec.input_shape, name="image")
+
+
+def _net_shared_deterministic(spec, hp):
+    """GS / UWL: shared trunk + FC 384, per-task FC 192 + classifier."""
+    image = _image_input(spec)
+    h = conv_trunk(image, spec, hp["sync_batchnorm"])
+    h = _dense_stack(h, [SHARED_FC], "shared_")
+    outputs = {t: _classifier(_dense_stack(h, [TASK_FC], f"{t}_"), spec, t) for t in spec.task_names}
+    return image, outputs
+
+
+def _net_single_task_towers(spec, hp):
+    """STL: one independent trunk + FC 384 + FC 192 + classifier per task."""
+    image = _image_input(spec)
+    outputs = {}
+    for t in spec.task_names:
+        h = conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_")
+        outputs[t] = _classifier(_dense_stack(h, [SHARED_FC, TASK_FC], f"{t}_"), spec, t)
+    return image, outputs
+
+
+def _vib_decoder(z, spec, task, sync):
+    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + ReLU, classifier."""
+    return _classifier(_dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", batchnorm_first=True, sync=sync), spec, task)
+
+
+def _net_mtvib(spec, hp):
+    """MTVIB: shared trunk + FC 1024 x3 + Gaussian latent, one decoder per task."""
+    image = _image_input(spec)
+    h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"]), VIB_ENCODER_FC, "enc_")
+    z = GaussianLatent(hp["latent_dim"], hp["beta"], name="latent")(h)
+    outputs = {t: _vib_decoder(z, spec, t, hp["sync_batchnorm"]) for t in spec.task_names}
+    return image, outputs
+
+
+def _net_stvib(spec, hp):
+    """STVIB: one independent VIB tower (trunk, FC 1024 x3, latent, decoder) per task."""
+    image = _image_input(spec)
+    outputs = {}
+    for t in spec.task_names:
+        h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_"), VIB_ENCODER_FC, f"{t}_enc_")
+        z = GaussianLatent(hp["latent_dim"], hp["beta"], name=f"{t}_latent")(h)
+        outputs[t] = _vib_decoder(z, spec, t, hp["sync_batchnorm"])
+    return image, outputs
+
+
+def _mlp_trunk(spec):
+    image = _image_input(spec)
+    return image, _dense_stack(keras.layers.Flatten(name="flatten")(image), MLP_ENCODER_FC, "enc_")
+
+
+def _net_vib_mlp(spec, hp):
+    """Deep VIB (Alemi et al. 2017): MLP 1024-1024, K-dim Gaussian, logistic-regression decoder."""
+    image, h = _mlp_trunk(spec)
+    z = GaussianLatent(hp["latent_dim"], hp["beta"], name="latent")(h)
+    return image, {t: _classifier(z, spec, t) for t in spec.task_names}
+
+
+def _net_mlp(spec, hp):
+    """Deterministic twin of vib_mlp: z is the mean (a linear K-dim layer), no KL."""
+    image, h = _mlp_trunk(spec)
+    z = keras.layers.Dense(hp["latent_dim"], name="latent_mean")(h)
+    return image, {t: _classifier(z, spec, t) for t in spec.task_names}
+
+
+def _equal_weights(spec, hp):
+    return hp["task_weights"] or {t: 1.0 / len(spec.tasks) for t in spec.task_names}
+
+
+def _unit_weights(spec, hp):
+    return {t: 1.0 for t in spec.task_names}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    network: Callable
+    weighting: str                 # "uncertainty" or "fixed"
+    fixed_weights: Optional[Callable] = None
+    description: str = ""
+
+
+_RECIPES: Dict[str, _Recipe] = {
+    "stl": _Recipe(_net_single_task_towers, "fixed", _unit_weights, "single-task networks, one per task"),
+    "gs": _Recipe(_net_shared_deterministic, "fixed", _equal_weights, "shared network, fixed (grid-searched) task weights"),
+    "uwl": _Recipe(_net_shared_deterministic, "uncertainty", None, "shared network, learned uncertainty weights"),
+    "stvib": _Recipe(_net_stvib, "fixed", _unit_weights, "single-task VIB networks, one per task"),
+    "mtvib": _Recipe(_net_mtvib, "uncertainty", None, "multi-task VIB with learned uncertainty weights"),
+    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", _unit_weights, "Deep VIB MLP (Alemi et al. 2017)"),
+    "mlp": _Recipe(_net_mlp, "fixed", _unit_weights, "deterministic twin of vib_mlp"),
+}
+MODEL_NAMES = tuple(_RECIPES)
+
+
+def _resolve_hparams(name: str, hparams: Mapping) -> dict:
+    unknown = set(hparams) - set(DEFAULT_HPARAMS)
+    if unknown:
+        raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
+                        f"known: {sorted(DEFAULT_HPARAMS)}")
+    hp = dict(DEFAULT_HPARAMS)
+    hp.update({k: v for k, v in hparams.items() if v is not None})
+    return hp
+
+
+def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
+    """The functional network of model ``name``: image -> {task: logits}."""
+    if name not in _RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    hp = _resolve_hparams(name, hparams)
+    inputs, outputs = _RECIPES[name].network(spec, hp)
+    return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
+
+
+def build_model(name: str, dataset_spec: DatasetSpec, **hparams) -> "MultiTaskModel":
+    """Build model ``name`` (one of :data:`MODEL_NAMES`) for ``dataset_spec``.
+
+    Hyper-parameters (defaults in :data:`DEFAULT_HPARAMS`): ``latent_dim``,
+    ``beta``, ``task_weights`` (GS: a ``{task: w}`` dict or a list in task
+    order), ``sync_batchnorm``, ``init_log_sigma``.
+    """
+    if name not in _RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    hp = _resolve_hparams(name, hparams)
+    recipe = _RECIPES[name]
+    network = build_network(name, dataset_spec, **hparams)
+    if recipe.weighting == "uncertainty":
+        weighting = UncertaintyWeighting(dataset_spec.task_names, init_log_sigma=hp["init_log_sigma"],
+                                         name="uncertainty_weighting")
+    else:
+        weighting = FixedWeighting(dataset_spec.task_names, recipe.fixed_weights(dataset_spec, hp),
+                                   name="fixed_weighting")
+    hp_record = {k: v for k, v in hp.items() if not (k == "task_weights" and v is None)}
+    if isinstance(hp_record.get("task_weights"), (list, tuple)):
+        hp_record["task_weights"] = dict(zip(dataset_spec.task_names, hp_record["task_weights"]))
+    return MultiTaskModel(network, weighting, dataset_spec, model_name=name, hparams=hp_record)
+
+
+# --------------------------------------------------------------------------
+# The trainable model: network + weighting + the MTVIB loss
+# --------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MultiTaskModel(keras.Model):
+    """A network ``image -> {task: logits}`` trained with a task weighting.
+
+    Loss (MTVIB eq. 23 for ``mtvib``): ``weighting({task: CE_task}) +
+    sum(layer losses)``, where the layer losses are the ``beta * KL`` terms
+    of the :class:`GaussianLatent` layers. Under ``tf.distribute`` the total
+    is divided by the number of replicas, so that the SUM all-reduce of the
+    gradients gives the gradient of the global-batch mean (KL and
+    ``log_sigma`` terms included).
+
+    Logs: ``loss``, ``<task>_loss`` (cross-entropy), ``<task>_accuracy``,
+    ``joint_accuracy`` (every task right), ``kl`` (nats, summed over latent
+    layers) and, with uncertainty weighting, ``<task>_sigma``.
+
+    ``model(x)`` returns logits; :meth:`probabilities` returns softmax
+    probabilities, in mean mode (``samples=0``: z = posterior mean) or
+    averaged over ``samples`` posterior draws.
+    """
+
+    def __init__(self, network: keras.Model, weighting: keras.layers.Layer, dataset_spec: DatasetSpec,
+                 model_name: str = "custom", hparams: Optional[dict] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.weighting = weighting
+        self.dataset_spec = dataset_spec
+        self.model_name = model_name
+        self.hparams = dict(hparams or {})
+        self.task_names = tuple(dataset_spec.task_names)
+        missing = set(self.task_names) - set(network.output.keys() if isinstance(network.output, dict) else ())
+        if missing:
+            raise ValueError(f"network outputs must be a dict with every task; missing {sorted(missing)}")
+        self._task_loss = [keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names]
+        self._task_acc = [keras.metrics.SparseCategoricalAccuracy(name=f"{t}_accuracy") for t in self.task_names]
+        self._joint_acc = keras.metrics.Mean(name="joint_accuracy")
+        self._kl = keras.metrics.Mean(name="kl")
+        self._proba_fns = {}
+        self.built = True  # the network and the weighting are built already
+
+    # -- structure ---------------------------------------------------------
+    @property
+    def latent_layers(self):
+        return [l for l in self.network.layers if isinstance(l, GaussianLatent)]
+
+    @property
+    def is_stochastic(self) -> bool:
+        return bool(self.latent_layers)
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    # -- loss --------------------------------------------------------------
+    def task_losses(self, y, y_pred) -> Dict[str, tf.Tensor]:
+        """Mean cross-entropy per task, ``{task: CE_k}``."""
+        return {
+            t: tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y[t], y_pred[t], from_logits=True))
+            for t in self.task_names
+        }
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        ce = self.task_losses(y, y_pred)
+        total = self.weighting(ce)
+        for extra in self.losses:          # beta * KL of each GaussianLatent
+            total = total + tf.cast(extra, total.dtype)
+        for tracker, t in zip(self._task_loss, self.task_names):
+            tracker.update_state(ce[t])
+        kls = [tf.reduce_mean(l.last_kl) for l in self.latent_layers if l.last_kl is not None]
+        if kls:
+            self._kl.update_state(tf.add_n(kls))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            total = total / tf.cast(replicas, total.dtype)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        correct = []
+        for acc, t in zip(self._task_acc, self.task_names):
+            acc.update_state(y[t], y_pred[t])
+            correct.append(tf.equal(tf.argmax(y_pred[t], axis=-1, output_type=tf.int64), tf.cast(y[t], tf.int64)))
+        self._joint_acc.update_state(tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32))
+        logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or self.is_stochastic}
+        if isinstance(self.weighting, UncertaintyWeighting):
+            logs.update({f"{t}_sigma": s for t, s in self.weighting.sigmas().items()})
+        return logs
+
+    # -- inference ---------------------------------------------------------
+    def probabilities(self, images, samples: int = 0) -> Dict[str, tf.Tensor]:
+        """Softmax probabilities per task.
+
+        ``samples=0``: mean mode (z = posterior mean, one deterministic pass).
+        ``samples=N``: average of the decoders' probabilities over N posterior
+        samples of z (Alemi et al.'s 12-sample evaluation).
+        """
+        samples = int(samples)
+        if samples < 0:
+            raise ValueError("samples must be >= 0")
+        if not self.is_stochastic:
+            samples = 0
+        fn = self._proba_fns.get(samples)
+        if fn is None:
+            fn = tf.function(lambda x: probabilities_of(self.network, x, samples), reduce_retracing=True)
+            self._proba_fns[samples] = fn
+        return fn(tf.convert_to_tensor(images, tf.float32))
+
+    # -- serialisation -----------------------------------------------------
+    def get_config(self):
+        return {
+            "name": self.name,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "weighting": keras.saving.serialize_keras_object(self.weighting),
+            "dataset_spec": spec_to_config(self.dataset_spec),
+            "model_name": self.model_name,
+            "hparams": self.hparams,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
+        weighting = keras.saving.deserialize_keras_object(config.pop("weighting"), custom_objects=custom_objects)
+        spec = spec_from_config(config.pop("dataset_spec"))
+        return cls(network, weighting, spec, **config)
+
+
+def probabilities_of(network: keras.Model, images, samples: int = 0) -> Dict[str, tf.Tensor]:
+    """Softmax probabilities of ``network`` (mean mode if ``samples == 0``,
+    else averaged over ``samples`` posterior draws, drawn in one batched pass)."""
+    if samples == 0:
+        logits = network(images, training=False)
+        return {t: tf.nn.softmax(l) for t, l in logits.items()}
+    batch = tf.shape(images)[0]
+    tiled = tf.tile(images, tf.concat([[samples], tf.ones([tf.rank(images) - 1], tf.int32)], axis=0))
+    with posterior_sampling(network):
+        logits = network(tiled, training=False)
+    out = {}
+    for t, l in logits.items():
+        probs = tf.nn.softmax(l)
+        out[t] = tf.reduce_mean(tf.reshape(probs, tf.concat([[samples, batch], tf.shape(probs)[1:]], 0)), axis=0)
+    return out
+
+
+def kl_per_example(model: MultiTaskModel, images) -> tf.Tensor:
+    """KL(p(z|x) || N(0, I)) per example in nats, summed over the model's latent layers.
+
+    For a deterministic model this is zero.
+    """
+    latents = model.latent_layers
+    if not latents:
+        return tf.zeros([tf.shape(images)[0]])
+    features = keras.Model(model.network.input, [l.input for l in latents])(images, training=False)
+    if len(latents) == 1:
+        features = [features]
+    return tf.add_n([l.kl_divergence(f) for l, f in zip(latents, features)])
+
+
+def summary_table(specs: Sequence[DatasetSpec], names: Sequence[str] = MODEL_NAMES) -> str:
+    """Parameter counts per model and data set, and the trunks' flatten sizes."""
+    lines = ["| data set | input | flatten | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for spec in specs:
+        conv = spec.input_shape[0] in CONV_TRUNKS
+        cells = []
+        for n in names:
+            if n in ("vib_mlp", "mlp") and len(spec.tasks) > 1:
+                cells.append("-")
+            elif n not in ("vib_mlp", "mlp") and not conv:
+                cells.append("-")
+            else:
+                cells.append(f"{build_model(n, spec).count_params():,}")
+        flat = flatten_size(spec) if conv else "-"
+        lines.append(f"| {spec.name} | {'x'.join(map(str, spec.input_shape))} | {flat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tf_mtvib.models
+    from .datasets.spec import SPECS
+
+    print(summary_table(list(SPECS.values())))

@@ -14,6 +14,7 @@ import os
 import pathlib
 import tempfile
 import warnings
+import zipfile
 from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
 import numpy as np
@@ -54,7 +55,7 @@ def cached_arrays(prefix: str, key: Mapping[str, Any],
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             _warn_unusable(path, error)
     arrays = build()
     if is_writable_dir(path.parent):

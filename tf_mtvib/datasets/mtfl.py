@@ -64,7 +64,7 @@ class _Archive:
         self._prefix = "MTFL/" if "MTFL/training.txt" in self._names else ""
 
     def where(self, name: str) -> str:
-        return f"{self._prefix}{name} in {self.path}"
+        return f"{self.path}:{self._prefix}{name}"
 
     def exists(self, name: str) -> bool:
         return self._prefix + name in self._names

@@ -1,0 +1,423 @@
+"""Training: ``python train.py --dataset mtfl --model mtvib`` (also ``python -m tf_mtvib.train``).
+
+Trains one model as the paper does (Adam, learning rate 1e-4, batch 200,
+200 epochs, beta 1e-3, latent 256: ``--preset paper``, the default) under
+``tf.distribute.MirroredStrategy`` when several GPUs are visible, and writes a
+run directory (see :mod:`tf_mtvib.runs`): ``config.json``, ``history.json``,
+TensorBoard ``logs/``, ``model.keras`` and ``metrics.json`` (test accuracy per
+task and joint, in mean mode and, for VIB models, averaged over posterior
+samples). ``--resume`` continues an interrupted run from its last finished
+epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import runs
+from .datasets.loading import OPTIONS as DATA_OPTIONS
+from .datasets.spec import SPECS, get_spec
+from .models import DEFAULT_HPARAMS, MODEL_NAMES
+
+__all__ = ["PRESETS", "build_config", "train", "main", "parse_args", "TrainingDiverged"]
+
+#: Training budgets. ``data`` holds per-data-set options for datasets.load and
+#: the ``max_train``/``max_test`` caps (first N examples of a split).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # The paper: Adam 1e-4, batch 200, 200 epochs, full data sets.
+    "paper": {"epochs": 200, "batch_size": 200, "learning_rate": 1e-4, "data": {}},
+    # Minutes per model on 2 CPU cores. Fewer epochs need a larger step, so the
+    # learning rate is 1e-3; the test sets stay full so that the comparison of
+    # the five models (and their robustness) is measured on 10,000 images.
+    "cpu": {
+        "epochs": 5, "batch_size": 200, "learning_rate": 1e-3,
+        "data": {
+            "multimnist": {"num_train": 20_000, "num_test": 10_000},
+            "multifashion": {"num_train": 20_000, "num_test": 10_000},
+            "mtfl": {"epochs": 4},
+            "mnist": {"max_train": 20_000, "epochs": 5},
+        },
+    },
+    # Seconds, for tests.
+    "smoke": {
+        "epochs": 2, "batch_size": 32, "learning_rate": 1e-3,
+        "data": {
+            "multimnist": {"num_train": 256, "num_test": 128},
+            "multifashion": {"num_train": 256, "num_test": 128},
+            "mtfl": {"max_train": 64, "max_test": 32},
+            "mnist": {"max_train": 256, "max_test": 128},
+        },
+    },
+}
+
+_TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "adam_beta1", "lr_decay", "lr_decay_epochs",
+                  "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas")
+_TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
+                      "jit_compile": False, "val_fraction": 0.0, "eval_samples": 12, "strategy": "auto",
+                      "cpu_replicas": 0}
+_LIMIT_KEYS = ("max_train", "max_test")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def _task_weights(text: str):
+    """'0.3,0.7' or 'top_left=0.3,bottom_right=0.7'."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+        return [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=[n for n in SPECS], help="data set")
+    p.add_argument("--model", choices=MODEL_NAMES, help="model")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper", help="training budget")
+    p.add_argument("--hparams", type=pathlib.Path, help="JSON file of hyper-parameters (e.g. best.json from tf_mtvib.tune)")
+    g = p.add_argument_group("hyper-parameters (override the preset and --hparams)")
+    g.add_argument("--epochs", type=_positive(int))
+    g.add_argument("--batch-size", type=_positive(int), help="global batch size (split across replicas)")
+    g.add_argument("--learning-rate", type=_positive(float))
+    g.add_argument("--adam-beta1", type=_positive(float), help="Adam's beta_1 (Alemi et al.'s demo: 0.5)")
+    g.add_argument("--lr-decay", type=_positive(float), help="multiply the learning rate by this every --lr-decay-epochs")
+    g.add_argument("--lr-decay-epochs", type=_positive(int))
+    g.add_argument("--ema-momentum", type=_positive(float), help="evaluate an exponential moving average of the weights")
+    g.add_argument("--beta", type=_nonneg_float, help="weight of the KL term (VIB models)")
+    g.add_argument("--latent-dim", type=_positive(int), help="dimension of z (VIB models)")
+    g.add_argument("--task-weights", type=_task_weights, help="GS task weights: 0.5,0.5 or name=w,...")
+    g.add_argument("--init-log-sigma", type=float, help="initial log sigma_k (UWL, MTVIB)")
+    g.add_argument("--sync-batchnorm", action="store_true", default=None,
+                   help="synchronise BatchNorm statistics across replicas")
+    d = p.add_argument_group("data")
+    d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
+    d.add_argument("--num-train", type=_positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")
+    d.add_argument("--num-test", type=_positive(int), help="MultiMNIST/MultiFashion: test composites")
+    d.add_argument("--protocol", choices=["paper", "official"], help="MTFL split protocol")
+    d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split")
+    d.add_argument("--max-train", type=_positive(int), help="use only the first N training examples")
+    d.add_argument("--max-test", type=_positive(int), help="use only the first N test examples")
+    d.add_argument("--val-fraction", type=float, help="hold out this fraction of training data for validation logs")
+    r = p.add_argument_group("run")
+    r.add_argument("--output-dir", type=pathlib.Path, help="run directory (default runs/<dataset>-<model>-<time>)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--strategy", choices=["auto", "mirrored", "default"],
+                   help="auto: MirroredStrategy when more than one GPU is visible")
+    r.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices and mirror over them (testing)")
+    r.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")
+    r.add_argument("--eval-samples", type=int, help="posterior samples for the MC test accuracy of VIB models")
+    r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not args.resume and (args.dataset is None or args.model is None):
+        parser.error("--dataset and --model are required (unless --resume)")
+    if args.resume and args.output_dir is None:
+        parser.error("--resume needs --output-dir, the run to continue")
+    if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
+        parser.error("--val-fraction must be in [0, 1)")
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """Resolve preset < --hparams file < explicit flags into one config dict."""
+    preset = PRESETS[args.preset]
+    per_data = dict(preset["data"].get(args.dataset, {}))
+    training = {k: preset[k] for k in ("epochs", "batch_size", "learning_rate")}
+    training.update(_TRAINING_DEFAULTS)
+    for k in ("epochs", "batch_size", "learning_rate"):
+        if k in per_data:
+            training[k] = per_data.pop(k)
+    limits = {k: per_data.pop(k) for k in _LIMIT_KEYS if k in per_data}
+    data = dict(per_data)
+    hparams: Dict[str, Any] = {}
+    if args.hparams is not None:
+        try:
+            loaded = json.loads(args.hparams.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"train.py: error: cannot read --hparams {args.hparams}: {e}")
+        loaded = loaded.get("hparams", loaded)
+        for k, v in loaded.items():
+            if k in DEFAULT_HPARAMS:
+                hparams[k] = v
+            elif k in training:
+                training[k] = v
+            else:
+                raise SystemExit(f"train.py: error: --hparams {args.hparams}: unknown key {k!r}")
+    for k in ("beta", "latent_dim", "task_weights", "init_log_sigma", "sync_batchnorm"):
+        if getattr(args, k) is not None:
+            hparams[k] = getattr(args, k)
+    for k in _TRAINING_KEYS:
+        if getattr(args, k, None) is not None:
+            training[k] = getattr(args, k)
+    for flag, key in (("num_train", "num_train"), ("num_test", "num_test"), ("protocol", "protocol"),
+                      ("data_seed", "seed")):
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    unknown = set(data) - set(DATA_OPTIONS[args.dataset])
+    if unknown:
+        raise SystemExit(f"train.py: error: option(s) {', '.join('--' + u.replace('_', '-') for u in sorted(unknown))} "
+                         f"do not apply to data set {args.dataset!r}")
+    for k in _LIMIT_KEYS:
+        if getattr(args, k) is not None:
+            limits[k] = getattr(args, k)
+    return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
+            "hparams": hparams, "training": training}
+
+
+# --------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------
+def _callbacks(run_dir: pathlib.Path, n_train: int, batch_size: int):
+    import keras
+    import numpy as np
+
+    class HistoryWriter(keras.callbacks.Callback):
+        """Writes history.json after every epoch; on resume keeps the epochs before the first new one."""
+
+        def __init__(self):
+            super().__init__()
+            self.rows: List[dict] = []
+            self._t0 = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self._t0 is None:  # first epoch of this process: drop anything from `epoch` on
+                path = run_dir / runs.HISTORY
+                rows = runs.read_json(path) if path.exists() else []
+                self.rows = [r for r in rows if r["epoch"] < epoch]
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not math.isfinite(logs.get("loss", 0.0)):
+                return
+            seconds = time.perf_counter() - self._t0
+            self.rows.append({"epoch": epoch, "seconds": seconds, "images_per_second": n_train / seconds, **logs})
+            runs.write_json(run_dir / runs.HISTORY, self.rows)
+
+    class NaNGuard(keras.callbacks.Callback):
+        """Stops at the first non-finite loss; the last good checkpoint is kept."""
+
+        def __init__(self):
+            super().__init__()
+            self.bad = None
+            self._epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.bad = (self._epoch, batch)
+                self.model.stop_training = True
+
+    class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore that never saves the state of an epoch whose loss was not finite."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and not np.isfinite(float(logs.get("loss", 0.0))):
+                return
+            super().on_epoch_end(epoch, logs)
+
+    history, guard = HistoryWriter(), NaNGuard()
+    # Order matters: the history row is written before the checkpoint, so a kill
+    # between the two makes the resumed run redo (and rewrite) that epoch.
+    cbs = [guard, history, SafeBackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=False),
+           keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
+    return cbs, guard
+
+
+# --------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------
+def configure_cpu_replicas(n: int) -> None:
+    """Split the physical CPU into ``n`` logical devices (before TensorFlow starts)."""
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+
+
+def make_strategy(kind: str = "auto", cpu_replicas: int = 0):
+    import tensorflow as tf
+
+    if cpu_replicas and cpu_replicas > 1:
+        if not tf.config.list_logical_devices("CPU")[1:]:
+            configure_cpu_replicas(cpu_replicas)
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "mirrored" or (kind == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _optimizer(training: Dict[str, Any], steps_per_epoch: int):
+    import keras
+
+    lr = training["learning_rate"]
+    if training["lr_decay"] != 1.0:
+        lr = keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=training["lr_decay_epochs"] * steps_per_epoch, decay_rate=training["lr_decay"],
+            staircase=True)
+    ema = training.get("ema_momentum")
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=training["adam_beta1"],
+                                 use_ema=ema is not None, ema_momentum=ema or 0.99)
+
+
+def _limit(split, n):
+    return split if n is None or n >= len(split) else split.take(n)
+
+
+def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose: int = 1) -> Dict[str, Any]:
+    """Train per ``config`` into ``run_dir`` (resuming when it holds a checkpoint); returns metrics.json."""
+    training = config["training"]
+    if training.get("cpu_replicas", 0) > 1:
+        configure_cpu_replicas(training["cpu_replicas"])
+    import keras
+    import tensorflow as tf
+
+    from .datasets import load, to_dataset, train_val_split
+    from .metrics import evaluate_accuracy
+    from .models import build_model
+
+    keras.utils.set_random_seed(training["seed"])
+    spec = get_spec(config["dataset"])
+    limits = config.get("limits", {})
+    train_split = _limit(load(config["dataset"], "train", data_dir=data_dir, **config["data"]), limits.get("max_train"))
+    test_split = _limit(load(config["dataset"], "test", data_dir=data_dir, **config["data"]), limits.get("max_test"))
+    val_ds = None
+    if training.get("val_fraction"):
+        train_split, val_split = train_val_split(train_split, training["val_fraction"], seed=training["seed"])
+        val_ds = to_dataset(val_split, training["batch_size"])
+    batch = training["batch_size"]
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
+    steps = math.ceil(len(train_split) / batch)
+
+    strategy = make_strategy(training.get("strategy", "auto"), training.get("cpu_replicas", 0))
+    if verbose:
+        print(f"[tf_mtvib] {config['model']} on {config['dataset']}: {len(train_split):,} train / "
+              f"{len(test_split):,} test images, {strategy.num_replicas_in_sync} replica(s) "
+              f"({type(strategy).__name__}), run directory {run_dir}", flush=True)
+    with strategy.scope():
+        model = build_model(config["model"], spec, **config["hparams"])
+        model.compile(optimizer=_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
+    callbacks, guard = _callbacks(run_dir, len(train_split), batch)
+    t0 = time.perf_counter()
+    model.fit(train_ds, epochs=training["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # train_ds is shuffled by tf.data
+    train_seconds = time.perf_counter() - t0
+    if guard.bad is not None:
+        epoch, step = guard.bad
+        raise TrainingDiverged(
+            f"loss became NaN/inf at epoch {epoch + 1}, batch {step + 1}; training stopped. The last good "
+            f"checkpoint (end of epoch {epoch}) is kept in {run_dir / runs.BACKUP}: lower --learning-rate "
+            f"(now {training['learning_rate']}) or --beta and continue with --resume --output-dir {run_dir}")
+
+    tmp = run_dir / (runs.MODEL + ".tmp.keras")
+    model.save(tmp)
+    tmp.replace(run_dir / runs.MODEL)
+    test_ds = to_dataset(test_split, batch)
+    history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else []
+    metrics: Dict[str, Any] = {"test": {"mean": evaluate_accuracy(model, test_ds)},
+                               "num_train": len(train_split), "num_test": len(test_split),
+                               "epochs": training["epochs"], "replicas": strategy.num_replicas_in_sync,
+                               "train_seconds_this_process": train_seconds,
+                               "seconds_per_epoch": [r["seconds"] for r in history]}
+    if model.is_stochastic and training.get("eval_samples", 0) > 0:
+        n = training["eval_samples"]
+        metrics["test"][f"mc{n}"] = evaluate_accuracy(model, test_ds, samples=n)
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    if verbose:
+        print("[tf_mtvib] test accuracy: " + ", ".join(
+            f"{mode}: " + " ".join(f"{k}={v:.4f}" for k, v in acc.items()) for mode, acc in metrics["test"].items()),
+            flush=True)
+    return metrics
+
+
+def _default_run_dir(config) -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("runs") / f"{config['dataset']}-{config['model']}-{stamp}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = args.output_dir
+        try:
+            config = runs.load_run(run_dir, require_model=False).config
+        except runs.RunError as e:
+            print(f"train.py: error: cannot resume: {e}", file=sys.stderr)
+            return 2
+        if args.epochs is not None:  # allow extending a finished run
+            config["training"]["epochs"] = args.epochs
+    else:
+        config = build_config(args)
+        run_dir = args.output_dir or _default_run_dir(config)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            print(f"train.py: error: {run_dir} exists and is not empty; use --resume to continue it "
+                  f"or choose another --output-dir", file=sys.stderr)
+            return 2
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(run_dir / runs.CONFIG, config)
+    except OSError as e:
+        print(f"train.py: error: cannot write the run directory {run_dir}: {e}", file=sys.stderr)
+        return 2
+    from .datasets import DataError
+
+    try:
+        train(config, run_dir, data_dir=args.data_dir, verbose=args.verbose)
+    except DataError as e:
+        print(f"train.py: data error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Robustness of trained models to FGSM / PGD: accuracy per task and joint vs eps.
+
+Command line::
+
+    python -m tf_mtvib.evaluate --run RUN_DIR [--run RUN_DIR2 ...] --attack fgsm|pgd \\
+        --eps 0,0.05,0.1,0.15,0.2,0.25,0.3 [--eval-samples N] [--eot-samples M] \\
+        [--batch-size B] [--max-examples N] [--data-dir D] [--output DIR]
+
+writes ``robustness.json``, ``robustness.md`` (the layout of the paper's
+Tables III-V: one row per task plus the joint accuracy, one column per eps;
+with several runs one row per model and task) and ``robustness.png``
+(accuracy vs eps, one panel per task plus joint, one line per model, as in
+Fig. 5) into the run directory (one run) or ``--output`` (default
+``./robustness-<dataset>``).
+
+Every number says how it was produced:
+
+* ``eval=mean``: predictions with z = posterior mean; ``eval=mc<N>``: the
+  probabilities averaged over N posterior samples;
+* ``attack_grad=mean``: the attack differentiates the mean-mode network;
+  ``attack_grad=eot<M>``: the gradient is averaged over M posterior samples
+  (expectation over transformation).
+
+Deterministic models have no posterior; for them both modes read ``mean``.
+
+Python: :func:`evaluate_robustness` (one model, one data set) and
+:func:`write_report` (the three files for one or more results).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import accuracies, correct_from_probs
+
+__all__ = [
+    "DEFAULT_EPS", "JSON_NAME", "TABLE_NAME", "PLOT_NAME", "evaluate_robustness", "parse_eps",
+    "check_eps", "eval_mode_name", "markdown_table", "plot_robustness", "write_report", "main",
+]
+
+DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+JSON_NAME = "robustness.json"
+TABLE_NAME = "robustness.md"
+PLOT_NAME = "robustness.png"
+JOINT = "joint"
+
+
+# --------------------------------------------------------------------------
+# eps lists
+# --------------------------------------------------------------------------
+def check_eps(eps_list: Sequence[float]) -> List[float]:
+    """The eps values sorted ascending; ValueError for an empty list, a duplicate,
+    or a value outside [0, 1] (images live in [0, 1])."""
+    values = [float(e) for e in eps_list]
+    if not values:
+        raise ValueError("the eps list is empty")
+    for e in values:
+        if not math.isfinite(e) or e < 0.0 or e > 1.0:
+            raise ValueError(f"eps must lie in [0, 1] (images are in [0, 1]); got {e:g}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"the eps list repeats a value: {', '.join(f'{e:g}' for e in values)}")
+    return sorted(values)
+
+
+def parse_eps(text: str) -> List[float]:
+    """``"0,0.05,0.1"`` -> ``[0.0, 0.05, 0.1]`` (checked by :func:`check_eps`)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    values = []
+    for p in parts:
+        if not p:
+            raise ValueError(f"bad eps list {text!r}: empty entry (expected e.g. 0,0.05,0.1)")
+        try:
+            values.append(float(p))
+        except ValueError:
+            raise ValueError(f"bad eps list {text!r}: {p!r} is not a number") from None
+    return check_eps(values)
+
+
+def eval_mode_name(model, eval_samples: int = 0) -> str:
+    """``"mean"`` or ``"mc<N>"``: how the predictions of ``model`` are made."""
+    return f"mc{int(eval_samples)}" if eval_samples and model.is_stochastic else "mean"
+
+
+# --------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------
+def _batches(dataset, batch_size: int, max_examples: Optional[int]):
+    """(iterator of (images, labels) batches, number of batches or None, number of examples or None)."""
+    from .datasets import Split, to_dataset
+
+    if isinstance(dataset, Split):
+        split = dataset.take(max_examples) if max_examples else dataset
+        n = len(split)
+        return iter(to_dataset(split, batch_size)), -(-n // batch_size), n
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.data.Dataset):
+        card = int(dataset.cardinality())
+        return iter(dataset), (card if card >= 0 and not max_examples else None), None
+    raise TypeError(f"dataset must be a Split or a batched tf.data.Dataset of (images, labels); "
+                    f"got {type(dataset).__name__}")
+
+
+def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence[float] = DEFAULT_EPS,
+                        eval_samples: int = 0, eot_samples: int = 0, loss: str = "sum",
+                        steps: int = 10, step_size: Optional[float] = None, random_start: bool = True,
+                        batch_size: int = 100, max_examples: Optional[int] = None,
+                        seed: Optional[int] = 0, verbose: int = 1) -> Dict[str, Any]:
+    """Accuracy of ``model`` (a MultiTaskModel) under ``attack`` at every eps in ``eps_list``.
+
+    dataset:      a :class:`tf_mtvib.datasets.Split` (batched here with ``batch_size``)
+                  or a batched ``tf.data.Dataset`` of ``(images in [0, 1], {task: labels})``.
+    attack:       ``"fgsm"`` or ``"pgd"`` (``steps`` steps of ``step_size``, default
+                  ``2.5 * eps / steps``, from a random start unless ``random_start=False``).
+    eval_samples: 0 = mean mode (z = posterior mean); N = probabilities averaged over N samples.
+    eot_samples:  0 = attack gradient in mean mode; M = averaged over M posterior samples.
+    loss:         ``"sum"`` (unweighted sum of the tasks' cross-entropies, the default),
+                  ``"training"`` (the model's own loss) or a task name.
+    seed:         seeds TensorFlow's global generator (PGD start, posterior samples); None leaves it.
+
+    The clean pass (eps = 0) is computed once per batch; FGSM computes the
+    gradient sign once per batch and reuses it for every eps.
+
+    Returns a JSON-able dict: ``eps``, ``accuracy`` ({task: [one per eps], "joint": [...]}),
+    ``clean`` ({task: acc, "joint": acc}), ``eval``, ``attack_grad``, ``attack``, ``loss``,
+    ``num_examples``, ``model``, ``dataset``, ``tasks`` and, for PGD, ``pgd`` settings.
+    """
+    import keras
+    import tensorflow as tf
+
+    from . import attacks as A
+
+    eps_list = check_eps(eps_list)
+    if attack not in A.ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; choose one of: {', '.join(A.ATTACKS)}")
+    for name, value in (("eval_samples", eval_samples), ("eot_samples", eot_samples)):
+        if int(value) < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be positive, got {max_examples}")
+    if seed is not None:
+        tf.random.set_seed(seed)
+
+    tasks = list(model.task_names)
+    model_fn = A.model_fn_for(model, eot_samples)
+    loss_fn = A.make_loss(loss, model)
+    attacked = [e for e in eps_list if e > 0]
+    if attack == "fgsm":
+        direction_fn = tf.function(lambda x, y: A.fgsm_direction(model_fn, x, y, loss_fn), reduce_retracing=True)
+    else:
+        attack_fn = A.compile_attack("pgd", model_fn, loss_fn, steps=steps, step_size=step_size,
+                                     random_start=random_start, seed=None)
+
+    def correct(images, labels):
+        probs = model.probabilities(images, samples=eval_samples)
+        return correct_from_probs({t: probs[t].numpy() for t in tasks}, labels)
+
+    batches, n_batches, _ = _batches(dataset, batch_size, max_examples)
+    progbar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch") if verbose else None
+    clean_parts: Dict[str, list] = {t: [] for t in tasks}
+    adv_parts = {e: {t: [] for t in tasks} for e in attacked}
+    seen = 0
+    start = time.time()
+    for images, labels in batches:
+        if max_examples is not None and seen >= max_examples:
+            break
+        if max_examples is not None and seen + int(images.shape[0]) > max_examples:
+            keep = max_examples - seen
+            images, labels = images[:keep], {t: v[:keep] for t, v in labels.items()}
+        images = tf.convert_to_tensor(images, tf.float32)
+        labels = {t: tf.convert_to_tensor(labels[t]) for t in tasks}
+        labels_np = {t: labels[t].numpy() for t in tasks}
+        seen += int(images.shape[0])
+        for t, c in correct(images, labels_np).items():       # eps = 0: once per batch
+            clean_parts[t].append(c)
+        if attack == "fgsm" and attacked:
+            direction = direction_fn(images, labels)           # sign(grad): the same for every eps
+        for e in attacked:
+            if attack == "fgsm":
+                x_adv = tf.clip_by_value(images + e * direction, 0.0, 1.0)   # eq. 25
+            else:
+                x_adv = attack_fn(images, labels, tf.constant(e, tf.float32))
+            for t, c in correct(x_adv, labels_np).items():
+                adv_parts[e][t].append(c)
+        if progbar is not None:
+            progbar.add(1, [("clean_joint_acc", float(np.mean(np.all([clean_parts[t][-1] for t in tasks], axis=0))))])
+    if seen == 0:
+        raise ValueError("the data set is empty")
+
+    clean = accuracies({t: np.concatenate(v) for t, v in clean_parts.items()})
+    per_eps = {e: (clean if e == 0 else accuracies({t: np.concatenate(v) for t, v in adv_parts[e].items()}))
+               for e in eps_list}
+    spec = getattr(model, "dataset_spec", None)
+    result: Dict[str, Any] = {
+        "model": getattr(model, "model_name", model.name),
+        "dataset": spec.name if spec is not None else None,
+        "tasks": tasks,
+        "attack": attack,
+        "loss": loss,
+        "eval": eval_mode_name(model, eval_samples),
+        "attack_grad": A.grad_mode_name(model, eot_samples),
+        "eps": eps_list,
+        "num_examples": seen,
+        "accuracy": {k: [per_eps[e][k] for e in eps_list] for k in tasks + [JOINT]},
+        "clean": clean,
+        "seconds": round(time.time() - start, 2),
+    }
+    if attack == "pgd":
+        result["pgd"] = {"steps": int(steps), "random_start": bool(random_start),
+                         "step_size": "2.5*eps/steps" if step_size is None else float(step_size)}
+    return result
+
+
+# --------------------------------------------------------------------------
+# Reports: Markdown table (Tables III-V), plot (Fig. 5), JSON
+# --------------------------------------------------------------------------
+def _label(result: Dict[str, Any]) -> str:
+    return result.get("label") or result["model"]
+
+
+def _mode(result: Dict[str, Any]) -> str:
+    return f"eval={result['eval']}, attack_grad={result['attack_grad']}"
+
+
+def _fmt_eps(e: float) -> str:
+    return f"{e:g}"
+
+
+def _attack_desc(result: Dict[str, Any]) -> str:
+    desc = result["attack"].upper()
+    if "pgd" in result:
+        p = result["pgd"]
+        desc += f" ({p['steps']} steps of {p['step_size']}, {'random' if p['random_start'] else 'clean'} start)"
+    return desc + f", loss={result['loss']}"
+
+
+def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
+    """Accuracy (%) per task and joint (rows) at each eps (columns).
+
+    One result: rows are the tasks then ``joint`` (Tables III-V). Several: one
+    row per model and task, the model column naming its evaluation modes.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("no results to tabulate")
+    eps = results[0]["eps"]
+    if any(r["eps"] != eps for r in results):
+        raise ValueError("the results were computed at different eps values")
+    first = results[0]
+    lines = [f"Accuracy (%) under {_attack_desc(first)} on {first['dataset']}"
+             + (f", {first['num_examples']} test examples" if len({r['num_examples'] for r in results}) == 1 else "")
+             + ".", ""]
+    cols = [f"eps={_fmt_eps(e)}" for e in eps]
+    several = len(results) > 1
+    if several:
+        lines.append("| Model | Task | " + " | ".join(cols) + " |")
+        lines.append("|---|---|" + "---:|" * len(cols))
+    else:
+        lines[0] = lines[0][:-1] + f"; {first['model']} ({_mode(first)})."
+        lines.append("| Task | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---:|" * len(cols))
+    for r in results:
+        for task in list(r["tasks"]) + [JOINT]:
+            cells = " | ".join(f"{100.0 * a:.2f}" for a in r["accuracy"][task])
+            head = f"{_label(r)} [{_mode(r)}] | {task}" if several else task
+            lines.append(f"| {head} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
+    """Accuracy vs eps, one panel per task plus joint, one line per result (Fig. 5); a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = list(results)
+    panels = list(results[0]["tasks"]) + [JOINT]
+    fig = Figure(figsize=(3.4 * len(panels), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, task in zip(axes, panels):
+        for r in results:
+            ax.plot(r["eps"], [100.0 * a for a in r["accuracy"][task]], marker="o", markersize=3,
+                    label=f"{_label(r)} ({r['eval']}, {r['attack_grad']})")
+        ax.set_title(task)
+        ax.set_xlabel("eps")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(fontsize="small")
+    fig.suptitle(f"{_attack_desc(results[0])}: {results[0]['dataset']}")
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_report(results: Sequence[Dict[str, Any]], output_dir) -> Dict[str, pathlib.Path]:
+    """Write ``robustness.json``, ``robustness.md`` and ``robustness.png`` into ``output_dir``."""
+    from .runs import write_json
+
+    results = list(results)
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first = results[0]
+    doc = {"dataset": first["dataset"], "attack": first["attack"], "eps": first["eps"], "results": results}
+    paths = {"json": out / JSON_NAME, "table": out / TABLE_NAME, "plot": out / PLOT_NAME}
+    write_json(paths["json"], doc)
+    paths["table"].write_text(markdown_table(results))
+    plot_robustness(results, paths["plot"])
+    return paths
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tf_mtvib.evaluate",
+        description="Accuracy of trained runs under FGSM / PGD at several eps (Tables III-V, Fig. 5).")
+    p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
+                   help="a run directory written by train.py; repeat to compare models on one data set")
+    p.add_argument("--attack", choices=("fgsm", "pgd"), default="fgsm")
+    p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS),
+                   help="comma-separated L-inf radii in [0, 1] (default: %(default)s)")
+    p.add_argument("--eval-samples", type=int, default=0, metavar="N",
+                   help="0: predict with z = posterior mean (eval=mean); N: average N posterior samples (eval=mcN)")
+    p.add_argument("--eot-samples", type=int, default=0, metavar="M",
+                   help="0: attack gradient in mean mode; M: averaged over M posterior samples (attack_grad=eotM)")
+    p.add_argument("--loss", default="sum",
+                   help="attack loss: sum (unweighted sum of task cross-entropies), training (the model's "
+                        "own loss) or a task name (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default: %(default)s)")
+    p.add_argument("--step-size", type=float, default=None, help="PGD step size (default: 2.5 * eps / steps)")
+    p.add_argument("--no-random-start", dest="random_start", action="store_false",
+                   help="start PGD at the clean image")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--max-examples", type=int, default=None, metavar="N", help="evaluate the first N test examples")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $TF_MTVIB_DATA_DIR)")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="output directory (default: the run directory for one run, else ./robustness-<dataset>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _fingerprint(split) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(split.images).tobytes())
+    for t in sorted(split.labels):
+        h.update(np.ascontiguousarray(split.labels[t]).tobytes())
+    return h.hexdigest()[:12]
+
+
+def _labels(runs) -> List[str]:
+    names = [r.model_name for r in runs]
+    return [n if names.count(n) == 1 else f"{n} ({r.path.name})" for n, r in zip(names, runs)]
+
+
+def _run(args) -> int:
+    from .attacks import grad_mode_name
+    from .runs import load_run
+
+    eps = parse_eps(args.eps)
+    for name in ("eval_samples", "eot_samples"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be positive")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ValueError("--max-examples must be positive")
+    if args.attack == "pgd" and args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    runs = [load_run(p) for p in args.run]
+    datasets = sorted({r.dataset for r in runs})
+    if len(datasets) > 1:
+        raise ValueError(f"runs of different data sets cannot be compared in one table: "
+                         + ", ".join(f"{r.path} ({r.dataset})" for r in runs))
+    dataset = datasets[0]
+    tasks = runs[0].spec.task_names
+    if args.loss not in ("sum", "training") and args.loss not in tasks:
+        raise ValueError(f"unknown --loss {args.loss!r}; choose sum, training or a task ({', '.join(tasks)})")
+    if args.output:
+        out = pathlib.Path(args.output)
+    elif len(runs) == 1:
+        out = runs[0].path
+    else:
+        out = pathlib.Path.cwd() / f"robustness-{dataset}"
+
+    results, splits, prints = [], {}, set()
+    for run, label in zip(runs, _labels(runs)):
+        key = json.dumps(run.data_options, sort_keys=True)
+        if key not in splits:
+            split = run.load_split("test", args.data_dir)
+            splits[key] = split.take(args.max_examples) if args.max_examples else split
+        split = splits[key]
+        prints.add(_fingerprint(split))
+        model = run.model
+        if not args.quiet:
+            print(f"{label}: {args.attack} at eps {', '.join(f'{e:g}' for e in eps)} on {len(split)} "
+                  f"{dataset} test examples ({eval_mode_name(model, args.eval_samples)}, "
+                  f"attack_grad={grad_mode_name(model, args.eot_samples)})",
+                  flush=True)
+        r = evaluate_robustness(model, split, args.attack, eps, eval_samples=args.eval_samples,
+                                eot_samples=args.eot_samples, loss=args.loss, steps=args.steps,
+                                step_size=args.step_size, random_start=args.random_start,
+                                batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1)
+        r["run"] = str(run.path)
+        r["label"] = label
+        r["data"] = run.data_options
+        r["test_set"] = _fingerprint(split)
+        results.append(r)
+    if len(prints) > 1:
+        print("warning: the runs' data options give different test sets; compare with care "
+              "(see test_set in robustness.json)", file=sys.stderr)
+    paths = write_report(results, out)
+    print()
+    print(paths["table"].read_text(), end="")
+    print(f"\nwrote {paths['json']}, {paths['table'].name}, {paths['plot'].name}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status (0, or 2 with a one-line error)."""
+    args = _parser().parse_args(argv)
+    from .datasets import DataError
+    from .runs import RunError
+
+    try:
+        return _run(args)
+    except (RunError, DataError, ValueError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     options = dict(args.option)
     with _fresh_cache(args.fresh_cache):
         result = time_load(args.dataset, args.data_dir, **options)
-    print(f"{args.dataset} {options or ''} from {resolve_data_dir(args.data_dir)}")
+    print(f"{args.dataset}{' ' + str(options) if options else ''} from {resolve_data_dir(args.data_dir)}")
     for split, data in result["splits"].items():
         print(f"{split}: {describe(data)}")
     first = "cold" if args.fresh_cache else "first"

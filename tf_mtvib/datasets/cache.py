@@ -38,6 +38,7 @@ def _atomic_target(path: pathlib.Path) -> Iterator[pathlib.Path]:
     tmp_path = pathlib.Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache entry is not a secret
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

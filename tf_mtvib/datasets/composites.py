@@ -95,9 +95,10 @@ def make_composites(images: np.ndarray, labels: np.ndarray, n: int, seed, max_sh
     return canvas[..., None], labels[index_tl], labels[index_br], meta
 
 
-def load_composites(name: str, split: str, data_dir: pathlib.Path, num_train: int = 120_000,
-                    num_test: int = 10_000, seed: int = 0, max_shift: int = 4) -> Split:
-    """The ``multimnist`` or ``multifashion`` split, from the cache or built and cached."""
+def load_composites(name: str, split: str, data_dir: pathlib.Path, *, num_train: int, num_test: int,
+                    seed: int, max_shift: int) -> Split:
+    """The ``multimnist`` or ``multifashion`` split, from the cache or built and cached
+    (``load`` supplies the option defaults)."""
     spec = get_spec(name)
     top_left, bottom_right = spec.task_names
     source = SOURCE_OF[name]

@@ -1,11 +1,12 @@
 """``load``: one entry point for every data set, with per-data-set options."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Dict, Optional
 
 from .composites import load_composites
 from .mnist import load_mnist
-from .mtfl import load_mtfl
+from .mtfl import PROTOCOLS as _MTFL_PROTOCOLS, load_mtfl
 from .paths import PathLike, resolve_data_dir
 from .spec import get_spec
 from .split import Split
@@ -24,12 +25,11 @@ OPTIONS: Dict[str, Dict[str, Any]] = {
     "mnist": {},
 }
 
-_MTFL_PROTOCOLS = ("paper", "official")
 
-
-def _check_int(name: str, key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _as_int(name: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"load({name!r}): option {key} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
 
 
 def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
@@ -42,7 +42,7 @@ def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
     options = {**allowed, **given}
     minimum = {"num_train": 1, "num_test": 1, "seed": 0, "max_shift": 0, "image_size": 1}
     for key in options.keys() & minimum.keys():
-        _check_int(name, key, options[key], minimum[key])
+        options[key] = _as_int(name, key, options[key], minimum[key])
     if name == "mtfl" and options["protocol"] not in _MTFL_PROTOCOLS:
         raise ValueError(f"load('mtfl'): protocol must be one of {_MTFL_PROTOCOLS}; got {options['protocol']!r}")
     return options

@@ -33,7 +33,7 @@ from .fetch import Remote, require_files
 from .spec import DatasetSpec, Task, get_spec
 from .split import Split
 
-__all__ = ["REMOTE", "ANNOTATION_FILES", "PAPER_TEST_SIZE", "Annotations", "open_mtfl", "parse_annotations",
+__all__ = ["REMOTE", "ANNOTATION_FILES", "PROTOCOLS", "PAPER_TEST_SIZE", "Annotations", "open_mtfl", "parse_annotations",
            "read_annotations", "decode_images", "load_mtfl_from", "load_mtfl"]
 
 REMOTE = Remote("MTFL", "mtfl", ("http://mmlab.ie.cuhk.edu.hk/projects/TCDCN/data/",), ("MTFL.zip",))
@@ -45,6 +45,7 @@ _ANNOTATION_SHA256 = {
     "testing.txt": "91e3ddbf2fe394728a2c4307de800b77f53bfb9dd1a67d32ff3916ff40f41476",
 }
 _NUM_IMAGES = 12_995
+PROTOCOLS = ("paper", "official")
 PAPER_TEST_SIZE = 1_000
 _NUM_LANDMARK_COORDS = 10
 _DECODE_THREADS = 2
@@ -227,6 +228,8 @@ def decode_images(reader, paths: Sequence[str], origins: Sequence[str], size: in
 def _protocol_indices(protocol: str, num_train_lines: int, num_test_lines: int,
                       seed: int) -> Dict[str, np.ndarray]:
     """Rows of the (training.txt + testing.txt) array that make up each split."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"MTFL protocol must be one of {PROTOCOLS}; got {protocol!r}")
     if protocol == "official":
         return {"train": np.arange(num_train_lines),
                 "test": np.arange(num_train_lines, num_train_lines + num_test_lines)}
@@ -238,15 +241,38 @@ def _protocol_indices(protocol: str, num_train_lines: int, num_test_lines: int,
 
 
 def _sized_spec(spec: DatasetSpec, size: int) -> DatasetSpec:
-    channels = spec.input_shape[2]
-    return spec if spec.input_shape[:2] == (size, size) else dataclasses.replace(spec, input_shape=(size, size, channels))
+    """``spec`` with its input shape set to size x size."""
+    if spec.input_shape[:2] == (size, size):
+        return spec
+    return dataclasses.replace(spec, input_shape=(size, size, spec.input_shape[2]))
 
 
-def load_mtfl_from(path: pathlib.Path, split: str, protocol: str = "paper", image_size: Optional[int] = None,
+def _all_annotations(reader, tasks: Sequence[Task], sha256: Optional[Dict[str, str]],
+                     num_images: Optional[int]) -> List[Annotations]:
+    """training.txt and testing.txt, checked (digests, images present, total count)."""
+    names = (ANNOTATION_FILES["train"], ANNOTATION_FILES["test"])
+    parts = [read_annotations(reader, name, tasks, (sha256 or {}).get(name)) for name in names]
+    total = sum(len(a.paths) for a in parts)
+    if num_images is not None and total != num_images:
+        raise DataError(f"{reader.where(names[0])} and {names[1]} list {total} images, expected {num_images}")
+    return parts
+
+
+def _decoded_images(reader, parts: Sequence[Annotations], size: int, channels: int) -> np.ndarray:
+    """Every listed image, decoded at ``size`` -- from the cache when it is there."""
+    paths = [p for a in parts for p in a.paths]
+    origins = [f"{a.source}, line {n}" for a in parts for n in a.line_numbers]
+    key = {"annotations": [a.sha256 for a in parts], "size": size, "version": _VERSION}
+    return cache.cached_array(f"mtfl-{size}", key, (len(paths), size, size, channels), np.uint8,
+                              lambda out: decode_images(reader, paths, origins, size, out))
+
+
+def load_mtfl_from(path: pathlib.Path, split: str, protocol: str, image_size: Optional[int] = None,
                    seed: int = 0, sha256: Optional[Dict[str, str]] = None,
                    num_images: Optional[int] = None) -> Split:
     """An MTFL split from ``path`` (``MTFL.zip`` or an extracted ``MTFL/`` folder).
 
+    image_size: side of the square images (default: the spec's).
     sha256 / num_images: the expected annotation digests (by file name) and total
     image count; ``None`` skips those checks (used for hand-made test data).
     """
@@ -254,17 +280,8 @@ def load_mtfl_from(path: pathlib.Path, split: str, protocol: str = "paper", imag
     size = spec.input_shape[0] if image_size is None else image_size
     reader = open_mtfl(path)
     try:
-        parts = [read_annotations(reader, name, spec.tasks, (sha256 or {}).get(name))
-                 for name in (ANNOTATION_FILES["train"], ANNOTATION_FILES["test"])]
-        total = sum(len(a.paths) for a in parts)
-        if num_images is not None and total != num_images:
-            raise DataError(f"{reader.where(ANNOTATION_FILES['train'])} and testing.txt list {total} images, "
-                            f"expected {num_images}")
-        paths = [p for a in parts for p in a.paths]
-        origins = [f"{a.source}, line {n}" for a in parts for n in a.line_numbers]
-        key = {"annotations": [a.sha256 for a in parts], "size": size, "version": _VERSION}
-        images = cache.cached_array(f"mtfl-{size}", key, (total, size, size, spec.input_shape[2]), np.uint8,
-                                    lambda out: decode_images(reader, paths, origins, size, out))
+        parts = _all_annotations(reader, spec.tasks, sha256, num_images)
+        images = _decoded_images(reader, parts, size, spec.input_shape[2])
     finally:
         reader.close()
     rows = _protocol_indices(protocol, len(parts[0].paths), len(parts[1].paths), seed)[split]
@@ -275,8 +292,8 @@ def load_mtfl_from(path: pathlib.Path, split: str, protocol: str = "paper", imag
     return Split(images, labels, _sized_spec(spec, size), extras={"landmarks": landmarks})
 
 
-def load_mtfl(split: str, data_dir: pathlib.Path, protocol: str = "paper", image_size: Optional[int] = None,
-              seed: int = 0) -> Split:
-    """The ``mtfl`` data set from the data directory, checked against MTFL v1.0."""
+def load_mtfl(split: str, data_dir: pathlib.Path, *, protocol: str, image_size: int, seed: int) -> Split:
+    """The ``mtfl`` data set from the data directory, checked against MTFL v1.0
+    (``load`` supplies the option defaults)."""
     path = require_files(data_dir, REMOTE, {"MTFL.zip": ("MTFL",)})["MTFL.zip"]
     return load_mtfl_from(path, split, protocol, image_size, seed, _ANNOTATION_SHA256, _NUM_IMAGES)

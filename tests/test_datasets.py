@@ -1,13 +1,15 @@
 """Data layer: paths, IDX reader, composites and their cache, splits, pipeline, missing files."""
 import gzip
+import hashlib
 import pathlib
+import time
 
 import numpy as np
 import pytest
 
 from tf_mtvib.datasets import (DataError, Split, cache_dir, get_spec, load, make_composites,
                                resolve_data_dir, to_dataset, train_val_split)
-from tf_mtvib.datasets import fetch, mnist
+from tf_mtvib.datasets import fetch, mnist, mtfl
 from tf_mtvib.datasets.__main__ import main as cli_main
 from tf_mtvib.datasets.idx import read_idx
 
@@ -56,7 +58,6 @@ ARRAY = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_roundtrip_and_checksum(tmp_path, compress):
-    import hashlib
     data = idx_bytes(ARRAY)
     path = write_idx(tmp_path / "x-idx3-ubyte", data, compress)
     out = read_idx(path, sha256=hashlib.sha256(data).hexdigest(), shape=(None, 3, 4))
@@ -350,7 +351,6 @@ def test_missing_files_error_says_what_where_and_whence(tmp_path, tmp_cache, off
 
 
 def fetch_remote(folder):
-    from tf_mtvib.datasets import mtfl
     return mtfl.REMOTE if folder == "mtfl" else mnist.SOURCES[folder]
 
 
@@ -375,7 +375,6 @@ def test_downloaded_file_is_checked_like_a_local_one(tmp_path, tmp_cache, monkey
 
 def test_download_attempt_fails_fast_without_network(tmp_path, tmp_cache, monkeypatch):
     """The real keras.utils.get_file path, against a closed local port."""
-    import time
     remote = mnist.SOURCES["mnist"]
     monkeypatch.setitem(mnist.SOURCES, "mnist", type(remote)(remote.title, remote.folder,
                                                               ("http://127.0.0.1:9/",), remote.files))

@@ -173,6 +173,11 @@ def grad_mode_name(model, eot_samples: int = 0) -> str:
 # --------------------------------------------------------------------------
 # The attacks
 # --------------------------------------------------------------------------
+def _like(value, x: tf.Tensor) -> tf.Tensor:
+    """``value`` in the dtype of ``x`` (a Python float is converted directly, not via float32)."""
+    return tf.cast(value, x.dtype) if tf.is_tensor(value) else tf.convert_to_tensor(value, x.dtype)
+
+
 def loss_gradient(model_fn: ModelFn, x, y, loss_fn: LossFn = sum_of_task_losses) -> tf.Tensor:
     """``grad_x L(model_fn(x), y)`` by :class:`tf.GradientTape`."""
     x = tf.convert_to_tensor(x)
@@ -194,7 +199,7 @@ def fgsm(model_fn: ModelFn, x, y, eps, loss_fn: LossFn = sum_of_task_losses,
          clip_min: float = 0.0, clip_max: float = 1.0) -> tf.Tensor:
     """Fast gradient sign method (eq. 25): ``clip(x + eps * sign(grad_x L), 0, 1)``."""
     x = tf.convert_to_tensor(x)
-    eps = tf.cast(eps, x.dtype)
+    eps = _like(eps, x)
     return tf.clip_by_value(x + eps * fgsm_direction(model_fn, x, y, loss_fn), clip_min, clip_max)
 
 
@@ -209,8 +214,8 @@ def pgd(model_fn: ModelFn, x, y, eps, step_size, steps: int, random_start: bool 
     ``steps`` gradient steps; ``eps`` and ``step_size`` may be tensors.
     """
     x = tf.convert_to_tensor(x)
-    eps = tf.cast(eps, x.dtype)
-    step_size = tf.cast(step_size, x.dtype)
+    eps = _like(eps, x)
+    step_size = _like(step_size, x)
     lower = tf.maximum(x - eps, clip_min)
     upper = tf.minimum(x + eps, clip_max)
     x_adv = x

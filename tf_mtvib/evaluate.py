@@ -237,11 +237,13 @@ def _fmt_eps(e: float) -> str:
 
 
 def _attack_desc(result: Dict[str, Any]) -> str:
-    desc = result["attack"].upper()
+    """``FGSM (loss=sum)`` or ``PGD (10 steps of 2.5*eps/steps, random start, loss=sum)``."""
+    parts = []
     if "pgd" in result:
         p = result["pgd"]
-        desc += f" ({p['steps']} steps of {p['step_size']}, {'random' if p['random_start'] else 'clean'} start)"
-    return desc + f", loss={result['loss']}"
+        parts += [f"{p['steps']} steps of {p['step_size']}", f"{'random' if p['random_start'] else 'clean'} start"]
+    parts.append(f"loss={result['loss']}")
+    return f"{result['attack'].upper()} ({', '.join(parts)})"
 
 
 def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
@@ -396,10 +398,12 @@ def _run(args) -> int:
 
     results, splits, prints = [], {}, set()
     for run, label in zip(runs, _labels(runs)):
-        key = json.dumps(run.data_options, sort_keys=True)
+        # the run's own cap on its test set (train.py's max_test) unless --max-examples says otherwise
+        limit = args.max_examples or run.config.get("limits", {}).get("max_test")
+        key = json.dumps([run.data_options, limit], sort_keys=True)
         if key not in splits:
             split = run.load_split("test", args.data_dir)
-            splits[key] = split.take(args.max_examples) if args.max_examples else split
+            splits[key] = split.take(limit) if limit else split
         split = splits[key]
         prints.add(_fingerprint(split))
         model = run.model

@@ -1,0 +1,138 @@
+"""TensorFlow Lite conversion of an exported SavedModel, and inference with LiteRT.
+
+The converter reads the ``serving_default`` signature of a SavedModel written
+by :mod:`tf_mtvib.export` (the deterministic mean-of-z network, which holds no
+random op, so every model converts). The ``.tflite`` file keeps the signature:
+input ``image`` (float32 ``[batch, H, W, C]``, pixels in [0, 1]) and outputs
+``<task>_probs`` (float32 ``[batch, classes]``) and ``<task>_class`` (int64
+``[batch]``, TFLite's ARG_MAX with an int64 output).
+
+Variants (``quantize``):
+
+``None``       float32 weights and activations.
+``"float16"``  float16 weights, dequantised to float32 at load; float32 compute.
+``"int8"``     full-integer post-training quantisation: int8 weights and
+               activations with ranges calibrated on representative images
+               (``TFLITE_BUILTINS_INT8`` only, so conversion fails rather than
+               leave a float op behind). The model's input and outputs stay
+               float32 (a QUANTIZE op after ``image`` and DEQUANTIZE ops before
+               the outputs), so a client feeds the same tensor to every variant.
+
+Inference uses the LiteRT interpreter (``ai_edge_litert``), the successor of
+the deprecated ``tf.lite.Interpreter``.
+"""
+from __future__ import annotations
+
+import pathlib
+import warnings
+from typing import Callable, Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["QUANTIZATIONS", "SIGNATURE", "INPUT_NAME", "tflite_filename", "convert_saved_model",
+           "LiteModel", "describe_quantization"]
+
+QUANTIZATIONS = ("float16", "int8")
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+CALIBRATION_BATCH = 16
+
+
+def tflite_filename(model_name: str, quantize: Optional[str] = None) -> str:
+    """``<model_name>.tflite`` (float32) or ``<model_name>_<quantize>.tflite``."""
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None; got {quantize!r}")
+    return f"{model_name}.tflite" if quantize is None else f"{model_name}_{quantize}.tflite"
+
+
+def describe_quantization(quantize: Optional[str]) -> str:
+    return {
+        None: "float32",
+        "float16": "float16 weights, float32 compute and input/outputs",
+        "int8": "int8 weights and activations, float32 input/outputs",
+    }[quantize]
+
+
+def _representative(images: np.ndarray, batch: int = CALIBRATION_BATCH) -> Callable[[], Iterator[Dict[str, np.ndarray]]]:
+    images = np.asarray(images, np.float32)
+
+    def generate():
+        for i in range(0, len(images), batch):
+            yield {INPUT_NAME: images[i:i + batch]}
+
+    return generate
+
+
+def convert_saved_model(saved_model_dir, quantize: Optional[str] = None,
+                        representative_images: Optional[np.ndarray] = None) -> bytes:
+    """Convert the ``serving_default`` signature of ``saved_model_dir`` to a TFLite flatbuffer.
+
+    ``representative_images`` (float32 in [0, 1], shape ``[N, H, W, C]``) are
+    required for ``quantize="int8"``: the calibration data, drawn from the
+    training set the model was trained on.
+    """
+    import tensorflow as tf
+
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None; got {quantize!r}")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if representative_images is None or len(representative_images) == 0:
+            raise ValueError("int8 quantisation needs representative images (calibration data)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # inference_input_type / inference_output_type stay float32 (see the module docstring)
+    with warnings.catch_warnings():
+        # int8 calibration runs TF's own (deprecated) tf.lite.Interpreter, which warns about itself
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        return converter.convert()
+
+
+class LiteModel:
+    """A ``.tflite`` file run with the LiteRT interpreter through its ``serving_default`` signature."""
+
+    def __init__(self, path, num_threads: Optional[int] = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = pathlib.Path(path)
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ValueError(f"{self.path}: no {SIGNATURE!r} signature (has {sorted(signatures)})")
+        self.signature = signatures[SIGNATURE]
+        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+
+    @property
+    def input_names(self) -> Sequence[str]:
+        return list(self.signature["inputs"])
+
+    @property
+    def output_names(self) -> Sequence[str]:
+        return list(self.signature["outputs"])
+
+    def input_details(self):
+        return self.runner.get_input_details()
+
+    def output_details(self):
+        return self.runner.get_output_details()
+
+    def tensor_dtypes(self) -> set:
+        """The dtypes of every tensor in the model (int8 ones show a quantised graph)."""
+        return {np.dtype(d["dtype"]) for d in self.interpreter.get_tensor_details()}
+
+    def __call__(self, images) -> Dict[str, np.ndarray]:
+        """One batch: ``{output name: array}`` (the runner resizes the batch dimension)."""
+        out = self.runner(**{INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)})
+        return {k: np.array(v) for k, v in out.items()}
+
+    def predict(self, images, batch_size: int = 256) -> Dict[str, np.ndarray]:
+        """All of ``images`` in batches, outputs concatenated."""
+        parts: Dict[str, list] = {}
+        for i in range(0, len(images), batch_size):
+            for k, v in self(images[i:i + batch_size]).items():
+                parts.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in parts.items()}

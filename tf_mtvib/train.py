@@ -254,8 +254,37 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, batch_size: int):
                 self.bad = (self._epoch, batch)
                 self.model.stop_training = True
 
-    class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """BackupAndRestore that never saves the state of an epoch whose loss was not finite."""
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """BackupAndRestore whose checkpoint survives a kill at any moment.
+
+        Weights (with the optimizer state) go to ``epoch-N.weights.h5`` through a
+        temporary file and a rename; then ``training_metadata.json`` is replaced
+        (also by rename) to point at them; only then is the older file removed.
+        An epoch whose loss was not finite is never saved.
+        """
+
+        def _weights_for(self, epoch):
+            return os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5")
+
+        def _save_model(self):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            epoch = self._current_epoch
+            tmp = os.path.join(self.backup_dir, "partial.weights.h5")
+            self.model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, self._weights_for(epoch))
+            runs.write_json(self._training_metadata_path, {"epoch": epoch, "batch": self._last_batch_seen})
+            for f in os.listdir(self.backup_dir):
+                if f.startswith("epoch-") and f != os.path.basename(self._weights_for(epoch)):
+                    os.remove(os.path.join(self.backup_dir, f))
+
+        def _load_model(self):
+            if not os.path.exists(self._training_metadata_path):
+                return
+            epoch = runs.read_json(self._training_metadata_path)["epoch"]
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(self._weights_for(epoch))
+            self.model._initial_epoch = epoch
 
         def on_epoch_end(self, epoch, logs=None):
             if logs and not np.isfinite(float(logs.get("loss", 0.0))):
@@ -265,7 +294,7 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, batch_size: int):
     history, guard = HistoryWriter(), NaNGuard()
     # Order matters: the history row is written before the checkpoint, so a kill
     # between the two makes the resumed run redo (and rewrite) that epoch.
-    cbs = [guard, history, SafeBackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=False),
+    cbs = [guard, history, AtomicBackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=False),
            keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
     return cbs, guard
 

@@ -1,0 +1,152 @@
+"""Training: run directory, resume after a kill, NaN guard, MirroredStrategy."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tf_mtvib.train import PRESETS, build_config, main, parse_args
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def _train(*args, check=True, **kw):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], env=ENV,
+                          capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_config_resolution_order(tmp_path):
+    hp = tmp_path / "best.json"
+    hp.write_text(json.dumps({"hparams": {"beta": 0.01, "latent_dim": 32, "learning_rate": 3e-4}}))
+    cfg = build_config(parse_args(["--dataset", "multimnist", "--model", "mtvib", "--preset", "cpu",
+                                   "--hparams", str(hp), "--latent-dim", "64", "--num-train", "1000"]))
+    assert cfg["hparams"] == {"beta": 0.01, "latent_dim": 64}
+    assert cfg["training"]["learning_rate"] == 3e-4
+    assert cfg["training"]["epochs"] == PRESETS["cpu"]["epochs"]
+    assert cfg["data"]["num_train"] == 1000 and cfg["data"]["num_test"] == 10_000
+    paper = build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--task-weights", "1,2,3,4"]))
+    assert paper["training"] == {**paper["training"], "epochs": 200, "batch_size": 200, "learning_rate": 1e-4}
+    assert paper["hparams"]["task_weights"] == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "cifar", "--model", "mtvib"], "invalid choice"),
+    (["--dataset", "mtfl", "--model", "vgg"], "invalid choice"),
+    (["--dataset", "mtfl", "--model", "gs", "--epochs", "0"], "must be > 0"),
+    (["--dataset", "mtfl", "--model", "gs", "--task-weights", "a,b"], "task weights"),
+    (["--model", "gs"], "required"),
+])
+def test_bad_flags_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_option_of_another_data_set_is_refused():
+    with pytest.raises(SystemExit, match="--num-train"):
+        build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--num-train", "10"]))
+
+
+def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
+    run = tmp_path / "run"
+    assert main(["--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--output-dir", str(run),
+                 "--data-dir", str(data_dir), "--verbose", "0"]) == 0
+    for name in ("config.json", "history.json", "metrics.json", "model.keras", "logs"):
+        assert (run / name).exists(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1]
+    for key in ("loss", "kl", "top_left_accuracy", "bottom_right_loss", "top_left_sigma", "joint_accuracy"):
+        assert key in history[0], key
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"mean", "mc12"}
+    assert set(metrics["test"]["mean"]) == {"top_left", "bottom_right", "joint"}
+    assert metrics["num_test"] == 128 and metrics["test"]["mean"]["joint"] <= metrics["test"]["mean"]["top_left"]
+    tb = list((run / "logs").rglob("events.out.tfevents.*"))
+    assert tb, "no TensorBoard event file"
+    # the same directory again without --resume is refused
+    assert main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--output-dir", str(run)]) == 2
+
+
+def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
+    run = tmp_path / "run"
+    args = ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "8", "--num-train", "2000",
+            "--output-dir", run, "--data-dir", data_dir, "--verbose", "0"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    history = run / "history.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(json.loads(history.read_text() or "[]")) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished (or failed) before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(json.loads(history.read_text()))
+    assert 2 <= done_before < 8
+    assert not (run / "model.keras").exists()
+    _train("--resume", "--output-dir", run, "--data-dir", data_dir, "--verbose", "0")
+    epochs = [r["epoch"] for r in json.loads(history.read_text())]
+    assert epochs == list(range(8))
+    assert (run / "model.keras").exists() and (run / "metrics.json").exists()
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, data_dir):
+    run = tmp_path / "run"
+    # epoch 1 trains normally; from epoch 2 on the learning rate is 1e30: the loss overflows
+    proc = _train("--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "4",
+                  "--lr-decay", "1e30", "--lr-decay-epochs", "1", "--output-dir", run, "--data-dir", data_dir,
+                  "--verbose", "0", check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "NaN" in proc.stderr and "--resume" in proc.stderr
+    history = json.loads((run / "history.json").read_text())
+    good = len(history)
+    assert 1 <= good < 4 and [r["epoch"] for r in history] == list(range(good))
+    assert all(r["loss"] == r["loss"] for r in history)  # no NaN row
+    meta = json.loads((run / "backup" / "training_metadata.json").read_text())
+    assert meta["epoch"] == good  # the checkpoint is the end of the last finite epoch
+    assert (run / "backup" / f"epoch-{good}.weights.h5").exists()
+    assert not (run / "model.keras").exists()
+
+
+def _mirrored(name):
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mirrored_step.py"), name], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])[name]
+
+
+def test_mirrored_step_equals_single_device_step():
+    """Deterministic model with synchronised BatchNorm: the same weights after one SGD step.
+    Had the loss not been divided by the 2 replicas, the update would be twice as large."""
+    r = _mirrored("uwl")
+    assert r["replicas"] == 2
+    assert r["max_abs_diff"] < 1e-4 * max(1.0, r["max_abs_update"] * 100)
+    assert r["max_abs_diff"] < 1e-3 * r["max_abs_update"]
+    for a, b in zip(r["log_sigma_update_single"], r["log_sigma_update_mirrored"]):
+        assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_mirrored_step_mtvib_scales_kl_and_log_sigma_terms():
+    """MTVIB samples z independently on each replica, so equality holds up to that noise;
+    the log_sigma terms (added once per replica) must not be counted twice."""
+    r = _mirrored("mtvib")
+    assert r["replicas"] == 2
+    for a, b in zip(r["log_sigma_update_single"], r["log_sigma_update_mirrored"]):
+        assert b == pytest.approx(a, rel=0.02)
+    assert r["max_abs_diff"] < 0.5 * r["max_abs_update"]
+
+
+def test_train_cli_on_two_logical_cpus(tmp_path, data_dir):
+    run = tmp_path / "run"
+    _train("--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--epochs", "1", "--cpu-replicas", "2",
+           "--sync-batchnorm", "--output-dir", run, "--data-dir", data_dir, "--verbose", "0")
+    assert json.loads((run / "metrics.json").read_text())["replicas"] == 2

@@ -32,6 +32,7 @@ def test_config_resolution_order(tmp_path):
     assert cfg["training"]["learning_rate"] == 3e-4
     assert cfg["training"]["epochs"] == PRESETS["cpu"]["epochs"]
     assert cfg["data"]["num_train"] == 1000 and cfg["data"]["num_test"] == 10_000
+    assert build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--preset", "cpu"]))["limits"] == {"max_train": 3000}
     paper = build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--task-weights", "1,2,3,4"]))
     assert paper["training"] == {**paper["training"], "epochs": 200, "batch_size": 200, "learning_rate": 1e-4}
     assert paper["hparams"]["task_weights"] == [1.0, 2.0, 3.0, 4.0]

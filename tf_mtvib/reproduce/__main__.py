@@ -1,0 +1,20 @@
+"""``python -m tf_mtvib.reproduce [mtl|vib] ...``: dispatch to the reproduction's own command line."""
+import importlib
+import sys
+
+COMMANDS = {"mtl": "tf_mtvib.reproduce.mtl", "vib": "tf_mtvib.reproduce.vib"}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv.pop(0) if argv and argv[0] in COMMANDS else "mtl"
+    if argv[:1] in (["-h"], ["--help"]) and name == "mtl" and not (sys.argv[1:2] == ["mtl"]):
+        print(f"usage: python -m tf_mtvib.reproduce {{{','.join(COMMANDS)}}} [options]\n"
+              "  mtl  the MTVIB paper's five models on MultiMNIST, MultiFashion and MTFL (default)\n"
+              "  vib  Deep VIB on MNIST: beta sweep, Fig. 1 of Alemi et al. 2017")
+        return 0
+    return importlib.import_module(COMMANDS[name]).main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -157,6 +157,7 @@ def test_versions_increase_and_are_never_overwritten_without_force(exported, run
     common = ["--run", str(run_dir), "--output", str(out), "--no-check", "--quiet"]
     assert ex.main(common) == 0
     assert ex.existing_versions(out / NAME) == [1, 2]
+    assert f"{NAME}_int8.tflite is left from an earlier export" in capsys.readouterr().out  # not silently stale
     tree = _tree(out)
     assert ex.main(common + ["--version", "1"]) == 2
     assert "never overwritten" in _error_line(capsys)

@@ -66,6 +66,7 @@ DEFAULT_SERVING_ROOT = "/models"
 MODELS_CONFIG = "models.config"
 INFO_FILE = pathlib.Path("assets.extra") / "export.json"
 INT8_TOLERANCE = 0.01  # the int8 model should be within 1 accuracy point of the float model, per task
+FLOAT_TOLERANCE = 1e-4  # the float32 TFLite probabilities should match the SavedModel's this closely
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TMP_PREFIX = ".tmp-"
@@ -495,6 +496,10 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
         existed = target.exists()
         os.replace(tmp, target)
         artifacts.append(Artifact("tflite", target, target.stat().st_size, describe_quantization(q), q, existed))
+    for q in (None,) + QUANTIZATIONS:
+        stale = output / tflite_filename(name, q)
+        if q not in tflite_tmp and stale.exists():
+            notes.append(f"{stale} is left from an earlier export; it is not version {version}")
     names = write_models_config(output, serving_root)
     artifacts.append(Artifact("config", output / MODELS_CONFIG, (output / MODELS_CONFIG).stat().st_size,
                               f"TF Serving model_config_list, {len(names)} model(s)"))
@@ -588,7 +593,7 @@ _ROW_LABELS = {
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
+    return f"{n / 1e6:.2f} MB" if n >= 10_000 else f"{n / 1e3:.2f} kB"
 
 
 def format_summary(result: ExportResult) -> str:
@@ -615,7 +620,11 @@ def format_summary(result: ExportResult) -> str:
             drops = ", ".join(f"{t} {100 * d:+.2f}" for t, d in c["int8_drop"].items())
             verdict = "within" if c["int8_within_tolerance"] else "WARNING: more than"
             lines.append(f"  int8 accuracy drop vs float32 (points): {drops} ({verdict} "
-                         f"{100 * INT8_TOLERANCE:.0f} point)")
+                         f"{100 * INT8_TOLERANCE:.0f} point; one image is {100 / c['images']:.2f} points)")
+        f32 = c["rows"].get("tflite_float32")
+        if f32 is not None and f32["max_abs_diff"] > FLOAT_TOLERANCE:
+            lines.append(f"  WARNING: TFLite float32 differs from the SavedModel by {f32['max_abs_diff']:.2e} "
+                         f"(> {FLOAT_TOLERANCE:g})")
     return "\n".join(lines)
 
 

@@ -1,0 +1,294 @@
+"""Training throughput of every model, against a minimal hand-written Keras model.
+
+For each data set and model this times ``fit`` steps (images per second) of
+
+* ``library``: ``tf_mtvib.models.build_model(...)`` compiled as ``train.py``
+  compiles it (Adam from ``train._optimizer``, ``jit_compile=False``);
+* ``reference``: the same architecture written by hand from the architecture
+  table (``CONV_TRUNKS``, ``SHARED_FC``, ...), with no ``tf_mtvib`` code in
+  the training step: a functional model and a plain
+  ``compile(loss=..., loss_weights=...)`` for the fixed-weight models
+  (stl, gs, and stvib whose ``beta * KL`` is an ``add_loss``), and a
+  few-line custom ``train_step`` with the same uncertainty-weighted loss
+  (plus ``beta * KL`` for mtvib) for uwl and mtvib;
+* ``library_xla``: the library model compiled with ``jit_compile=True``;
+
+on synthetic inputs of the data set's shape, with the same batch size and
+optimizer, in one process, interleaved (library, reference, XLA, XLA,
+reference, library, ...). Each timed unit is one ``fit`` call of N steps;
+its first step and ``fit``'s set-up are excluded (a callback timestamps the
+end of every step). Reported: median images/s per variant, the
+library/reference ratio (the library's overhead; target >= 0.95) and the
+XLA/no-XLA ratio, both as the median of the per-round ratios.
+
+MultiMNIST and MultiFashion have the same input shape (36x36x1) and class
+counts (10 and 10), hence the same network: only MultiMNIST is run.
+
+    python benchmarks/bench_train.py [--quick] [--datasets multimnist,mtfl] [--models stl,gs,...]
+"""
+from __future__ import annotations
+
+import time
+
+import common
+
+MODELS = ("stl", "gs", "uwl", "stvib", "mtvib")
+DATASETS = ("multimnist", "mtfl")
+SAME_AS = {"multifashion": "multimnist"}
+
+
+# --------------------------------------------------------------------------
+# The hand-written reference models
+# --------------------------------------------------------------------------
+def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile: bool = False):
+    """The architecture of ``name`` written with plain Keras layers and a plain loss."""
+    import keras
+    import tensorflow as tf
+
+    from tf_mtvib.models import CONV_TRUNKS, SHARED_FC, TASK_FC, VIB_DECODER_FC, VIB_ENCODER_FC
+
+    L = keras.layers
+    tasks = spec.task_names
+    classes = spec.num_classes
+
+    def trunk(x, p=""):
+        t = CONV_TRUNKS[spec.input_shape[0]]
+        for i in range(t.blocks):
+            x = L.Conv2D(t.filters, t.kernel, strides=t.stride, padding="valid", name=f"{p}conv{i}")(x)
+            x = L.BatchNormalization(name=f"{p}bn{i}")(x)
+            x = L.ReLU()(x)
+            x = L.MaxPooling2D(t.pool)(x)
+        return L.Flatten()(x)
+
+    class Gaussian(L.Layer):
+        """z = mu + sigma * eps, sigma = softplus(raw - 5) + 1e-5; adds beta * mean KL(N(mu, sigma) || N(0, I))."""
+
+        def __init__(self, k, beta, **kw):
+            super().__init__(**kw)
+            self.k, self.beta = k, beta
+            self.dense = L.Dense(2 * k)
+
+        def build(self, shape):
+            self.dense.build(shape)
+
+        def compute_output_shape(self, shape):
+            return tuple(shape[:-1]) + (self.k,)
+
+        def call(self, h, training=None):
+            mu, raw = tf.split(self.dense(h), 2, axis=-1)
+            sigma = tf.nn.softplus(raw - 5.0) + 1e-5
+            kl = 0.5 * tf.reduce_sum(tf.square(mu) + tf.square(sigma) - 1.0 - 2.0 * tf.math.log(sigma), axis=-1)
+            self.add_loss(self.beta * tf.reduce_mean(kl))
+            return mu + sigma * tf.random.normal(tf.shape(mu)) if training else mu
+
+    def vib_tower(x, p=""):
+        h = x
+        for u in VIB_ENCODER_FC:
+            h = L.Dense(u, activation="relu")(h)
+        return Gaussian(hp["latent_dim"], hp["beta"], name=f"{p}latent")(h)
+
+    def vib_decoder(z, t):
+        h = L.Dense(VIB_DECODER_FC[0])(z)
+        h = L.ReLU()(L.BatchNormalization()(h))
+        h = L.Dense(VIB_DECODER_FC[1], activation="relu")(h)
+        return L.Dense(classes[t], name=t)(h)
+
+    image = keras.Input(spec.input_shape)
+    if name in ("gs", "uwl"):
+        h = L.Dense(SHARED_FC, activation="relu")(trunk(image))
+        out = {t: L.Dense(classes[t], name=t)(L.Dense(TASK_FC, activation="relu")(h)) for t in tasks}
+    elif name == "stl":
+        out = {}
+        for t in tasks:
+            h = L.Dense(SHARED_FC, activation="relu")(trunk(image, f"{t}_"))
+            out[t] = L.Dense(classes[t], name=t)(L.Dense(TASK_FC, activation="relu")(h))
+    elif name == "stvib":
+        out = {t: vib_decoder(vib_tower(trunk(image, f"{t}_"), f"{t}_"), t) for t in tasks}
+    elif name == "mtvib":
+        z = vib_tower(trunk(image))
+        out = {t: vib_decoder(z, t) for t in tasks}
+    else:
+        raise ValueError(name)
+    net = keras.Model(image, out)
+    adam = keras.optimizers.Adam(learning_rate)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    if name in ("stl", "gs", "stvib"):   # fixed weights: a plain compile
+        w = 1.0 / len(tasks) if name == "gs" else 1.0
+        net.compile(optimizer=adam, loss={t: ce for t in tasks}, loss_weights={t: w for t in tasks},
+                    jit_compile=jit_compile)
+        return net
+
+    class UncertaintyWeighted(keras.Model):
+        """sum_k exp(-2 s_k) CE_k + s_k (+ the layers' beta * KL), by hand."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.s = self.add_weight(shape=(len(tasks),), initializer="zeros", name="log_sigma")
+            self.built = True
+
+        def call(self, x, training=None):
+            return self.net(x, training=training)
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                logits = self.net(x, training=True)
+                loss = tf.add_n([tf.exp(-2.0 * self.s[i]) * ce(y[t], logits[t]) + self.s[i]
+                                 for i, t in enumerate(tasks)] + self.net.losses)
+            variables = self.trainable_variables
+            self.optimizer.apply(tape.gradient(loss, variables), variables)
+            return {"loss": loss}
+
+    model = UncertaintyWeighted(net)
+    model.compile(optimizer=adam, jit_compile=jit_compile)
+    return model
+
+
+def library_model(name: str, spec, learning_rate: float, jit_compile: bool):
+    """The library model, compiled as train.py compiles it."""
+    from tf_mtvib.models import build_model
+    from tf_mtvib.train import _TRAINING_DEFAULTS, _optimizer
+
+    model = build_model(name, spec)
+    training = dict(_TRAINING_DEFAULTS, learning_rate=learning_rate)
+    model.compile(optimizer=_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)
+    return model
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+def synthetic(spec, batch: int, seed: int = 0):
+    """One batch of uniform images in [0, 1] and random labels, repeated forever."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, *spec.input_shape), dtype=np.float32)
+    y = {t: rng.integers(0, n, batch).astype(np.int64) for t, n in spec.num_classes.items()}
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def fit_timer(model, ds, steps: int):
+    """A function that runs ``fit`` for ``steps`` steps and returns the seconds
+    from the end of the first step to the end of the last (``steps - 1`` steps)."""
+    import keras
+
+    class Stamps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    stamps: list = []
+    cb = Stamps()
+
+    def run():
+        stamps.clear()
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[cb], shuffle=False)
+        return stamps[-1] - stamps[0]
+
+    return run
+
+
+def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, learning_rate: float, xla: bool):
+    import keras
+
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import DEFAULT_HPARAMS
+
+    spec = get_spec(dataset)
+    keras.utils.set_random_seed(0)
+    ds = synthetic(spec, batch)
+    models = {"library": library_model(name, spec, learning_rate, False),
+              "reference": reference_model(name, spec, dict(DEFAULT_HPARAMS), learning_rate)}
+    if xla:
+        models["library_xla"] = library_model(name, spec, learning_rate, True)
+    params = {k: int(m.count_params()) for k, m in models.items()}
+    if params["library"] != params["reference"]:
+        raise AssertionError(f"{dataset}/{name}: the reference has {params['reference']:,} parameters, "
+                             f"the library model {params['library']:,}: not the same architecture")
+    fns = {k: fit_timer(m, ds, steps) for k, m in models.items()}
+    t0 = time.perf_counter()
+    for f in fns.values():   # warm-up: tracing, XLA compilation, first steps
+        f()
+    warm = time.perf_counter() - t0
+    times = common.interleave(fns, rounds, warmup=0,
+                              log=lambda m: common.log(f"{dataset}/{name} {m}"))
+    n_images = batch * (steps - 1)
+    out = {"dataset": dataset, "model": name, "batch_size": batch, "steps_per_round": steps,
+           "timed_steps_per_round": steps - 1, "rounds": rounds, "parameters": params["library"],
+           "warmup_seconds": round(warm, 1),
+           "seconds": {k: v for k, v in times.items()},
+           "images_per_second": {k: n_images / common.median(v) for k, v in times.items()}}
+    # ratios of speeds = inverse ratios of times, per round
+    out["library_vs_reference"] = common.ratio_stats(times["reference"], times["library"])
+    if xla:
+        out["xla_vs_no_xla"] = common.ratio_stats(times["library"], times["library_xla"])
+    keras.backend.clear_session()
+    return out
+
+
+def main(argv=None) -> int:
+    p = common.make_parser("bench_train", __doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated data sets")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    p.add_argument("--batch-size", type=int, default=100, help="global batch size (the cpu preset's)")
+    p.add_argument("--steps", default=None,
+                   help="fit steps per timed unit, per data set, e.g. multimnist=16,mtfl=6 (first one not timed)")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    rounds = args.rounds or (2 if args.quick else 5)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    batch = 16 if args.quick and args.batch_size == 100 else args.batch_size
+    steps = {"multimnist": 3, "multifashion": 3, "mtfl": 3} if args.quick else \
+        {"multimnist": 16, "multifashion": 16, "mtfl": 4}
+    if args.steps:
+        for part in args.steps.split(","):
+            k, v = part.split("=")
+            steps[k.strip()] = int(v)
+    if args.quick and args.datasets == ",".join(DATASETS):
+        datasets = ["multimnist"]
+    if args.quick and args.models == ",".join(MODELS):
+        models = ["gs", "mtvib"]   # a plain-compile reference and a custom-train_step one
+    for m in models:
+        if m not in MODELS:
+            p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+
+    import tensorflow as tf  # noqa: F401  (after the parser, so --help is fast)
+
+    info = common.machine()
+    print(f"machine: {common.machine_line(info)}")
+    results = []
+    for d in datasets:
+        for m in models:
+            common.log(f"{d}/{m}: building and warming up")
+            results.append(bench_one(d, m, batch, steps[d], rounds, args.learning_rate, not args.no_xla))
+    rows = []
+    for r in results:
+        ips = r["images_per_second"]
+        rows.append([r["dataset"] + (" (= multifashion)" if r["dataset"] == "multimnist" else ""), r["model"],
+                     r["batch_size"], f"{r['parameters']:,}", ips["library"], ips["reference"],
+                     r["library_vs_reference"]["median_of_round_ratios"],
+                     ips.get("library_xla"), r.get("xla_vs_no_xla", {}).get("median_of_round_ratios")])
+    headers = ["data set", "model", "batch", "params", "library img/s", "reference img/s",
+               "library/reference", "library XLA img/s", "XLA/no-XLA"]
+    tab = common.table(headers, rows)
+    print()
+    print(tab)
+    worst = min(r["library_vs_reference"]["median_of_round_ratios"] for r in results)
+    notes = [f"images/s: median over {rounds} interleaved rounds; ratios: median of the per-round ratios",
+             "multifashion has the same network as multimnist (36x36x1 inputs, 10 + 10 classes); not run separately",
+             f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)"]
+    for n in notes:
+        print(n)
+    common.write_results(args.output, "bench_train", args, info,
+                         {"rows": results, "min_library_vs_reference": worst}, [tab], notes, started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Shared helpers of the benchmark scripts: machine description, interleaved
+timing, tables and the JSON results file.
+
+Every figure the scripts report is either a ratio of two things timed in the
+same process, in alternation (A, B, A, B, ...), or a median over such
+rounds: on a machine shared with other jobs the absolute speed drifts from
+minute to minute, while the ratio of two measurements taken seconds apart
+stays put.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def make_parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a fast smoke version (few steps, small sizes)")
+    p.add_argument("--output", type=pathlib.Path, default=RESULTS / f"{name.replace('bench_', '')}.json",
+                   help="JSON results file")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds per measurement (default: 5, --quick: 2)")
+    return p
+
+
+def data_dir(arg: Optional[pathlib.Path]) -> Optional[pathlib.Path]:
+    """--data-dir, else $TF_MTVIB_DATA_DIR (resolved relative to the current directory)."""
+    if arg is not None:
+        return arg
+    env = os.environ.get("TF_MTVIB_DATA_DIR")
+    return pathlib.Path(env) if env else None
+
+
+# --------------------------------------------------------------------------
+# Machine description
+# --------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _load_average() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> Dict[str, Any]:
+    """CPU model, core counts, memory, library versions, load average."""
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    info: Dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "load_average_at_start": _load_average(),
+    }
+    try:
+        import tensorflow_probability as tfp
+
+        info["tensorflow_probability"] = tfp.__version__
+    except Exception:  # pragma: no cover - not needed by every script
+        pass
+    try:
+        from importlib.metadata import version
+
+        info["ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:
+        pass
+    try:
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    load = info.get("load_average_at_start")
+    return (f"{info['cpu_model']}, {info['cpus_usable']} usable core(s), TF {info['tensorflow']}, "
+            f"Keras {info['keras']}" + (f", load average {load[0]:.1f} at start" if load else ""))
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+def interleave(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+               log: Optional[Callable[[str], None]] = None) -> Dict[str, List[float]]:
+    """Run every function in ``fns`` once per round, in turn, ``rounds`` times
+    (after ``warmup`` untimed rounds); the order alternates between rounds
+    (A B C, C B A, A B C, ...) so that neither side always follows the other.
+    A function may return the seconds it measured itself (e.g. without its
+    set-up); otherwise its wall-clock time is used. Returns the seconds of
+    every timed call, per name."""
+    names = list(fns)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            t0 = time.perf_counter()
+            measured = fns[n]()
+            dt = time.perf_counter() - t0 if measured is None else float(measured)
+            if r >= warmup:
+                times[n].append(dt)
+        if log and r >= warmup:
+            log(f"round {r - warmup + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names))
+    return times
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def ratio_stats(num: Sequence[float], den: Sequence[float]) -> Dict[str, float]:
+    """Per-round ratios ``num[i] / den[i]`` of two interleaved series: median,
+    min, max, and the ratio of the medians."""
+    per_round = [a / b for a, b in zip(num, den)]
+    return {"median_of_round_ratios": median(per_round), "ratio_of_medians": median(num) / median(den),
+            "min": min(per_round), "max": max(per_round), "rounds": len(per_round)}
+
+
+def per_call(fn: Callable[[], Any], calls: int) -> Callable[[], None]:
+    """A function that calls ``fn`` ``calls`` times (one timed unit of :func:`interleave`)."""
+    def run():
+        for _ in range(calls):
+            fn()
+    return run
+
+
+# --------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------
+def fmt(x: Any) -> str:
+    """Numbers with as many digits as a noisy measurement deserves."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, float):
+        return str(x)
+    if math.isnan(x):
+        return "-"
+    a = abs(x)
+    if a >= 1000:
+        return f"{x:,.0f}"
+    if a >= 100:
+        return f"{x:.1f}"
+    if a >= 10:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda cs: "| " + " | ".join(c.ljust(w) for c, w in zip(cs, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in cells])
+
+
+def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machine_info: Mapping[str, Any],
+                  results: Any, tables: Sequence[str], notes: Sequence[str] = (), started: float = None) -> None:
+    """Write the JSON results file (atomically) and say where it went."""
+    doc = {
+        "benchmark": name,
+        "quick": bool(args.quick),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", f"benchmarks/{name}.py", *sys.argv[1:]]),
+        "machine": dict(machine_info, load_average_at_end=_load_average()),
+        "seconds": round(time.perf_counter() - started, 1) if started is not None else None,
+        "results": results,
+        "tables": list(tables),
+        "notes": list(notes),
+    }
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
+    print(f"\nwrote {path}")
+
+
+def _jsonable(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, pathlib.Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def log(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)

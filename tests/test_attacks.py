@@ -177,6 +177,39 @@ def test_posterior_logits_shape_and_sampling():
         A.posterior_logits(model.network, 0)
 
 
+def test_eot_encodes_once_and_samples_only_the_latent_onwards():
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import build_model
+
+    for name in ("mtvib", "stvib"):          # one latent; one latent per task tower
+        net = build_model(name, get_spec("multimnist"), latent_dim=4).network
+        encoder, head = A.split_at_latents(net)
+        assert not any(isinstance(l, GaussianLatent) for l in encoder._flatten_layers())
+        latents = [l for l in net._flatten_layers() if isinstance(l, GaussianLatent)]
+        for l in latents:                    # collapse the posterior onto its mean
+            l.projection.bias.assign(np.r_[np.zeros(4), np.full(4, -40.0)].astype("float32"))
+        x = np.random.default_rng(0).random((2, 36, 36, 1), dtype=np.float32)
+        out = A.posterior_logits(net, 3)(tf.constant(x))
+        mean = net(x, training=False)
+        for t in mean:
+            assert out[t].shape == (3, 2, 10)
+            np.testing.assert_allclose(out[t].numpy(), np.broadcast_to(mean[t].numpy(), (3, 2, 10)), atol=1e-3)
+    assert A.split_at_latents(tiny_network()) is None
+
+
+def test_eot_falls_back_to_tiling_the_images_when_outputs_bypass_the_latent():
+    image = keras.Input(SPEC.input_shape)
+    flat = keras.layers.Flatten()(image)
+    z = GaussianLatent(4, name="latent")(keras.layers.Dense(8, activation="tanh")(flat))
+    both = keras.layers.Concatenate()([z, flat])       # a skip connection around the latent's encoder
+    net = keras.Model(image, {t: keras.layers.Dense(3, name=t)(both) for t in SPEC.task_names})
+    assert A.split_at_latents(net) is None
+    x, y = batch(2)
+    out = A.posterior_logits(net, 4)(tf.constant(x))
+    assert out["a"].shape == (4, 2, 3)
+    assert np.isfinite(A.loss_gradient(A.posterior_logits(net, 4), x, y).numpy()).all()
+
+
 # --------------------------------------------------------------------------
 # A trained model: PGD lowers accuracy at least as much as FGSM
 # --------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from .layers import posterior_sampling
 __all__ = [
     "ATTACKS", "LOSSES", "fgsm", "fgsm_direction", "pgd", "loss_gradient",
     "sum_of_task_losses", "task_loss", "training_loss", "make_loss",
-    "network_logits", "posterior_logits", "model_fn_for", "grad_mode_name", "compile_attack",
+    "network_logits", "posterior_logits", "split_at_latents", "model_fn_for", "grad_mode_name", "compile_attack",
 ]
 
 ATTACKS = ("fgsm", "pgd")
@@ -139,19 +139,58 @@ def network_logits(network: keras.Model) -> ModelFn:
     return model_fn
 
 
+def _tile(t: tf.Tensor, samples: int) -> tf.Tensor:
+    """``samples`` copies of the batch ``t`` stacked along the batch axis (sample-major)."""
+    return tf.tile(t, tf.concat([[samples], tf.ones([tf.rank(t) - 1], tf.int32)], axis=0))
+
+
+def split_at_latents(network: keras.Model):
+    """``(encoder, head)``: ``network`` cut at the inputs of its Gaussian latent layers.
+
+    ``encoder`` maps images to the features the latents read (deterministic),
+    ``head`` maps those features through the latents to ``{task: logits}``.
+    ``None`` if the network has no latent or its outputs also depend on
+    something other than the latents (then the whole network is sampled).
+    """
+    from .layers import GaussianLatent
+
+    latents = [l for l in network._flatten_layers(include_self=False) if isinstance(l, GaussianLatent)]
+    if not latents:
+        return None
+    try:
+        features = [l.input for l in latents]
+        encoder = keras.Model(network.input, features if len(features) > 1 else features[0])
+        head = keras.Model(features if len(features) > 1 else features[0], network.output)
+    except Exception:   # not a functional network, or the outputs bypass the latents
+        return None
+    return encoder, head
+
+
 def posterior_logits(network: keras.Model, samples: int) -> ModelFn:
     """Logits of ``network`` for ``samples`` posterior draws of z per image, shape
-    ``(samples, B, classes)``: the batch is tiled ``samples`` times and run once
-    with :func:`posterior_sampling` on (BatchNorm still in inference mode)."""
+    ``(samples, B, classes)``, with :func:`posterior_sampling` on and BatchNorm in
+    inference mode.
+
+    The deterministic encoder (everything before the latents) runs once per
+    image; only the latent features are tiled ``samples`` times and sent
+    through the latents and decoders, so EOT costs little more than one pass.
+    """
     samples = int(samples)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    parts = split_at_latents(network)
 
     def model_fn(x):
         batch = tf.shape(x)[0]
-        tiled = tf.tile(x, tf.concat([[samples], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0))
-        with posterior_sampling(network):   # active while this call is traced
-            logits = network(tiled, training=False)
+        if parts is None:
+            sampled, inputs = network, _tile(x, samples)
+        else:
+            encoder, sampled = parts
+            features = encoder(x, training=False)
+            inputs = ([_tile(f, samples) for f in features] if isinstance(features, (list, tuple))
+                      else _tile(features, samples))
+        with posterior_sampling(sampled):   # active while this call is traced
+            logits = sampled(inputs, training=False)
         return {t: tf.reshape(l, tf.concat([[samples, batch], tf.shape(l)[1:]], axis=0))
                 for t, l in logits.items()}
     return model_fn

@@ -292,7 +292,7 @@ def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
     for ax, task in zip(axes, panels):
         for r in results:
             ax.plot(r["eps"], [100.0 * a for a in r["accuracy"][task]], marker="o", markersize=3,
-                    label=f"{_label(r)} ({r['eval']}, {r['attack_grad']})")
+                    label=f"{_label(r)} (eval={r['eval']}, attack_grad={r['attack_grad']})")
         ax.set_title(task)
         ax.set_xlabel("eps")
         ax.set_ylim(0, 100)

@@ -1,0 +1,173 @@
+"""Deep VIB reproduction: the beta-sweep command, the three evaluation modes, the information bounds."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_mtvib.datasets import Split, get_spec
+from tf_mtvib.models import build_model, kl_per_example
+from tf_mtvib.reproduce import vib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_split(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    return Split(images=images, labels={"digit": np.arange(n, dtype=np.int64) % 10}, spec=get_spec("mnist"))
+
+
+def _noisy_vib(seed=0):
+    """An untrained vib_mlp whose posterior scale is large (raw scale bias +10: sigma ~ softplus(5) ~ 5)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model("vib_mlp", get_spec("mnist"), latent_dim=16)
+    proj = model.latent_layers[0].projection
+    bias = np.zeros(proj.bias.shape, np.float32)
+    bias[16:] = 10.0
+    proj.bias.assign(bias)
+    return model
+
+
+# --------------------------------------------------------------------------
+# The command on a tiny budget
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory, request):
+    value = os.environ.get("TF_MTVIB_DATA_DIR")
+    if not value:
+        pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
+    out = tmp_path_factory.mktemp("vib") / "sweep"
+    argv = ["--betas", "1e-3,1e-1", "--preset", "smoke", "--epochs", "1", "--max-test", "64",
+            "--output-dir", str(out), "--data-dir", value, "--verbose", "0"]
+    proc = subprocess.run([sys.executable, "-m", "tf_mtvib.reproduce", "vib", *argv], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, argv, proc.stdout
+
+
+def test_sweep_writes_json_table_and_three_pngs(smoke_sweep):
+    out, _, stdout = smoke_sweep
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    for name in vib.FIGURES.values():
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5_000
+    assert [r["beta"] for r in result["vib"]] == [1e-3, 1e-1]
+    assert result["preset"] == "smoke" and result["schedule"] == "paper" and result["eval_samples"] == 12
+    for r in result["vib"]:
+        numbers = [*r["error_pct"].values(), *r["ce_nats"].values(), r["kl_nats"], r["izx_bits"], r["izy_bits"]]
+        assert all(math.isfinite(v) for v in numbers), r
+        assert r["epochs"] == 1 and r["num_train"] == 256 and r["num_test"] == 64 and r["stochastic"]
+        # I(Z;X) <= mean KL / ln 2 and I(Z;Y) >= H(Y) - CE / ln 2, in bits
+        assert r["izx_bits"] == pytest.approx(r["kl_nats"] / math.log(2), rel=1e-12)
+        assert r["izy_bits"] == pytest.approx(result["h_y_bits"] - r["ce_nats"]["sampled"] / math.log(2), rel=1e-12)
+    assert 3.0 < result["h_y_bits"] <= math.log2(10) + 1e-9
+    table = (out / vib.TABLE_NAME).read_text()
+    assert table in stdout and "| mlp | - |" in table and "| vib_mlp | 0.1 |" in table
+
+
+def test_sweep_baseline_is_deterministic_with_no_rate(smoke_sweep):
+    out, _, _ = smoke_sweep
+    base = json.loads((out / vib.JSON_NAME).read_text())["baseline"]
+    assert base["model"] == "mlp" and base["baseline"] and base["beta"] is None and not base["stochastic"]
+    assert base["kl_nats"] == 0.0 and base["izx_bits"] is None   # no rate bound for a deterministic encoder
+    e = base["error_pct"]
+    assert e["1shot"] == e["avg"] == e["mean"] and e["1shot_std"] == 0.0
+    assert math.isfinite(base["izy_bits"])
+
+
+def test_sweep_reuses_finished_runs_and_refuses_other_configs(smoke_sweep, capsys):
+    out, argv, _ = smoke_sweep
+    assert vib.main(argv) == 0
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    assert {r["status"] for r in [result["baseline"], *result["vib"]]} == {"reused"}
+    changed = [a if a != "1" else "2" for a in argv]   # --epochs 2
+    assert vib.main(changed) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# Evaluation modes and bounds (no data needed)
+# --------------------------------------------------------------------------
+def test_one_shot_differs_from_average_and_mean_mode_is_deterministic():
+    model = _noisy_vib()
+    x = _tiny_split(8).images.astype(np.float32) / 255.0
+    one_a, one_b = (model.probabilities(x, samples=1)["digit"].numpy() for _ in range(2))
+    avg = model.probabilities(x, samples=12)["digit"].numpy()
+    mean_a, mean_b = (model.probabilities(x, samples=0)["digit"].numpy() for _ in range(2))
+    assert np.abs(one_a - one_b).max() > 1e-3      # each 1-shot call draws a new z
+    assert np.abs(one_a - avg).max() > 1e-3
+    np.testing.assert_array_equal(mean_a, mean_b)
+    np.testing.assert_allclose(avg.sum(-1), 1.0, rtol=1e-5)
+
+    split = _tiny_split()
+    ev = vib.evaluate_model(model, split, samples=12, batch_size=16, seed=3)
+    assert ev["stochastic"] and ev["num_test"] == len(split) and ev["samples"] == 12
+    assert ev["error_pct"]["1shot_std"] > 0.0
+    assert ev["ce_nats"]["sampled"] != ev["ce_nats"]["avg"] != ev["ce_nats"]["mean"]
+    assert vib.evaluate_model(model, split, samples=12, batch_size=16, seed=3) == ev   # seeded: repeatable
+    kl = kl_per_example(model, split.images.astype(np.float32) / 255.0).numpy()
+    assert ev["kl_nats"] == pytest.approx(float(kl.mean()), rel=1e-5)
+    bits = vib.info_bits(ev["kl_nats"], ev["ce_nats"]["sampled"], math.log2(10))
+    assert bits["izx_bits"] == pytest.approx(kl.mean() / math.log(2), rel=1e-5)
+
+
+def test_deterministic_model_has_equal_modes_and_zero_kl():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("mlp", get_spec("mnist"), latent_dim=16)
+    x = _tiny_split(8).images.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(model.probabilities(x, samples=1)["digit"].numpy(),
+                                  model.probabilities(x, samples=0)["digit"].numpy())
+    ev = vib.evaluate_model(model, _tiny_split(), samples=4, batch_size=16)
+    e = ev["error_pct"]
+    assert not ev["stochastic"] and ev["kl_nats"] == 0.0
+    assert e["1shot"] == e["avg"] == e["mean"] and e["1shot_std"] == 0.0
+    assert ev["ce_nats"]["sampled"] == pytest.approx(ev["ce_nats"]["mean"], rel=1e-5)
+    assert vib.info_bits(None, 0.5, 3.0) == {"izx_bits": None, "izy_bits": pytest.approx(3.0 - 0.5 / math.log(2))}
+
+
+# --------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------
+def test_label_entropy_and_beta_list():
+    assert vib.label_entropy_bits(np.arange(1000) % 10) == pytest.approx(math.log2(10))
+    assert vib.label_entropy_bits([3, 3, 3]) == 0.0
+    assert vib.parse_betas("1e-9, 1e-3,1") == [1e-9, 1e-3, 1.0]
+    for bad in ("", "1e-3,,1", "a", "-1", "1e-3,1e-3", "nan"):
+        with pytest.raises(ValueError):
+            vib.parse_betas(bad)
+    assert [vib.run_name("vib_mlp", b) for b in (1e-9, 1e-3, 1.0)] == \
+        ["vib_mlp-beta1e-09", "vib_mlp-beta0.001", "vib_mlp-beta1"]
+    assert vib.run_name("mlp") == "mlp"
+
+
+def test_schedules_reach_the_training_config(tmp_path):
+    from tf_mtvib.train import build_config, parse_args
+
+    demo = build_config(parse_args(vib.train_argv("vib_mlp", tmp_path / "r", 1e-3, preset="cpu", schedule="demo",
+                                                  epochs=3, max_train=60000)))
+    t = demo["training"]
+    assert (t["learning_rate"], t["adam_beta1"], t["lr_decay"], t["lr_decay_epochs"], t["ema_momentum"],
+            t["batch_size"], t["epochs"]) == (1e-4, 0.5, 0.97, 2, 0.999, 100, 3)
+    assert demo["hparams"] == {"beta": 1e-3} and demo["limits"]["max_train"] == 60000
+    paper = build_config(parse_args(vib.train_argv("mlp", tmp_path / "m", preset="smoke")))["training"]
+    assert (paper["learning_rate"], paper["adam_beta1"], paper["lr_decay"], paper["ema_momentum"]) == \
+        (1e-3, 0.9, 1.0, None)
+
+
+def test_bad_flags(capsys):
+    for argv, msg in ((["--betas", "x"], "not a number"), (["--schedule", "fast"], "invalid choice"),
+                      (["--epochs", "0"], "must be >= 1")):
+        with pytest.raises(SystemExit) as e:
+            vib.main(argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err

@@ -1,0 +1,554 @@
+"""Deep VIB on MNIST (Alemi, Fischer, Dillon and Murphy, ICLR 2017): the beta sweep of Fig. 1.
+
+Command line::
+
+    python -m tf_mtvib.reproduce vib --betas 1e-9,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3,1e-2,1e-1,1e0 \\
+        [--preset cpu|paper|smoke] [--schedule paper|demo] [--epochs N] [--max-train N] \\
+        [--output-dir runs/vib] [--data-dir DIR]
+
+trains one ``vib_mlp`` (MLP 1024-1024, Gaussian latent K=256, logistic
+regression decoder) per beta and the deterministic ``mlp`` baseline through
+:mod:`tf_mtvib.train`, one run directory each under ``--output-dir``
+(``vib_mlp-beta<b>`` and ``mlp``). A run directory that already holds
+``metrics.json`` is reused, one with a checkpoint but no ``metrics.json`` is
+resumed; a run whose configuration differs from the one asked for is an
+error (choose another ``--output-dir``).
+
+Every model is then evaluated on the test set in three ways:
+
+* ``1shot``: the class of one posterior sample z ~ p(z|x). The error is the
+  mean over ``--eval-samples`` independent draws (an unbiased estimate of the
+  one-draw error; its spread across draws is reported too);
+* ``avg``: the class of the softmax probabilities averaged over
+  ``--eval-samples`` (12) posterior samples;
+* ``mean``: z = the posterior mean (one deterministic pass).
+
+and the two information bounds of Fig. 1c, in bits:
+
+* I(Z;X) <= E_x KL(p(z|x) || r(z)) (the rate; the mean KL on the test set,
+  in nats, divided by ln 2);
+* I(Z;Y) >= H(Y) - E_{x,y} E_{z~p(z|x)} [-log q(y|z)], with H(Y) the
+  empirical entropy of the test labels (about log2 10) and the expected
+  cross-entropy estimated with the same ``--eval-samples`` draws.
+
+The deterministic baseline has no KL term: the rate bound does not apply to
+it (its ``izx_bits`` is null) and it is drawn as a horizontal line.
+
+Outputs in ``--output-dir``: ``vib_sweep.json``, ``vib_sweep.md`` (the
+table, also printed), and the figures ``vib_error_vs_beta.png`` (Fig. 1a),
+``vib_info_plane.png`` (Fig. 1c) and ``vib_izx_vs_beta.png`` (Fig. 1d).
+
+Schedules (``--schedule``; the preset gives the data and epoch budget):
+
+* ``paper``: Adam, learning rate 1e-3, beta_1 0.9, constant rate, batch 100,
+  no weight averaging;
+* ``demo``:  the authors' public demo: Adam, learning rate 1e-4, beta_1 0.5,
+  the rate multiplied by 0.97 every 2 epochs, batch 100, and an exponential
+  moving average of the weights (momentum 0.999) evaluated in place of the
+  weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DATASET", "DEFAULT_BETAS", "SCHEDULES", "PAPER", "JSON_NAME", "TABLE_NAME", "FIGURES", "EVAL_NAME",
+    "SweepError", "parse_betas", "run_name", "train_argv", "ensure_run", "label_entropy_bits",
+    "evaluate_model", "evaluate_run", "info_bits", "sweep", "markdown_table", "plot_sweep", "main",
+]
+
+DATASET = "mnist"
+DEFAULT_BETAS = tuple(10.0 ** e for e in range(-9, 1))
+BASELINE = "mlp"
+VIB = "vib_mlp"
+
+#: Optimiser schedules; the preset (and --epochs / --max-train) fixes the budget.
+SCHEDULES: Dict[str, Dict[str, Any]] = {
+    "paper": {"learning_rate": 1e-3, "adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1,
+              "ema_momentum": None, "batch_size": 100},
+    "demo": {"learning_rate": 1e-4, "adam_beta1": 0.5, "lr_decay": 0.97, "lr_decay_epochs": 2,
+             "ema_momentum": 0.999, "batch_size": 100},
+}
+
+#: Alemi et al. 2017, Table 1 (200 epochs, 12-sample average for VIB).
+PAPER = {"epochs": 200, "vib_beta": 1e-3, "vib_error_pct": 1.13, "deterministic_error_pct": 1.38}
+
+JSON_NAME = "vib_sweep.json"
+TABLE_NAME = "vib_sweep.md"
+EVAL_NAME = "vib_eval.json"   # per-run evaluation cache, inside each run directory
+FIGURES = {"error_vs_beta": "vib_error_vs_beta.png", "info_plane": "vib_info_plane.png",
+           "izx_vs_beta": "vib_izx_vs_beta.png"}
+LN2 = math.log(2.0)
+
+
+class SweepError(RuntimeError):
+    """A run could not be trained, resumed or reused."""
+
+
+# --------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------
+def parse_betas(text: str) -> List[float]:
+    """``"1e-9,1e-3,1"`` -> sorted unique floats >= 0 (ValueError otherwise)."""
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"bad beta list {text!r}: empty entry (expected e.g. 1e-4,1e-3,1e-2)")
+        try:
+            b = float(part)
+        except ValueError:
+            raise ValueError(f"bad beta list {text!r}: {part!r} is not a number") from None
+        if not math.isfinite(b) or b < 0:
+            raise ValueError(f"beta must be a finite number >= 0; got {part!r}")
+        values.append(b)
+    if len(set(values)) != len(values):
+        raise ValueError(f"the beta list {text!r} repeats a value")
+    return values
+
+
+def run_name(model: str, beta: Optional[float] = None) -> str:
+    """Run directory name: ``vib_mlp-beta0.001``, ``vib_mlp-beta1e-09``, ``mlp``."""
+    return model if beta is None else f"{model}-beta{beta:g}"
+
+
+def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = "cpu", schedule: str = "paper",
+               epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
+               batch_size: Optional[int] = None, eval_samples: int = 12, seed: int = 0, data_dir=None,
+               verbose: int = 2) -> List[str]:
+    """The ``train.py`` command line of one run of the sweep."""
+    s = dict(SCHEDULES[schedule])
+    if batch_size is not None:
+        s["batch_size"] = batch_size
+    argv = ["--dataset", DATASET, "--model", model, "--preset", preset, "--output-dir", str(run_dir),
+            "--learning-rate", repr(s["learning_rate"]), "--adam-beta1", repr(s["adam_beta1"]),
+            "--lr-decay", repr(s["lr_decay"]), "--lr-decay-epochs", str(s["lr_decay_epochs"]),
+            "--batch-size", str(s["batch_size"]), "--seed", str(seed), "--eval-samples", str(eval_samples),
+            "--verbose", str(verbose)]
+    if s["ema_momentum"] is not None:
+        argv += ["--ema-momentum", repr(s["ema_momentum"])]
+    if beta is not None:
+        argv += ["--beta", repr(float(beta))]
+    for flag, value in (("--epochs", epochs), ("--max-train", max_train), ("--max-test", max_test)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    return argv
+
+
+def _differences(want: Dict[str, Any], have: Dict[str, Any], prefix: str = "") -> List[str]:
+    out = []
+    for k in sorted(set(want) | set(have)):
+        a, b = want.get(k), have.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: asked {a!r}, run has {b!r}")
+    return out
+
+
+def ensure_run(argv: Sequence[str], log=print) -> Dict[str, Any]:
+    """Train the run of ``argv`` (a ``train.py`` command line), resume it, or reuse it.
+
+    Returns ``{"run_dir", "status": "trained"|"resumed"|"reused"}``; raises
+    :class:`SweepError` when the directory holds a different configuration or
+    training fails.
+    """
+    from .. import runs, train
+
+    args = train.parse_args(list(argv))
+    want = json.loads(json.dumps(train.build_config(args)))
+    run_dir = pathlib.Path(args.output_dir)
+    cfg = run_dir / runs.CONFIG
+    status = "trained"
+    if cfg.exists():
+        diff = _differences(want, runs.read_json(cfg))
+        if diff:
+            raise SweepError(f"{run_dir} holds a run with another configuration ({'; '.join(diff)}); "
+                             f"choose another --output-dir or remove that run")
+        if (run_dir / runs.METRICS).exists() and (run_dir / runs.MODEL).exists():
+            log(f"[vib] {run_dir}: finished run reused")
+            return {"run_dir": run_dir, "status": "reused"}
+        argv = ["--resume", "--output-dir", str(run_dir), "--verbose", str(args.verbose)]
+        if args.data_dir is not None:
+            argv += ["--data-dir", str(args.data_dir)]
+        status = "resumed"
+        log(f"[vib] {run_dir}: resuming")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise SweepError(f"{run_dir} exists, is not empty and is not a run directory")
+    else:
+        log(f"[vib] {run_dir}: training")
+    import keras
+
+    keras.backend.clear_session()
+    rc = train.main(list(argv))
+    if rc != 0:
+        raise SweepError(f"training {run_dir} failed (train.py exit status {rc})")
+    return {"run_dir": run_dir, "status": status}
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+def label_entropy_bits(labels) -> float:
+    """Entropy of the empirical label distribution, in bits."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def info_bits(kl_nats: Optional[float], ce_nats: float, h_y_bits: float) -> Dict[str, Optional[float]]:
+    """The Fig. 1c bounds in bits: I(Z;X) <= KL / ln 2, I(Z;Y) >= H(Y) - CE / ln 2."""
+    return {"izx_bits": None if kl_nats is None else kl_nats / LN2, "izy_bits": h_y_bits - ce_nats / LN2}
+
+
+def _sampled_logits_fn(model, samples: int):
+    """tf.function: images (B, ...) -> logits (samples, B, classes) with z drawn from the posterior."""
+    import tensorflow as tf
+
+    from ..layers import posterior_sampling
+
+    network, task = model.network, model.task_names[0]
+
+    @tf.function(reduce_retracing=True)
+    def fn(images):
+        batch = tf.shape(images)[0]
+        tiled = tf.tile(images, tf.concat([[samples], tf.ones([tf.rank(images) - 1], tf.int32)], axis=0))
+        logits = network(tiled, training=False)[task]
+        return tf.reshape(logits, [samples, batch, -1])
+
+    def call(images):
+        with posterior_sampling(network):  # traced inside the context: the graph samples z
+            return fn(images)
+
+    return call
+
+
+def evaluate_model(model, split, samples: int = 12, batch_size: int = 500, seed: int = 0) -> Dict[str, Any]:
+    """Test error (%) in 1-shot / avg / mean modes, cross-entropies and mean KL (nats) of a single-task model.
+
+    ``split``: a :class:`tf_mtvib.datasets.Split`. ``samples`` posterior draws
+    per image (>= 1); for a deterministic model every draw is the mean.
+    """
+    import keras
+    import tensorflow as tf
+
+    from ..datasets import to_dataset
+    from ..models import kl_per_example
+
+    if len(model.task_names) != 1:
+        raise ValueError(f"the Deep VIB evaluation is single-task; the model has tasks {list(model.task_names)}")
+    if samples < 1:
+        raise ValueError("samples must be >= 1")
+    task = model.task_names[0]
+    keras.utils.set_random_seed(seed)
+    sampled = _sampled_logits_fn(model, samples)
+    wrong_mean, wrong_avg, wrong_shot = [], [], []
+    ce_mean, ce_avg, ce_shot, kls = [], [], [], []
+    for images, labels in to_dataset(split, batch_size):
+        y = labels[task].numpy()
+        rows = np.arange(len(y))
+        p_mean = model.probabilities(images, samples=0)[task].numpy()
+        logits = sampled(images).numpy()                                   # (S, B, C)
+        logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)  # log softmax
+        p_avg = np.exp(logp).mean(axis=0)
+        wrong_mean.append(p_mean.argmax(-1) != y)
+        wrong_avg.append(p_avg.argmax(-1) != y)
+        wrong_shot.append(logp.argmax(-1) != y[None, :])                    # (S, B)
+        ce_mean.append(-np.log(np.maximum(p_mean[rows, y], 1e-30)))
+        ce_avg.append(-np.log(np.maximum(p_avg[rows, y], 1e-30)))
+        ce_shot.append(-logp[:, rows, y].mean(axis=0))
+        kls.append(np.asarray(kl_per_example(model, images)))
+    shot = np.concatenate(wrong_shot, axis=1).mean(axis=1)                 # error of each draw
+    kl = np.concatenate(kls)
+    return {
+        "num_test": int(np.concatenate(wrong_mean).size),
+        "samples": samples,
+        "error_pct": {"1shot": 100.0 * float(shot.mean()), "1shot_std": 100.0 * float(shot.std()),
+                      "avg": 100.0 * float(np.concatenate(wrong_avg).mean()),
+                      "mean": 100.0 * float(np.concatenate(wrong_mean).mean())},
+        "ce_nats": {"sampled": float(np.concatenate(ce_shot).mean()), "avg": float(np.concatenate(ce_avg).mean()),
+                    "mean": float(np.concatenate(ce_mean).mean())},
+        "kl_nats": float(kl.mean()),
+        "stochastic": bool(model.is_stochastic),
+    }
+
+
+def _test_split(run, data_dir=None):
+    split = run.load_split("test", data_dir=data_dir)
+    n = run.config.get("limits", {}).get("max_test")
+    return split if n is None or n >= len(split) else split.take(n)
+
+
+def evaluate_run(run_dir, samples: int = 12, batch_size: int = 500, seed: int = 0, data_dir=None,
+                 log=print) -> Dict[str, Any]:
+    """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds.
+
+    Cached in ``<run_dir>/vib_eval.json`` (recomputed when the model file or the settings change).
+    """
+    from .. import runs
+
+    run = runs.load_run(run_dir)
+    stat = (run.path / runs.MODEL).stat()
+    key = {"samples": samples, "seed": seed, "model_mtime_ns": stat.st_mtime_ns, "model_size": stat.st_size}
+    cache = run.path / EVAL_NAME
+    if cache.exists():
+        try:
+            cached = runs.read_json(cache)
+            if cached.get("key") == key:
+                return cached["result"]
+        except (json.JSONDecodeError, KeyError):
+            pass
+    log(f"[vib] evaluating {run.path} ({samples} posterior samples)")
+    split = _test_split(run, data_dir)
+    result = evaluate_model(run.model, split, samples=samples, batch_size=batch_size, seed=seed)
+    result["h_y_bits"] = label_entropy_bits(split.labels[run.spec.task_names[0]])
+    result.update(info_bits(result["kl_nats"] if result["stochastic"] else None, result["ce_nats"]["sampled"],
+                            result["h_y_bits"]))
+    runs.write_json(cache, {"key": key, "result": result})
+    return result
+
+
+# --------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------
+def _run_summary(run_dir) -> Dict[str, Any]:
+    from .. import runs
+
+    run = runs.load_run(run_dir)
+    m = run.metrics() or {}
+    hist_path = run.path / runs.HISTORY
+    hist = runs.read_json(hist_path) if hist_path.exists() else []
+    secs = [r["seconds"] for r in hist]
+    t = run.config["training"]
+    return {"epochs": t["epochs"], "batch_size": t["batch_size"], "learning_rate": t["learning_rate"],
+            "adam_beta1": t.get("adam_beta1"), "lr_decay": t.get("lr_decay"),
+            "lr_decay_epochs": t.get("lr_decay_epochs"), "ema_momentum": t.get("ema_momentum"),
+            "num_train": m.get("num_train"), "train_seconds": float(sum(secs)),
+            "median_epoch_seconds": float(np.median(secs)) if secs else None,
+            "final_train_kl_nats": hist[-1].get("kl") if hist else None,
+            "final_train_ce_nats": hist[-1].get("digit_loss") if hist else None}
+
+
+def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
+          epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
+          batch_size: Optional[int] = None, eval_samples: int = 12, eval_batch_size: int = 500, seed: int = 0,
+          baseline: bool = True, data_dir=None, verbose: int = 2, log=print) -> Dict[str, Any]:
+    """Train/resume/reuse every run, evaluate them and write the JSON, table and figures; returns the JSON dict."""
+    from .. import runs
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = ([(BASELINE, None)] if baseline else []) + [(VIB, float(b)) for b in betas]
+    rows: List[Dict[str, Any]] = []
+    failures: List[Dict[str, Any]] = []
+    for model, beta in jobs:
+        run_dir = out / run_name(model, beta)
+        argv = train_argv(model, run_dir, beta, preset=preset, schedule=schedule, epochs=epochs,
+                          max_train=max_train, max_test=max_test, batch_size=batch_size,
+                          eval_samples=eval_samples, seed=seed, data_dir=data_dir, verbose=verbose)
+        try:
+            status = ensure_run(argv, log=log)["status"]
+        except SweepError as e:
+            if "another configuration" in str(e) or "not a run directory" in str(e):
+                raise
+            log(f"[vib] {e}; going on without it")
+            failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
+            continue
+        ev = evaluate_run(run_dir, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
+                          data_dir=data_dir, log=log)
+        rows.append({"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
+                     "status": status, **_run_summary(run_dir), **ev})
+    vib_rows = sorted((r for r in rows if not r["baseline"]), key=lambda r: r["beta"])
+    base = next((r for r in rows if r["baseline"]), None)
+    h_y = rows[0]["h_y_bits"] if rows else None
+    result = {
+        "dataset": DATASET, "preset": preset, "schedule": schedule, "schedule_params": SCHEDULES[schedule],
+        "epochs": epochs, "max_train": max_train, "max_test": max_test, "eval_samples": eval_samples,
+        "seed": seed, "h_y_bits": h_y, "paper": PAPER,
+        "notes": {"1shot": f"mean test error of single posterior draws (over {eval_samples} draws)",
+                  "avg": f"test error of the softmax averaged over {eval_samples} posterior draws",
+                  "mean": "test error with z = posterior mean",
+                  "izx_bits": "upper bound on I(Z;X): mean test KL(p(z|x)||N(0,I)) / ln 2; "
+                              "null for the deterministic baseline (no rate bound applies)",
+                  "izy_bits": "lower bound on I(Z;Y): H(Y) - E[-log2 q(y|z)], z ~ p(z|x), "
+                              "H(Y) = empirical entropy of the test labels"},
+        "baseline": base, "vib": vib_rows, "failed": failures,
+        "figures": dict(FIGURES), "table": TABLE_NAME,
+    }
+    if rows:
+        table = markdown_table(result)
+        (out / TABLE_NAME).write_text(table + "\n")
+        plot_sweep(result, out)
+        log(table)
+    runs.write_json(out / JSON_NAME, result)
+    return result
+
+
+def markdown_table(result: Dict[str, Any]) -> str:
+    """One row per model: test error (%) in the three modes, the bounds in bits, the budget."""
+    lines = ["| model | beta | epochs | train images | error 1-shot % | error avg % | error mean % | "
+             "I(Z;X) <= bits | I(Z;Y) >= bits | test CE nats (sampled) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ([result["baseline"]] if result.get("baseline") else []) + list(result["vib"])
+    for r in rows:
+        e = r["error_pct"]
+        izx = "-" if r["izx_bits"] is None else f"{r['izx_bits']:.2f}"
+        beta = "-" if r["beta"] is None else f"{r['beta']:g}"
+        ntrain = f"{r['num_train']:,}" if r.get("num_train") else "?"
+        lines.append(f"| {r['model']} | {beta} | {r['epochs']} | {ntrain} | {e['1shot']:.2f} (±{e['1shot_std']:.2f}) "
+                     f"| {e['avg']:.2f} | {e['mean']:.2f} | {izx} | {r['izy_bits']:.3f} | {r['ce_nats']['sampled']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
+    """The three figures (matplotlib, Agg backend); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = pathlib.Path(output_dir)
+    rows = [r for r in result["vib"] if r["beta"] > 0]
+    base = result.get("baseline")
+    betas = [r["beta"] for r in rows]
+    budget = _budget_caption(result)
+    paths = {k: out / v for k, v in FIGURES.items()}
+
+    # Fig. 1a: test error vs beta.
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
+    for key, style, label in (("1shot", "o-", "VIB 1 shot"), ("avg", "s-", f"VIB avg ({result['eval_samples']} samples)"),
+                              ("mean", "^-", "VIB mean (z = mu)")):
+        ax.plot(betas, [r["error_pct"][key] for r in rows], style, ms=4, label=label)
+    if base:
+        ax.axhline(base["error_pct"]["mean"], color="k", ls="--", lw=1,
+                   label=f"deterministic MLP ({base['error_pct']['mean']:.2f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("beta")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"Deep VIB on MNIST: test error vs beta\n{budget}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths["error_vs_beta"])
+    plt.close(fig)
+
+    # Fig. 1c: the information plane.
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
+    xs = [r["izx_bits"] for r in rows]
+    ys = [r["izy_bits"] for r in rows]
+    ax.plot(xs, ys, "-", color="0.6", lw=1)
+    sc = ax.scatter(xs, ys, c=np.log10(betas), cmap="viridis", s=25, zorder=3)
+    fig.colorbar(sc, ax=ax, label="log10 beta")
+    if result.get("h_y_bits") is not None:
+        ax.axhline(result["h_y_bits"], color="0.3", ls=":", lw=1, label=f"H(Y) = {result['h_y_bits']:.3f} bits")
+    if base:
+        ax.axhline(base["izy_bits"], color="k", ls="--", lw=1, label="deterministic MLP I(Z;Y) bound")
+    if xs and all(x > 0 for x in xs):
+        ax.set_xscale("log")
+    ax.set_xlabel("I(Z;X) upper bound (bits)")
+    ax.set_ylabel("I(Z;Y) lower bound (bits)")
+    ax.set_title(f"Information plane (test set)\n{budget}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(paths["info_plane"])
+    plt.close(fig)
+
+    # Fig. 1d: I(Z;X) vs beta.
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
+    ax.plot(betas, xs, "o-", ms=4, label="VIB: mean test KL / ln 2")
+    ax.set_xscale("log")
+    if xs and all(x > 0 for x in xs):
+        ax.set_yscale("log")
+    ax.set_xlabel("beta")
+    ax.set_ylabel("I(Z;X) upper bound (bits)")
+    ax.set_title(f"Rate vs beta (the deterministic MLP has no rate bound)\n{budget}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths["izx_vs_beta"])
+    plt.close(fig)
+    return paths
+
+
+def _budget_caption(result: Dict[str, Any]) -> str:
+    rows = ([result["baseline"]] if result.get("baseline") else []) + list(result["vib"])
+    epochs = sorted({r["epochs"] for r in rows})
+    ntrain = sorted({r["num_train"] for r in rows if r.get("num_train")})
+    ep = "/".join(map(str, epochs)) or "?"
+    nt = "/".join(f"{n:,}" for n in ntrain) or "?"
+    return f"{ep} epochs x {nt} train images, schedule '{result['schedule']}' (paper: 200 epochs)"
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    from ..train import PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce vib",
+                                description="Deep VIB on MNIST (Alemi et al. 2017): beta sweep, Fig. 1a/1c/1d.")
+    p.add_argument("--betas", default=",".join(f"{b:g}" for b in DEFAULT_BETAS),
+                   help="comma-separated betas (default: %(default)s)")
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="data/epoch budget (default: %(default)s)")
+    p.add_argument("--schedule", choices=list(SCHEDULES), default="paper",
+                   help="optimiser schedule: paper (Adam 1e-3) or demo (Adam 1e-4, beta1 0.5, decay 0.97/2 "
+                        "epochs, EMA 0.999) (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--max-train", type=int, help="use the first N training images (60,000 = all)")
+    p.add_argument("--max-test", type=int, help="use the first N test images")
+    p.add_argument("--batch-size", type=int, help="override the schedule's batch size (100)")
+    p.add_argument("--eval-samples", type=int, default=12, help="posterior samples at test time (default: %(default)s)")
+    p.add_argument("--eval-batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the deterministic mlp")
+    p.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/vib"))
+    p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras progress output")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        betas = parse_betas(args.betas)
+    except ValueError as e:
+        parser.error(str(e))
+    for name in ("epochs", "max_train", "max_test", "batch_size", "eval_samples", "eval_batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..datasets import DataError
+
+    try:
+        result = sweep(betas, args.output_dir, preset=args.preset, schedule=args.schedule, epochs=args.epochs,
+                       max_train=args.max_train, max_test=args.max_test, batch_size=args.batch_size,
+                       eval_samples=args.eval_samples, eval_batch_size=args.eval_batch_size, seed=args.seed,
+                       baseline=args.baseline, data_dir=args.data_dir, verbose=args.verbose)
+    except SweepError as e:
+        print(f"reproduce vib: error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"reproduce vib: data error: {e}", file=sys.stderr)
+        return 2
+    print(f"[vib] wrote {args.output_dir / JSON_NAME}, {args.output_dir / TABLE_NAME} and "
+          f"{', '.join(FIGURES.values())}")
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

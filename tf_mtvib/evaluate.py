@@ -166,7 +166,8 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         return correct_from_probs({t: probs[t].numpy() for t in tasks}, labels)
 
     batches, n_batches, _ = _batches(dataset, batch_size, max_examples)
-    progbar = keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch") if verbose else None
+    progbar = (keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch", stateful_metrics=["clean_joint"])
+               if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}
     adv_parts = {e: {t: [] for t in tasks} for e in attacked}
     seen = 0
@@ -192,8 +193,9 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                 x_adv = attack_fn(images, labels, tf.constant(e, tf.float32))
             for t, c in correct(x_adv, labels_np).items():
                 adv_parts[e][t].append(c)
-        if progbar is not None:
-            progbar.add(1, [("clean_joint_acc", float(np.mean(np.all([clean_parts[t][-1] for t in tasks], axis=0))))])
+        if progbar is not None:   # the clean joint accuracy so far
+            so_far = accuracies({t: np.concatenate(v) for t, v in clean_parts.items()})[JOINT]
+            progbar.add(1, [("clean_joint", so_far)])
     if seen == 0:
         raise ValueError("the data set is empty")
 

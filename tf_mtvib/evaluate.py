@@ -93,18 +93,18 @@ def eval_mode_name(model, eval_samples: int = 0) -> str:
 # The sweep
 # --------------------------------------------------------------------------
 def _batches(dataset, batch_size: int, max_examples: Optional[int]):
-    """(iterator of (images, labels) batches, number of batches or None, number of examples or None)."""
+    """(iterator of (images, labels) batches, number of batches or None when unknown)."""
     from .datasets import Split, to_dataset
 
     if isinstance(dataset, Split):
         split = dataset.take(max_examples) if max_examples else dataset
         n = len(split)
-        return iter(to_dataset(split, batch_size)), -(-n // batch_size), n
+        return iter(to_dataset(split, batch_size)), -(-n // batch_size)
     import tensorflow as tf
 
     if isinstance(dataset, tf.data.Dataset):
         card = int(dataset.cardinality())
-        return iter(dataset), (card if card >= 0 and not max_examples else None), None
+        return iter(dataset), (card if card >= 0 and not max_examples else None)
     raise TypeError(f"dataset must be a Split or a batched tf.data.Dataset of (images, labels); "
                     f"got {type(dataset).__name__}")
 
@@ -165,7 +165,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         probs = model.probabilities(images, samples=eval_samples)
         return correct_from_probs({t: probs[t].numpy() for t in tasks}, labels)
 
-    batches, n_batches, _ = _batches(dataset, batch_size, max_examples)
+    batches, n_batches = _batches(dataset, batch_size, max_examples)
     progbar = (keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch", stateful_metrics=["clean_joint"])
                if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import itertools
 import math
 import pathlib
@@ -45,7 +46,7 @@ from .datasets import load, to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
-           "decode_weights", "MeanTaskAccuracy", "make_hypermodel", "tune", "trial_table", "main", "parse_args"]
+           "decode_weights", "MeanTaskAccuracy", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
 
 #: What the tuner maximises (added to the logs by :class:`MeanTaskAccuracy`).
 OBJECTIVE = "val_mean_task_accuracy"
@@ -206,15 +207,25 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
     return MultiTaskHyperModel(name=f"{config['model']}_{config['dataset']}")
 
 
-def _make_tuner(search: str, hypermodel, max_trials, seed: int, directory: pathlib.Path, overwrite: bool,
-                strategy):
+def make_tuner(search: str, hypermodel, max_trials: Optional[int], seed: int, directory: pathlib.Path,
+               overwrite: bool = False, strategy=None):
+    """The keras-tuner tuner of ``search`` ("grid", "bayesian" or "random") maximising
+    :data:`OBJECTIVE`, keeping its state in ``directory/tuner``."""
     import keras_tuner as kt
 
-    common = dict(objective=kt.Objective(OBJECTIVE, "max"), max_trials=max_trials, seed=seed,
-                  directory=str(directory), project_name=TUNER_DIR, overwrite=overwrite,
-                  distribution_strategy=strategy)
-    cls = {"grid": kt.GridSearch, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[search]
-    return cls(hypermodel, **common)
+    base = {"grid": kt.GridSearch, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[search]
+
+    class Tuner(base):
+        def _populate_initial_space(self):
+            # keras-tuner builds a whole model here to discover conditional
+            # hyper-parameters; ours has none, declaring them is enough.
+            hp = self.oracle.get_space()
+            self.hypermodel.declare_hyperparameters(hp)
+            self.oracle.update_space(hp)
+
+    return Tuner(hypermodel, objective=kt.Objective(OBJECTIVE, "max"), max_trials=max_trials, seed=seed,
+                 directory=str(directory), project_name=TUNER_DIR, overwrite=overwrite,
+                 distribution_strategy=strategy)
 
 
 # --------------------------------------------------------------------------
@@ -281,6 +292,9 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     search = search or DEFAULT_SEARCH[model]
     if search not in DEFAULT_MAX_TRIALS:
         raise TuneError(f"search must be one of {', '.join(DEFAULT_MAX_TRIALS)}; got {search!r}")
+    if search == "bayesian" and importlib.util.find_spec("sklearn") is None:
+        raise TuneError("keras-tuner's Bayesian optimisation needs scikit-learn (pip install scikit-learn); "
+                        "or use --search random")
     fixed = set(config["hparams"]) | set(fixed)
     space = tuple(k for k in SEARCH_SPACES[model] if k not in fixed)
     if not space:
@@ -330,8 +344,8 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     keras.utils.set_random_seed(training["seed"])
     hypermodel = make_hypermodel(config, space, search, ranges, weight_points,
                                  math.ceil(len(train_split) / batch), keep_models=keep_models)
-    tuner = _make_tuner(search, hypermodel, max_trials, training["seed"], output_dir, overwrite=False,
-                        strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
+    tuner = make_tuner(search, hypermodel, max_trials, training["seed"], output_dir,
+                       strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
     tuner.search(train_ds, validation_data=val_ds, epochs=training["epochs"], verbose=verbose)
 
     trials = _trial_records(tuner, space, spec)

@@ -87,6 +87,7 @@ EVAL_NAME = "vib_eval.json"   # per-run evaluation cache, inside each run direct
 FIGURES = {"error_vs_beta": "vib_error_vs_beta.png", "info_plane": "vib_info_plane.png",
            "izx_vs_beta": "vib_izx_vs_beta.png"}
 LN2 = math.log(2.0)
+_EVAL_VERSION = 2  # bump when evaluate_model changes: cached evaluations are then recomputed
 
 
 class SweepError(RuntimeError):
@@ -269,11 +270,13 @@ def evaluate_model(model, split, samples: int = 12, batch_size: int = 500, seed:
         ce_shot.append(-logp[:, rows, y].mean(axis=0))
         kls.append(np.asarray(kl_per_example(model, images)))
     shot = np.concatenate(wrong_shot, axis=1).mean(axis=1)                 # error of each draw
+    same = bool(np.all(shot == shot[0]))                                   # e.g. a deterministic model
     kl = np.concatenate(kls)
     return {
         "num_test": int(np.concatenate(wrong_mean).size),
         "samples": samples,
-        "error_pct": {"1shot": 100.0 * float(shot.mean()), "1shot_std": 100.0 * float(shot.std()),
+        "error_pct": {"1shot": 100.0 * float(shot[0] if same else shot.mean()),
+                      "1shot_std": 0.0 if same else 100.0 * float(shot.std()),
                       "avg": 100.0 * float(np.concatenate(wrong_avg).mean()),
                       "mean": 100.0 * float(np.concatenate(wrong_mean).mean())},
         "ce_nats": {"sampled": float(np.concatenate(ce_shot).mean()), "avg": float(np.concatenate(ce_avg).mean()),
@@ -299,7 +302,8 @@ def evaluate_run(run_dir, samples: int = 12, batch_size: int = 500, seed: int = 
 
     run = runs.load_run(run_dir)
     stat = (run.path / runs.MODEL).stat()
-    key = {"samples": samples, "seed": seed, "model_mtime_ns": stat.st_mtime_ns, "model_size": stat.st_size}
+    key = {"version": _EVAL_VERSION, "samples": samples, "seed": seed, "model_mtime_ns": stat.st_mtime_ns,
+           "model_size": stat.st_size}
     cache = run.path / EVAL_NAME
     if cache.exists():
         try:
@@ -407,8 +411,9 @@ def markdown_table(result: Dict[str, Any]) -> str:
         izx = "-" if r["izx_bits"] is None else f"{r['izx_bits']:.2f}"
         beta = "-" if r["beta"] is None else f"{r['beta']:g}"
         ntrain = f"{r['num_train']:,}" if r.get("num_train") else "?"
-        lines.append(f"| {r['model']} | {beta} | {r['epochs']} | {ntrain} | {e['1shot']:.2f} (±{e['1shot_std']:.2f}) "
-                     f"| {e['avg']:.2f} | {e['mean']:.2f} | {izx} | {r['izy_bits']:.3f} | {r['ce_nats']['sampled']:.4f} |")
+        lines.append(f"| {r['model']} | {beta} | {r['epochs']} | {ntrain} "
+                     f"| {e['1shot']:.2f} (±{e['1shot_std']:.2f}) | {e['avg']:.2f} | {e['mean']:.2f} "
+                     f"| {izx} | {r['izy_bits']:.3f} | {r['ce_nats']['sampled']:.4f} |")
     return "\n".join(lines)
 
 
@@ -428,15 +433,20 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
 
     # Fig. 1a: test error vs beta.
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
-    for key, style, label in (("1shot", "o-", "VIB 1 shot"), ("avg", "s-", f"VIB avg ({result['eval_samples']} samples)"),
-                              ("mean", "^-", "VIB mean (z = mu)")):
+    modes = (("1shot", "o-", "VIB 1 shot"), ("avg", "s-", f"VIB avg ({result['eval_samples']} samples)"),
+             ("mean", "^-", "VIB mean (z = mu)"))
+    for key, style, label in modes:
         ax.plot(betas, [r["error_pct"][key] for r in rows], style, ms=4, label=label)
     if base:
         ax.axhline(base["error_pct"]["mean"], color="k", ls="--", lw=1,
                    label=f"deterministic MLP ({base['error_pct']['mean']:.2f}%)")
+    ax.plot([PAPER["vib_beta"]], [PAPER["vib_error_pct"]], "*", color="tab:red", ms=10,
+            label=f"paper: VIB avg {PAPER['vib_error_pct']}%, deterministic {PAPER['deterministic_error_pct']}%")
+    ax.axhline(PAPER["deterministic_error_pct"], color="tab:red", ls=":", lw=1)
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("beta")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel("test error (%, log scale)")
     ax.set_title(f"Deep VIB on MNIST: test error vs beta\n{budget}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

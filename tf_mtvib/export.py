@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import pathlib
 import re
@@ -443,7 +442,7 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
         tf.saved_model.save(module, str(stage), signatures=signatures)
         info = _info(run, model, name, version, int(mc_samples), variants, calib_info)
         (stage / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (stage / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        runs.write_json(stage / INFO_FILE, info)
         for q in variants:
             log(f"converting to TFLite ({describe_quantization(q)}) ...")
             try:

@@ -233,7 +233,7 @@ def make_tuner(search: str, hypermodel, max_trials: Optional[int], seed: int, di
 # --------------------------------------------------------------------------
 def _trial_records(tuner, space, spec) -> List[Dict[str, Any]]:
     rows = []
-    for trial_id in sorted(tuner.oracle.trials):
+    for trial_id in sorted(tuner.oracle.trials, key=lambda i: (int(i), i) if i.isdigit() else (math.inf, i)):
         trial = tuner.oracle.trials[trial_id]
         values = {k: trial.hyperparameters.values[k] for k in space if k in trial.hyperparameters.values}
         hparams = {k: decode_weights(v, spec.task_names) if k == "task_weights" else v for k, v in values.items()}

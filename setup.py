@@ -15,6 +15,7 @@ setup(
         "tensorflow-probability>=0.25,<0.26",
         "tf-keras>=2.20,<2.22",
         "keras-tuner>=1.4,<2",
+        "scikit-learn>=1.3",  # keras-tuner's BayesianOptimization
         "tensorboard>=2.20,<2.22",
         "numpy>=1.26",
         "pillow>=10",

@@ -206,3 +206,17 @@ def test_all_models_train_one_step():
         m.compile(optimizer="adam")
         logs = m.train_on_batch(x, y, return_dict=True)
         assert np.isfinite(logs["loss"]) and "joint_accuracy" in logs and "kl" not in logs
+
+
+def test_batchnorm_statistics_settle_in_a_short_run():
+    """After 60 steps the moving statistics must be close to the data's (mean-mode inference works)."""
+    spec = SPECS["multimnist"]
+    model = build_model("gs", spec)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = _batch(spec, 32)
+    for _ in range(60):
+        model.train_on_batch(x, y)
+    bn = model.network.get_layer("conv1_bn")
+    batch_var = tf.math.reduce_variance(model.network.get_layer("conv1")(x), axis=[0, 1, 2]).numpy()
+    # Keras's default momentum 0.99 would leave 0.99**60 = 0.55 of the initial variance 1 here
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batch_var, rtol=0.2, atol=0.01)

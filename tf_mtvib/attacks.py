@@ -50,6 +50,7 @@ import keras
 import tensorflow as tf
 
 from .layers import posterior_sampling
+from .models import sampled_logits, split_at_latents
 
 __all__ = [
     "ATTACKS", "LOSSES", "fgsm", "fgsm_direction", "pgd", "loss_gradient",
@@ -139,60 +140,17 @@ def network_logits(network: keras.Model) -> ModelFn:
     return model_fn
 
 
-def _tile(t: tf.Tensor, samples: int) -> tf.Tensor:
-    """``samples`` copies of the batch ``t`` stacked along the batch axis (sample-major)."""
-    return tf.tile(t, tf.concat([[samples], tf.ones([tf.rank(t) - 1], tf.int32)], axis=0))
-
-
-def split_at_latents(network: keras.Model):
-    """``(encoder, head)``: ``network`` cut at the inputs of its Gaussian latent layers.
-
-    ``encoder`` maps images to the features the latents read (deterministic),
-    ``head`` maps those features through the latents to ``{task: logits}``.
-    ``None`` if the network has no latent or its outputs also depend on
-    something other than the latents (then the whole network is sampled).
-    """
-    from .layers import GaussianLatent
-
-    latents = [l for l in network._flatten_layers(include_self=False) if isinstance(l, GaussianLatent)]
-    if not latents:
-        return None
-    try:
-        features = [l.input for l in latents]
-        encoder = keras.Model(network.input, features if len(features) > 1 else features[0])
-        head = keras.Model(features if len(features) > 1 else features[0], network.output)
-    except Exception:   # not a functional network, or the outputs bypass the latents
-        return None
-    return encoder, head
-
-
 def posterior_logits(network: keras.Model, samples: int) -> ModelFn:
     """Logits of ``network`` for ``samples`` posterior draws of z per image, shape
-    ``(samples, B, classes)``, with :func:`posterior_sampling` on and BatchNorm in
-    inference mode.
-
-    The deterministic encoder (everything before the latents) runs once per
-    image; only the latent features are tiled ``samples`` times and sent
-    through the latents and decoders, so EOT costs little more than one pass.
-    """
+    ``(samples, B, classes)`` (:func:`tf_mtvib.models.sampled_logits`: the
+    deterministic encoder runs once, so EOT costs little more than one pass)."""
     samples = int(samples)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    parts = split_at_latents(network)
+    parts = split_at_latents(network) or False
 
     def model_fn(x):
-        batch = tf.shape(x)[0]
-        if parts is None:
-            sampled, inputs = network, _tile(x, samples)
-        else:
-            encoder, sampled = parts
-            features = encoder(x, training=False)
-            inputs = ([_tile(f, samples) for f in features] if isinstance(features, (list, tuple))
-                      else _tile(features, samples))
-        with posterior_sampling(sampled):   # active while this call is traced
-            logits = sampled(inputs, training=False)
-        return {t: tf.reshape(l, tf.concat([[samples, batch], tf.shape(l)[1:]], axis=0))
-                for t, l in logits.items()}
+        return sampled_logits(network, x, samples, parts)
     return model_fn
 
 

@@ -37,7 +37,8 @@ from .layers import FixedWeighting, GaussianLatent, UncertaintyWeighting, poster
 
 __all__ = [
     "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "MultiTaskModel",
-    "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example",
+    "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example", "probabilities_of",
+    "sampled_logits", "split_at_latents",
 ]
 
 _PACKAGE = "tf_mtvib"
@@ -68,6 +69,13 @@ VIB_ENCODER_FC = (1024, 1024, 1024)   # MTVIB / STVIB: FC 1024 x3 before the lat
 VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN + ReLU, FC 384x192
 MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST
 
+#: BatchNormalization's moving-average momentum. Keras's default (0.99) needs
+#: thousands of steps before the moving statistics forget their initial values
+#: (variance 1 against about 0.002 after the first convolution): a run of a
+#: few hundred steps then predicts at chance in inference. 0.9 (PyTorch's
+#: momentum=0.1, which the MTL reference code uses) settles within ~50 steps.
+BN_MOMENTUM = 0.9
+
 DEFAULT_HPARAMS = {
     "latent_dim": 256,
     "beta": 1e-3,
@@ -78,7 +86,7 @@ DEFAULT_HPARAMS = {
 
 
 def _batchnorm(sync: bool, name: str):
-    return keras.layers.BatchNormalization(synchronized=sync, name=name)
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=sync, name=name)
 
 
 def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
@@ -383,21 +391,62 @@ class MultiTaskModel(keras.Model):
         return cls(network, weighting, spec, **config)
 
 
+def split_at_latents(network: keras.Model):
+    """``(encoder, head)``: ``network`` cut at the inputs of its Gaussian latent layers.
+
+    ``encoder`` maps images to the features the latents read (deterministic),
+    ``head`` maps those features through the latents to ``{task: logits}``.
+    ``None`` if the network has no latent or its outputs also depend on
+    something other than the latents (then the whole network is sampled).
+    """
+    latents = [l for l in network._flatten_layers(include_self=False) if isinstance(l, GaussianLatent)]
+    if not latents:
+        return None
+    try:
+        features = [l.input for l in latents]
+        encoder = keras.Model(network.input, features if len(features) > 1 else features[0])
+        head = keras.Model(features if len(features) > 1 else features[0], network.output)
+    except Exception:   # not a functional network, or the outputs bypass the latents
+        return None
+    return encoder, head
+
+
 def probabilities_of(network: keras.Model, images, samples: int = 0) -> Dict[str, tf.Tensor]:
     """Softmax probabilities of ``network`` (mean mode if ``samples == 0``,
     else averaged over ``samples`` posterior draws, drawn in one batched pass)."""
     if samples == 0:
         logits = network(images, training=False)
         return {t: tf.nn.softmax(l) for t, l in logits.items()}
+    return {t: tf.reduce_mean(tf.nn.softmax(l), axis=0) for t, l in sampled_logits(network, images, samples).items()}
+
+
+def sampled_logits(network: keras.Model, images, samples: int, parts=None) -> Dict[str, tf.Tensor]:
+    """Logits for ``samples`` posterior draws of z per image, shape ``(samples, B, classes)``.
+
+    BatchNorm is in inference mode. The deterministic encoder (everything
+    before the latents, :func:`split_at_latents`; pass ``parts`` to reuse a
+    split) runs once per image; only its features are tiled ``samples`` times
+    through the latents and decoders.
+    """
+    samples = int(samples)
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    parts = split_at_latents(network) if parts is None else parts
     batch = tf.shape(images)[0]
-    tiled = tf.tile(images, tf.concat([[samples], tf.ones([tf.rank(images) - 1], tf.int32)], axis=0))
-    with posterior_sampling(network):
-        logits = network(tiled, training=False)
-    out = {}
-    for t, l in logits.items():
-        probs = tf.nn.softmax(l)
-        out[t] = tf.reduce_mean(tf.reshape(probs, tf.concat([[samples, batch], tf.shape(probs)[1:]], 0)), axis=0)
-    return out
+    if not parts:
+        sampled, inputs = network, _tile(images, samples)
+    else:
+        encoder, sampled = parts
+        features = encoder(images, training=False)
+        inputs = [_tile(f, samples) for f in features] if isinstance(features, (list, tuple)) else _tile(features, samples)
+    with posterior_sampling(sampled):   # active while this call is traced
+        logits = sampled(inputs, training=False)
+    return {t: tf.reshape(l, tf.concat([[samples, batch], tf.shape(l)[1:]], axis=0)) for t, l in logits.items()}
+
+
+def _tile(t, samples: int):
+    """``samples`` copies of the batch ``t`` stacked along the batch axis (sample-major)."""
+    return tf.tile(t, tf.concat([[samples], tf.ones([tf.rank(t) - 1], tf.int32)], axis=0))
 
 
 def kl_per_example(model: MultiTaskModel, images) -> tf.Tensor:

@@ -233,9 +233,10 @@ def main(argv=None) -> int:
     p = common.make_parser("bench_train", __doc__.split("\n\n")[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated data sets")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
-    p.add_argument("--batch-size", type=int, default=100, help="global batch size (the cpu preset's)")
-    p.add_argument("--steps", default=None,
-                   help="fit steps per timed unit, per data set, e.g. multimnist=16,mtfl=6 (first one not timed)")
+    p.add_argument("--batch-size", default="multimnist=100,mtfl=32",
+                   help="batch size per data set (one number for all); multimnist: the cpu preset's")
+    p.add_argument("--steps", default="multimnist=11,mtfl=6",
+                   help="fit steps per timed unit, per data set (the first one is not timed)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
     args = p.parse_args(argv)
@@ -243,17 +244,15 @@ def main(argv=None) -> int:
     rounds = args.rounds or (2 if args.quick else 5)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    batch = 16 if args.quick and args.batch_size == 100 else args.batch_size
-    steps = {"multimnist": 3, "multifashion": 3, "mtfl": 3} if args.quick else \
-        {"multimnist": 16, "multifashion": 16, "mtfl": 4}
-    if args.steps:
-        for part in args.steps.split(","):
-            k, v = part.split("=")
-            steps[k.strip()] = int(v)
-    if args.quick and args.datasets == ",".join(DATASETS):
-        datasets = ["multimnist"]
-    if args.quick and args.models == ",".join(MODELS):
-        models = ["gs", "mtvib"]   # a plain-compile reference and a custom-train_step one
+    batch = common.per_dataset(args.batch_size, datasets, "--batch-size", p)
+    steps = common.per_dataset(args.steps, datasets, "--steps", p)
+    if args.quick:
+        batch = {d: min(b, 16) for d, b in batch.items()}
+        steps = {d: 3 for d in steps}
+        if args.datasets == ",".join(DATASETS):
+            datasets = ["multimnist"]
+        if args.models == ",".join(MODELS):
+            models = ["gs", "mtvib"]   # a plain-compile reference and a custom-train_step one
     for m in models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
@@ -266,7 +265,8 @@ def main(argv=None) -> int:
     for d in datasets:
         for m in models:
             common.log(f"{d}/{m}: building and warming up")
-            results.append(bench_one(d, m, batch, steps[d], rounds, args.learning_rate, not args.no_xla))
+            results.append(bench_one(d, m, batch[d], steps[d], rounds, args.learning_rate,
+                                     not args.no_xla))
     rows = []
     for r in results:
         ips = r["images_per_second"]

@@ -50,6 +50,47 @@ def data_dir(arg: Optional[pathlib.Path]) -> Optional[pathlib.Path]:
     return pathlib.Path(env) if env else None
 
 
+def per_dataset(text: str, datasets: Sequence[str], flag: str, parser: argparse.ArgumentParser) -> Dict[str, int]:
+    """``"multimnist=100,mtfl=32"`` (or one number for every data set) -> {data set: int};
+    multifashion takes multimnist's value unless given."""
+    text = str(text).strip()
+    if "=" not in text:
+        try:
+            return {d: int(text) for d in datasets}
+        except ValueError:
+            parser.error(f"{flag}: expected a number or name=number,...; got {text!r}")
+    out: Dict[str, int] = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            parser.error(f"{flag}: expected name=number,...; got {text!r}")
+    if "multimnist" in out:
+        out.setdefault("multifashion", out["multimnist"])
+    missing = [d for d in datasets if d not in out]
+    if missing:
+        parser.error(f"{flag}: no value for {', '.join(missing)}")
+    return out
+
+
+def smoke_run(dataset: str, model: str, data_dir, workdir) -> pathlib.Path:
+    """A run trained by ``train.py --preset smoke`` (seconds) in ``workdir``: a real
+    trained model for the inference and robustness timings, whose speed does
+    not depend on how well the weights are trained."""
+    from tf_mtvib import train
+
+    path = pathlib.Path(workdir) / f"{dataset}-{model}-smoke"
+    argv = ["--dataset", dataset, "--model", model, "--preset", "smoke", "--output-dir", str(path), "--verbose", "0",
+            "--eval-samples", "0"]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    rc = train.main(argv)
+    if rc != 0:
+        raise SystemExit(f"training the smoke run {path} failed (exit status {rc})")
+    return path
+
+
 # --------------------------------------------------------------------------
 # Machine description
 # --------------------------------------------------------------------------

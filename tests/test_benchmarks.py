@@ -1,0 +1,114 @@
+"""Smoke tests of the benchmark scripts: each runs with --quick and writes valid JSON.
+
+No timing is asserted (the figures depend on the machine and its load).
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402  (benchmarks/common.py)
+
+
+def _run(script, tmp_path, *extra, data_dir=None):
+    out = tmp_path / f"{script}.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    if data_dir is not None:
+        env["TF_MTVIB_DATA_DIR"] = str(data_dir)
+    proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--output", str(out), *extra],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == script and doc["quick"] is True
+    m = doc["machine"]
+    for key in ("cpu_model", "cpu_count", "cpus_usable", "tensorflow", "keras", "python"):
+        assert m[key], key
+    assert doc["tables"] and doc["tables"][0].startswith("| ")
+    assert doc["tables"][0] in proc.stdout          # the printed table is the stored one
+    assert doc["results"]["rows"]
+    return doc
+
+
+def test_bench_train_quick(tmp_path):
+    doc = _run("bench_train", tmp_path)
+    rows = doc["results"]["rows"]
+    assert {r["model"] for r in rows} == {"gs", "mtvib"}
+    for r in rows:
+        assert set(r["images_per_second"]) == {"library", "reference", "library_xla"}
+        assert all(v > 0 for v in r["images_per_second"].values())
+        assert r["library_vs_reference"]["median_of_round_ratios"] > 0
+        assert r["xla_vs_no_xla"]["rounds"] == 2
+
+
+def test_bench_pipeline_quick(tmp_path, data_dir):
+    doc = _run("bench_pipeline", tmp_path, data_dir=data_dir)
+    (r,) = doc["results"]["rows"]
+    assert r["dataset"] == "multimnist" and r["train_images"] == 500
+    assert set(r["pipeline_vs_training"]) == {"gs", "mtvib"}
+    assert r["images_per_second"]["pipeline"] > 0
+
+
+def test_bench_inference_quick(tmp_path, data_dir):
+    doc = _run("bench_inference", tmp_path, data_dir=data_dir)
+    (r,) = doc["results"]["rows"]
+    assert set(r["bytes"]) == {"savedmodel", "tflite_float32", "tflite_float16", "tflite_int8"}
+    assert r["bytes"]["tflite_int8"] < r["bytes"]["tflite_float16"] < r["bytes"]["tflite_float32"]
+    for b in ("batch1", "batch64"):
+        assert r[b]["argmax_agreement_with_savedmodel"]["tflite_float32"] == 1.0
+        assert all(v > 0 for v in r[b]["images_per_second"].values())
+
+
+def test_bench_robustness_quick(tmp_path, data_dir):
+    doc = _run("bench_robustness", tmp_path, data_dir=data_dir)
+    (r,) = doc["results"]["rows"]
+    assert r["test_images"] == 500 and r["eps"][0] == 0.0 and len(r["eps"]) == 7
+    assert r["sweep_vs_clean"]["median_of_round_ratios"] > 0
+    assert len(r["accuracy"]["joint"]) == 7
+
+
+# --------------------------------------------------------------------------
+# The helpers and the hand-written reference models (no timing)
+# --------------------------------------------------------------------------
+def test_interleave_alternates_and_uses_self_measured_time():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or 0.25}
+    times = common.interleave(fns, rounds=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(times["a"]) == len(times["b"]) == 3 and times["b"] == [0.25] * 3
+    st = common.ratio_stats([2.0, 4.0, 6.0], [1.0, 1.0, 2.0])
+    assert st["median_of_round_ratios"] == 3.0 and st["min"] == 2.0 and st["max"] == 4.0
+    assert st["ratio_of_medians"] == 4.0
+
+
+def test_per_dataset_option_and_table():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    assert common.per_dataset("multimnist=100,mtfl=32", ["multifashion", "mtfl"], "--x", p) == \
+        {"multimnist": 100, "multifashion": 100, "mtfl": 32}
+    assert common.per_dataset("8", ["mtfl"], "--x", p) == {"mtfl": 8}
+    with pytest.raises(SystemExit):
+        common.per_dataset("multimnist=100", ["mtfl"], "--x", p)
+    t = common.table(["a", "b"], [["x", 1234.5], ["y", 0.98765]]).splitlines()
+    assert t[0].startswith("| a") and "1,234" in t[2] and "0.988" in t[3]
+
+
+@pytest.mark.parametrize("dataset", ["multimnist", "mtfl"])
+def test_reference_models_have_the_library_architecture(dataset):
+    from bench_train import MODELS, library_model, reference_model
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import DEFAULT_HPARAMS
+
+    spec = get_spec(dataset)
+    for name in MODELS:
+        lib = library_model(name, spec, 1e-3, False)
+        ref = reference_model(name, spec, dict(DEFAULT_HPARAMS), 1e-3)
+        assert ref.count_params() == lib.count_params(), name

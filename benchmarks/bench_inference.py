@@ -16,7 +16,8 @@ process, interleaved, timed:
   the SavedModel), one interpreter per batch size so it never resizes.
 
 Latency: milliseconds per call at batch 1 (each timed unit is a burst of
-calls; median over the rounds). Throughput: images/s at batch 64. Sizes: the
+calls, timed one by one; the unit's figure is the median call; median over
+the rounds). Throughput: images/s at batch 64. Sizes: the
 SavedModel folder (``saved_model.pb`` + ``variables/``) and each ``.tflite``
 file. Ratios (TFLite / SavedModel) are medians of the per-round ratios.
 

@@ -11,7 +11,8 @@ process and interleaved, this times
   every training epoch pays;
 * ``train_<model>``: ``fit`` steps of the library model on synthetic batches
   held in memory (no input pipeline cost), for the fastest model (gs) and
-  for mtvib; the first step of each ``fit`` call is not timed;
+  for mtvib; the first step of each ``fit`` call is not timed, and a
+  call's time is its median step time (as in ``bench_train.py``);
 * ``train_gs_real``: the same gs ``fit`` fed by the real pipeline
   (``to_dataset(..., repeat=True)``), to see whether the pipeline slows
   training down.

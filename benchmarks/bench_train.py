@@ -17,7 +17,8 @@ on synthetic inputs of the data set's shape, with the same batch size and
 optimizer, in one process, interleaved (library, reference, XLA, XLA,
 reference, library, ...). Each timed unit is one ``fit`` call of N steps;
 its first step and ``fit``'s set-up are excluded (a callback timestamps the
-end of every step). Reported: median images/s per variant, the
+end of every step) and its time is the median step time (robust to short
+bursts of load from other jobs). Reported: median images/s per variant, the
 library/reference ratio (the library's overhead; target >= 0.95) and the
 XLA/no-XLA ratio, both as the median of the per-round ratios.
 
@@ -172,8 +173,11 @@ def synthetic(spec, batch: int, seed: int = 0):
 
 
 def fit_timer(model, ds, steps: int):
-    """A function that runs ``fit`` for ``steps`` steps and returns the seconds
-    from the end of the first step to the end of the last (``steps - 1`` steps)."""
+    """A function that runs ``fit`` for ``steps`` steps and returns the median
+    step time times ``steps - 1``: the duration of the timed steps, robust to
+    a short burst of load from other jobs. The first step (and ``fit``'s
+    set-up) is never timed; each call's plain wall time from the end of the
+    first step to the end of the last is kept in ``run.totals``."""
     import keras
 
     class Stamps(keras.callbacks.Callback):
@@ -186,8 +190,10 @@ def fit_timer(model, ds, steps: int):
     def run():
         stamps.clear()
         model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[cb], shuffle=False)
-        return stamps[-1] - stamps[0]
+        run.totals.append(stamps[-1] - stamps[0])
+        return common.median([b - a for a, b in zip(stamps, stamps[1:])]) * (len(stamps) - 1)
 
+    run.totals = []
     return run
 
 
@@ -212,6 +218,7 @@ def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, lear
     t0 = time.perf_counter()
     for f in fns.values():   # warm-up: tracing, XLA compilation, first steps
         f()
+        f.totals.clear()
     warm = time.perf_counter() - t0
     times = common.interleave(fns, rounds, warmup=0,
                               log=lambda m: common.log(f"{dataset}/{name} {m}"))
@@ -219,7 +226,7 @@ def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, lear
     out = {"dataset": dataset, "model": name, "batch_size": batch, "steps_per_round": steps,
            "timed_steps_per_round": steps - 1, "rounds": rounds, "parameters": params["library"],
            "warmup_seconds": round(warm, 1),
-           "seconds": {k: v for k, v in times.items()},
+           "seconds": times, "seconds_wall": {k: f.totals for k, f in fns.items()},
            "images_per_second": {k: n_images / common.median(v) for k, v in times.items()}}
     # ratios of speeds = inverse ratios of times, per round
     out["library_vs_reference"] = common.ratio_stats(times["reference"], times["library"])
@@ -241,7 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 7)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     batch = common.per_dataset(args.batch_size, datasets, "--batch-size", p)
@@ -280,7 +287,9 @@ def main(argv=None) -> int:
     print()
     print(tab)
     worst = min(r["library_vs_reference"]["median_of_round_ratios"] for r in results)
-    notes = [f"images/s: median over {rounds} interleaved rounds; ratios: median of the per-round ratios",
+    notes = [f"images/s: batch / median step time, median over {rounds} interleaved rounds of "
+             + ", ".join(f"{d}: {steps[d]}" for d in datasets) + " fit steps "
+             "(first step not timed); ratios: median of the per-round ratios",
              "multifashion has the same network as multimnist (36x36x1 inputs, 10 + 10 classes); not run separately",
              f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)"]
     for n in notes:

@@ -194,11 +194,17 @@ def ratio_stats(num: Sequence[float], den: Sequence[float]) -> Dict[str, float]:
             "min": min(per_round), "max": max(per_round), "rounds": len(per_round)}
 
 
-def per_call(fn: Callable[[], Any], calls: int) -> Callable[[], None]:
-    """A function that calls ``fn`` ``calls`` times (one timed unit of :func:`interleave`)."""
+def per_call(fn: Callable[[], Any], calls: int) -> Callable[[], float]:
+    """A function that calls ``fn`` ``calls`` times (one timed unit of
+    :func:`interleave`) and returns the median call time times ``calls``: the
+    burst's duration, robust to a short burst of load from other jobs."""
     def run():
+        ts = []
         for _ in range(calls):
+            t0 = time.perf_counter()
             fn()
+            ts.append(time.perf_counter() - t0)
+        return median(ts) * calls
     return run
 
 

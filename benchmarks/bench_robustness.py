@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-samples", type=int, default=0, help="0: mean mode; N: average N posterior samples")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = int(args.rounds or (2 if args.quick else 3))
     n_test = args.test_images or (500 if args.quick else 10_000)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.quick and args.models == "mtvib,gs":

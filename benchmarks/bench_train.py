@@ -1,6 +1,6 @@
 """Training throughput of every model, against a minimal hand-written Keras model.
 
-For each data set and model this times ``fit`` steps (images per second) of
+For each data set and model this times training steps (images per second) of
 
 * ``library``: ``tf_mtvib.models.build_model(...)`` compiled as ``train.py``
   compiles it (Adam from ``train._optimizer``, ``jit_compile=False``);
@@ -13,14 +13,16 @@ For each data set and model this times ``fit`` steps (images per second) of
   (plus ``beta * KL`` for mtvib) for uwl and mtvib;
 * ``library_xla``: the library model compiled with ``jit_compile=True``;
 
-on synthetic inputs of the data set's shape, with the same batch size and
-optimizer, in one process, interleaved (library, reference, XLA, XLA,
-reference, library, ...). Each timed unit is one ``fit`` call of N steps;
-its first step and ``fit``'s set-up are excluded (a callback timestamps the
-end of every step) and its time is the median step time (robust to short
-bursts of load from other jobs). Reported: median images/s per variant, the
-library/reference ratio (the library's overhead; target >= 0.95) and the
-XLA/no-XLA ratio, both as the median of the per-round ratios.
+on one synthetic batch of the data set's shape (held in memory as tensors),
+with the same batch size and optimizer, in one process. The three alternate
+step by step: each round is one ``train_on_batch`` step of each (library,
+reference, XLA, then XLA, reference, library, ...), after three untimed
+warm-up steps each (tracing, XLA compilation). Reported: images/s per
+variant (batch / median step time), the library/reference ratio (the
+library's overhead; target >= 0.95) and the XLA/no-XLA ratio, both as the
+median [quartiles] of the per-round ratios: a step of one is always timed
+next to a step of the other, so a change in the machine's load between
+rounds cancels out.
 
 MultiMNIST and MultiFashion have the same input shape (36x36x1) and class
 counts (10 and 10), hence the same network: only MultiMNIST is run.
@@ -133,7 +135,7 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
             return self.net(x, training=training)
 
         def train_step(self, data):
-            x, y = data
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
             with tf.GradientTape() as tape:
                 logits = self.net(x, training=True)
                 loss = tf.add_n([tf.exp(-2.0 * self.s[i]) * ce(y[t], logits[t]) + self.s[i]
@@ -197,7 +199,18 @@ def fit_timer(model, ds, steps: int):
     return run
 
 
-def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, learning_rate: float, xla: bool):
+def synthetic_batch(spec, batch: int, seed: int = 0):
+    """One batch of uniform images in [0, 1] and random labels, as tensors."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.random((batch, *spec.input_shape), dtype=np.float32))
+    y = {t: tf.constant(rng.integers(0, n, batch).astype(np.int64)) for t, n in spec.num_classes.items()}
+    return x, y
+
+
+def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: float, xla: bool):
     import keras
 
     from tf_mtvib.datasets import get_spec
@@ -205,7 +218,7 @@ def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, lear
 
     spec = get_spec(dataset)
     keras.utils.set_random_seed(0)
-    ds = synthetic(spec, batch)
+    x, y = synthetic_batch(spec, batch)
     models = {"library": library_model(name, spec, learning_rate, False),
               "reference": reference_model(name, spec, dict(DEFAULT_HPARAMS), learning_rate)}
     if xla:
@@ -214,21 +227,23 @@ def bench_one(dataset: str, name: str, batch: int, steps: int, rounds: int, lear
     if params["library"] != params["reference"]:
         raise AssertionError(f"{dataset}/{name}: the reference has {params['reference']:,} parameters, "
                              f"the library model {params['library']:,}: not the same architecture")
-    fns = {k: fit_timer(m, ds, steps) for k, m in models.items()}
+    def step(model):
+        def run():
+            model.train_on_batch(x, y)   # returns once the step has run (its logs are fetched as numbers)
+        return run
+
+    fns = {k: step(m) for k, m in models.items()}
     t0 = time.perf_counter()
-    for f in fns.values():   # warm-up: tracing, XLA compilation, first steps
-        f()
-        f.totals.clear()
+    for _ in range(3):   # warm-up: tracing, XLA compilation, first steps
+        for f in fns.values():
+            f()
     warm = time.perf_counter() - t0
-    times = common.interleave(fns, rounds, warmup=0,
+    times = common.interleave(fns, rounds, warmup=0, log_every=max(1, rounds // 4),
                               log=lambda m: common.log(f"{dataset}/{name} {m}"))
-    n_images = batch * (steps - 1)
-    out = {"dataset": dataset, "model": name, "batch_size": batch, "steps_per_round": steps,
-           "timed_steps_per_round": steps - 1, "rounds": rounds, "parameters": params["library"],
-           "warmup_seconds": round(warm, 1),
-           "seconds": times, "seconds_wall": {k: f.totals for k, f in fns.items()},
-           "images_per_second": {k: n_images / common.median(v) for k, v in times.items()}}
-    # ratios of speeds = inverse ratios of times, per round
+    out = {"dataset": dataset, "model": name, "batch_size": batch, "rounds": rounds,
+           "parameters": params["library"], "warmup_seconds": round(warm, 1), "step_seconds": times,
+           "images_per_second": {k: batch / common.median(v) for k, v in times.items()}}
+    # speed ratios = inverse time ratios, per round (one step of each)
     out["library_vs_reference"] = common.ratio_stats(times["reference"], times["library"])
     if xla:
         out["xla_vs_no_xla"] = common.ratio_stats(times["library"], times["library_xla"])
@@ -242,20 +257,17 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     p.add_argument("--batch-size", default="multimnist=100,mtfl=32",
                    help="batch size per data set (one number for all); multimnist: the cpu preset's")
-    p.add_argument("--steps", default="multimnist=11,mtfl=6",
-                   help="fit steps per timed unit, per data set (the first one is not timed)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    rounds = args.rounds or (2 if args.quick else 7)
+    rounds_arg = args.rounds or ("3" if args.quick else "multimnist=60,mtfl=25")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     batch = common.per_dataset(args.batch_size, datasets, "--batch-size", p)
-    steps = common.per_dataset(args.steps, datasets, "--steps", p)
+    rounds = common.per_dataset(rounds_arg, datasets, "--rounds", p)
     if args.quick:
         batch = {d: min(b, 16) for d, b in batch.items()}
-        steps = {d: 3 for d in steps}
         if args.datasets == ",".join(DATASETS):
             datasets = ["multimnist"]
         if args.models == ",".join(MODELS):
@@ -272,24 +284,23 @@ def main(argv=None) -> int:
     for d in datasets:
         for m in models:
             common.log(f"{d}/{m}: building and warming up")
-            results.append(bench_one(d, m, batch[d], steps[d], rounds, args.learning_rate,
-                                     not args.no_xla))
+            results.append(bench_one(d, m, batch[d], rounds[d], args.learning_rate, not args.no_xla))
     rows = []
     for r in results:
         ips = r["images_per_second"]
         rows.append([r["dataset"] + (" (= multifashion)" if r["dataset"] == "multimnist" else ""), r["model"],
                      r["batch_size"], f"{r['parameters']:,}", ips["library"], ips["reference"],
-                     r["library_vs_reference"]["median_of_round_ratios"],
-                     ips.get("library_xla"), r.get("xla_vs_no_xla", {}).get("median_of_round_ratios")])
+                     common.ratio_cell(r["library_vs_reference"]),
+                     ips.get("library_xla"), common.ratio_cell(r.get("xla_vs_no_xla"))])
     headers = ["data set", "model", "batch", "params", "library img/s", "reference img/s",
-               "library/reference", "library XLA img/s", "XLA/no-XLA"]
+               "library/reference [quartiles]", "library XLA img/s", "XLA/no-XLA [quartiles]"]
     tab = common.table(headers, rows)
     print()
     print(tab)
     worst = min(r["library_vs_reference"]["median_of_round_ratios"] for r in results)
-    notes = [f"images/s: batch / median step time, median over {rounds} interleaved rounds of "
-             + ", ".join(f"{d}: {steps[d]}" for d in datasets) + " fit steps "
-             "(first step not timed); ratios: median of the per-round ratios",
+    notes = ["images/s: batch / median step time over the interleaved rounds ("
+             + ", ".join(f"{d}: {rounds[d]} steps of each variant" for d in datasets)
+             + "); ratios: median [quartiles] of the per-round ratios",
              "multifashion has the same network as multimnist (36x36x1 inputs, 10 + 10 classes); not run separately",
              f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)"]
     for n in notes:

@@ -37,8 +37,7 @@ def make_parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a fast smoke version (few steps, small sizes)")
     p.add_argument("--output", type=pathlib.Path, default=RESULTS / f"{name.replace('bench_', '')}.json",
                    help="JSON results file")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="interleaved rounds per measurement (default: 5, --quick: 2)")
+    p.add_argument("--rounds", default=None, help="interleaved rounds per measurement (default: per script)")
     return p
 
 
@@ -160,7 +159,7 @@ def machine_line(info: Mapping[str, Any]) -> str:
 # Timing
 # --------------------------------------------------------------------------
 def interleave(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-               log: Optional[Callable[[str], None]] = None) -> Dict[str, List[float]]:
+               log: Optional[Callable[[str], None]] = None, log_every: int = 1) -> Dict[str, List[float]]:
     """Run every function in ``fns`` once per round, in turn, ``rounds`` times
     (after ``warmup`` untimed rounds); the order alternates between rounds
     (A B C, C B A, A B C, ...) so that neither side always follows the other.
@@ -177,7 +176,7 @@ def interleave(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 
             dt = time.perf_counter() - t0 if measured is None else float(measured)
             if r >= warmup:
                 times[n].append(dt)
-        if log and r >= warmup:
+        if log and r >= warmup and ((r - warmup + 1) % log_every == 0 or r == warmup + rounds - 1):
             log(f"round {r - warmup + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names))
     return times
 
@@ -188,10 +187,19 @@ def median(xs: Sequence[float]) -> float:
 
 def ratio_stats(num: Sequence[float], den: Sequence[float]) -> Dict[str, float]:
     """Per-round ratios ``num[i] / den[i]`` of two interleaved series: median,
-    min, max, and the ratio of the medians."""
+    quartiles, min, max, and the ratio of the medians."""
     per_round = [a / b for a, b in zip(num, den)]
-    return {"median_of_round_ratios": median(per_round), "ratio_of_medians": median(num) / median(den),
+    q1, _, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else (per_round[0],) * 3
+    return {"median_of_round_ratios": median(per_round), "q1": q1, "q3": q3,
+            "ratio_of_medians": median(num) / median(den),
             "min": min(per_round), "max": max(per_round), "rounds": len(per_round)}
+
+
+def ratio_cell(st: Optional[Mapping[str, float]]) -> Optional[str]:
+    """``0.987 [0.95, 1.02]``: the median per-round ratio and its quartiles, for a table."""
+    if not st:
+        return None
+    return f"{fmt(st['median_of_round_ratios'])} [{fmt(st['q1'])}, {fmt(st['q3'])}]"
 
 
 def per_call(fn: Callable[[], Any], calls: int) -> Callable[[], float]:
@@ -272,3 +280,23 @@ def _jsonable(o):
 
 def log(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def summarize(paths: Sequence[pathlib.Path]) -> str:
+    """Markdown: for each results file, the machine, date, table and notes (for the README)."""
+    parts = []
+    for path in paths:
+        doc = json.loads(pathlib.Path(path).read_text())
+        m = doc["machine"]
+        load = [m.get("load_average_at_start"), m.get("load_average_at_end")]
+        loads = " / ".join(f"{l[0]:.1f}" for l in load if l)
+        parts.append(f"### {doc['benchmark']}{' (--quick)' if doc['quick'] else ''}\n\n"
+                     f"`{doc['command']}`, {doc['date'][:16].replace('T', ' ')} UTC, {doc['seconds']:.0f} s; "
+                     f"{machine_line(m).split(', load')[0]}; 1-minute load average at start / end: {loads}.\n\n"
+                     + "\n\n".join(doc["tables"]) + "\n\n" + "\n".join(f"- {n}" for n in doc["notes"]))
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":   # python benchmarks/common.py [results/*.json]: Markdown for the README
+    files = [pathlib.Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob("*.json"))
+    print(summarize(files), end="")

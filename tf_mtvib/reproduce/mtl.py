@@ -166,6 +166,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--costly-examples", type=int, default=1000,
                    help="test images for the EOT and PGD settings (FGSM in mean mode uses all)")
     p.add_argument("--settings", default="fgsm,fgsm-eot,pgd")
+    p.add_argument("--only", action="append", default=[], metavar="DATASET=SETTINGS[@N]",
+                   help="per data set: these settings only, and N test images for the costly ones "
+                        "(e.g. mtfl=fgsm,fgsm-eot@200); repeatable")
     p.add_argument("--train-only", action="store_true")
     p.add_argument("--data-dir", type=pathlib.Path)
     args = p.parse_args(argv)
@@ -180,9 +183,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     all_settings = settings(args.eot_samples, args.costly_examples)
     chosen = [s for s in args.settings.split(",") if s]
-    for s in chosen:
-        if s not in all_settings:
-            p.error(f"unknown setting {s!r}; choose from {', '.join(all_settings)}")
+    per_dataset = {d: (chosen, all_settings) for d in datasets}
+    for item in args.only:
+        d, _, spec = item.partition("=")
+        names, _, n = spec.partition("@")
+        if d not in per_dataset:
+            p.error(f"--only {item!r}: {d!r} is not among the data sets")
+        per_dataset[d] = ([s for s in names.split(",") if s],
+                          settings(args.eot_samples, int(n)) if n else all_settings)
+    for names, _ in per_dataset.values():
+        for s in names:
+            if s not in all_settings:
+                p.error(f"unknown setting {s!r}; choose from {', '.join(all_settings)}")
 
     for d in datasets:
         for m in models:
@@ -203,8 +215,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"Clean test accuracy (mean mode; `mc12`: probabilities averaged over 12 posterior "
                         f"samples):\n\n{clean_table(d, metrics)}")
         summary[d] = {"clean": metrics, "robustness": {}}
-        for name in chosen:
-            results = [aggregate([ensure_robustness(pth, name, all_settings[name], args.data_dir) for pth in ps])
+        names, kwargs = per_dataset[d]
+        for name in names:
+            results = [aggregate([ensure_robustness(pth, name, kwargs[name], args.data_dir) for pth in ps])
                        for m, ps in paths.items()]
             out = args.results_dir / args.preset / d / name
             files = write_report(results, out)

@@ -260,22 +260,12 @@ def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machi
         "tables": list(tables),
         "notes": list(notes),
     }
+    from tf_mtvib.runs import write_json
+
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
+    write_json(path, doc)
     print(f"\nwrote {path}")
-
-
-def _jsonable(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, pathlib.Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def log(msg: str) -> None:

@@ -146,8 +146,6 @@ def main(argv=None) -> int:
     headers = ["model", "artifact", "size MB", "batch-1 latency ms", "latency / SavedModel",
                "batch-64 img/s", "throughput / SavedModel", "arg-max agreement"]
     tab = common.table(headers, rows)
-    print()
-    print(tab)
     notes = [f"median over {rounds} interleaved rounds of {calls[0]} calls (batch 1) / {calls[1]} calls (batch 64); "
              "ratios: median [quartiles] of the per-round ratios",
              f"LiteRT with {threads} thread(s); TensorFlow with its default thread pools",
@@ -155,8 +153,6 @@ def main(argv=None) -> int:
              + ", ".join(sorted({r["inputs"] for r in results})) + ")"]
     if not args.run:
         notes.append(f"models: {args.model} trained with train.py --preset smoke (speed does not depend on training)")
-    for n in notes:
-        print(n)
     common.write_results(args.output, "bench_inference", args, info, {"rows": results}, [tab], notes, started)
     return 0
 

@@ -138,15 +138,11 @@ def main(argv=None) -> int:
     headers = ["data set", "images", "batch", "pipeline img/s", "train gs img/s", "pipeline/gs",
                "train mtvib img/s", "pipeline/mtvib", "gs on real pipeline img/s", "real/synthetic gs"]
     tab = common.table(headers, rows)
-    print()
-    print(tab)
     worst = min(min(v["median_of_round_ratios"] for v in r["pipeline_vs_training"].values()) for r in results)
     notes = [f"images/s: median over {rounds} interleaved rounds; ratios: median [quartiles] of the per-round ratios",
              "pipeline: one epoch of to_dataset(shuffle=True) per round, iterator creation and shuffle-buffer fill "
              "included; training: fit on synthetic in-memory batches (no pipeline)",
              f"lowest pipeline/training ratio: {worst:.1f} (target >= 10)"]
-    for n in notes:
-        print(n)
     common.write_results(args.output, "bench_pipeline", args, info,
                          {"rows": results, "min_pipeline_vs_training": worst}, [tab], notes, started)
     return 0

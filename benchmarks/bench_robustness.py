@@ -101,14 +101,10 @@ def main(argv=None) -> int:
     headers = ["model", "test images", "eval", "clean pass s", "FGSM sweep s (7 eps)", "sweep / clean",
                "min", "max"]
     tab = common.table(headers, rows)
-    print()
-    print(tab)
     notes = [f"seconds: median over {rounds} interleaved rounds; sweep/clean: median (min, max) of the per-round ratios",
              "eps = " + ", ".join(f"{e:g}" for e in EPS) + f"; batch {args.batch_size}; real {args.dataset} test images"]
     if not args.run:
         notes.append("models trained with train.py --preset smoke (speed does not depend on training)")
-    for n in notes:
-        print(n)
     common.write_results(args.output, "bench_robustness", args, info, {"rows": results}, [tab], notes, started)
     return 0
 

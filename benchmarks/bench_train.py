@@ -295,16 +295,12 @@ def main(argv=None) -> int:
     headers = ["data set", "model", "batch", "params", "library img/s", "reference img/s",
                "library/reference [quartiles]", "library XLA img/s", "XLA/no-XLA [quartiles]"]
     tab = common.table(headers, rows)
-    print()
-    print(tab)
     worst = min(r["library_vs_reference"]["median_of_round_ratios"] for r in results)
     notes = ["images/s: batch / median step time over the interleaved rounds ("
              + ", ".join(f"{d}: {rounds[d]} steps of each variant" for d in datasets)
              + "); ratios: median [quartiles] of the per-round ratios",
              "multifashion has the same network as multimnist (36x36x1 inputs, 10 + 10 classes); not run separately",
              f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)"]
-    for n in notes:
-        print(n)
     common.write_results(args.output, "bench_train", args, info,
                          {"rows": results, "min_library_vs_reference": worst}, [tab], notes, started)
     return 0

@@ -248,7 +248,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machine_info: Mapping[str, Any],
                   results: Any, tables: Sequence[str], notes: Sequence[str] = (), started: float = None) -> None:
-    """Write the JSON results file (atomically) and say where it went."""
+    """Print the tables and notes, write the JSON results file (atomically) and say where it went."""
+    for t in tables:
+        print()
+        print(t)
+    for n in notes:
+        print(n)
     doc = {
         "benchmark": name,
         "quick": bool(args.quick),

@@ -417,6 +417,20 @@ def markdown_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _finish(fig, ax, xlabel, ylabel, title, path, fontsize=8, loc="best"):
+    """Label, grid and legend ``ax``, then save ``fig`` to ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize, loc=loc)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
     """The three figures (matplotlib, Agg backend); returns their paths."""
     import matplotlib
@@ -445,14 +459,8 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
     ax.axhline(PAPER["deterministic_error_pct"], color="tab:red", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("beta")
-    ax.set_ylabel("test error (%, log scale)")
-    ax.set_title(f"Deep VIB on MNIST: test error vs beta\n{budget}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths["error_vs_beta"])
-    plt.close(fig)
+    _finish(fig, ax, "beta", "test error (%, log scale)",
+            f"Deep VIB on MNIST: test error vs beta\n{budget}", paths["error_vs_beta"], fontsize=8)
 
     # Fig. 1c: the information plane.
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
@@ -467,14 +475,8 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
         ax.axhline(base["izy_bits"], color="k", ls="--", lw=1, label="deterministic MLP I(Z;Y) bound")
     if xs and all(x > 0 for x in xs):
         ax.set_xscale("log")
-    ax.set_xlabel("I(Z;X) upper bound (bits)")
-    ax.set_ylabel("I(Z;Y) lower bound (bits)")
-    ax.set_title(f"Information plane (test set)\n{budget}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(paths["info_plane"])
-    plt.close(fig)
+    _finish(fig, ax, "I(Z;X) upper bound (bits)", "I(Z;Y) lower bound (bits)",
+            f"Information plane (test set)\n{budget}", paths["info_plane"], fontsize=8, loc="lower right")
 
     # Fig. 1d: I(Z;X) vs beta.
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
@@ -482,14 +484,8 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
     ax.set_xscale("log")
     if xs and all(x > 0 for x in xs):
         ax.set_yscale("log")
-    ax.set_xlabel("beta")
-    ax.set_ylabel("I(Z;X) upper bound (bits)")
-    ax.set_title(f"Rate vs beta (the deterministic MLP has no rate bound)\n{budget}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths["izx_vs_beta"])
-    plt.close(fig)
+    _finish(fig, ax, "beta", "I(Z;X) upper bound (bits)",
+            f"Rate vs beta (the deterministic MLP has no rate bound)\n{budget}", paths["izx_vs_beta"], fontsize=8)
     return paths
 
 

@@ -18,26 +18,54 @@ def conv(k, c_in, c_out):
     return k * k * c_in * c_out + c_out
 
 
-BN = lambda c: 4 * c  # gamma, beta, moving mean, moving variance
+def bn(c):
+    return 4 * c  # gamma, beta (trainable), moving mean, moving variance
+
+
+def bn_trainable(c):
+    return 2 * c
 
 
 def trunk_params(k, c_in):
-    return conv(k, c_in, 64) + BN(64) + conv(k, 64, 64) + BN(64)
+    return conv(k, c_in, 64) + bn(64) + conv(k, 64, 64) + bn(64)
 
 
-def table_counts(k, c_in, flat, classes):
+def fc_bn(n_in, n_out):
+    """FC + BN + ReLU, every hidden fully connected layer of Tables I/II."""
+    return dense(n_in, n_out) + bn(n_out)
+
+
+def table_counts(k, c_in, flat, classes, latent_head="paper", K=256):
     """Parameter counts from the paper's Tables I/II, written out by hand."""
     trunk = trunk_params(k, c_in)
-    det_head = lambda c: dense(384, 192) + dense(192, c)
-    vib_dec = lambda c: dense(256, 384) + BN(384) + dense(384, 192) + dense(192, c)
-    vib_enc = dense(flat, 1024) + 2 * dense(1024, 1024) + dense(1024, 2 * 256)
-    K = len(classes)
+    det_head = lambda c: fc_bn(384, 192) + dense(192, c)
+    vib_dec = lambda c: fc_bn(K, 384) + fc_bn(384, 192) + dense(192, c)
+    latent = {"paper": 2 * fc_bn(1024, K),          # FC 1024 x 256 + BN + ReLU for mu, another for sigma
+              "linear": dense(1024, 2 * K)}[latent_head]   # Alemi et al.: one FC to (mu, raw sigma)
+    vib_enc = fc_bn(flat, 1024) + 2 * fc_bn(1024, 1024) + latent
+    T = len(classes)
     return {
-        "stl": sum(trunk + dense(flat, 384) + det_head(c) for c in classes),
-        "gs": trunk + dense(flat, 384) + sum(det_head(c) for c in classes),
-        "uwl": trunk + dense(flat, 384) + sum(det_head(c) for c in classes) + K,
+        "stl": sum(trunk + fc_bn(flat, 384) + det_head(c) for c in classes),
+        "gs": trunk + fc_bn(flat, 384) + sum(det_head(c) for c in classes),
+        "uwl": trunk + fc_bn(flat, 384) + sum(det_head(c) for c in classes) + T,
         "stvib": sum(trunk + vib_enc + vib_dec(c) for c in classes),
-        "mtvib": trunk + vib_enc + sum(vib_dec(c) for c in classes) + K,
+        "mtvib": trunk + vib_enc + sum(vib_dec(c) for c in classes) + T,
+    }
+
+
+def non_trainable(k, c_in, flat, classes, latent_head="paper", K=256):
+    """The BN moving statistics (2 per channel/unit) of each model, by hand."""
+    stat = lambda c: bn(c) - bn_trainable(c)
+    trunk = 2 * stat(64)
+    latent = 2 * stat(K) if latent_head == "paper" else 0
+    vib_tower = trunk + 3 * stat(1024) + latent
+    T = len(classes)
+    return {
+        "stl": T * (trunk + stat(384) + stat(192)),
+        "gs": trunk + stat(384) + T * stat(192),
+        "uwl": trunk + stat(384) + T * stat(192),
+        "stvib": T * (vib_tower + stat(384) + stat(192)),
+        "mtvib": vib_tower + T * (stat(384) + stat(192)),
     }
 
 
@@ -47,14 +75,37 @@ def test_flatten_sizes_follow_from_the_layers():
     assert flatten_size(SPECS["mtfl"]) == 4096
 
 
-@pytest.mark.parametrize("dataset,k,c_in,flat,classes", [
+TABLES = [  # data set, conv kernel, input channels, flatten, classes per task (Tables I and II)
     ("multimnist", 3, 1, 3136, [10, 10]),
+    ("multifashion", 3, 1, 3136, [10, 10]),
     ("mtfl", 5, 3, 4096, [2, 2, 2, 5]),
-])
+]
+
+
+@pytest.mark.parametrize("dataset,k,c_in,flat,classes", TABLES)
 def test_parameter_counts_match_the_tables(dataset, k, c_in, flat, classes):
     expected = table_counts(k, c_in, flat, classes)
+    frozen = non_trainable(k, c_in, flat, classes)
     for name, count in expected.items():
-        assert build_model(name, SPECS[dataset]).count_params() == count, name
+        model = build_model(name, SPECS[dataset])
+        assert model.count_params() == count, name
+        n_frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+        assert n_frozen == frozen[name], name
+
+
+@pytest.mark.parametrize("dataset,k,c_in,flat,classes", TABLES[::2])
+@pytest.mark.parametrize("name", ["mtvib", "stvib"])
+def test_parameter_counts_of_both_latent_heads(dataset, k, c_in, flat, classes, name):
+    for head in ("paper", "linear"):
+        model = build_model(name, SPECS[dataset], latent_head=head, latent_dim=32)
+        assert model.hparams["latent_head"] == head
+        assert model.count_params() == table_counts(k, c_in, flat, classes, head, K=32)[name], head
+        n_frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+        assert n_frozen == non_trainable(k, c_in, flat, classes, head, K=32)[name], head
+    # the paper head differs from the linear one by the two BNs only
+    paper, linear = (table_counts(k, c_in, flat, classes, h)[name] for h in ("paper", "linear"))
+    towers = len(classes) if name == "stvib" else 1
+    assert paper - linear == towers * 2 * bn(256)
 
 
 def test_vib_mlp_parameter_count():
@@ -62,6 +113,53 @@ def test_vib_mlp_parameter_count():
     expected = dense(784, 1024) + dense(1024, 1024) + dense(1024, 512) + dense(256, 10)
     assert build_model("vib_mlp", SPECS["mnist"]).count_params() == expected
     assert build_model("mlp", SPECS["mnist"]).count_params() == expected - dense(1024, 256)
+    assert build_model("vib_mlp", SPECS["mnist"]).hparams["latent_head"] == "linear"   # Alemi et al.'s head
+    paper = build_model("vib_mlp", SPECS["mnist"], latent_head="paper").count_params()
+    assert paper == expected - dense(1024, 512) + 2 * fc_bn(1024, 256)
+
+
+def _consumers(layer):
+    return [node.operation for node in layer._outbound_nodes]
+
+
+@pytest.mark.parametrize("name", ["stl", "gs", "uwl", "stvib", "mtvib"])
+def test_every_hidden_fc_is_followed_by_batchnorm_and_relu(name):
+    """Tables I/II: FC + BN + ReLU everywhere but the classifier; sync_batchnorm reaches every BN."""
+    from tf_mtvib.layers import DenseBNReLU
+
+    spec = SPECS["multimnist"]
+    network = build_model(name, spec, latent_dim=8, sync_batchnorm=True).network
+    dense = [l for l in network.layers if isinstance(l, keras.layers.Dense)]
+    hidden = [l for l in dense if not l.name.endswith("_logits")]
+    assert len(dense) - len(hidden) == len(spec.tasks)
+    for layer in hidden:
+        (bn,) = _consumers(layer)
+        assert isinstance(bn, keras.layers.BatchNormalization), layer.name
+        (relu,) = _consumers(bn)
+        assert isinstance(relu, keras.layers.ReLU), layer.name
+    bns = [l for l in network._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.synchronized and l.momentum == 0.9 for l in bns)
+    for latent in (l for l in network.layers if isinstance(l, GaussianLatent)):
+        assert latent.head == "paper"
+        assert isinstance(latent.loc_head, DenseBNReLU) and isinstance(latent.scale_head, DenseBNReLU)
+
+
+def test_paper_latent_head_uses_batchnorm_and_gives_a_nonnegative_mean():
+    layer = GaussianLatent(6, head="paper")
+    feats = tf.random.normal([32, 10], seed=3) * 3.0 + 1.0
+    loc_train, scale_train = layer.loc_and_scale(feats, training=True)
+    loc_inf, scale_inf = layer.loc_and_scale(feats, training=False)
+    # BN: batch statistics in training, the (barely moved) moving averages otherwise
+    assert not np.allclose(loc_train.numpy(), loc_inf.numpy())
+    assert np.all(loc_train.numpy() >= 0) and np.all(loc_inf.numpy() >= 0)   # ReLU on the mean head, as drawn
+    # sigma = softplus(h - 5) + 1e-5 with h = ReLU(BN(W x + b)) >= 0
+    h = layer.scale_head(feats, training=False).numpy().astype(np.float64)
+    np.testing.assert_allclose(scale_inf.numpy(), np.log1p(np.exp(h - 5.0)) + 1e-5, rtol=1e-5)
+    assert scale_inf.numpy().min() >= np.log1p(np.exp(-5.0)) + 1e-5 - 1e-7
+    # in training the BN in the call makes the batch mean of each BN output 0 before the ReLU
+    pre = layer.loc_head.batchnorm(layer.loc_head.dense(feats), training=True).numpy()
+    np.testing.assert_allclose(pre.mean(0), 0.0, atol=1e-4)
+    assert len(layer.trainable_weights) == 2 * 4 and len(layer.non_trainable_weights) == 2 * 2
 
 
 def test_unknown_model_and_hparam_are_clear_errors():
@@ -71,6 +169,10 @@ def test_unknown_model_and_hparam_are_clear_errors():
         build_model("mtvib", SPECS["multimnist"], latent_size=3)
     with pytest.raises(ValueError, match="trunk"):
         build_model("gs", DatasetSpec("odd", (20, 20, 1), (Task("a", ("x", "y")),)))
+    with pytest.raises(ValueError, match="latent_head"):
+        build_model("mtvib", SPECS["multimnist"], latent_head="conv")
+    with pytest.raises(ValueError, match="latent head"):
+        GaussianLatent(4, head="conv")
 
 
 def _batch(spec, n=8, seed=0):
@@ -108,7 +210,7 @@ def test_mtvib_loss_equals_hand_computation():
         expected += np.exp(-2 * s) * ce + s
     latent = model.network.get_layer("latent")
     feats = keras.Model(model.network.input, latent.input)(x, training=True)  # BN in batch mode, as in the loss
-    loc, scale = (v.numpy().astype(np.float64) for v in latent.loc_and_scale(feats))
+    loc, scale = (v.numpy().astype(np.float64) for v in latent.loc_and_scale(feats, training=True))
     kl = 0.5 * np.sum(loc ** 2 + scale ** 2 - 1.0 - np.log(scale ** 2), axis=-1)
     expected += 0.01 * kl.mean()
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
@@ -142,19 +244,26 @@ def test_one_step_changes_every_log_sigma():
         assert float(v.numpy()) != before[t], t
 
 
-def test_large_beta_shrinks_the_kl():
+@pytest.mark.parametrize("head,learning_rate,ratio", [
+    ("linear", 1e-3, 0.5),
+    # the paper head's BN normalises W x + b: only BN's gamma and beta (about
+    # one learning rate per Adam step) move the level of mu and of the scale
+    ("paper", 1e-2, 0.95),
+])
+def test_large_beta_shrinks_the_kl(head, learning_rate, ratio):
+    keras.utils.set_random_seed(0)
     spec = SPECS["multimnist"]
-    model = build_model("mtvib", spec, beta=10.0, latent_dim=8)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model = build_model("mtvib", spec, beta=10.0, latent_dim=8, latent_head=head)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     x, y = _batch(spec, 16)
     latent = model.network.get_layer("latent")
     features = keras.Model(model.network.input, latent.input)
     # the KL that the loss sees: BatchNorm in training mode
-    kl = lambda: float(tf.reduce_mean(latent.kl_divergence(features(x, training=True))))
+    kl = lambda: float(tf.reduce_mean(latent.kl_divergence(features(x, training=True), training=True)))
     kl0 = kl()
     for _ in range(10):
         model.train_on_batch(x, y)
-    assert kl() < 0.5 * kl0
+    assert kl() < ratio * kl0
 
 
 def test_sampling_in_training_mean_in_inference():
@@ -186,6 +295,7 @@ def test_keras_round_trip_restores_every_weight(name, tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert type(loaded) is type(model) and loaded.model_name == name
+    assert [l.head for l in loaded.latent_layers] == [l.head for l in model.latent_layers]
     assert loaded.dataset_spec == spec
     assert len(loaded.weights) == len(model.weights)
     for a, b in zip(model.weights, loaded.weights):

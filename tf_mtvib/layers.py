@@ -7,6 +7,8 @@ Alemi, Fischer, Dillon and Murphy, "Deep Variational Information Bottleneck"
 
 * :class:`GaussianLatent`: the stochastic encoder head p(z|x) = N(mu(x),
   diag sigma(x)^2) with its KL to N(0, I) weighted by ``beta``.
+* :class:`DenseBNReLU`: ``FC + BN + ReLU``, the hidden fully connected block
+  of Tables I-II, as one layer (the Gaussian latent's two heads).
 * :class:`UncertaintyWeighting`: homoscedastic task weighting with one
   trainable ``log_sigma`` per task (Kendall et al.; MTVIB eq. 22-23).
 * :class:`FixedWeighting`: fixed task weights (the grid-search baseline).
@@ -26,6 +28,9 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 __all__ = [
+    "BN_MOMENTUM",
+    "LATENT_HEADS",
+    "DenseBNReLU",
     "GaussianLatent",
     "UncertaintyWeighting",
     "FixedWeighting",
@@ -34,6 +39,25 @@ __all__ = [
 ]
 
 _PACKAGE = "tf_mtvib"
+
+#: BatchNormalization's moving-average momentum. Keras's default (0.99) needs
+#: thousands of steps before the moving statistics forget their initial values
+#: (variance 1 against about 0.002 after the first convolution): a run of a
+#: few hundred steps then predicts at chance in inference. 0.9 (PyTorch's
+#: momentum=0.1, which the MTL reference code uses) settles within ~50 steps.
+BN_MOMENTUM = 0.9
+
+#: The Gaussian latent's heads (see :class:`GaussianLatent`).
+LATENT_HEADS = ("paper", "linear")
+
+
+def batch_normalization(synchronized: bool = False, name=None, **kwargs) -> keras.layers.BatchNormalization:
+    """The BatchNormalization of every ``BN`` in Tables I-II (momentum :data:`BN_MOMENTUM`).
+
+    ``synchronized=True`` pools the batch statistics across the replicas of a
+    ``tf.distribute`` strategy.
+    """
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized, name=name, **kwargs)
 
 
 def gaussian_kl_closed_form(loc, scale):
@@ -47,59 +71,143 @@ def gaussian_kl_closed_form(loc, scale):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class DenseBNReLU(keras.layers.Layer):
+    """``FC + BN + ReLU`` (Tables I-II) as one layer: ``relu(BN(x W + b))``.
+
+    The BatchNormalization uses batch statistics when called with
+    ``training=True`` and its moving averages otherwise; ``synchronized``
+    pools the statistics across replicas (see :func:`batch_normalization`).
+    """
+
+    def __init__(self, units: int, synchronized: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if units <= 0:
+            raise ValueError(f"units must be positive, got {units}")
+        self.units = int(units)
+        self.synchronized = bool(synchronized)
+        self.dense = keras.layers.Dense(self.units, name="dense", dtype=self.dtype_policy)
+        self.batchnorm = batch_normalization(self.synchronized, name="bn", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.batchnorm.build(self.compute_output_shape(input_shape))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, inputs, training=None):
+        return tf.nn.relu(self.batchnorm(self.dense(inputs), training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, synchronized=self.synchronized)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class GaussianLatent(keras.layers.Layer):
     """Stochastic encoder head: features -> z ~ N(mu, diag sigma^2) (eq. 8-10).
 
-    A dense projection gives ``loc`` and a raw scale; the scale is
-    ``softplus(raw - scale_shift) + min_scale`` as in Alemi et al.'s VIB, so it
-    starts small and is strictly positive. The layer adds
-    ``beta * mean_batch KL(p(z|x) || N(0, I))`` to the model's losses (the
-    rate term of eq. 23).
+    Two heads map the features to ``loc`` (mu) and to a raw scale ``h``:
+
+    * ``head="paper"`` (Tables I-II): two ``FC 1024 x K + BN + ReLU`` blocks
+      (:class:`DenseBNReLU`), one for the mean and one for the scale, as the
+      tables draw them. The mean head ends in a ReLU, so **mu is
+      non-negative**: that is what the tables draw, and it is kept as drawn.
+    * ``head="linear"`` (Alemi et al.'s Deep VIB): one Dense layer to ``2K``
+      units, split into ``loc`` and ``h``; no BatchNorm, mu is unbounded.
+
+    Both heads derive the scale with the same mapping,
+    ``sigma = softplus(h - scale_shift) + min_scale``. For the paper head
+    ``h >= 0`` (the ReLU), so sigma >= softplus(-5) + 1e-5 ~= 0.0067. This
+    mapping was chosen because (1) it is the linear head's mapping, so the
+    two heads differ only in the layers the tables draw, not in how a
+    scale is read; (2) at initialisation ``h`` is a half-normal of about
+    unit scale (BN + ReLU), which gives sigma ~ 0.007-0.05, a small initial
+    noise as in Alemi et al., while the plain alternatives ``sigma = h``
+    or ``softplus(h)`` would start at sigma ~ 0.8 or >= log 2 and the latter
+    could never go below 0.69. The price is a floor: the paper head cannot
+    give a scale below about 0.0067 (which also keeps ``log sigma`` in the
+    KL bounded); ``scale_shift`` moves that floor. Because the BN
+    normalises ``W x + b``, the level of mu and of sigma across a batch moves
+    only through BN's gamma and beta, so the paper head's KL falls far more
+    slowly per step than the linear head's (tests/test_models.py,
+    ``test_large_beta_shrinks_the_kl``).
+
+    The layer adds ``beta * mean_batch KL(p(z|x) || N(0, I))`` to the
+    model's losses (the rate term of eq. 23).
 
     In training it returns a reparameterised sample ``loc + scale * eps`` with
     ``eps`` from ``tf.random.normal`` (a random op TFLite converts); in
     inference it returns ``loc`` unless sampling is switched on with
     :func:`posterior_sampling`, which Monte-Carlo evaluation and attacks with
-    expectation over the posterior use.
+    expectation over the posterior use. The paper head's BatchNorms follow
+    ``training`` (batch statistics in training, moving averages otherwise).
 
     Args:
         latent_dim: dimension K of z.
         beta: weight of the KL term.
-        scale_shift: the 5 of softplus(x - 5).
+        scale_shift: the 5 of softplus(h - 5).
         min_scale: floor added to the scale.
+        head: ``"paper"`` or ``"linear"`` (above). The layer's default is
+            ``"linear"``, the layer as it was before the paper head existed,
+            so that models saved without this option load unchanged;
+            :func:`tf_mtvib.models.build_model` picks ``"paper"`` for the
+            models of Tables I-II.
+        synchronized: synchronise the paper head's BatchNorm statistics
+            across replicas.
     """
 
     def __init__(self, latent_dim: int, beta: float = 1e-3, scale_shift: float = 5.0,
-                 min_scale: float = 1e-5, **kwargs):
+                 min_scale: float = 1e-5, head: str = "linear", synchronized: bool = False, **kwargs):
         super().__init__(**kwargs)
         if latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {latent_dim}")
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if head not in LATENT_HEADS:
+            raise ValueError(f"unknown latent head {head!r}; choose one of: {', '.join(LATENT_HEADS)}")
         self.latent_dim = int(latent_dim)
         self.beta = float(beta)
         self.scale_shift = float(scale_shift)
         self.min_scale = float(min_scale)
+        self.head = head
+        self.synchronized = bool(synchronized)
         self.sample_in_inference = False  # switched by posterior_sampling()
-        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        if head == "linear":
+            self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        else:
+            self.loc_head = DenseBNReLU(self.latent_dim, self.synchronized, name="loc_head", dtype=self.dtype_policy)
+            self.scale_head = DenseBNReLU(self.latent_dim, self.synchronized, name="scale_head",
+                                          dtype=self.dtype_policy)
         self.last_kl = None  # per-example KL of the latest call, for logging
 
     def build(self, input_shape):
-        self.projection.build(input_shape)
+        if self.head == "linear":
+            self.projection.build(input_shape)
+        else:
+            self.loc_head.build(input_shape)
+            self.scale_head.build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.latent_dim,)
 
-    def loc_and_scale(self, features):
-        """The posterior's parameters ``(loc, scale)`` for ``features``."""
-        params = self.projection(features)
-        loc, raw = tf.split(params, 2, axis=-1)
+    def loc_and_scale(self, features, training=None):
+        """The posterior's parameters ``(loc, scale)`` for ``features``.
+
+        ``training`` selects the paper head's BatchNorm mode (as in ``call``).
+        """
+        if self.head == "linear":
+            loc, raw = tf.split(self.projection(features), 2, axis=-1)
+        else:
+            loc = self.loc_head(features, training=training)
+            raw = self.scale_head(features, training=training)
         scale = tf.nn.softplus(raw - self.scale_shift) + self.min_scale
         return loc, scale
 
-    def distribution(self, features) -> tfd.MultivariateNormalDiag:
+    def distribution(self, features, training=None) -> tfd.MultivariateNormalDiag:
         """p(z|x) as a TFP ``MultivariateNormalDiag``."""
-        loc, scale = self.loc_and_scale(features)
+        loc, scale = self.loc_and_scale(features, training=training)
         return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
 
     def prior(self, dtype=tf.float32) -> tfd.MultivariateNormalDiag:
@@ -107,12 +215,12 @@ class GaussianLatent(keras.layers.Layer):
         return tfd.MultivariateNormalDiag(loc=tf.zeros([self.latent_dim], dtype),
                                           scale_diag=tf.ones([self.latent_dim], dtype))
 
-    def kl_divergence(self, features):
+    def kl_divergence(self, features, training=None):
         """KL(p(z|x) || N(0, I)) per example, in nats (eq. 10)."""
-        return self.distribution(features).kl_divergence(self.prior(self.compute_dtype))
+        return self.distribution(features, training=training).kl_divergence(self.prior(self.compute_dtype))
 
     def call(self, inputs, training=None):
-        posterior = self.distribution(inputs)
+        posterior = self.distribution(inputs, training=training)
         kl = posterior.kl_divergence(self.prior(self.compute_dtype))
         self.last_kl = kl
         self.add_loss(self.beta * tf.reduce_mean(kl))
@@ -123,8 +231,8 @@ class GaussianLatent(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(latent_dim=self.latent_dim, beta=self.beta,
-                      scale_shift=self.scale_shift, min_scale=self.min_scale)
+        config.update(latent_dim=self.latent_dim, beta=self.beta, scale_shift=self.scale_shift,
+                      min_scale=self.min_scale, head=self.head, synchronized=self.synchronized)
         return config
 
 

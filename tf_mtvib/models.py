@@ -33,10 +33,11 @@ import keras
 import tensorflow as tf
 
 from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
-from .layers import FixedWeighting, GaussianLatent, UncertaintyWeighting, posterior_sampling
+from .layers import (BN_MOMENTUM, LATENT_HEADS, FixedWeighting, GaussianLatent, UncertaintyWeighting,
+                     batch_normalization, posterior_sampling)
 
 __all__ = [
-    "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "MultiTaskModel",
+    "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS", "MultiTaskModel",
     "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example", "probabilities_of",
     "sampled_logits", "split_at_latents",
 ]
@@ -63,30 +64,24 @@ class ConvTrunk:
 #: 150 -> 73 -> 36 -> 16 -> 8, flatten 8*8*64 = 4096.
 CONV_TRUNKS: Dict[int, ConvTrunk] = {36: ConvTrunk(kernel=3, stride=1), 150: ConvTrunk(kernel=5, stride=2)}
 
-SHARED_FC = 384            # GS / UWL / STL: FC 384 after the trunk
-TASK_FC = 192              # GS / UWL / STL: per-task FC 192 before the classifier
-VIB_ENCODER_FC = (1024, 1024, 1024)   # MTVIB / STVIB: FC 1024 x3 before the latent
-VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN + ReLU, FC 384x192
-MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST
-
-#: BatchNormalization's moving-average momentum. Keras's default (0.99) needs
-#: thousands of steps before the moving statistics forget their initial values
-#: (variance 1 against about 0.002 after the first convolution): a run of a
-#: few hundred steps then predicts at chance in inference. 0.9 (PyTorch's
-#: momentum=0.1, which the MTL reference code uses) settles within ~50 steps.
-BN_MOMENTUM = 0.9
+# Every hidden fully connected layer of Tables I-II is FC + BN + ReLU (only
+# the classifier, FC 192 x classes, has neither); BN momentum: BN_MOMENTUM.
+SHARED_FC = 384            # GS / UWL / STL: FC flatten x 384 + BN + ReLU after the trunk
+TASK_FC = 192              # GS / UWL / STL: per-task FC 384 x 192 + BN + ReLU before the classifier
+VIB_ENCODER_FC = (1024, 1024, 1024)   # MTVIB / STVIB: FC ... x 1024 + BN + ReLU, three times
+VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN + ReLU, FC 384x192 + BN + ReLU
+# The latent's heads (FC 1024 x 256 + BN + ReLU for the mean and for the
+# scale, latent_head="paper") are in GaussianLatent.
+MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST: FC + ReLU, no BN
 
 DEFAULT_HPARAMS = {
     "latent_dim": 256,
     "beta": 1e-3,
+    "latent_head": "paper",    # GaussianLatent heads: "paper" (Tables I-II) or "linear" (Alemi et al.)
     "task_weights": None,      # GS: {task: w}; default equal weights summing to 1
     "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
     "init_log_sigma": 0.0,
 }
-
-
-def _batchnorm(sync: bool, name: str):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=sync, name=name)
 
 
 def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
@@ -98,7 +93,7 @@ def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str =
     t = CONV_TRUNKS[size]
     for i in range(1, t.blocks + 1):
         x = keras.layers.Conv2D(t.filters, t.kernel, strides=t.stride, padding="valid", name=f"{prefix}conv{i}")(x)
-        x = _batchnorm(sync_batchnorm, f"{prefix}conv{i}_bn")(x)
+        x = batch_normalization(sync_batchnorm, f"{prefix}conv{i}_bn")(x)
         x = keras.layers.ReLU(name=f"{prefix}conv{i}_relu")(x)
         x = keras.layers.MaxPooling2D(t.pool, name=f"{prefix}pool{i}")(x)
     return keras.layers.Flatten(name=f"{prefix}flatten")(x)
@@ -110,11 +105,12 @@ def flatten_size(spec: DatasetSpec) -> int:
     return int(conv_trunk(x, spec).shape[-1])
 
 
-def _dense_stack(x, units: Sequence[int], prefix: str, batchnorm_first: bool = False, sync: bool = False):
+def _dense_stack(x, units: Sequence[int], prefix: str, batchnorm: bool = True, sync: bool = False):
+    """``FC + BN + ReLU`` per entry of ``units`` (Tables I-II); ``FC + ReLU`` if not ``batchnorm``."""
     for i, u in enumerate(units, start=1):
         x = keras.layers.Dense(u, name=f"{prefix}fc{i}")(x)
-        if batchnorm_first and i == 1:
-            x = _batchnorm(sync, f"{prefix}fc{i}_bn")(x)
+        if batchnorm:
+            x = batch_normalization(sync, f"{prefix}fc{i}_bn")(x)
         x = keras.layers.ReLU(name=f"{prefix}fc{i}_relu")(x)
     return x
 
@@ -133,9 +129,9 @@ def _image_input(spec):
 def _net_shared_deterministic(spec, hp):
     """GS / UWL: shared trunk + FC 384, per-task FC 192 + classifier."""
     image = _image_input(spec)
-    h = conv_trunk(image, spec, hp["sync_batchnorm"])
-    h = _dense_stack(h, [SHARED_FC], "shared_")
-    outputs = {t: _classifier(_dense_stack(h, [TASK_FC], f"{t}_"), spec, t) for t in spec.task_names}
+    sync = hp["sync_batchnorm"]
+    h = _dense_stack(conv_trunk(image, spec, sync), [SHARED_FC], "shared_", sync=sync)
+    outputs = {t: _classifier(_dense_stack(h, [TASK_FC], f"{t}_", sync=sync), spec, t) for t in spec.task_names}
     return image, outputs
 
 
@@ -145,20 +141,26 @@ def _net_single_task_towers(spec, hp):
     outputs = {}
     for t in spec.task_names:
         h = conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_")
-        outputs[t] = _classifier(_dense_stack(h, [SHARED_FC, TASK_FC], f"{t}_"), spec, t)
+        outputs[t] = _classifier(_dense_stack(h, [SHARED_FC, TASK_FC], f"{t}_", sync=hp["sync_batchnorm"]), spec, t)
     return image, outputs
 
 
 def _vib_decoder(z, spec, task, sync):
-    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + ReLU, classifier."""
-    return _classifier(_dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", batchnorm_first=True, sync=sync), spec, task)
+    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + BN + ReLU, classifier."""
+    return _classifier(_dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", sync=sync), spec, task)
+
+
+def _latent(hp, name):
+    """The Gaussian latent of the VIB models, with the head ``hp["latent_head"]``."""
+    return GaussianLatent(hp["latent_dim"], hp["beta"], head=hp["latent_head"], synchronized=hp["sync_batchnorm"],
+                          name=name)
 
 
 def _net_mtvib(spec, hp):
     """MTVIB: shared trunk + FC 1024 x3 + Gaussian latent, one decoder per task."""
     image = _image_input(spec)
-    h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"]), VIB_ENCODER_FC, "enc_")
-    z = GaussianLatent(hp["latent_dim"], hp["beta"], name="latent")(h)
+    h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"]), VIB_ENCODER_FC, "enc_", sync=hp["sync_batchnorm"])
+    z = _latent(hp, "latent")(h)
     outputs = {t: _vib_decoder(z, spec, t, hp["sync_batchnorm"]) for t in spec.task_names}
     return image, outputs
 
@@ -168,21 +170,22 @@ def _net_stvib(spec, hp):
     image = _image_input(spec)
     outputs = {}
     for t in spec.task_names:
-        h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_"), VIB_ENCODER_FC, f"{t}_enc_")
-        z = GaussianLatent(hp["latent_dim"], hp["beta"], name=f"{t}_latent")(h)
+        h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_"), VIB_ENCODER_FC, f"{t}_enc_",
+                         sync=hp["sync_batchnorm"])
+        z = _latent(hp, f"{t}_latent")(h)
         outputs[t] = _vib_decoder(z, spec, t, hp["sync_batchnorm"])
     return image, outputs
 
 
 def _mlp_trunk(spec):
     image = _image_input(spec)
-    return image, _dense_stack(keras.layers.Flatten(name="flatten")(image), MLP_ENCODER_FC, "enc_")
+    return image, _dense_stack(keras.layers.Flatten(name="flatten")(image), MLP_ENCODER_FC, "enc_", batchnorm=False)
 
 
 def _net_vib_mlp(spec, hp):
     """Deep VIB (Alemi et al. 2017): MLP 1024-1024, K-dim Gaussian, logistic-regression decoder."""
     image, h = _mlp_trunk(spec)
-    z = GaussianLatent(hp["latent_dim"], hp["beta"], name="latent")(h)
+    z = _latent(hp, "latent")(h)
     return image, {t: _classifier(z, spec, t) for t in spec.task_names}
 
 
@@ -207,6 +210,7 @@ class _Recipe:
     weighting: str                 # "uncertainty" or "fixed"
     fixed_weights: Optional[Callable] = None
     description: str = ""
+    defaults: Mapping = dataclasses.field(default_factory=dict)   # overrides of DEFAULT_HPARAMS
 
 
 _RECIPES: Dict[str, _Recipe] = {
@@ -215,8 +219,10 @@ _RECIPES: Dict[str, _Recipe] = {
     "uwl": _Recipe(_net_shared_deterministic, "uncertainty", None, "shared network, learned uncertainty weights"),
     "stvib": _Recipe(_net_stvib, "fixed", _unit_weights, "single-task VIB networks, one per task"),
     "mtvib": _Recipe(_net_mtvib, "uncertainty", None, "multi-task VIB with learned uncertainty weights"),
-    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", _unit_weights, "Deep VIB MLP (Alemi et al. 2017)"),
-    "mlp": _Recipe(_net_mlp, "fixed", _unit_weights, "deterministic twin of vib_mlp"),
+    # Alemi et al.'s Deep VIB is not in Tables I-II: its latent keeps their linear head
+    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", _unit_weights, "Deep VIB MLP (Alemi et al. 2017)",
+                       {"latent_head": "linear"}),
+    "mlp": _Recipe(_net_mlp, "fixed", _unit_weights, "deterministic twin of vib_mlp", {"latent_head": "linear"}),
 }
 MODEL_NAMES = tuple(_RECIPES)
 
@@ -227,7 +233,10 @@ def _resolve_hparams(name: str, hparams: Mapping) -> dict:
         raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
                         f"known: {sorted(DEFAULT_HPARAMS)}")
     hp = dict(DEFAULT_HPARAMS)
+    hp.update(_RECIPES[name].defaults)
     hp.update({k: v for k, v in hparams.items() if v is not None})
+    if hp["latent_head"] not in LATENT_HEADS:
+        raise ValueError(f"unknown latent_head {hp['latent_head']!r}; choose one of: {', '.join(LATENT_HEADS)}")
     return hp
 
 
@@ -244,8 +253,10 @@ def build_model(name: str, dataset_spec: DatasetSpec, **hparams) -> "MultiTaskMo
     """Build model ``name`` (one of :data:`MODEL_NAMES`) for ``dataset_spec``.
 
     Hyper-parameters (defaults in :data:`DEFAULT_HPARAMS`): ``latent_dim``,
-    ``beta``, ``task_weights`` (GS: a ``{task: w}`` dict or a list in task
-    order), ``sync_batchnorm``, ``init_log_sigma``.
+    ``beta``, ``latent_head`` (``"paper"``: the Gaussian latent's heads as in
+    Tables I-II; ``"linear"``: Alemi et al.'s, the default of ``vib_mlp``),
+    ``task_weights`` (GS: a ``{task: w}`` dict or a list in task order),
+    ``sync_batchnorm``, ``init_log_sigma``.
     """
     if name not in _RECIPES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import runs
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
-from .models import DEFAULT_HPARAMS, MODEL_NAMES
+from .models import DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES
 
 __all__ = ["PRESETS", "build_config", "train", "main", "parse_args", "TrainingDiverged"]
 
@@ -125,6 +125,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema-momentum", type=_positive(float), help="evaluate an exponential moving average of the weights")
     g.add_argument("--beta", type=_nonneg_float, help="weight of the KL term (VIB models)")
     g.add_argument("--latent-dim", type=_positive(int), help="dimension of z (VIB models)")
+    g.add_argument("--latent-head", choices=LATENT_HEADS,
+                   help="heads of the Gaussian latent (VIB models): paper = FC + BN + ReLU for mean and scale "
+                        "(Tables I-II; stvib/mtvib default), linear = one Dense (Alemi et al.; vib_mlp default)")
     g.add_argument("--task-weights", type=_task_weights, help="GS task weights: 0.5,0.5 or name=w,...")
     g.add_argument("--init-log-sigma", type=float, help="initial log sigma_k (UWL, MTVIB)")
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
@@ -188,7 +191,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
                 training[k] = v
             else:
                 raise SystemExit(f"train.py: error: --hparams {args.hparams}: unknown key {k!r}")
-    for k in ("beta", "latent_dim", "task_weights", "init_log_sigma", "sync_batchnorm"):
+    for k in ("beta", "latent_dim", "latent_head", "task_weights", "init_log_sigma", "sync_batchnorm"):
         if getattr(args, k) is not None:
             hparams[k] = getattr(args, k)
     for k in _TRAINING_KEYS:

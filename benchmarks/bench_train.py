@@ -54,6 +54,9 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
     tasks = spec.task_names
     classes = spec.num_classes
 
+    def fc(x, units):   # FC + BN + ReLU, every hidden FC of Tables I-II
+        return L.ReLU()(L.BatchNormalization()(L.Dense(units)(x)))
+
     def trunk(x, p=""):
         t = CONV_TRUNKS[spec.input_shape[0]]
         for i in range(t.blocks):
@@ -64,21 +67,35 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
         return L.Flatten()(x)
 
     class Gaussian(L.Layer):
-        """z = mu + sigma * eps, sigma = softplus(raw - 5) + 1e-5; adds beta * mean KL(N(mu, sigma) || N(0, I))."""
+        """z = mu + sigma * eps, sigma = softplus(raw - 5) + 1e-5; adds beta * mean KL(N(mu, sigma) || N(0, I)).
 
-        def __init__(self, k, beta, **kw):
+        paper head: mu and raw from two FC + BN + ReLU; linear head: one Dense to 2k.
+        """
+
+        def __init__(self, k, beta, head, **kw):
             super().__init__(**kw)
-            self.k, self.beta = k, beta
-            self.dense = L.Dense(2 * k)
+            self.k, self.beta, self.head = k, beta, head
+            if head == "linear":
+                self.dense = L.Dense(2 * k)
+            else:
+                self.heads = [(L.Dense(k), L.BatchNormalization()) for _ in range(2)]
 
         def build(self, shape):
-            self.dense.build(shape)
+            if self.head == "linear":
+                self.dense.build(shape)
+            else:
+                for dense, bn in self.heads:
+                    dense.build(shape)
+                    bn.build(tuple(shape[:-1]) + (self.k,))
 
         def compute_output_shape(self, shape):
             return tuple(shape[:-1]) + (self.k,)
 
         def call(self, h, training=None):
-            mu, raw = tf.split(self.dense(h), 2, axis=-1)
+            if self.head == "linear":
+                mu, raw = tf.split(self.dense(h), 2, axis=-1)
+            else:
+                mu, raw = (tf.nn.relu(bn(dense(h), training=training)) for dense, bn in self.heads)
             sigma = tf.nn.softplus(raw - 5.0) + 1e-5
             kl = 0.5 * tf.reduce_sum(tf.square(mu) + tf.square(sigma) - 1.0 - 2.0 * tf.math.log(sigma), axis=-1)
             self.add_loss(self.beta * tf.reduce_mean(kl))
@@ -87,24 +104,24 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
     def vib_tower(x, p=""):
         h = x
         for u in VIB_ENCODER_FC:
-            h = L.Dense(u, activation="relu")(h)
-        return Gaussian(hp["latent_dim"], hp["beta"], name=f"{p}latent")(h)
+            h = fc(h, u)
+        return Gaussian(hp["latent_dim"], hp["beta"], hp["latent_head"], name=f"{p}latent")(h)
 
     def vib_decoder(z, t):
-        h = L.Dense(VIB_DECODER_FC[0])(z)
-        h = L.ReLU()(L.BatchNormalization()(h))
-        h = L.Dense(VIB_DECODER_FC[1], activation="relu")(h)
+        h = z
+        for u in VIB_DECODER_FC:
+            h = fc(h, u)
         return L.Dense(classes[t], name=t)(h)
 
     image = keras.Input(spec.input_shape)
     if name in ("gs", "uwl"):
-        h = L.Dense(SHARED_FC, activation="relu")(trunk(image))
-        out = {t: L.Dense(classes[t], name=t)(L.Dense(TASK_FC, activation="relu")(h)) for t in tasks}
+        h = fc(trunk(image), SHARED_FC)
+        out = {t: L.Dense(classes[t], name=t)(fc(h, TASK_FC)) for t in tasks}
     elif name == "stl":
         out = {}
         for t in tasks:
-            h = L.Dense(SHARED_FC, activation="relu")(trunk(image, f"{t}_"))
-            out[t] = L.Dense(classes[t], name=t)(L.Dense(TASK_FC, activation="relu")(h))
+            h = fc(trunk(image, f"{t}_"), SHARED_FC)
+            out[t] = L.Dense(classes[t], name=t)(fc(h, TASK_FC))
     elif name == "stvib":
         out = {t: vib_decoder(vib_tower(trunk(image, f"{t}_"), f"{t}_"), t) for t in tasks}
     elif name == "mtvib":

@@ -182,7 +182,7 @@ def test_eot_encodes_once_and_samples_only_the_latent_onwards():
     from tf_mtvib.models import build_model
 
     for name in ("mtvib", "stvib"):          # one latent; one latent per task tower
-        net = build_model(name, get_spec("multimnist"), latent_dim=4).network
+        net = build_model(name, get_spec("multimnist"), latent_dim=4, latent_head="linear").network
         encoder, head = A.split_at_latents(net)
         assert not any(isinstance(l, GaussianLatent) for l in encoder._flatten_layers())
         latents = [l for l in net._flatten_layers() if isinstance(l, GaussianLatent)]

@@ -36,6 +36,8 @@ def test_config_resolution_order(tmp_path):
     paper = build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--task-weights", "1,2,3,4"]))
     assert paper["training"] == {**paper["training"], "epochs": 200, "batch_size": 200, "learning_rate": 1e-4}
     assert paper["hparams"]["task_weights"] == [1.0, 2.0, 3.0, 4.0]
+    linear = build_config(parse_args(["--dataset", "mtfl", "--model", "mtvib", "--latent-head", "linear"]))
+    assert linear["hparams"] == {"latent_head": "linear"}
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -44,6 +46,7 @@ def test_config_resolution_order(tmp_path):
     (["--dataset", "mtfl", "--model", "gs", "--epochs", "0"], "must be > 0"),
     (["--dataset", "mtfl", "--model", "gs", "--task-weights", "a,b"], "task weights"),
     (["--model", "gs"], "required"),
+    (["--dataset", "mtfl", "--model", "mtvib", "--latent-head", "conv"], "invalid choice"),
 ])
 def test_bad_flags_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

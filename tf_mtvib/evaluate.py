@@ -92,12 +92,12 @@ def eval_mode_name(model, eval_samples: int = 0) -> str:
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
-def _batches(dataset, batch_size: int, max_examples: Optional[int]):
+def _batches(dataset, batch_size: int, max_examples: Optional[int], seed: Optional[int]):
     """(iterator of (images, labels) batches, number of batches or None when unknown)."""
-    from .datasets import Split, to_dataset
+    from .datasets import DEFAULT_SUBSET_SEED, Split, to_dataset
 
-    if isinstance(dataset, Split):
-        split = dataset.take(max_examples) if max_examples else dataset
+    if isinstance(dataset, Split):  # a seeded stratified subset (Split.sample), the same for every model
+        split = dataset.sample(max_examples, seed=DEFAULT_SUBSET_SEED if seed is None else seed)
         n = len(split)
         return iter(to_dataset(split, batch_size)), -(-n // batch_size)
     import tensorflow as tf
@@ -124,6 +124,9 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     eot_samples:  0 = attack gradient in mean mode; M = averaged over M posterior samples.
     loss:         ``"sum"`` (unweighted sum of the tasks' cross-entropies, the default),
                   ``"training"`` (the model's own loss) or a task name.
+    max_examples: evaluate only this many: of a Split, a random subset stratified on the labels
+                  (``Split.sample`` with ``seed``, or ``DEFAULT_SUBSET_SEED`` when None;
+                  recorded as ``subset`` in the result); of a tf.data.Dataset, its first items.
     seed:         seeds TensorFlow's global generator (PGD start, posterior samples); None leaves it.
 
     The clean pass (eps = 0) is computed once per batch; FGSM computes the
@@ -165,7 +168,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         probs = model.probabilities(images, samples=eval_samples)
         return correct_from_probs({t: probs[t].numpy() for t in tasks}, labels)
 
-    batches, n_batches = _batches(dataset, batch_size, max_examples)
+    batches, n_batches = _batches(dataset, batch_size, max_examples, seed)
     progbar = (keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch", stateful_metrics=["clean_joint"])
                if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}
@@ -217,6 +220,11 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         "clean": clean,
         "seconds": round(time.time() - start, 2),
     }
+    from .datasets import DEFAULT_SUBSET_SEED, SUBSET_RULE, Split
+
+    if max_examples is not None and isinstance(dataset, Split):  # which images: recorded with the result
+        result["subset"] = {"rule": SUBSET_RULE, "seed": DEFAULT_SUBSET_SEED if seed is None else seed,
+                            "max_examples": int(max_examples)}
     if attack == "pgd":
         result["pgd"] = {"steps": int(steps), "random_start": bool(random_start),
                          "step_size": "2.5*eps/steps" if step_size is None else float(step_size)}
@@ -347,7 +355,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
                    help="start PGD at the clean image")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--max-examples", type=int, default=None, metavar="N", help="evaluate the first N test examples")
+    p.add_argument("--max-examples", type=int, default=None, metavar="N",
+                   help="evaluate N test examples of the run's test set, a random subset stratified on the "
+                        "labels and seeded by --seed (the same images for every run)")
     p.add_argument("--data-dir", default=None, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="output directory (default: the run directory for one run, else ./robustness-<dataset>)")
@@ -400,12 +410,10 @@ def _run(args) -> int:
 
     results, splits, prints = [], {}, set()
     for run, label in zip(runs, _labels(runs)):
-        # the run's own cap on its test set (train.py's max_test) unless --max-examples says otherwise
-        limit = args.max_examples or run.config.get("limits", {}).get("max_test")
-        key = json.dumps([run.data_options, limit], sort_keys=True)
+        # the run's test set (its max_test cap included), then --max-examples of it
+        key = json.dumps([run.data_options, run.config.get("limits"), run.subsets], sort_keys=True)
         if key not in splits:
-            split = run.load_split("test", args.data_dir)
-            splits[key] = split.take(limit) if limit else split
+            splits[key] = run.load_split("test", args.data_dir).sample(args.max_examples, seed=args.seed)
         split = splits[key]
         prints.add(_fingerprint(split))
         model = run.model
@@ -422,6 +430,7 @@ def _run(args) -> int:
         r["label"] = label
         r["data"] = run.data_options
         r["test_set"] = _fingerprint(split)
+        r["subsets"] = {"run": run.subsets, "max_examples": args.max_examples, "seed": args.seed}
         results.append(r)
     if len(prints) > 1:
         print("warning: the runs' data options give different test sets; compare with care "

@@ -266,17 +266,9 @@ def _check_model_matches_run(model, run) -> None:
                           f"{tuple(spec.input_shape)}")
 
 
-def _load_split(run, split: str, data_dir, limit_key: str):
-    s = run.load_split(split, data_dir=data_dir)
-    cap = (run.config.get("limits") or {}).get(limit_key)
-    return s.take(int(cap)) if cap else s
-
-
 def _calibration_images(run, size: int, data_dir, seed: int = 0) -> np.ndarray:
-    train = _load_split(run, "train", data_dir, "max_train")
-    n = min(size, len(train))
-    idx = np.sort(np.random.default_rng(seed).choice(len(train), size=n, replace=False))
-    return train.images[idx].astype(np.float32) / 255.0
+    """``size`` images of the run's training split, a seeded stratified subset."""
+    return run.load_split("train", data_dir).sample(size, seed=seed).images.astype(np.float32) / 255.0
 
 
 # --------------------------------------------------------------------------
@@ -369,7 +361,7 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
         run = runs.load_run(run_dir)
     except runs.RunError as e:
         raise ExportError(str(e)) from None
-    from .datasets import DataError, get_spec
+    from .datasets import DEFAULT_SUBSET_SEED, DataError, get_spec
 
     if calibration_dataset is not None:
         try:
@@ -400,14 +392,19 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
             calibration = _calibration_images(run, calibration_size, data_dir)
         except DataError as e:
             raise ExportError(f"int8 calibration needs the {run.dataset} training split: {_one_line(e)}") from None
+        except runs.RunError as e:
+            raise ExportError(str(e)) from None
         calib_info = {"dataset": run.dataset, "split": "train", "images": int(len(calibration)), "seed": 0}
     test = None
     notes: List[str] = []
     if check is not False:
         try:
-            test = _load_split(run, "test", data_dir, "max_test")
-            if check_limit:
-                test = test.take(int(check_limit))
+            test = run.load_split("test", data_dir)
+            if check_limit:  # a stratified subset drawn with the run's seed
+                seed = run.subsets["seed"]
+                test = test.sample(int(check_limit), seed=DEFAULT_SUBSET_SEED if seed is None else seed)
+        except runs.RunError as e:
+            raise ExportError(str(e)) from None
         except DataError as e:
             if check:
                 raise ExportError(f"--check needs the {run.dataset} test split: {_one_line(e)}") from None
@@ -649,7 +646,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate every artifact on the run's test split (default: when the data is available)")
-    p.add_argument("--check-limit", type=int, help="check on the first N test images only")
+    p.add_argument("--check-limit", type=int,
+                   help="check on N test images only, a random subset stratified on the labels (the run's seed)")
     p.add_argument("--serving-root", default=DEFAULT_SERVING_ROOT,
                    help=f"where the server sees the output root, for models.config (default {DEFAULT_SERVING_ROOT})")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary (files, sizes, check) as JSON here")

@@ -2,7 +2,8 @@
 
 A run directory holds::
 
-    config.json    the resolved configuration (data set, data options, model, hparams, training)
+    config.json    the resolved configuration (data set, data options, caps (``limits``),
+                   the subset rule (``subsets``), model, hparams, training)
     model.keras    the trained model (a :class:`tf_mtvib.models.MultiTaskModel`)
     history.json   per-epoch logs, one entry per epoch
     metrics.json   test accuracies per task and joint (all tasks right)
@@ -16,7 +17,7 @@ import json
 import pathlib
 from typing import Any, Dict, Optional
 
-from .datasets import DatasetSpec, Split, get_spec, load
+from .datasets import SUBSET_RULE, DatasetSpec, Split, get_spec, load
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -25,8 +26,13 @@ METRICS = "metrics.json"
 LOGS = "logs"
 BACKUP = "backup"
 
-__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "RunError", "Run", "load_run",
-           "write_json", "read_json"]
+#: The cap of each split in a config's ``limits``.
+LIMIT_KEYS = {"train": "max_train", "test": "max_test"}
+#: The rule of runs made before caps were drawn at random: a cap kept the first N items.
+LEGACY_SUBSET_RULE = "first-n"
+
+__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "LIMIT_KEYS", "RunError", "Run", "load_run",
+           "write_json", "read_json", "subsets_record", "subsets_of", "load_split"]
 
 
 class RunError(Exception):
@@ -55,6 +61,49 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def subsets_record(seed: int) -> Dict[str, Any]:
+    """A config's ``subsets`` entry: how its caps are drawn (``datasets.SUBSET_RULE``) and with which seed."""
+    return {"rule": SUBSET_RULE, "seed": int(seed)}
+
+
+def subsets_of(config: Dict[str, Any]) -> Dict[str, Any]:
+    """How a run's caps are drawn: its ``subsets`` entry, or the legacy rule of a run
+    made before it (RunError where that run's split cannot be rebuilt)."""
+    record = config.get("subsets")
+    if record is not None:
+        return dict(record)
+    # A run made before caps were drawn at random. Its caps can be rebuilt (the first N
+    # items); MTFL's paper-protocol draw, which changed with them, cannot.
+    data = config.get("data") or {}
+    if config.get("dataset") == "mtfl" and data.get("protocol", "paper") == "paper":
+        raise RunError("this MTFL run predates the stratified paper-protocol split (its config has no "
+                       "'subsets' entry), so its train/test images cannot be rebuilt; train it again")
+    return {"rule": LEGACY_SUBSET_RULE, "seed": None}
+
+
+def load_split(config: Dict[str, Any], split: str, data_dir=None) -> Split:
+    """Split ``split`` of a run's data set as the run uses it: ``datasets.load`` with the
+    config's data options, then its cap (``limits``: ``max_train`` / ``max_test``) drawn
+    by the config's ``subsets`` rule (:meth:`Split.sample` with its seed).
+
+    The one place that turns a run configuration into data: train, tune, evaluate,
+    export and reproduce all call it (through :meth:`Run.load_split` where a run
+    directory exists). Raises RunError for a run whose split cannot be rebuilt.
+    """
+    record = subsets_of(config)
+    if split not in LIMIT_KEYS:
+        raise ValueError(f"split must be one of {tuple(LIMIT_KEYS)}; got {split!r}")
+    data = load(config["dataset"], split, data_dir=data_dir, **(config.get("data") or {}))
+    cap = (config.get("limits") or {}).get(LIMIT_KEYS[split])
+    if cap is None or cap >= len(data):
+        return data
+    if record["rule"] == LEGACY_SUBSET_RULE:
+        return data.take(int(cap))
+    if record["rule"] != SUBSET_RULE:
+        raise RunError(f"unknown subset rule {record['rule']!r} (this version draws {SUBSET_RULE!r})")
+    return data.sample(int(cap), seed=record["seed"])
+
+
 @dataclasses.dataclass
 class Run:
     """A run directory and its configuration; the model loads on first use."""
@@ -80,6 +129,11 @@ class Run:
         return dict(self.config.get("data", {}))
 
     @property
+    def subsets(self) -> Dict[str, Any]:
+        """How the run's caps were drawn: ``{"rule": ..., "seed": ...}``."""
+        return subsets_of(self.config)
+
+    @property
     def model(self):
         if self._model is None:
             import keras
@@ -93,8 +147,8 @@ class Run:
         return self._model
 
     def load_split(self, split: str = "test", data_dir=None) -> Split:
-        """The run's data set split, with the run's data options (sizes, protocol, seed)."""
-        return load(self.dataset, split, data_dir=data_dir, **self.data_options)
+        """The run's data set split as the run used it: its data options and its cap (:func:`load_split`)."""
+        return load_split(self.config, split, data_dir)
 
     def metrics(self) -> Optional[Dict[str, Any]]:
         p = self.path / METRICS

@@ -30,7 +30,8 @@ from .models import DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES
 __all__ = ["PRESETS", "build_config", "train", "main", "parse_args", "TrainingDiverged"]
 
 #: Training budgets. ``data`` holds per-data-set options for datasets.load and
-#: the ``max_train``/``max_test`` caps (first N examples of a split).
+#: the ``max_train``/``max_test`` caps (a seeded, stratified random subset of a
+#: split: ``Split.sample`` with the run's seed, see ``runs.load_split``).
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The paper: Adam 1e-4, batch 200, 200 epochs, full data sets.
     "paper": {"epochs": 200, "batch_size": 200, "learning_rate": 1e-4, "data": {}},
@@ -138,8 +139,10 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-test", type=_positive(int), help="MultiMNIST/MultiFashion: test composites")
     d.add_argument("--protocol", choices=["paper", "official"], help="MTFL split protocol")
     d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split")
-    d.add_argument("--max-train", type=_positive(int), help="use only the first N training examples")
-    d.add_argument("--max-test", type=_positive(int), help="use only the first N test examples")
+    d.add_argument("--max-train", type=_positive(int),
+                   help="use N training examples, a random subset stratified on the labels (seeded by --seed)")
+    d.add_argument("--max-test", type=_positive(int),
+                   help="use N test examples, a random subset stratified on the labels (seeded by --seed)")
     d.add_argument("--val-fraction", type=float, help="hold out this fraction of training data for validation logs")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=pathlib.Path, help="run directory (default runs/<dataset>-<model>-<time>)")
@@ -209,7 +212,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, k) is not None:
             limits[k] = getattr(args, k)
     return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
-            "hparams": hparams, "training": training}
+            "subsets": runs.subsets_record(training["seed"]), "hparams": hparams, "training": training}
 
 
 # --------------------------------------------------------------------------
@@ -341,10 +344,6 @@ def _optimizer(training: Dict[str, Any], steps_per_epoch: int):
                                  use_ema=ema is not None, ema_momentum=ema or 0.99)
 
 
-def _limit(split, n):
-    return split if n is None or n >= len(split) else split.take(n)
-
-
 def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose: int = 1) -> Dict[str, Any]:
     """Train per ``config`` into ``run_dir`` (resuming when it holds a checkpoint); returns metrics.json."""
     training = config["training"]
@@ -353,15 +352,14 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     import keras
     import tensorflow as tf
 
-    from .datasets import load, to_dataset, train_val_split
+    from .datasets import to_dataset, train_val_split
     from .metrics import evaluate_accuracy
     from .models import build_model
 
     keras.utils.set_random_seed(training["seed"])
     spec = get_spec(config["dataset"])
-    limits = config.get("limits", {})
-    train_split = _limit(load(config["dataset"], "train", data_dir=data_dir, **config["data"]), limits.get("max_train"))
-    test_split = _limit(load(config["dataset"], "test", data_dir=data_dir, **config["data"]), limits.get("max_test"))
+    train_split = runs.load_split(config, "train", data_dir)
+    test_split = runs.load_split(config, "test", data_dir)
     val_ds = None
     if training.get("val_fraction"):
         train_split, val_split = train_val_split(train_split, training["val_fraction"], seed=training["seed"])
@@ -397,6 +395,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else []
     metrics: Dict[str, Any] = {"test": {"mean": evaluate_accuracy(model, test_ds)},
                                "num_train": len(train_split), "num_test": len(test_split),
+                               "subsets": runs.subsets_of(config),
                                "epochs": training["epochs"], "replicas": strategy.num_replicas_in_sync,
                                "train_seconds_this_process": train_seconds,
                                "seconds_per_epoch": [r["seconds"] for r in history]}
@@ -446,6 +445,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(config, run_dir, data_dir=args.data_dir, verbose=args.verbose)
     except DataError as e:
         print(f"train.py: data error: {e}", file=sys.stderr)
+        return 2
+    except runs.RunError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"train.py: error: {e}", file=sys.stderr)

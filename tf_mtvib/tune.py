@@ -42,7 +42,7 @@ import keras
 
 from . import runs
 from . import train as train_module
-from .datasets import load, to_dataset, train_val_split
+from .datasets import to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
@@ -330,8 +330,7 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     output_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(config_path, settings)
 
-    limits = config.get("limits", {})
-    full = train_module._limit(load(dataset, "train", data_dir=data_dir, **config["data"]), limits.get("max_train"))
+    full = runs.load_split(config, "train", data_dir)
     train_split, val_split = train_val_split(full, val_fraction, seed=training["seed"])
     batch = training["batch_size"]
     train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])

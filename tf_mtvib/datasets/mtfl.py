@@ -12,7 +12,13 @@ once per image size, resized to a square (bilinear, antialiased) uint8 RGB
 array and cached; the protocols then select from that array:
 
 * ``official``: training.txt (10,000) / testing.txt (2,995);
-* ``paper``: 9,000 train / 1,000 test drawn with ``seed`` from training.txt.
+* ``paper``: 9,000 train / 1,000 test drawn with ``seed`` from training.txt,
+  stratified on collection x the four labels (``split.SUBSET_RULE``), so
+  both parts mix lfw_5590 and net_7876 and every class in proportion.
+
+Each split's ``extras`` hold ``landmarks`` (float32 (N, 10)) and
+``collection`` (int64 (N,), an index into ``COLLECTIONS``: the source
+collection, the first folder of the image path).
 """
 from __future__ import annotations
 
@@ -31,10 +37,10 @@ from . import cache
 from .errors import DataError
 from .fetch import Remote, require_files
 from .spec import DatasetSpec, Task, get_spec
-from .split import Split
+from .split import Split, stratified_indices
 
-__all__ = ["REMOTE", "ANNOTATION_FILES", "PROTOCOLS", "PAPER_TEST_SIZE", "Annotations", "open_mtfl", "parse_annotations",
-           "read_annotations", "decode_images", "load_mtfl_from", "load_mtfl"]
+__all__ = ["REMOTE", "ANNOTATION_FILES", "PROTOCOLS", "PAPER_TEST_SIZE", "COLLECTIONS", "Annotations", "open_mtfl", "parse_annotations",
+           "read_annotations", "collection_codes", "decode_images", "load_mtfl_from", "load_mtfl"]
 
 REMOTE = Remote("MTFL", "mtfl", ("http://mmlab.ie.cuhk.edu.hk/projects/TCDCN/data/",), ("MTFL.zip",))
 
@@ -47,6 +53,8 @@ _ANNOTATION_SHA256 = {
 _NUM_IMAGES = 12_995
 PROTOCOLS = ("paper", "official")
 PAPER_TEST_SIZE = 1_000
+#: The source collections of MTFL's images (the first folder of each path).
+COLLECTIONS = ("lfw_5590", "net_7876", "AFLW")
 _NUM_LANDMARK_COORDS = 10
 _DECODE_THREADS = 2
 _VERSION = 1  # bump when decoding/resizing changes
@@ -225,9 +233,25 @@ def decode_images(reader, paths: Sequence[str], origins: Sequence[str], size: in
             raise
 
 
-def _protocol_indices(protocol: str, num_train_lines: int, num_test_lines: int,
-                      seed: int) -> Dict[str, np.ndarray]:
-    """Rows of the (training.txt + testing.txt) array that make up each split."""
+def collection_codes(annotations: Annotations) -> np.ndarray:
+    """The index in ``COLLECTIONS`` of each image's source collection (int64 (N,))."""
+    codes = []
+    for path, line in zip(annotations.paths, annotations.line_numbers):
+        name = path.split("/", 1)[0]
+        if name not in COLLECTIONS:
+            raise DataError(f"{annotations.source}, line {line}: image {path} is in no MTFL collection "
+                            f"({', '.join(COLLECTIONS)})")
+        codes.append(COLLECTIONS.index(name))
+    return np.array(codes, dtype=np.int64)
+
+
+def _protocol_indices(protocol: str, num_train_lines: int, num_test_lines: int, seed: int,
+                      strata: Sequence[np.ndarray] = ()) -> Dict[str, np.ndarray]:
+    """Rows of the (training.txt + testing.txt) array that make up each split.
+
+    strata: columns over the training.txt lines the paper draw is stratified on
+    (collection and labels); none: a uniform draw.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"MTFL protocol must be one of {PROTOCOLS}; got {protocol!r}")
     if protocol == "official":
@@ -236,8 +260,8 @@ def _protocol_indices(protocol: str, num_train_lines: int, num_test_lines: int,
     if num_train_lines <= PAPER_TEST_SIZE:
         raise DataError(f"the paper protocol needs more than {PAPER_TEST_SIZE} training images; "
                         f"training.txt lists {num_train_lines}")
-    order = np.random.default_rng(seed).permutation(num_train_lines)
-    return {"train": np.sort(order[PAPER_TEST_SIZE:]), "test": np.sort(order[:PAPER_TEST_SIZE])}
+    test = stratified_indices(list(strata) or [np.zeros(num_train_lines, np.int64)], PAPER_TEST_SIZE, seed)
+    return {"train": np.setdiff1d(np.arange(num_train_lines), test), "test": test}
 
 
 def _sized_spec(spec: DatasetSpec, size: int) -> DatasetSpec:
@@ -284,12 +308,15 @@ def load_mtfl_from(path: pathlib.Path, split: str, protocol: str, image_size: Op
         images = _decoded_images(reader, parts, size, spec.input_shape[2])
     finally:
         reader.close()
-    rows = _protocol_indices(protocol, len(parts[0].paths), len(parts[1].paths), seed)[split]
+    collection = np.concatenate([collection_codes(a) for a in parts])
+    training = parts[0]
+    strata = [collection[:len(training.paths)], *(training.labels[task] for task in spec.task_names)]
+    rows = _protocol_indices(protocol, len(training.paths), len(parts[1].paths), seed, strata)[split]
     labels = {task: np.concatenate([a.labels[task] for a in parts])[rows] for task in spec.task_names}
     landmarks = np.concatenate([a.landmarks for a in parts])[rows]
     contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
     images = images[rows[0]:rows[-1] + 1] if contiguous else images[rows]  # a slice keeps the memory map
-    return Split(images, labels, _sized_spec(spec, size), extras={"landmarks": landmarks})
+    return Split(images, labels, _sized_spec(spec, size), extras={"landmarks": landmarks, "collection": collection[rows]})
 
 
 def load_mtfl(split: str, data_dir: pathlib.Path, *, protocol: str, image_size: int, seed: int) -> Split:

@@ -84,9 +84,6 @@ def ensure_robustness(path: pathlib.Path, name: str, kwargs: Dict[str, Any], dat
 
     run = runs.load_run(path)
     test = run.load_split("test", data_dir=data_dir)
-    cap = run.config.get("limits", {}).get("max_test")
-    if cap is not None and cap < len(test):
-        test = test.take(cap)
     print(f"[reproduce] {name} on {path}", flush=True)
     result = evaluate_robustness(run.model, test, eps_list=EPS, verbose=0, **kwargs)
     result["label"] = run.model_name

@@ -286,12 +286,6 @@ def evaluate_model(model, split, samples: int = 12, batch_size: int = 500, seed:
     }
 
 
-def _test_split(run, data_dir=None):
-    split = run.load_split("test", data_dir=data_dir)
-    n = run.config.get("limits", {}).get("max_test")
-    return split if n is None or n >= len(split) else split.take(n)
-
-
 def evaluate_run(run_dir, samples: int = 12, batch_size: int = 500, seed: int = 0, data_dir=None,
                  log=print) -> Dict[str, Any]:
     """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds.
@@ -313,7 +307,7 @@ def evaluate_run(run_dir, samples: int = 12, batch_size: int = 500, seed: int = 
         except (json.JSONDecodeError, KeyError):
             pass
     log(f"[vib] evaluating {run.path} ({samples} posterior samples)")
-    split = _test_split(run, data_dir)
+    split = run.load_split("test", data_dir)
     result = evaluate_model(run.model, split, samples=samples, batch_size=batch_size, seed=seed)
     result["h_y_bits"] = label_entropy_bits(split.labels[run.spec.task_names[0]])
     result.update(info_bits(result["kl_nats"] if result["stochastic"] else None, result["ce_nats"]["sampled"],

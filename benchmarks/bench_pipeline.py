@@ -49,7 +49,7 @@ def load_split(dataset: str, data_dir, quick: bool):
             options["num_train"] = 2000
         max_train = 500 if max_train is None else min(max_train, 500)
     split = load(dataset, "train", data_dir=data_dir, **options)
-    return split.take(max_train) if max_train else split, options
+    return split.sample(max_train), options  # the preset's cap: a seeded stratified subset
 
 
 def pipeline_timer(split, batch: int):

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     print(f"machine: {common.machine_line(info)}")
     options = {"num_test": n_test} if args.dataset in ("multimnist", "multifashion") else {}
     test = load(args.dataset, "test", data_dir=data_dir, **options)
-    test = test.take(n_test)
+    test = test.sample(n_test)  # a seeded stratified subset
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-robustness-") as tmp:
         run_dirs = args.run or [common.smoke_run(args.dataset, m, data_dir, tmp) for m in models]

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from tf_mtvib.datasets import (DataError, Split, cache_dir, get_spec, load, make_composites,
-                               resolve_data_dir, to_dataset, train_val_split)
+from tf_mtvib import runs
+from tf_mtvib.datasets import (SUBSET_RULE, DataError, Split, cache_dir, get_spec, load, make_composites,
+                               resolve_data_dir, stratified_indices, to_dataset, train_val_split)
 from tf_mtvib.datasets import fetch, mnist, mtfl
 from tf_mtvib.datasets.__main__ import main as cli_main
 from tf_mtvib.datasets.idx import read_idx
@@ -272,6 +273,101 @@ def test_train_val_split_deterministic_disjoint():
     assert not np.array_equal(val.extras["id"], val3.extras["id"])
     with pytest.raises(ValueError):
         train_val_split(split, val_fraction=1.5)
+
+
+def test_train_val_split_is_stratified():
+    labels = np.repeat([0, 1, 2, 3], [40, 30, 20, 10])
+    split = Split(np.zeros((100, 36, 36, 1), np.uint8), {"top_left": labels, "bottom_right": labels[::-1].copy()},
+                  get_spec("multimnist"), extras={"id": np.arange(100)})
+    for seed in range(5):
+        train, val = train_val_split(split, val_fraction=0.1, seed=seed)
+        assert np.bincount(val.labels["top_left"]).tolist() == [4, 3, 2, 1]
+        assert np.all(np.diff(train.extras["id"]) > 0) and np.all(np.diff(val.extras["id"]) > 0)
+
+
+# ---------------------------------------------------------------- subsets (Split.sample)
+
+def shares(column, k):
+    return 100 * np.bincount(column, minlength=k) / len(column)
+
+
+def test_stratified_allocation_is_proportional_with_largest_remainders():
+    column = np.repeat([0, 1, 2], [50, 33, 17])  # quotas 10, 6.6, 3.4 of 20 -> 10, 7, 3
+    for seed in range(5):
+        idx = stratified_indices([column], 20, seed)
+        assert np.bincount(column[idx]).tolist() == [10, 7, 3]
+        assert np.all(np.diff(idx) > 0)  # sorted, no repeats: the split's order
+
+
+def test_stratified_subset_deterministic_seeded_and_not_the_first_rows():
+    column = np.arange(1000) % 7
+    a, b, c = (stratified_indices([column], 100, seed) for seed in (3, 3, 4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, np.arange(100))
+    assert a.max() > 500  # drawn from the whole split
+
+
+def test_rare_joint_cells_are_pooled_on_the_leading_keys():
+    # 2 groups (60 / 40 items) x 40 fine labels: every joint cell expects 0.1 of an item
+    group = np.repeat([0, 1], [600, 400])
+    fine = np.arange(1000) % 40
+    common = np.arange(1000) % 2  # a label whose joint cells with the group are large
+    for seed in range(5):
+        idx = stratified_indices([group, fine], 50, seed)
+        assert np.bincount(group[idx]).tolist() == [30, 20]  # the leading key survives the pooling
+        idx = stratified_indices([group, common], 50, seed)
+        assert np.bincount(group[idx] * 2 + common[idx]).tolist() == [15, 15, 10, 10]  # joint cells kept
+
+
+def test_stratified_indices_rejects_bad_sizes():
+    for n in (0, 11, 2.5, True):
+        with pytest.raises(ValueError, match="cannot draw"):
+            stratified_indices([np.arange(10)], n)
+    with pytest.raises(ValueError, match="differ in length"):
+        stratified_indices([np.arange(10), np.arange(9)], 5)
+    np.testing.assert_array_equal(stratified_indices([np.arange(10)], 10), np.arange(10))
+
+
+def test_split_sample_whole_split_and_stratify_choices():
+    split = tiny_split(40)
+    assert split.sample(None) is split and split.sample(40) is split
+    assert len(split.sample(8, stratify=None)) == 8
+    assert np.bincount(split.sample(20, stratify=["top_left"]).labels["top_left"]).tolist() == [2] * 10
+    with pytest.raises(ValueError, match="cannot stratify on 'nope'"):
+        split.sample(8, stratify=["nope"])
+    with pytest.raises(ValueError, match="stratify must be"):
+        split.sample(8, stratify="labels")
+
+
+def test_real_composite_and_mnist_subsets_keep_class_shares(data_dir):
+    spec = get_spec("multimnist")
+    whole = load("multimnist", "test", data_dir, num_test=5_000)
+    sub = whole.sample(500, seed=0)
+    joint = whole.labels["top_left"] * 10 + whole.labels["bottom_right"]
+    sub_joint = sub.labels["top_left"] * 10 + sub.labels["bottom_right"]
+    for task in spec.task_names:  # each class within half a point; each joint cell within 1 item
+        assert np.abs(shares(sub.labels[task], 10) - shares(whole.labels[task], 10)).max() < 0.5
+    assert np.abs(np.bincount(sub_joint, minlength=100) - np.bincount(joint, minlength=100) / 10).max() < 1
+    assert not np.array_equal(sub.extras["index_tl"], whole.extras["index_tl"][:500])
+    digits = load("mnist", "test", data_dir)
+    part = digits.sample(300, seed=1)
+    assert np.abs(np.bincount(part.labels["digit"]) - np.bincount(digits.labels["digit"]) * 0.03).max() < 1
+
+
+def test_run_split_draws_its_cap_with_the_run_seed(data_dir):
+    config = {"dataset": "multimnist", "model": "gs", "data": {"num_train": 300, "num_test": 200},
+              "limits": {"max_train": 100, "max_test": 50}, "subsets": runs.subsets_record(7)}
+    whole = load("multimnist", "train", data_dir, num_train=300, num_test=200)
+    capped = runs.load_split(config, "train", data_dir)
+    np.testing.assert_array_equal(capped.images, whole.sample(100, seed=7).images)
+    assert not np.array_equal(capped.images, whole.images[:100])
+    assert len(runs.load_split(config, "test", data_dir)) == 50
+    assert runs.subsets_of(config) == {"rule": SUBSET_RULE, "seed": 7}
+    legacy = {k: v for k, v in config.items() if k != "subsets"}  # a run made before the rule: first N
+    np.testing.assert_array_equal(runs.load_split(legacy, "train", data_dir).images, whole.images[:100])
+    with pytest.raises(runs.RunError, match="predates"):  # its MTFL paper split cannot be rebuilt
+        runs.load_split({"dataset": "mtfl", "model": "gs", "data": {}}, "test", data_dir)
 
 
 @pytest.mark.parametrize("call, error", [

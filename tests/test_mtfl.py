@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tf_mtvib import runs
 from tf_mtvib.datasets import DataError, get_spec, load
 from tf_mtvib.datasets import mtfl
+from tf_mtvib.train import PRESETS, build_config, parse_args
 
 COLOURS = [(200, 40, 30), (20, 180, 60), (30, 60, 220), (128, 128, 128), (250, 250, 20), (90, 20, 160)]
 # path as written in the file, size, mode, labels (1-based, as in the file)
@@ -106,6 +108,8 @@ def test_official_split_labels_landmarks_pixels(layout, tmp_cache):
             np.testing.assert_array_equal(data.labels[task], values)
             assert data.labels[task].dtype == np.int64
         np.testing.assert_allclose(data.extras["landmarks"][0], 10 + np.arange(10))
+        collections = [mtfl.COLLECTIONS[c] for c in data.extras["collection"]]
+        assert collections == [e[0].replace("\\", "/").split("/")[0] for e in entries]
         for image, (_, _, mode, _), colour in zip(data.images, entries, colours):
             grey = Image.new("RGB", (1, 1), colour).convert("L").getpixel((0, 0))
             want = np.full(3, grey) if mode == "L" else np.array(colour)
@@ -143,6 +147,19 @@ def test_protocols():
     assert sorted(np.concatenate([paper["train"], paper["test"]]).tolist()) == list(range(10_000))
     np.testing.assert_array_equal(paper["test"], mtfl._protocol_indices("paper", 10_000, 2_995, seed=0)["test"])
     assert not np.array_equal(paper["test"], mtfl._protocol_indices("paper", 10_000, 2_995, seed=1)["test"])
+    strata = [np.repeat([0, 1], [4_150, 5_850]), np.arange(10_000) % 2]  # collection x a label
+    drawn = mtfl._protocol_indices("paper", 10_000, 2_995, seed=0, strata=strata)
+    cells = strata[0][drawn["test"]] * 2 + strata[1][drawn["test"]]
+    quota = np.array([2_075, 2_075, 2_925, 2_925]) / 10  # each cell's share of the 1,000: x.5 items
+    assert np.all(np.abs(np.bincount(cells) - quota) == 0.5) and len(cells) == 1_000
+
+
+def test_unknown_collection_is_a_data_error(layout, tmp_cache):
+    files = distribution()
+    files["training.txt"] = files["training.txt"].replace(b"net_7876\\_61_1_0.jpg", b"other\\_61_1_0.jpg")
+    files["other/_61_1_0.jpg"] = files.pop("net_7876/_61_1_0.jpg")
+    with pytest.raises(DataError, match="line 4: image other/_61_1_0.jpg is in no MTFL collection"):
+        mtfl.load_mtfl_from(layout(files), "train", "official", 8)
 
 
 # ---------------------------------------------------------------- bad data
@@ -253,3 +270,51 @@ def test_real_default_size(data_dir):
     test = load("mtfl", "test", data_dir, protocol="official")
     assert test.images.shape == (2_995, *get_spec("mtfl").input_shape)
     assert test.spec == get_spec("mtfl")
+
+
+# ---------------------------------------------------------------- subsets of the real data
+
+def composition(split):
+    """Percent of each collection and of each class of every task."""
+    spec = get_spec("mtfl")
+    out = {("collection", c): 100 * np.mean(split.extras["collection"] == k) for k, c in enumerate(mtfl.COLLECTIONS)}
+    for task in spec.tasks:
+        out.update({(task.name, c): 100 * np.mean(split.labels[task.name] == k) for k, c in enumerate(task.class_names)})
+    return out
+
+
+def assert_close_composition(part, whole, points):
+    a, b = composition(part), composition(whole)
+    worst = max(a, key=lambda k: abs(a[k] - b[k]))
+    assert abs(a[worst] - b[worst]) <= points, (worst, a[worst], b[worst])
+
+
+def test_real_capped_subset_mixes_collections_and_classes(data_dir):
+    """The cpu preset's cap: within 3 points of the whole split per collection and class, seeded, not the first rows."""
+    config = build_config(parse_args(["--dataset", "mtfl", "--model", "mtvib", "--preset", "cpu", "--seed", "0"]))
+    config["data"]["image_size"] = 32  # the smallest size the other real-data tests decode (one cache entry)
+    whole = load("mtfl", "train", data_dir, image_size=32)
+    capped = runs.load_split(config, "train", data_dir)
+    cap = PRESETS["cpu"]["data"]["mtfl"]["max_train"]
+    assert len(capped) == cap < len(whole)
+    assert_close_composition(capped, whole, 3.0)
+    first = whole.take(cap)
+    assert not np.array_equal(capped.extras["landmarks"], first.extras["landmarks"])
+    assert composition(first)[("collection", "net_7876")] == 0  # why: the first rows are all lfw_5590
+    again = runs.load_split(config, "train", data_dir)
+    np.testing.assert_array_equal(again.extras["landmarks"], capped.extras["landmarks"])
+    config["subsets"] = runs.subsets_record(1)
+    other = runs.load_split(config, "train", data_dir)
+    assert not np.array_equal(other.extras["landmarks"], capped.extras["landmarks"])
+    assert_close_composition(other, whole, 3.0)
+
+
+def test_real_paper_draw_is_stratified(data_dir):
+    official = load("mtfl", "train", data_dir, protocol="official", image_size=32)
+    test = load("mtfl", "test", data_dir, image_size=32)
+    train = load("mtfl", "train", data_dir, image_size=32)
+    assert_close_composition(test, official, 0.5)
+    assert_close_composition(train, official, 0.1)
+    for collection in (0, 1):  # both collections of training.txt in both parts, in proportion
+        assert abs(np.mean(test.extras["collection"] == collection)
+                   - np.mean(official.extras["collection"] == collection)) < 0.002

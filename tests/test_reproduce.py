@@ -1,7 +1,11 @@
-"""The reproduction driver: resumable runs, report regeneration."""
+"""The reproduction driver: GS grid search, persistent results, skipping, report regeneration."""
 import json
 
-from tf_mtvib.reproduce.mtl import BEGIN, END, aggregate, main, write_section
+import pytest
+
+from tf_mtvib import runs
+from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, aggregate, cell_seeds, main, parse_seed_rule,
+                                    write_section)
 
 
 def test_write_section_replaces_only_the_generated_part(tmp_path):
@@ -15,24 +19,79 @@ def test_write_section_replaces_only_the_generated_part(tmp_path):
     assert "hand-written intro" in text and "## Deep VIB\n\nkept" in text
 
 
-def test_aggregate_means_and_spreads_over_seeds():
-    r = lambda a: {"eps": [0, 0.1], "accuracy": {"t": a, "joint": a}, "label": "m"}
-    agg = aggregate([r([0.8, 0.4]), r([0.6, 0.2])])
-    assert agg["accuracy"]["t"] == [0.7, 0.30000000000000004] or agg["accuracy"]["t"] == [0.7, 0.3]
-    assert agg["seeds"] == 2 and abs(agg["accuracy_std"]["t"][0] - 0.1414) < 1e-3
+def test_aggregate_means_and_min_max_over_seeds():
+    r = lambda a, s: {"eps": [0, 0.1], "accuracy": {"t": a, "joint": a}, "label": "m", "model": "m", "seed": s}
+    agg = aggregate([r([0.8, 0.4], 0), r([0.6, 0.2], 1), r([0.7, 0.3], 2)])
+    assert agg["accuracy"]["t"] == pytest.approx([0.7, 0.3])
+    assert agg["accuracy_min"]["t"] == [0.6, 0.2] and agg["accuracy_max"]["t"] == [0.8, 0.4]
+    assert agg["seeds"] == [0, 1, 2] and "mean of 3 seeds" in agg["label"]
 
 
-def test_reproduce_smoke_trains_evaluates_and_reuses(tmp_path, data_dir, capsys):
-    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs", "--root", str(tmp_path / "runs"),
-            "--results-dir", str(tmp_path / "results"), "--report", str(tmp_path / "RESULTS.md"),
-            "--settings", "fgsm", "--data-dir", str(data_dir)]
+def test_seed_rules_add_seeds_per_model_and_data_set():
+    rule = parse_seed_rule("mtvib,uwl,gs@multimnist,mtfl=1,2")
+    assert cell_seeds("multimnist", "gs", [0], [rule]) == [0, 1, 2]
+    assert cell_seeds("multifashion", "gs", [0], [rule]) == [0]
+    assert cell_seeds("mtfl", "stl", [0], [rule]) == [0]
+    assert cell_seeds("mtfl", "stl", [0], [parse_seed_rule("stl=3")]) == [0, 3]
+    for bad in ("mtvib", "nope=1", "gs@nowhere=1", "gs=a"):
+        with pytest.raises(Exception):
+            parse_seed_rule(bad)
+
+
+def test_unknown_setting_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--settings", "fgsm,nope", "--root", str(tmp_path)])
+    assert e.value.code == 2
+
+
+def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, capsys):
+    results, root, report = tmp_path / "results", tmp_path / "runs", tmp_path / "RESULTS.md"
+    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs", "--root", str(root),
+            "--results-dir", str(results), "--report", str(report), "--settings", "fgsm,fgsm-sampled",
+            "--examples", "64", "--search-grid", "0.3", "0.5", "0.7", "--data-dir", str(data_dir), "--verbose", "0"]
     assert main(argv) == 0
-    run = tmp_path / "runs" / "smoke" / "multimnist" / "gs-s0"
-    cached = json.loads((run / "robustness-fgsm.json").read_text())["result"]
-    table = (tmp_path / "RESULTS.md").read_text()
-    joint_row = next(line for line in table.splitlines() if line.startswith("| joint |"))
-    assert joint_row.rstrip(" |").endswith(f"{100 * cached['accuracy']['joint'][-1]:.2f}")
-    assert (tmp_path / "results" / "smoke" / "multimnist" / "fgsm" / "robustness.png").exists()
+
+    # The grid search ran on a validation split of the training data, and GS trained with its choice.
+    search = json.loads((results / "smoke" / "multimnist" / SEARCH_JSON).read_text())
+    assert search["budget"]["trials"] == 3 and search["budget"]["num_val"] > 0
+    scored = [t for t in search["trials"] if t["objective"] is not None]
+    assert max(t["objective"] for t in scored) == search["objective"]
+    cell = results / "smoke" / "multimnist" / "gs-s0"
+    config = json.loads((cell / runs.CONFIG).read_text())
+    assert config["hparams"]["task_weights"] == search["task_weights"]
+    assert config["gs_search"]["budget"]["epochs_per_trial"] == 1
+
+    # Small JSON only in the results cell; the model stays under --root.
+    names = sorted(p.name for p in cell.iterdir())
+    assert names == sorted([runs.CONFIG, runs.HISTORY, runs.METRICS, "robustness-fgsm-sampled.json",
+                            "robustness-fgsm.json"])
+    run = root / "smoke" / "multimnist" / "gs-s0"
+    assert (run / runs.MODEL).exists()
+    fgsm = json.loads((cell / "robustness-fgsm.json").read_text())
+    assert fgsm["result"]["num_examples"] == 64 and fgsm["settings"]["eval_samples"] == 0
+    sampled = json.loads((cell / "robustness-fgsm-sampled.json").read_text())
+    assert sampled["settings"]["eval_samples"] == 1 and sampled["settings"]["eot_samples"] == 1
+    text = report.read_text()
+    joint_row = next(line for line in text.splitlines() if line.startswith("| joint |"))
+    assert joint_row.rstrip(" |").endswith(f"{100 * fgsm['result']['accuracy']['joint'][-1]:.2f}")
+    assert "same images: one subset of 64 test images" in text
+    assert "GS task weights, chosen by keras-tuner's grid search" in text
+
+    # A second call retrains and re-evaluates nothing: every file keeps its mtime.
+    watched = [run / runs.MODEL, *cell.iterdir(), results / "smoke" / "multimnist" / SEARCH_JSON]
+    before = {p: p.stat().st_mtime_ns for p in watched}
     capsys.readouterr()
-    assert main(argv) == 0  # the second call reuses the finished run
-    assert "finished, reused" in capsys.readouterr().out
+    assert main(argv + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" in out and "would run" not in out
+    assert main(argv) == 0
+    assert "results committed" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+
+    # On a fresh clone (no run directories) the report is rebuilt from the committed JSON alone.
+    import shutil
+
+    shutil.rmtree(root)
+    report.write_text("# Results\n")
+    assert main(argv + ["--report-only"]) == 0
+    assert report.read_text() == text

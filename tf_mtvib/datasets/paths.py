@@ -5,7 +5,7 @@ import os
 import pathlib
 from typing import Optional, Union
 
-__all__ = ["DATA_DIR_ENV", "CACHE_DIR_ENV", "resolve_data_dir", "cache_dir", "is_writable_dir"]
+__all__ = ["DATA_DIR_ENV", "CACHE_DIR_ENV", "RUNS_DIR_ENV", "resolve_data_dir", "cache_dir", "runs_dir", "is_writable_dir"]
 
 DATA_DIR_ENV = "TF_MTVIB_DATA_DIR"
 CACHE_DIR_ENV = "TF_MTVIB_CACHE_DIR"
@@ -47,3 +47,16 @@ def is_writable_dir(path: pathlib.Path) -> bool:
     except OSError:
         return False
     return os.access(path, os.W_OK | os.X_OK)
+
+
+RUNS_DIR_ENV = "TF_MTVIB_RUNS_DIR"
+
+
+def runs_dir() -> pathlib.Path:
+    """Where commands that train many runs keep their run directories and
+    checkpoints by default (outside any repository): ``$TF_MTVIB_RUNS_DIR``,
+    else ``~/.cache/tf_mtvib/runs`` (XDG aware). Not created here."""
+    env = os.environ.get(RUNS_DIR_ENV)
+    if env:
+        return pathlib.Path(env).expanduser()
+    return _user_cache_root() / "runs"

@@ -1,33 +1,53 @@
 """``python -m tf_mtvib.reproduce mtl``: the MTVIB paper's comparison, end to end.
 
 For each data set (MultiMNIST, MultiFashion, MTFL), each model (STL, STVIB,
-GS, UWL, MTVIB) and each seed it trains a run at the chosen preset (a run
-that finished is reused, an interrupted one is resumed), evaluates it clean
-and under attack in three settings, and writes the report:
+GS, UWL, MTVIB) and each seed (a *cell*) it trains a run at the chosen preset,
+evaluates it clean and under attack, and writes the report. GS's task weights
+are chosen first, as in the paper, by keras-tuner's grid search over the
+simplex (:func:`tf_mtvib.tune.tune`, ``kt.GridSearch``) on a validation split
+carved from the training data; the search's budget and its choice are recorded
+in the GS runs' ``config.json`` and in the report.
+
+Robustness settings (:func:`settings`), all at eta (eps) = 0, 0.05, ..., 0.3:
 
 * ``fgsm``: FGSM (eq. 25) in mean mode (z = posterior mean for the attack's
-  gradient and for the prediction), the whole test set;
+  gradient and for the prediction);
+* ``fgsm-sampled``: FGSM as the paper words it: the gradient through one
+  draw of z, and one draw of z per prediction;
 * ``fgsm-eot``: FGSM whose gradient averages ``--eot-samples`` posterior
-  draws, predictions averaged over 12 draws (VIB models; the deterministic
-  models are the same as in ``fgsm``), on ``--costly-examples`` images;
-* ``pgd``: 10-step PGD in mean mode, on ``--costly-examples`` images.
+  draws, predictions averaged over 12 draws;
+* ``pgd``: 10-step PGD in mean mode.
 
-Outputs go to ``docs/results/<preset>/<dataset>/<setting>/`` (the evaluate
-module's JSON, Markdown table and plot) and into the generated part of
-``docs/RESULTS.md`` (between its BEGIN/END markers). Robustness results are
-cached in each run directory, so a second call only redoes what changed.
+For the deterministic models (STL, GS, UWL) the four FGSM modes coincide.
+Every setting of a data set is evaluated on the same test images: the whole
+test set, or one seeded subset of ``--examples`` images (per data set with
+``--only``), so the report never compares modes on different images.
+
+Results persist across sittings. As soon as a run finishes, its
+``config.json``, ``metrics.json`` and ``history.json`` are copied into
+``docs/results/<preset>/<dataset>/<model>-s<seed>/``, and each robustness
+result is written there as ``robustness-<setting>.json`` (small JSON only;
+models and checkpoints stay in ``--root``, outside the repository, by default
+``$TF_MTVIB_RUNS_DIR/reproduce`` or ``~/.cache/tf_mtvib/runs/reproduce``).
+A cell whose results are all there is skipped (no training, no evaluation);
+an interrupted run is resumed from its checkpoint. The report (the generated
+part of ``docs/RESULTS.md`` and ``docs/results/<preset>/<dataset>/<setting>/``)
+is built from those JSON files alone: ``--report-only`` rebuilds it on a fresh
+clone without training anything.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import runs
+from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
 
 DATASETS = ("multimnist", "multifashion", "mtfl")
@@ -35,105 +55,410 @@ MODELS = ("stl", "stvib", "gs", "uwl", "mtvib")
 EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce mtl -->"
 END = "<!-- END GENERATED: python -m tf_mtvib.reproduce mtl -->"
+DEFAULT_SETTINGS = ("fgsm", "fgsm-sampled", "fgsm-eot", "pgd")
+#: The files of a finished run copied into its results cell (small JSON only).
+RESULT_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY)
+#: The GS grid search's record in docs/results/<preset>/<dataset>/.
+SEARCH_JSON = "gs-search.json"
+#: Epochs of every trial of the GS grid search, per preset (the search may use a
+#: smaller budget than the final run; the report says which). cpu: the run's own 3.
+SEARCH_EPOCHS = {"smoke": 1, "cpu": 3, "full": 4, "paper": 20}
+#: Share of the training split held out as the search's validation split.
+SEARCH_VAL_FRACTION = 0.1
+#: The search runs once per data set (seed 0); every GS seed trains with its choice.
+SEARCH_SEED = 0
+#: Seed of the test subset shared by every setting of a data set (when --examples caps it).
+SUBSET_SEED = 0
 
 
-def settings(eot_samples: int, costly_examples: Optional[int]) -> Dict[str, Dict[str, Any]]:
+class ReproduceError(Exception):
+    """A run directory or results cell that clashes with what is asked for."""
+
+
+def settings(eot_samples: int = 8) -> Dict[str, Dict[str, Any]]:
     """The robustness settings: name -> evaluate_robustness keyword arguments (minus model/data)."""
     return {
-        "fgsm": {"attack": "fgsm", "eval_samples": 0, "eot_samples": 0, "max_examples": None},
-        "fgsm-eot": {"attack": "fgsm", "eval_samples": 12, "eot_samples": eot_samples,
-                     "max_examples": costly_examples},
-        "pgd": {"attack": "pgd", "eval_samples": 0, "eot_samples": 0, "max_examples": costly_examples},
+        "fgsm": {"attack": "fgsm", "eval_samples": 0, "eot_samples": 0},
+        "fgsm-sampled": {"attack": "fgsm", "eval_samples": 1, "eot_samples": 1},
+        "fgsm-eot": {"attack": "fgsm", "eval_samples": 12, "eot_samples": eot_samples},
+        "pgd": {"attack": "pgd", "eval_samples": 0, "eot_samples": 0},
     }
 
 
+def default_root() -> pathlib.Path:
+    """Where run directories and checkpoints go by default (outside the repository)."""
+    return runs_dir() / "reproduce"
+
+
 def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
-    return root / preset / dataset / f"{model}-s{seed}"
+    return pathlib.Path(root) / preset / dataset / f"{model}-s{seed}"
+
+
+def cell_dir(results_dir: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
+    """The committed results of one (data set, model, seed)."""
+    return pathlib.Path(results_dir) / preset / dataset / f"{model}-s{seed}"
+
+
+def _plain(obj):
+    """``obj`` as it reads back from JSON (tuples become lists), to compare with a saved file."""
+    return json.loads(json.dumps(obj, sort_keys=True))
 
 
 # --------------------------------------------------------------------------
-# Training and evaluation (resumable)
+# Seeds
 # --------------------------------------------------------------------------
-def ensure_trained(path: pathlib.Path, dataset: str, model: str, preset: str, seed: int,
-                   data_dir=None, verbose: int = 2) -> None:
-    """Train the run at ``path`` unless it finished; resume it if it was interrupted."""
-    if (path / runs.METRICS).exists() and (path / runs.MODEL).exists():
-        print(f"[reproduce] {path}: finished, reused", flush=True)
-        return
+def parse_seeds(text: str) -> List[int]:
+    """'0,1,2' -> [0, 1, 2]."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
+def parse_seed_rule(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], List[int]]:
+    """``MODELS[@DATASETS]=SEEDS``, e.g. ``mtvib,uwl,gs@multimnist,mtfl=1,2``: these
+    seeds as well for these models (on these data sets; all when omitted)."""
+    head, sep, seeds = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected MODELS[@DATASETS]=SEEDS, got {text!r}")
+    models, _, datasets = head.partition("@")
+    models_t = tuple(m for m in models.split(",") if m) or MODELS
+    datasets_t = tuple(d for d in datasets.split(",") if d) or DATASETS
+    for m in models_t:
+        if m not in MODELS:
+            raise argparse.ArgumentTypeError(f"unknown model {m!r} in {text!r}; choose from {', '.join(MODELS)}")
+    for d in datasets_t:
+        if d not in DATASETS:
+            raise argparse.ArgumentTypeError(f"unknown data set {d!r} in {text!r}; choose from {', '.join(DATASETS)}")
+    return models_t, datasets_t, parse_seeds(seeds)
+
+
+def cell_seeds(dataset: str, model: str, seeds: Sequence[int],
+               rules: Iterable[Tuple[Sequence[str], Sequence[str], Sequence[int]]] = ()) -> List[int]:
+    """The seeds of one (data set, model): ``seeds`` plus those of every matching rule."""
+    out = set(seeds)
+    for models, datasets, extra in rules:
+        if model in models and dataset in datasets:
+            out.update(extra)
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------
+# Configurations, the GS grid search and training (resumable)
+# --------------------------------------------------------------------------
+def train_config(dataset: str, model: str, preset: str, seed: int) -> Dict[str, Any]:
+    """The run configuration ``train.py --dataset D --model M --preset P --seed S`` resolves to."""
+    from .. import train as train_module
+
+    args = train_module.parse_args(["--dataset", dataset, "--model", model, "--preset", preset, "--seed", str(seed)])
+    return train_module.build_config(args)
+
+
+def search_config(dataset: str, preset: str, epochs: int) -> Dict[str, Any]:
+    """The configuration of every trial of GS's grid search: the preset's data and
+    optimiser, ``epochs`` epochs, a validation split of ``SEARCH_VAL_FRACTION``."""
+    config = train_config(dataset, "gs", preset, SEARCH_SEED)
+    config["training"].update(epochs=int(epochs), val_fraction=SEARCH_VAL_FRACTION)
+    return config
+
+
+def ensure_gs_search(root: pathlib.Path, results_dir: pathlib.Path, preset: str, dataset: str, *,
+                     epochs: int, grid: Sequence[float], data_dir=None, verbose: int = 2) -> Dict[str, Any]:
+    """GS's task weights for ``dataset``: the record of a finished search with these
+    settings (``docs/results/<preset>/<dataset>/gs-search.json``), else a new
+    keras-tuner grid search (resumed where an earlier one stopped)."""
+    from .. import tune
+
+    config = search_config(dataset, preset, epochs)
+    wanted = _plain({"config": config, "search": "grid", "grid": list(grid)})
+    record_path = pathlib.Path(results_dir) / preset / dataset / SEARCH_JSON
+    if record_path.exists():
+        record = runs.read_json(record_path)
+        if record.get("search_settings") == wanted:
+            print(f"[reproduce] GS grid search on {dataset}: finished, reused ({record_path})", flush=True)
+            return record
+    out = pathlib.Path(root) / preset / dataset / f"gs-search-e{epochs}"
+    print(f"[reproduce] GS grid search on {dataset} ({epochs} epoch(s) per trial) -> {out}", flush=True)
+    best = tune.tune(config, out, search="grid", grid=grid, data_dir=data_dir, verbose=min(verbose, 1))
+    record = {
+        "search_settings": wanted,
+        "task_weights": best["hparams"]["task_weights"],
+        "objective_name": best["objective_name"], "objective": best["objective"],
+        "best_trial": best["best_trial"], "best_epoch": best["best_epoch"],
+        "budget": {"epochs_per_trial": int(epochs), "num_train": best["num_train"], "num_val": best["num_val"],
+                   "val_fraction": SEARCH_VAL_FRACTION, "trials": len(best["trials"]),
+                   "batch_size": config["training"]["batch_size"],
+                   "learning_rate": config["training"]["learning_rate"], "seed": SEARCH_SEED},
+        "trials": [{k: t[k] for k in ("trial_id", "hparams", "objective", "best_epoch", "val_accuracy")}
+                   for t in best["trials"]],
+    }
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_json(record_path, record)
+    return record
+
+
+def gs_config(dataset: str, preset: str, seed: int, search: Dict[str, Any]) -> Dict[str, Any]:
+    """GS's run configuration with the searched task weights; ``gs_search`` records
+    the choice and the search's budget."""
+    config = train_config(dataset, "gs", preset, seed)
+    config["hparams"]["task_weights"] = dict(search["task_weights"])
+    config["gs_search"] = {"task_weights": dict(search["task_weights"]), "objective": search["objective"],
+                           "objective_name": search["objective_name"], "budget": search["budget"],
+                           "grid": search["search_settings"]["grid"]}
+    return config
+
+
+def ensure_trained(path: pathlib.Path, config: Dict[str, Any], data_dir=None, verbose: int = 2) -> None:
+    """Train the run at ``path`` with ``config`` unless it finished; resume it if it
+    was interrupted. A run directory holding another configuration is an error."""
+    path = pathlib.Path(path)
+    config = _plain(config)
     if (path / runs.CONFIG).exists():
-        args = ["--resume", "--output-dir", str(path)]
+        stored = runs.read_json(path / runs.CONFIG)
+        if stored != config:
+            diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+            raise ReproduceError(f"{path} holds a run with another configuration (differs in: {', '.join(diff)}); "
+                                 f"remove it or choose another --root")
+        if (path / runs.METRICS).exists() and (path / runs.MODEL).exists():
+            print(f"[reproduce] {path}: finished, reused", flush=True)
+            return
     else:
-        args = ["--dataset", dataset, "--model", model, "--preset", preset, "--seed", str(seed),
-                "--output-dir", str(path)]
+        path.mkdir(parents=True, exist_ok=True)
+        runs.write_json(path / runs.CONFIG, config)
+    print(f"[reproduce] training {config['model']} on {config['dataset']} (seed {config['training']['seed']}) "
+          f"-> {path}", flush=True)
+    # train.py resumes from the checkpoint if there is one, else starts from config.json.
+    # A fresh process per run: TensorFlow's memory does not pile up across 15+ trainings.
+    args = ["--resume", "--output-dir", str(path), "--verbose", str(verbose)]
     if data_dir:
         args += ["--data-dir", str(data_dir)]
-    print(f"[reproduce] training {model} on {dataset} (seed {seed}) -> {path}", flush=True)
-    # A fresh process per run: TensorFlow's memory does not pile up across 15+ trainings.
-    subprocess.run([sys.executable, "-m", "tf_mtvib.train", *args, "--verbose", str(verbose)], check=True)
+    subprocess.run([sys.executable, "-m", "tf_mtvib.train", *args], check=True)
 
 
-def ensure_robustness(path: pathlib.Path, name: str, kwargs: Dict[str, Any], data_dir=None) -> Dict[str, Any]:
-    """The run's robustness result for setting ``name``, computed once and cached in the run directory."""
-    cache = path / f"robustness-{name}.json"
-    key = {k: v for k, v in kwargs.items()}
-    if cache.exists():
-        cached = runs.read_json(cache)
-        if cached.get("settings") == key:
+def publish(path: pathlib.Path, cell: pathlib.Path) -> None:
+    """Copy a finished run's small JSON files into its results cell."""
+    cell.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        if (path / name).exists():
+            shutil.copyfile(path / name, cell / name)
+
+
+# --------------------------------------------------------------------------
+# Robustness (cached in the results cell)
+# --------------------------------------------------------------------------
+def robustness_key(kwargs: Dict[str, Any], examples: Optional[int]) -> Dict[str, Any]:
+    """What a cached robustness result must match: the setting, eps and the test images."""
+    return _plain({**kwargs, "eps": list(EPS), "examples": examples, "subset_seed": SUBSET_SEED})
+
+
+def evaluation_split(run: "runs.Run", examples: Optional[int], data_dir=None):
+    """(images to evaluate, size of the test split): the run's test split (its
+    ``max_test`` cap applied), then, when ``examples`` is smaller, a subset drawn
+    with :data:`SUBSET_SEED`: the same images for every model and setting of a
+    data set."""
+    test = run.load_split("test", data_dir=data_dir)
+    whole = len(test)
+    if examples is not None and examples < whole:
+        test = test.sample(examples, seed=SUBSET_SEED)   # stratified, the same for every model and setting
+    return test, whole
+
+
+def cached_robustness(cell: pathlib.Path, name: str, kwargs: Dict[str, Any],
+                      examples: Optional[int]) -> Optional[Dict[str, Any]]:
+    path = cell / f"robustness-{name}.json"
+    if path.exists():
+        cached = runs.read_json(path)
+        if cached.get("settings") == robustness_key(kwargs, examples):
             return cached["result"]
+    return None
+
+
+def ensure_robustness(path: pathlib.Path, cell: pathlib.Path, name: str, kwargs: Dict[str, Any],
+                      examples: Optional[int], data_dir=None) -> Dict[str, Any]:
+    """The run's robustness result for setting ``name``, computed once and kept in its results cell."""
+    cached = cached_robustness(cell, name, kwargs, examples)
+    if cached is not None:
+        return cached
     from ..evaluate import evaluate_robustness
 
     run = runs.load_run(path)
-    test = run.load_split("test", data_dir=data_dir)
-    print(f"[reproduce] {name} on {path}", flush=True)
+    test, whole = evaluation_split(run, examples, data_dir)
+    print(f"[reproduce] {name} on {path} ({len(test):,} test images)", flush=True)
     result = evaluate_robustness(run.model, test, eps_list=EPS, verbose=0, **kwargs)
     result["label"] = run.model_name
-    runs.write_json(cache, {"settings": key, "result": result})
+    result["setting"] = name
+    result["seed"] = run.config["training"]["seed"]
+    result["test_split_size"] = whole
+    cell.mkdir(parents=True, exist_ok=True)
+    runs.write_json(cell / f"robustness-{name}.json", {"settings": robustness_key(kwargs, examples), "result": result})
     return result
 
 
+def cell_complete(cell: pathlib.Path, names: Sequence[str], all_settings: Dict[str, Dict[str, Any]],
+                  examples: Optional[int]) -> bool:
+    """True when the cell's metrics and every asked-for robustness result are committed."""
+    return (cell / runs.METRICS).exists() and all(
+        cached_robustness(cell, n, all_settings[n], examples) is not None for n in names)
+
+
 # --------------------------------------------------------------------------
-# Aggregation over seeds and the report
+# Aggregation over seeds and the report (from the committed JSON alone)
 # --------------------------------------------------------------------------
 def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean (and spread) of several seeds' results of one model and setting."""
+    """Mean and spread (min, max) of several seeds' results of one model and setting."""
     first = dict(results[0])
-    if len(results) == 1:
-        return first
-    first["accuracy"] = {k: [statistics.fmean(r["accuracy"][k][i] for r in results) for i in range(len(first["eps"]))]
-                         for k in first["accuracy"]}
-    first["accuracy_std"] = {k: [statistics.stdev(r["accuracy"][k][i] for r in results)
-                                 for i in range(len(first["eps"]))] for k in first["accuracy"]}
-    first["label"] = f"{first['label']} (mean of {len(results)} seeds)"
-    first["seeds"] = len(results)
+    n_eps = len(first["eps"])
+    keys = list(first["accuracy"])
+    cols = {k: [[r["accuracy"][k][i] for r in results] for i in range(n_eps)] for k in keys}
+    first["accuracy"] = {k: [statistics.fmean(c) for c in cols[k]] for k in keys}
+    first["accuracy_min"] = {k: [min(c) for c in cols[k]] for k in keys}
+    first["accuracy_max"] = {k: [max(c) for c in cols[k]] for k in keys}
+    first["seeds"] = sorted(r.get("seed", 0) for r in results)
+    if len(results) > 1:
+        first["label"] = f"{first.get('label') or first['model']} (mean of {len(results)} seeds)"
     return first
 
 
-def clean_table(dataset: str, rows: Dict[str, List[Dict[str, Any]]]) -> str:
+def fmt_spread(values: Sequence[float], digits: int = 1) -> str:
+    """'77.1' for one value; 'mean (min-max)' for several (values in %)."""
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def collect(results_dir: pathlib.Path, preset: str, dataset: str,
+            models: Sequence[str] = MODELS) -> Dict[str, Dict[int, pathlib.Path]]:
+    """model -> {seed: results cell} for every committed cell with a metrics.json."""
+    base = pathlib.Path(results_dir) / preset / dataset
+    found: Dict[str, Dict[int, pathlib.Path]] = {}
+    for m in models:
+        for cell in sorted(base.glob(f"{m}-s*")):
+            seed = cell.name[len(m) + 2:]
+            if seed.isdigit() and (cell / runs.METRICS).exists():
+                found.setdefault(m, {})[int(seed)] = cell
+    return {m: dict(sorted(c.items())) for m, c in found.items()}
+
+
+def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]]) -> str:
     """Clean test accuracy (%) per model: mean mode and 12-sample average, per task and joint."""
     tasks = list(get_spec(dataset).task_names)
     head = "| Model | eval | " + " | ".join(tasks) + " | joint | s/epoch | seeds |"
     lines = [head, "|---|---|" + "---:|" * (len(tasks) + 3)]
-    for model, metrics in rows.items():
-        modes = sorted({m for met in metrics for m in met["test"]}, key=lambda m: (m != "mean", m))
+    for model, mets in metrics.items():
+        modes = sorted({m for met in mets for m in met["test"]}, key=lambda m: (m != "mean", m))
         for mode in modes:
-            vals = [met["test"][mode] for met in metrics if mode in met["test"]]
-            cells = []
-            for k in tasks + ["joint"]:
-                xs = [100 * v[k] for v in vals]
-                cells.append(f"{statistics.fmean(xs):.2f}" + (f" ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else ""))
-            secs = [s for met in metrics for s in met.get("seconds_per_epoch", [])]
+            vals = [met["test"][mode] for met in mets if mode in met["test"]]
+            cells = [fmt_spread([100 * v[k] for v in vals], 2) for k in tasks + ["joint"]]
+            secs = [s for met in mets for s in met.get("seconds_per_epoch", [])]
             per_epoch = f"{statistics.median(secs):.0f}" if secs else "-"
             lines.append(f"| {model} | {mode} | " + " | ".join(cells) + f" | {per_epoch} | {len(vals)} |")
     return "\n".join(lines) + "\n"
 
 
-def budget_line(path: pathlib.Path) -> str:
-    cfg = runs.read_json(path / runs.CONFIG)
-    met = runs.read_json(path / runs.METRICS)
+def budget_line(cell: pathlib.Path) -> str:
+    cfg = runs.read_json(cell / runs.CONFIG)
+    met = runs.read_json(cell / runs.METRICS)
     t = cfg["training"]
+    schedule = ""
+    if t.get("lr_schedule", "constant") not in ("constant", None):
+        schedule = f" ({t['lr_schedule']} decay)"
+    elif t.get("lr_decay", 1.0) != 1.0:
+        schedule = f" (x{t['lr_decay']:g} every {t['lr_decay_epochs']} epochs)"
     return (f"{met['num_train']:,} training / {met['num_test']:,} test images, {t['epochs']} epochs, batch "
-            f"{t['batch_size']}, Adam lr {t['learning_rate']:g}, beta {cfg['hparams'].get('beta', 1e-3):g}, "
+            f"{t['batch_size']}, Adam lr {t['learning_rate']:g}{schedule}, beta {cfg['hparams'].get('beta', 1e-3):g}, "
             f"latent {cfg['hparams'].get('latent_dim', 256)}")
+
+
+def search_line(results_dir: pathlib.Path, preset: str, dataset: str) -> Optional[str]:
+    path = pathlib.Path(results_dir) / preset / dataset / SEARCH_JSON
+    if not path.exists():
+        return None
+    rec = runs.read_json(path)
+    b = rec["budget"]
+    weights = ", ".join(f"{t} {rec['task_weights'][t]:g}" for t in get_spec(dataset).task_names)
+    return (f"GS task weights, chosen by keras-tuner's grid search over the simplex ({b['trials']} points of "
+            f"the grid {{{', '.join(f'{w:g}' for w in rec['search_settings']['grid'])}}}): "
+            f"**{weights}** ({rec['objective_name']} {100 * rec['objective']:.2f}%). Search budget: "
+            f"{b['epochs_per_trial']} epoch(s) per trial on {b['num_train']:,} training images, scored on "
+            f"{b['num_val']:,} validation images held out from the training split (seed {b['seed']}).")
+
+
+def robustness_results(cells: Dict[str, Dict[int, pathlib.Path]], name: str) -> Dict[str, List[Dict[str, Any]]]:
+    """model -> the committed results of setting ``name``, one per seed."""
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for m, by_seed in cells.items():
+        for cell in by_seed.values():
+            path = cell / f"robustness-{name}.json"
+            if path.exists():
+                doc = runs.read_json(path)
+                r = doc["result"]
+                images = (doc["settings"].get("subset_seed"), r["num_examples"], r.get("test_split_size"))
+                out.setdefault(m, []).append({**r, "_images": images})
+    return out
+
+
+def settings_present(cells: Dict[str, Dict[int, pathlib.Path]]) -> List[str]:
+    names = {p.name[len("robustness-"):-len(".json")] for by_seed in cells.values() for c in by_seed.values()
+             for p in c.glob("robustness-*.json")}
+    order = list(settings())
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models: Sequence[str]) -> Tuple[str, Dict]:
+    """The report's section of one data set and its robustness results, from the committed JSON."""
+    from ..evaluate import markdown_table, write_report
+
+    cells = collect(results_dir, preset, dataset, models)
+    if not cells:
+        return f"### {dataset}\n\nNo committed results yet.\n", {}
+    first = next(iter(next(iter(cells.values())).values()))
+    metrics = {m: [runs.read_json(c / runs.METRICS) for c in by_seed.values()] for m, by_seed in cells.items()}
+    seeds = {m: list(by_seed) for m, by_seed in cells.items()}
+    parts = [f"### {dataset}\n\nBudget ({preset} preset): {budget_line(first)}.\n\nSeeds: "
+             + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in seeds.items()) + "."]
+    line = search_line(results_dir, preset, dataset)
+    if line:
+        parts.append(line)
+    parts.append("Clean test accuracy on the whole test split (%; mean mode; `mc12`: probabilities averaged over "
+                 "12 posterior samples; with several seeds: mean (min-max)):\n\n" + clean_table(dataset, metrics))
+    robust: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    images = set()
+    for name in settings_present(cells):
+        per_model = robustness_results(cells, name)
+        images.update(r["_images"] for rs in per_model.values() for r in rs)
+        robust[name] = {m: aggregate([{k: v for k, v in r.items() if k != "_images"} for r in rs])
+                        for m, rs in per_model.items()}
+    if robust:
+        if len(images) == 1:
+            subset_seed, n, whole = images.pop()
+            where = ("the whole test split" if whole is not None and n >= whole else
+                     f"one subset of {n:,} test images drawn with seed {subset_seed}")
+            parts.append(f"Every robustness setting below was evaluated on the same images: {where} ({n:,} images).")
+        else:
+            parts.append("**Warning: the robustness settings below were evaluated on different test images "
+                         f"({sorted(images, key=str)}); do not compare them with each other.**")
+    for name, per_model in robust.items():
+        results = list(per_model.values())
+        out = pathlib.Path(results_dir) / preset / dataset / name
+        files = write_report(results, out)
+        rel = pathlib.Path("results") / preset / dataset / name / files["plot"].name
+        parts.append(f"#### {dataset}: {name}\n\n{markdown_table(results)}\n![{dataset} {name}]({rel.as_posix()})\n")
+    return "\n\n".join(parts), robust
+
+
+def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS,
+                 models: Sequence[str] = MODELS) -> str:
+    """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone."""
+    sections = [f"Generated by `python -m tf_mtvib.reproduce mtl --preset {preset}` from the JSON committed under "
+                f"`docs/results/{preset}/`. Accuracies in %."]
+    for d in datasets:
+        body, _ = dataset_section(results_dir, preset, d, models)
+        sections.append(body)
+    return "\n\n".join(sections)
 
 
 def write_section(report: pathlib.Path, body: str) -> None:
@@ -150,82 +475,114 @@ def write_section(report: pathlib.Path, body: str) -> None:
     report.write_text(text)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+def make_parser() -> argparse.ArgumentParser:
+    from .. import train as train_module
+    from ..tune import DEFAULT_GRID
+
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce mtl", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="cpu", choices=["cpu", "smoke", "paper"])
+    p.add_argument("--preset", default="cpu", choices=list(train_module.PRESETS))
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--root", type=pathlib.Path, default=pathlib.Path("runs/reproduce"), help="where runs go")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds of every cell")
+    p.add_argument("--seeds-for", type=parse_seed_rule, action="append", default=[],
+                   metavar="MODELS[@DATASETS]=SEEDS",
+                   help="more seeds for some models (and data sets), e.g. mtvib,uwl,gs@multimnist,mtfl=1,2; repeatable")
+    p.add_argument("--root", type=pathlib.Path, default=None,
+                   help="where run directories and checkpoints go (default: $TF_MTVIB_RUNS_DIR/reproduce "
+                        "or ~/.cache/tf_mtvib/runs/reproduce)")
     p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
     p.add_argument("--report", type=pathlib.Path, default=pathlib.Path("docs/RESULTS.md"))
     p.add_argument("--eot-samples", type=int, default=8)
-    p.add_argument("--costly-examples", type=int, default=1000,
-                   help="test images for the EOT and PGD settings (FGSM in mean mode uses all)")
-    p.add_argument("--settings", default="fgsm,fgsm-eot,pgd")
+    p.add_argument("--examples", type=int, default=2000,
+                   help="test images for every robustness setting: one seeded subset shared by all settings "
+                        "and models of a data set (0: the whole test split)")
+    p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS))
     p.add_argument("--only", action="append", default=[], metavar="DATASET=SETTINGS[@N]",
-                   help="per data set: these settings only, and N test images for the costly ones "
-                        "(e.g. mtfl=fgsm,fgsm-eot@200); repeatable")
-    p.add_argument("--train-only", action="store_true")
+                   help="per data set: these settings only, on N test images (e.g. mtfl=fgsm,fgsm-sampled@500); "
+                        "repeatable")
+    p.add_argument("--search-epochs", type=int, help="epochs per trial of GS's grid search "
+                   "(default per preset: " + ", ".join(f"{k} {v}" for k, v in SEARCH_EPOCHS.items()) + ")")
+    p.add_argument("--search-grid", type=float, nargs="+", default=list(DEFAULT_GRID), metavar="W",
+                   help="GS weight values; K tasks: w_1..w_{K-1} from the grid, w_K = 1 - their sum")
+    p.add_argument("--train-only", action="store_true", help="train (and publish metrics) only")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the committed JSON; train and evaluate nothing")
+    p.add_argument("--dry-run", action="store_true", help="list what would be trained or evaluated, and stop")
     p.add_argument("--data-dir", type=pathlib.Path)
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras progress output of training")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = make_parser()
     args = p.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
     models = [m for m in args.models.split(",") if m]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     for d in datasets:
         if d not in DATASETS:
             p.error(f"unknown data set {d!r}; choose from {', '.join(DATASETS)}")
     for m in models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
-    all_settings = settings(args.eot_samples, args.costly_examples)
+    if args.examples < 0 or args.eot_samples < 1:
+        p.error("--examples must be >= 0 and --eot-samples >= 1")
+    all_settings = settings(args.eot_samples)
     chosen = [s for s in args.settings.split(",") if s]
-    per_dataset = {d: (chosen, all_settings) for d in datasets}
+    per_dataset = {d: (chosen, args.examples or None) for d in datasets}
     for item in args.only:
         d, _, spec = item.partition("=")
         names, _, n = spec.partition("@")
         if d not in per_dataset:
             p.error(f"--only {item!r}: {d!r} is not among the data sets")
-        per_dataset[d] = ([s for s in names.split(",") if s],
-                          settings(args.eot_samples, int(n)) if n else all_settings)
+        if n and (not n.isdigit() or int(n) < 0):
+            p.error(f"--only {item!r}: N must be a non-negative integer")
+        per_dataset[d] = ([s for s in names.split(",") if s], (int(n) or None) if n else per_dataset[d][1])
     for names, _ in per_dataset.values():
         for s in names:
             if s not in all_settings:
                 p.error(f"unknown setting {s!r}; choose from {', '.join(all_settings)}")
+    root = args.root or default_root()
+    search_epochs = args.search_epochs or SEARCH_EPOCHS.get(args.preset, 3)
 
-    for d in datasets:
-        for m in models:
-            for s in seeds:
-                ensure_trained(run_dir(args.root, args.preset, d, m, s), d, m, args.preset, s, args.data_dir)
-    if args.train_only:
-        return 0
+    if not args.report_only:
+        for d in datasets:
+            names, examples = per_dataset[d]
+            for m in models:
+                for s in cell_seeds(d, m, args.seeds, args.seeds_for):
+                    cell = cell_dir(args.results_dir, args.preset, d, m, s)
+                    path = run_dir(root, args.preset, d, m, s)
+                    if cell_complete(cell, [] if args.train_only else names, all_settings, examples):
+                        print(f"[reproduce] {d} {m} seed {s}: results committed in {cell}, skipped", flush=True)
+                        continue
+                    need_training = not ((cell / runs.METRICS).exists() and (path / runs.MODEL).exists())
+                    if args.dry_run:
+                        todo = ["train" if need_training else None] + [
+                            n for n in ([] if args.train_only else names)
+                            if cached_robustness(cell, n, all_settings[n], examples) is None]
+                        print(f"[reproduce] would run {d} {m} seed {s}: {', '.join(t for t in todo if t)}", flush=True)
+                        continue
+                    if need_training:
+                        if m == "gs":
+                            search = ensure_gs_search(root, args.results_dir, args.preset, d, epochs=search_epochs,
+                                                      grid=args.search_grid, data_dir=args.data_dir,
+                                                      verbose=args.verbose)
+                            config = gs_config(d, args.preset, s, search)
+                        else:
+                            config = train_config(d, m, args.preset, s)
+                        ensure_trained(path, config, args.data_dir, args.verbose)
+                        publish(path, cell)
+                    if args.train_only:
+                        continue
+                    for name in names:
+                        ensure_robustness(path, cell, name, all_settings[name], examples, args.data_dir)
+        if args.dry_run:
+            return 0
 
-    from ..evaluate import markdown_table, write_report
-
-    sections = [f"Generated by `python -m tf_mtvib.reproduce mtl --preset {args.preset}` "
-                f"(seeds {', '.join(map(str, seeds))}). Accuracies in %."]
-    summary: Dict[str, Any] = {}
-    for d in datasets:
-        paths = {m: [run_dir(args.root, args.preset, d, m, s) for s in seeds] for m in models}
-        metrics = {m: [runs.read_json(pth / runs.METRICS) for pth in ps] for m, ps in paths.items()}
-        sections.append(f"### {d}\n\nBudget ({args.preset} preset): {budget_line(paths[models[0]][0])}.\n\n"
-                        f"Clean test accuracy (mean mode; `mc12`: probabilities averaged over 12 posterior "
-                        f"samples):\n\n{clean_table(d, metrics)}")
-        summary[d] = {"clean": metrics, "robustness": {}}
-        names, kwargs = per_dataset[d]
-        for name in names:
-            results = [aggregate([ensure_robustness(pth, name, kwargs[name], args.data_dir) for pth in ps])
-                       for m, ps in paths.items()]
-            out = args.results_dir / args.preset / d / name
-            files = write_report(results, out)
-            rel = pathlib.Path("results") / args.preset / d / name / files["plot"].name
-            sections.append(f"#### {d}: {name}\n\n{markdown_table(results)}\n![{d} {name}]({rel.as_posix()})\n")
-            summary[d]["robustness"][name] = results
-    out = args.results_dir / args.preset
-    out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / "summary.json", summary)
-    write_section(args.report, "\n\n".join(sections))
-    print(f"[reproduce] wrote {args.report} and {out}", flush=True)
+    write_section(args.report, build_report(args.results_dir, args.preset, datasets, models))
+    print(f"[reproduce] wrote {args.report} from {args.results_dir / args.preset}", flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tf_mtvib", "tf_mtvib.*"]),
+    package_data={"tf_mtvib.reproduce": ["paper_tables.csv"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.20,<2.22",

@@ -4,8 +4,10 @@ import json
 import pytest
 
 from tf_mtvib import runs
-from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, aggregate, cell_seeds, main, parse_seed_rule,
-                                    write_section)
+from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, TEST_FACTS_JSON, aggregate, cell_seeds, main,
+                                    parse_seed_rule, write_section)
+from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
+                                      paper_clean_average)
 
 
 def test_write_section_replaces_only_the_generated_part(tmp_path):
@@ -38,6 +40,36 @@ def test_seed_rules_add_seeds_per_model_and_data_set():
             parse_seed_rule(bad)
 
 
+def test_paper_tables_are_the_papers():
+    """The data file holds Tables III-V (56 rows), its MTVIB rows average to the figures of the
+    paper's text, the typo is read as 44.9, and MTFL's tasks map to the spec's names in order."""
+    tables = load_paper_tables()
+    assert len(tables) == (2 + 2 + 4) * 7 and all(set(v) == set(PAPER_MODELS) for v in tables.values())
+    for dataset, text in PAPER_TEXT_MTVIB_CLEAN_AVERAGE.items():
+        assert round(paper_clean_average(tables, dataset, "mtvib"), 1) == text
+    assert tables[("multifashion", "top_left", 0.3)]["stl"] == 44.9
+    assert tables[("mtfl", "pose", 0.0)] == {"stl": 78.9, "stvib": 75.9, "gs": 77.9, "uwl": 77.0, "mtvib": 78.9}
+    header = [line for line in TABLES_CSV.read_text().splitlines() if line.startswith("#")]
+    assert any("449.%" in line for line in header) and any("Table" in line for line in header)
+
+
+def parse_paper_table(text, dataset):
+    """The report's paper-vs-ours table of ``dataset``: {(task, eta, model): (paper, ours, diff)}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"#### {dataset}: the paper's Table"))
+    head = [c.strip() for c in lines[start + 2].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for j in range(2, len(cells), 3):
+            model = head[j].split()[0]
+            ours = float(cells[j + 1].split()[0])
+            rows[(cells[0], float(cells[1]), model)] = (float(cells[j]), ours, cells[j + 2])
+    return rows
+
+
 def test_unknown_setting_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--settings", "fgsm,nope", "--root", str(tmp_path)])
@@ -48,7 +80,8 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     results, root, report = tmp_path / "results", tmp_path / "runs", tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs", "--root", str(root),
             "--results-dir", str(results), "--report", str(report), "--settings", "fgsm,fgsm-sampled",
-            "--examples", "64", "--search-grid", "0.3", "0.5", "0.7", "--data-dir", str(data_dir), "--verbose", "0"]
+            "--examples", "64", "--search-grid", "0.3", "0.5", "0.7", "--data-dir", str(data_dir), "--verbose", "0",
+            "--seeds-for", "gs@multimnist=1"]
     assert main(argv) == 0
 
     # The grid search ran on a validation split of the training data, and GS trained with its choice.
@@ -77,8 +110,27 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     assert "same images: one subset of 64 test images" in text
     assert "GS task weights, chosen by keras-tuner's grid search" in text
 
+    # The paper-vs-ours table parses back to the CSV and the committed JSON (mean of the two seeds).
+    tables = load_paper_tables()
+    seeds = [json.loads((results / "smoke" / "multimnist" / f"gs-s{k}" / "robustness-fgsm-sampled.json").read_text())
+             ["result"] for k in (0, 1)]
+    parsed = parse_paper_table(text, "multimnist")
+    assert len(parsed) == 2 * 7
+    for (task, eta, model), (paper, ours, diff) in parsed.items():
+        assert model == "gs" and paper == tables[("multimnist", task, round(eta, 4))]["gs"]
+        i = seeds[0]["eps"].index(eta)
+        values = [100 * r["accuracy"][task][i] for r in seeds]
+        assert ours == pytest.approx(sum(values) / 2, abs=0.051)
+        assert float(diff.strip("()")) == pytest.approx(sum(values) / 2 - paper, abs=0.051)
+        assert diff.startswith("(") == (abs(sum(values) / 2 - paper) <= max(values) - min(values))
+    facts = json.loads((results / "smoke" / "multimnist" / TEST_FACTS_JSON).read_text())
+    assert facts["num_test"] == 128 and 0 < facts["majority"]["top_left"]["rate"] < 1
+    majority_row = next(line for line in text.splitlines() if line.startswith("| majority class |"))
+    assert f"{100 * facts['majority']['top_left']['rate']:.2f}" in majority_row
+
     # A second call retrains and re-evaluates nothing: every file keeps its mtime.
-    watched = [run / runs.MODEL, *cell.iterdir(), results / "smoke" / "multimnist" / SEARCH_JSON]
+    watched = [run / runs.MODEL, *cell.iterdir(), results / "smoke" / "multimnist" / SEARCH_JSON,
+               results / "smoke" / "multimnist" / TEST_FACTS_JSON]
     before = {p: p.stat().st_mtime_ns for p in watched}
     capsys.readouterr()
     assert main(argv + ["--dry-run"]) == 0

@@ -69,6 +69,11 @@ SEARCH_VAL_FRACTION = 0.1
 SEARCH_SEED = 0
 #: Seed of the test subset shared by every setting of a data set (when --examples caps it).
 SUBSET_SEED = 0
+#: Facts of a data set's test split (majority-class rate per task), in docs/results/<preset>/<dataset>/.
+TEST_FACTS_JSON = "test-labels.json"
+#: The setting set beside the paper's tables: the first one present. The paper's
+#: stochastic models predict by sampling z, which is what fgsm-sampled does.
+PAPER_SETTING_ORDER = ("fgsm-sampled", "fgsm")
 
 
 class ReproduceError(Exception):
@@ -246,6 +251,36 @@ def publish(path: pathlib.Path, cell: pathlib.Path) -> None:
             shutil.copyfile(path / name, cell / name)
 
 
+def preset_test_split(dataset: str, preset: str, data_dir=None):
+    """The test split every run of ``preset`` on ``dataset`` is scored on (its data
+    options and ``max_test`` cap), for the facts of :func:`ensure_test_facts`."""
+    from ..datasets import load
+
+    config = train_config(dataset, "stl", preset, 0)
+    test = load(dataset, "test", data_dir=data_dir, **config["data"])
+    cap = config["limits"].get("max_test")
+    return (test.take(cap) if cap is not None and cap < len(test) else test), config
+
+
+def ensure_test_facts(results_dir: pathlib.Path, preset: str, dataset: str, data_dir=None) -> Dict[str, Any]:
+    """``docs/results/<preset>/<dataset>/test-labels.json``: the test split's size and each
+    task's majority class and its rate (the accuracy of always answering it)."""
+    from .paper import majority_rates
+
+    path = pathlib.Path(results_dir) / preset / dataset / TEST_FACTS_JSON
+    config = train_config(dataset, "stl", preset, 0)
+    key = _plain({"data": config["data"], "max_test": config["limits"].get("max_test")})
+    if path.exists():
+        facts = runs.read_json(path)
+        if facts.get("split") == key:
+            return facts
+    test, _ = preset_test_split(dataset, preset, data_dir)
+    facts = {"split": key, "num_test": len(test), "majority": majority_rates(test)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_json(path, facts)
+    return facts
+
+
 # --------------------------------------------------------------------------
 # Robustness (cached in the results cell)
 # --------------------------------------------------------------------------
@@ -343,8 +378,11 @@ def collect(results_dir: pathlib.Path, preset: str, dataset: str,
     return {m: dict(sorted(c.items())) for m, c in found.items()}
 
 
-def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]]) -> str:
-    """Clean test accuracy (%) per model: mean mode and 12-sample average, per task and joint."""
+def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]],
+                majority: Optional[Dict[str, Any]] = None) -> str:
+    """Clean test accuracy (%) per model: mean mode and 12-sample average, per task and joint;
+    with ``majority`` (:func:`tf_mtvib.reproduce.paper.majority_rates` JSON), a last row
+    with each task's majority-class rate on the same test split."""
     tasks = list(get_spec(dataset).task_names)
     head = "| Model | eval | " + " | ".join(tasks) + " | joint | s/epoch | seeds |"
     lines = [head, "|---|---|" + "---:|" * (len(tasks) + 3)]
@@ -356,6 +394,10 @@ def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]]) -> str:
             secs = [s for met in mets for s in met.get("seconds_per_epoch", [])]
             per_epoch = f"{statistics.median(secs):.0f}" if secs else "-"
             lines.append(f"| {model} | {mode} | " + " | ".join(cells) + f" | {per_epoch} | {len(vals)} |")
+    if majority:
+        rates = majority["majority"]
+        lines.append("| majority class | - | " + " | ".join(f"{100 * rates[t]['rate']:.2f}" for t in tasks)
+                     + " | - | - | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -408,31 +450,111 @@ def settings_present(cells: Dict[str, Dict[int, pathlib.Path]]) -> List[str]:
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models: Sequence[str]) -> Tuple[str, Dict]:
-    """The report's section of one data set and its robustness results, from the committed JSON."""
-    from ..evaluate import markdown_table, write_report
+def spread_diff(ours: Sequence[float], paper: float) -> str:
+    """Ours minus the paper's (points), e.g. ``+1.2``; in parentheses when it is no larger
+    than the spread (max - min) of our seeds, i.e. not a difference."""
+    d = statistics.fmean(ours) - paper
+    text = f"{d:+.1f}"
+    return f"({text})" if len(ours) > 1 and abs(d) <= max(ours) - min(ours) else text
 
+
+def load_dataset_results(results_dir: pathlib.Path, preset: str, dataset: str,
+                         models: Sequence[str] = MODELS) -> Dict[str, Any]:
+    """Everything the report says about one data set, read from the committed JSON:
+    ``cells``, ``metrics`` and ``seeds`` per model, ``robust`` (setting -> model ->
+    per-seed results), ``images`` (the distinct (subset seed, images, test split size)
+    of the robustness results), ``facts`` (test-labels.json) and ``search`` (gs-search.json)."""
+    base = pathlib.Path(results_dir) / preset / dataset
     cells = collect(results_dir, preset, dataset, models)
-    if not cells:
-        return f"### {dataset}\n\nNo committed results yet.\n", {}
-    first = next(iter(next(iter(cells.values())).values()))
-    metrics = {m: [runs.read_json(c / runs.METRICS) for c in by_seed.values()] for m, by_seed in cells.items()}
-    seeds = {m: list(by_seed) for m, by_seed in cells.items()}
-    parts = [f"### {dataset}\n\nBudget ({preset} preset): {budget_line(first)}.\n\nSeeds: "
-             + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in seeds.items()) + "."]
-    line = search_line(results_dir, preset, dataset)
-    if line:
-        parts.append(line)
-    parts.append("Clean test accuracy on the whole test split (%; mean mode; `mc12`: probabilities averaged over "
-                 "12 posterior samples; with several seeds: mean (min-max)):\n\n" + clean_table(dataset, metrics))
-    robust: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    robust: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     images = set()
     for name in settings_present(cells):
         per_model = robustness_results(cells, name)
-        images.update(r["_images"] for rs in per_model.values() for r in rs)
-        robust[name] = {m: aggregate([{k: v for k, v in r.items() if k != "_images"} for r in rs])
-                        for m, rs in per_model.items()}
+        images.update(r.pop("_images") for rs in per_model.values() for r in rs)
+        robust[name] = per_model
+    return {
+        "dataset": dataset, "preset": preset, "cells": cells,
+        "metrics": {m: [runs.read_json(c / runs.METRICS) for c in by_seed.values()] for m, by_seed in cells.items()},
+        "seeds": {m: list(by_seed) for m, by_seed in cells.items()},
+        "robust": robust, "images": images,
+        "facts": runs.read_json(base / TEST_FACTS_JSON) if (base / TEST_FACTS_JSON).exists() else None,
+        "search": runs.read_json(base / SEARCH_JSON) if (base / SEARCH_JSON).exists() else None,
+    }
+
+
+def paper_setting(data: Dict[str, Any]) -> Optional[str]:
+    """The setting set beside the paper's tables (:data:`PAPER_SETTING_ORDER`), if any is committed."""
+    return next((n for n in PAPER_SETTING_ORDER if n in data["robust"]), None)
+
+
+def paper_table(data: Dict[str, Any], setting: str, tables) -> str:
+    """For every task and eta: the paper's figure, ours (mean (min-max) over seeds) and
+    ours minus the paper's, per model (%)."""
+    from .paper import TABLE_NUMBER, paper_value
+
+    dataset = data["dataset"]
+    per_model = data["robust"][setting]
+    models = [m for m in MODELS if m in per_model]
+    head = "| task | eta | " + " | ".join(f"{m} paper | {m} ours | {m} diff" for m in models) + " |"
+    lines = [f"#### {dataset}: the paper's Table {TABLE_NUMBER[dataset]} beside ours ({setting})", "", head,
+             "|---|---:|" + "---:|" * (3 * len(models))]
+    first = per_model[models[0]][0]
+    for task in get_spec(dataset).task_names:
+        for i, e in enumerate(first["eps"]):
+            cells = []
+            for m in models:
+                ours = [100 * r["accuracy"][task][i] for r in per_model[m]]
+                paper = paper_value(tables, dataset, task, e, m)
+                cells += ["-" if paper is None else f"{paper:.1f}", fmt_spread(ours),
+                          "-" if paper is None else spread_diff(ours, paper)]
+            lines.append(f"| {task} | {e:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def clean_average_table(data: Dict[str, Any], tables) -> str:
+    """Clean accuracy averaged over tasks (%), per model: the paper's (its tables; MTVIB's
+    also in its text) and ours on the whole test split, in mean mode and averaged over 12 samples."""
+    from .paper import paper_clean_average
+
+    dataset = data["dataset"]
+    tasks = get_spec(dataset).task_names
+    lines = ["| Model | paper | ours, mean mode | diff | ours, mc12 | seeds |", "|---|---:|---:|---:|---:|---:|"]
+    for m in [m for m in MODELS if m in data["metrics"]]:
+        mets = data["metrics"][m]
+        paper = paper_clean_average(tables, dataset, m)
+        mean = [100 * statistics.fmean(met["test"]["mean"][t] for t in tasks) for met in mets]
+        mc = [100 * statistics.fmean(met["test"]["mc12"][t] for t in tasks) for met in mets if "mc12" in met["test"]]
+        lines.append(f"| {m} | {paper:.2f} | {fmt_spread(mean, 2)} | {spread_diff(mean, paper)} | "
+                     f"{fmt_spread(mc, 2) if mc else '-'} | {len(mets)} |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models: Sequence[str],
+                    tables=None) -> Tuple[str, Dict[str, Any]]:
+    """The report's section of one data set (and the data it rests on), from the committed JSON."""
+    from ..evaluate import markdown_table, write_report
+    from .paper import PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLE_NUMBER, load_paper_tables
+
+    tables = tables if tables is not None else load_paper_tables()
+    data = load_dataset_results(results_dir, preset, dataset, models)
+    if not data["cells"]:
+        return f"### {dataset}\n\nNo committed results yet.\n", data
+    first = next(iter(next(iter(data["cells"].values())).values()))
+    parts = [f"### {dataset}\n\nBudget ({preset} preset): {budget_line(first)}.\n\nSeeds: "
+             + "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in data["seeds"].items()) + "."]
+    line = search_line(results_dir, preset, dataset)
+    if line:
+        parts.append(line)
+    majority = " The last row is each task's majority-class rate on the same split." if data["facts"] else ""
+    parts.append("Clean test accuracy on the whole test split (%; mean mode; `mc12`: probabilities averaged over "
+                 f"12 posterior samples; with several seeds: mean (min-max)).{majority}\n\n"
+                 + clean_table(dataset, data["metrics"], data["facts"]))
+    parts.append(f"Clean accuracy averaged over the tasks, beside the paper's (Table {TABLE_NUMBER[dataset]}; its "
+                 f"text gives MTVIB's as {PAPER_TEXT_MTVIB_CLEAN_AVERAGE[dataset]}). A difference in parentheses is "
+                 "no larger than the spread of our seeds and is not a difference.\n\n" + clean_average_table(data, tables))
+    robust = {name: {m: aggregate(rs) for m, rs in per_model.items()} for name, per_model in data["robust"].items()}
     if robust:
+        images = set(data["images"])
         if len(images) == 1:
             subset_seed, n, whole = images.pop()
             where = ("the whole test split" if whole is not None and n >= whole else
@@ -441,22 +563,34 @@ def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models
         else:
             parts.append("**Warning: the robustness settings below were evaluated on different test images "
                          f"({sorted(images, key=str)}); do not compare them with each other.**")
+    setting = paper_setting(data)
+    if setting:
+        notes = ["A difference in parentheses is no larger than the spread (min-max) of our seeds: not a difference."]
+        if dataset == "multifashion":
+            notes.append("The paper prints STL's top_left accuracy at eta 0.3 as \"449.%\"; it is read as 44.9.")
+        if dataset == "mtfl":
+            notes.append("Table V does not name MTFL's tasks; they are read in the order of MTFL's annotation "
+                         "columns (gender, smile, glasses, pose); only pose (5 classes) is certain.")
+        parts.append(paper_table(data, setting, tables) + "\n" + " ".join(notes))
     for name, per_model in robust.items():
         results = list(per_model.values())
         out = pathlib.Path(results_dir) / preset / dataset / name
         files = write_report(results, out)
         rel = pathlib.Path("results") / preset / dataset / name / files["plot"].name
         parts.append(f"#### {dataset}: {name}\n\n{markdown_table(results)}\n![{dataset} {name}]({rel.as_posix()})\n")
-    return "\n\n".join(parts), robust
+    return "\n\n".join(parts), data
 
 
 def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS,
                  models: Sequence[str] = MODELS) -> str:
     """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone."""
+    from .paper import load_paper_tables
+
+    tables = load_paper_tables()
     sections = [f"Generated by `python -m tf_mtvib.reproduce mtl --preset {preset}` from the JSON committed under "
                 f"`docs/results/{preset}/`. Accuracies in %."]
     for d in datasets:
-        body, _ = dataset_section(results_dir, preset, d, models)
+        body, _ = dataset_section(results_dir, preset, d, models, tables)
         sections.append(body)
     return "\n\n".join(sections)
 
@@ -550,6 +684,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]
+            if not args.dry_run:
+                ensure_test_facts(args.results_dir, args.preset, d, args.data_dir)
             for m in models:
                 for s in cell_seeds(d, m, args.seeds, args.seeds_for):
                     cell = cell_dir(args.results_dir, args.preset, d, m, s)

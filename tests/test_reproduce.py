@@ -147,3 +147,40 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     report.write_text("# Results\n")
     assert main(argv + ["--report-only"]) == 0
     assert report.read_text() == text
+
+
+def test_full_preset_resolves_to_the_full_training_sets(data_dir):
+    """120,000 MultiMNIST/MultiFashion composites and MTFL's 9,000 paper-protocol images,
+    whole test sets (no caps), batch 200, Adam 1e-3 with cosine decay."""
+    from tf_mtvib.datasets import load
+    from tf_mtvib.datasets.loading import OPTIONS
+    from tf_mtvib.reproduce.mtl import train_config
+
+    for dataset in ("multimnist", "multifashion"):
+        for model in ("stvib", "mtvib"):
+            cfg = train_config(dataset, model, "full", 0)
+            assert cfg["limits"] == {}
+            assert cfg["data"]["num_train"] == 120_000 and cfg["data"]["num_test"] == OPTIONS[dataset]["num_test"] == 10_000
+            t = cfg["training"]
+            assert (t["batch_size"], t["learning_rate"], t["lr_schedule"]) == (200, 1e-3, "cosine")
+    cfg = train_config("mtfl", "stl", "full", 0)
+    assert cfg["limits"] == {} and cfg["training"]["epochs"] == 40
+    train, test = (load("mtfl", s, data_dir=data_dir, **cfg["data"]) for s in ("train", "test"))
+    assert (len(train), len(test)) == (9_000, 1_000)
+
+
+def test_cosine_schedule_decays_to_its_floor_over_the_run():
+    from tf_mtvib.reproduce.mtl import train_config
+    from tf_mtvib.train import COSINE_FLOOR, _optimizer
+
+    training = train_config("multimnist", "gs", "full", 0)["training"]
+    opt = _optimizer(training, steps_per_epoch=10)
+    assert float(opt.learning_rate) == pytest.approx(1e-3)
+    opt.iterations.assign(training["epochs"] * 5)
+    assert float(opt.learning_rate) == pytest.approx(1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5), rel=1e-4)
+    opt.iterations.assign(training["epochs"] * 10)
+    assert float(opt.learning_rate) == pytest.approx(1e-3 * COSINE_FLOOR, rel=1e-4)
+    with pytest.raises(ValueError, match="exclude"):
+        _optimizer({**training, "lr_decay": 0.5}, 10)
+    # the cpu preset keeps its constant rate (and its configuration) unchanged
+    assert "lr_schedule" not in train_config("multimnist", "gs", "cpu", 0)["training"]

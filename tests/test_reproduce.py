@@ -4,8 +4,8 @@ import json
 import pytest
 
 from tf_mtvib import runs
-from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, TEST_FACTS_JSON, aggregate, cell_seeds, main,
-                                    parse_seed_rule, write_section)
+from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, TEST_FACTS_JSON, VERDICT_BEGIN, VERDICT_END, aggregate,
+                                    cell_seeds, main, parse_seed_rule, write_section)
 from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
                                       paper_clean_average)
 
@@ -78,7 +78,7 @@ def test_unknown_setting_is_a_usage_error(tmp_path):
 
 def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, capsys):
     results, root, report = tmp_path / "results", tmp_path / "runs", tmp_path / "RESULTS.md"
-    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs", "--root", str(root),
+    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs,mtvib", "--root", str(root),
             "--results-dir", str(results), "--report", str(report), "--settings", "fgsm,fgsm-sampled",
             "--examples", "64", "--search-grid", "0.3", "0.5", "0.7", "--data-dir", str(data_dir), "--verbose", "0",
             "--seeds-for", "gs@multimnist=1"]
@@ -95,6 +95,7 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     assert config["gs_search"]["budget"]["epochs_per_trial"] == 1
 
     # Small JSON only in the results cell; the model stays under --root.
+    assert not (results / "smoke" / "multimnist" / "mtvib-s1").exists()
     names = sorted(p.name for p in cell.iterdir())
     assert names == sorted([runs.CONFIG, runs.HISTORY, runs.METRICS, "robustness-fgsm-sampled.json",
                             "robustness-fgsm.json"])
@@ -105,24 +106,46 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     sampled = json.loads((cell / "robustness-fgsm-sampled.json").read_text())
     assert sampled["settings"]["eval_samples"] == 1 and sampled["settings"]["eot_samples"] == 1
     text = report.read_text()
-    joint_row = next(line for line in text.splitlines() if line.startswith("| joint |"))
-    assert joint_row.rstrip(" |").endswith(f"{100 * fgsm['result']['accuracy']['joint'][-1]:.2f}")
+    mtvib_fgsm = json.loads((results / "smoke" / "multimnist" / "mtvib-s0" / "robustness-fgsm.json").read_text())
+    section = text[text.index("#### multimnist: fgsm\n"):]
+    joint_row = next(line for line in section.splitlines() if line.startswith("| mtvib [") and "| joint |" in line)
+    assert joint_row.rstrip(" |").endswith(f"{100 * mtvib_fgsm['result']['accuracy']['joint'][-1]:.2f}")
     assert "same images: one subset of 64 test images" in text
     assert "GS task weights, chosen by keras-tuner's grid search" in text
 
     # The paper-vs-ours table parses back to the CSV and the committed JSON (mean of the two seeds).
     tables = load_paper_tables()
-    seeds = [json.loads((results / "smoke" / "multimnist" / f"gs-s{k}" / "robustness-fgsm-sampled.json").read_text())
-             ["result"] for k in (0, 1)]
     parsed = parse_paper_table(text, "multimnist")
-    assert len(parsed) == 2 * 7
+    assert len(parsed) == 2 * 7 * 2
     for (task, eta, model), (paper, ours, diff) in parsed.items():
-        assert model == "gs" and paper == tables[("multimnist", task, round(eta, 4))]["gs"]
+        seeds = [json.loads(p.read_text())["result"]
+                 for p in sorted((results / "smoke" / "multimnist").glob(f"{model}-s*/robustness-fgsm-sampled.json"))]
+        assert len(seeds) == {"gs": 2, "mtvib": 1}[model]
+        assert paper == tables[("multimnist", task, round(eta, 4))][model]
         i = seeds[0]["eps"].index(eta)
         values = [100 * r["accuracy"][task][i] for r in seeds]
-        assert ours == pytest.approx(sum(values) / 2, abs=0.051)
-        assert float(diff.strip("()")) == pytest.approx(sum(values) / 2 - paper, abs=0.051)
-        assert diff.startswith("(") == (abs(sum(values) / 2 - paper) <= max(values) - min(values))
+        mean = sum(values) / len(values)
+        assert ours == pytest.approx(mean, abs=0.051)
+        assert float(diff.strip("()")) == pytest.approx(mean - paper, abs=0.051)
+        assert diff.startswith("(") == (len(values) > 1 and abs(mean - paper) <= max(values) - min(values))
+
+    # The verdict opens the report, built from the same JSON.
+    assert text.index(VERDICT_BEGIN) < text.index(BEGIN)
+    verdict = text[text.index(VERDICT_BEGIN):text.index(VERDICT_END)]
+    assert "smoke preset" in verdict and "gs 0/1" in verdict and "mtvib 0" in verdict
+    metrics = {m: [json.loads((results / "smoke" / "multimnist" / f"{m}-s{k}" / runs.METRICS).read_text())
+                   for k in ks] for m, ks in (("gs", (0, 1)), ("mtvib", (0,)))}
+    avg = lambda met: 100 * (met["test"]["mean"]["top_left"] + met["test"]["mean"]["bottom_right"]) / 2
+    row = next(line for line in verdict.splitlines() if line.startswith("| multimnist | mean |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2].startswith(f"{avg(metrics['mtvib'][0]):.1f} (94.3)")
+    gs = [avg(m) for m in metrics["gs"]]
+    diff = avg(metrics["mtvib"][0]) - sum(gs) / 2
+    assert cells[5].startswith(f"{diff:+.1f} (")
+    on_par = diff >= -(0.5 + max(gs) - min(gs))
+    assert cells[-1] == ("reproduced" if on_par else "not reproduced")
+    assert any(line.startswith("| multimnist | fgsm-sampled |") for line in verdict.splitlines())
+
     facts = json.loads((results / "smoke" / "multimnist" / TEST_FACTS_JSON).read_text())
     assert facts["num_test"] == 128 and 0 < facts["majority"]["top_left"]["rate"] < 1
     majority_row = next(line for line in text.splitlines() if line.startswith("| majority class |"))

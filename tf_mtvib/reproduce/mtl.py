@@ -595,14 +595,162 @@ def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str]
     return "\n\n".join(sections)
 
 
-def write_section(report: pathlib.Path, body: str) -> None:
-    """Replace the generated part of ``report`` (between BEGIN and END), creating it if needed."""
+# --------------------------------------------------------------------------
+# The verdict on the paper's two claims (from the committed JSON)
+# --------------------------------------------------------------------------
+#: Claim 1's margin: MTVIB's clean accuracy within this many points of each baseline's.
+ON_PAR_POINTS = 0.5
+BASELINES = ("stl", "stvib", "gs", "uwl")
+
+
+def _spread(values: Sequence[float]) -> float:
+    return max(values) - min(values) if len(values) > 1 else 0.0
+
+
+def _combine(verdicts: Sequence[str]) -> str:
+    """'reproduced' / 'not reproduced' when all agree, else 'mixed' (nothing to judge: 'no data')."""
+    verdicts = [v for v in verdicts if v != "no data"]
+    if not verdicts:
+        return "no data"
+    if all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    if all(v == "not reproduced" for v in verdicts):
+        return "not reproduced"
+    return "mixed"
+
+
+def clean_average(met: Dict[str, Any], mode: str, tasks: Sequence[str]) -> float:
+    """Clean accuracy (%) averaged over tasks in ``mode`` (deterministic models: mean mode)."""
+    acc = met["test"].get(mode, met["test"]["mean"])
+    return 100 * statistics.fmean(acc[t] for t in tasks)
+
+
+def decay(result: Dict[str, Any], tasks: Sequence[str]) -> float:
+    """How much accuracy an attack takes (points): clean accuracy minus the mean accuracy over
+    the attacked eta (> 0), averaged over tasks. Smaller means a slower decay."""
+    eps = result["eps"]
+    drops = []
+    for t in tasks:
+        acc = result["accuracy"][t]
+        clean = next(a for e, a in zip(eps, acc) if e == 0)
+        drops.append(100 * (clean - statistics.fmean(a for e, a in zip(eps, acc) if e > 0)))
+    return statistics.fmean(drops)
+
+
+def paper_decay(tables, dataset: str, model: str) -> float:
+    """:func:`decay` of the paper's own Tables III-V."""
+    from .paper import paper_value
+
+    tasks = get_spec(dataset).task_names
+    eps = sorted({k[2] for k in tables if k[0] == dataset})
+    result = {"eps": eps, "accuracy": {t: [paper_value(tables, dataset, t, e, model) / 100 for e in eps] for t in tasks}}
+    return decay(result, tasks)
+
+
+def _judge(mtvib: Sequence[float], other: Sequence[float], better, margin: float = 0.0) -> str:
+    """'reproduced' when MTVIB's value is at least as good as ``other``'s (``better(a, b)``
+    after allowing ``margin`` and the seeds' spread), else 'not reproduced'."""
+    slack = margin + max(_spread(mtvib), _spread(other))
+    return "reproduced" if better(statistics.fmean(mtvib), statistics.fmean(other), slack) else "not reproduced"
+
+
+def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> str:
+    """The short section that opens docs/RESULTS.md: the paper's two claims, each marked
+    reproduced / not reproduced / mixed, per data set and evaluation mode, with our
+    numbers beside the paper's, from the committed JSON alone."""
+    from .paper import load_paper_tables, paper_clean_average
+
+    tables = load_paper_tables()
+    data = {d: load_dataset_results(results_dir, preset, d) for d in datasets}
+    data = {d: v for d, v in data.items() if "mtvib" in v["metrics"]}
+    if not data:
+        return (f"## Verdict on the paper's claims ({preset} preset)\n\nNo committed MTVIB results under "
+                f"`docs/results/{preset}/` yet.")
+    budgets = "; ".join(f"{d}: {budget_line(next(iter(v['cells']['mtvib'].values())))}" for d, v in data.items())
+    seeds = "; ".join(f"{d}: " + ", ".join(f"{m} {'/'.join(map(str, s))}" for m, s in v["seeds"].items())
+                      for d, v in data.items())
+    lines = [f"## Verdict on the paper's claims ({preset} preset)", "",
+             f"Generated from the JSON under `docs/results/{preset}/` by `python -m tf_mtvib.reproduce mtl --preset "
+             f"{preset}`. It rests on this budget ({budgets}) and these seeds ({seeds}). With several seeds a "
+             "value is their mean, and a difference no larger than the seeds' spread (max - min) is not counted.", ""]
+
+    # Claim 1: clean accuracy on par.
+    rows, verdicts = [], []
+    for d, v in data.items():
+        tasks = get_spec(d).task_names
+        for mode in ("mean", "mc12"):
+            if not any(mode in met["test"] for met in v["metrics"]["mtvib"]):
+                continue
+            ours_m = [clean_average(met, mode, tasks) for met in v["metrics"]["mtvib"]]
+            cells, row_verdicts = [], []
+            for b in BASELINES:
+                if b not in v["metrics"]:
+                    cells.append("-")
+                    continue
+                ours_b = [clean_average(met, mode, tasks) for met in v["metrics"][b]]
+                pd = paper_clean_average(tables, d, "mtvib") - paper_clean_average(tables, d, b)
+                row_verdicts.append(_judge(ours_m, ours_b, lambda a, o, s: a >= o - s, ON_PAR_POINTS))
+                cells.append(f"{statistics.fmean(ours_m) - statistics.fmean(ours_b):+.1f} ({pd:+.1f})")
+            row = _combine(row_verdicts)
+            verdicts.append(row)
+            rows.append(f"| {d} | {mode} | {fmt_spread(ours_m)} ({paper_clean_average(tables, d, 'mtvib'):.1f}) | "
+                        + " | ".join(cells) + f" | {row} |")
+    lines += [f"**Claim 1: MTVIB's clean accuracy is on par with the baselines' (the paper: within about "
+              f"{ON_PAR_POINTS} points). {_combine(verdicts).capitalize()}.** Clean accuracy on the whole test "
+              "split, averaged over the tasks; MTVIB's (the paper's in parentheses), then MTVIB minus each "
+              f"baseline (the paper's difference in parentheses). A row is reproduced when MTVIB is no more than "
+              f"{ON_PAR_POINTS} points (plus the seeds' spread) below every baseline, not reproduced when it is "
+              "further below all of them, mixed otherwise.", "",
+              "| data set | eval | MTVIB | vs " + " | vs ".join(b.upper() for b in BASELINES) + " | verdict |",
+              "|---|---|---:|" + "---:|" * len(BASELINES) + "---|", *rows, ""]
+
+    # Claim 2: FGSM accuracy decays more slowly.
+    rows, verdicts, by_mode = [], [], {}
+    for d, v in data.items():
+        tasks = get_spec(d).task_names
+        for name, per_model in v["robust"].items():
+            if "mtvib" not in per_model:
+                continue
+            ours = {m: [decay(r, tasks) for r in per_model[m]] for m in per_model}
+            row_verdicts = [_judge(ours["mtvib"], ours[b], lambda a, o, s: a < o - s)
+                            for b in BASELINES if b in ours]
+            row = _combine(row_verdicts)
+            verdicts.append(row)
+            by_mode.setdefault(name, []).append(row)
+            cells = [f"{fmt_spread(ours[m])} ({paper_decay(tables, d, m):.1f})" if m in ours else "-"
+                     for m in ("mtvib",) + BASELINES]
+            rows.append(f"| {d} | {name} | " + " | ".join(cells) + f" | {row} |")
+    mode_note = ""
+    if len({_combine(vs) for vs in by_mode.values()}) > 1:
+        mode_note = " The answer depends on the evaluation mode: " + "; ".join(
+            f"{n}: {_combine(vs)}" for n, vs in by_mode.items()) + "."
+    lines += [f"**Claim 2: under FGSM, MTVIB's accuracy decays more slowly than the others'. "
+              f"{_combine(verdicts).capitalize()}.**{mode_note} Decay = clean accuracy minus the mean accuracy over "
+              "eta 0.05-0.3, averaged over the tasks (points; smaller is slower; the paper's, from its tables, in "
+              "parentheses). A row is reproduced when MTVIB's decay is smaller than every baseline's by more than "
+              "the seeds' spread, not reproduced when that holds for none of them, mixed otherwise. Each row's models were "
+              "attacked on the same test images (see the data set's section).", "",
+              "| data set | setting | MTVIB | " + " | ".join(b.upper() for b in BASELINES) + " | verdict |",
+              "|---|---|---:|" + "---:|" * len(BASELINES) + "---|", *rows]
+    return "\n".join(lines)
+
+
+VERDICT_BEGIN = "<!-- BEGIN GENERATED VERDICT: python -m tf_mtvib.reproduce mtl -->"
+VERDICT_END = "<!-- END GENERATED VERDICT: python -m tf_mtvib.reproduce mtl -->"
+
+
+def write_section(report: pathlib.Path, body: str, begin: str = BEGIN, end: str = END, top: bool = False) -> None:
+    """Replace the generated part of ``report`` (between ``begin`` and ``end``), creating it
+    if needed: at the end, or (``top``) after the report's title line."""
     text = report.read_text() if report.exists() else "# Results\n\n"
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + block + tail
+    elif top:
+        title, sep, rest = text.partition("\n")
+        text = title + "\n\n" + block + "\n\n" + rest.lstrip("\n")
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -718,6 +866,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
 
     write_section(args.report, build_report(args.results_dir, args.preset, datasets, models))
+    write_section(args.report, verdict(args.results_dir, args.preset), VERDICT_BEGIN, VERDICT_END, top=True)
     print(f"[reproduce] wrote {args.report} from {args.results_dir / args.preset}", flush=True)
     return 0
 

@@ -47,11 +47,24 @@ def smoke_sweep(tmp_path_factory, request):
         pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
     out = tmp_path_factory.mktemp("vib") / "sweep"
     argv = ["--betas", "1e-3,1e-1", "--preset", "smoke", "--epochs", "1", "--max-test", "64",
-            "--output-dir", str(out), "--data-dir", value, "--verbose", "0"]
+            "--output-dir", str(out), "--data-dir", value, "--verbose", "0",
+            "--results-dir", str(out.parent / "docs" / "results" / "vib"), "--doc", str(out.parent / "docs" / "vib.md")]
     proc = subprocess.run([sys.executable, "-m", "tf_mtvib.reproduce", "vib", *argv], cwd=ROOT, env=ENV,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, argv, proc.stdout
+
+
+def test_sweep_is_published_and_the_page_generated_from_its_json(smoke_sweep):
+    out, _, _ = smoke_sweep
+    docs = out.parent / "docs"
+    published = docs / "results" / "vib" / out.name
+    result = json.loads((published / vib.JSON_NAME).read_text())
+    assert all("/" not in r["run_dir"] for r in [result["baseline"], *result["vib"]])  # no machine paths
+    assert all((published / name).exists() for name in vib.FIGURES.values())
+    page = (docs / "vib.md").read_text()
+    body = page[page.index(vib.DOC_BEGIN):page.index(vib.DOC_END)]
+    assert vib.markdown_table(result) in body and "results/vib/" in body and str(out.parent) not in body
 
 
 def test_sweep_writes_json_table_and_three_pngs(smoke_sweep):

@@ -1,0 +1,37 @@
+"""The documentation states no figure that is not generated from committed JSON or checked here."""
+import pathlib
+import re
+
+from tf_mtvib.reproduce import vib
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+
+
+def prose(text: str) -> str:
+    """``text`` without its generated parts, code blocks, code spans and link targets."""
+    text = re.sub(r"<!-- BEGIN GENERATED.*?<!-- END GENERATED[^>]*-->", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def test_results_prose_states_no_measured_figure():
+    """Every number in RESULTS.md's own prose is a name (a figure, table or year), never a result."""
+    allowed = re.compile(r"(Fig\. \d[a-d]?|Table \d|Tables [IVX]+-[IVX]+|\b(19|20)\d\d\b|L2)")
+    text = allowed.sub("", prose((DOCS / "RESULTS.md").read_text()))
+    assert re.findall(r"\d", text) == [], re.findall(r".{30}\d.{30}", text)
+
+
+def test_vib_page_states_no_measured_figure_and_its_schedules_match_the_code():
+    """vib.md's prose has no result (no percentage, bits or seconds); its schedule table is SCHEDULES."""
+    text = prose((DOCS / "vib.md").read_text())
+    assert not re.search(r"\d\s*%|\d\s*bits|\d\s*(s|min|h)\b", text), re.findall(r".{30}\d\s*(?:%|bits).{10}", text)
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)`[^|]*\|.*$", (DOCS / "vib.md").read_text(), re.M)}
+    for name, s in vib.SCHEDULES.items():
+        row = rows[name]
+        lr = f"{s['learning_rate']:.0e}".replace("e-0", "e-")  # 1e-3
+        assert f"beta_1 {s['adam_beta1']:g}" in row and f"| {lr}," in row and f"| {s['batch_size']} |" in row
+        if s["lr_decay"] != 1.0:
+            assert f"x{s['lr_decay']:g} every {s['lr_decay_epochs']} epochs" in row
+        if s["ema_momentum"]:
+            assert f"momentum {s['ema_momentum']:g}" in row

@@ -2,8 +2,10 @@
 
 Command line::
 
-    python -m tf_mtvib.evaluate --run RUN_DIR [--run RUN_DIR2 ...] --attack fgsm|pgd \\
-        --eps 0,0.05,0.1,0.15,0.2,0.25,0.3 [--eval-samples N] [--eot-samples M] \\
+    python -m tf_mtvib.evaluate --run RUN_DIR [--run RUN_DIR2 ...] --attack fgsm|pgd|random_sign \\
+        --eps 0,0.05,0.1,0.15,0.2,0.25,0.3 [--mode mean|sampled|eot] [--eval-samples N] \\
+        [--eot-samples M] [--loss sum|training|clipped_prob_ce|TASK] [--space unit|standardized|pixel255] \\
+        [--no-clip] [--batchnorm inference|batch] [--restarts R] \\
         [--batch-size B] [--max-examples N] [--data-dir D] [--output DIR]
 
 writes ``robustness.json``, ``robustness.md`` (the layout of the paper's
@@ -22,6 +24,11 @@ Every number says how it was produced:
   (expectation over transformation).
 
 Deterministic models have no posterior; for them both modes read ``mean``.
+The named ``mode`` (``mean``, ``sampled``: one draw of z per prediction and
+one for the gradient, i.e. ``eval=mc1, attack_grad=eot1``; ``eot``) and the
+attack protocol (input space, clipping, attack loss, BatchNorm statistics)
+are recorded with every result; their defaults are the behaviour before the
+options existed.
 
 Python: :func:`evaluate_robustness` (one model, one data set) and
 :func:`write_report` (the three files for one or more results).
@@ -43,7 +50,8 @@ from .metrics import accuracies, correct_from_probs
 
 __all__ = [
     "DEFAULT_EPS", "JSON_NAME", "TABLE_NAME", "PLOT_NAME", "evaluate_robustness", "parse_eps",
-    "check_eps", "eval_mode_name", "markdown_table", "plot_robustness", "write_report", "main",
+    "check_eps", "eval_mode_name", "MODES", "mode_of", "resolve_mode", "input_statistics", "run_input_statistics",
+    "protocol_desc", "markdown_table", "plot_robustness", "write_report", "main",
 ]
 
 DEFAULT_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -56,21 +64,23 @@ JOINT = "joint"
 # --------------------------------------------------------------------------
 # eps lists
 # --------------------------------------------------------------------------
-def check_eps(eps_list: Sequence[float]) -> List[float]:
+def check_eps(eps_list: Sequence[float], upper: Optional[float] = 1.0) -> List[float]:
     """The eps values sorted ascending; ValueError for an empty list, a duplicate,
-    or a value outside [0, 1] (images live in [0, 1])."""
+    or a value outside [0, 1] (images live in [0, 1]; ``upper=None`` lifts the
+    bound, for eps in pixel255 or standardized units)."""
     values = [float(e) for e in eps_list]
     if not values:
         raise ValueError("the eps list is empty")
     for e in values:
-        if not math.isfinite(e) or e < 0.0 or e > 1.0:
-            raise ValueError(f"eps must lie in [0, 1] (images are in [0, 1]); got {e:g}")
+        if not math.isfinite(e) or e < 0.0 or (upper is not None and e > upper):
+            raise ValueError(f"eps must lie in [0, 1] (images are in [0, 1]); got {e:g}" if upper == 1.0 else
+                             f"eps must be finite and in [0, {upper if upper is not None else 'inf'}]; got {e:g}")
     if len(set(values)) != len(values):
         raise ValueError(f"the eps list repeats a value: {', '.join(f'{e:g}' for e in values)}")
     return sorted(values)
 
 
-def parse_eps(text: str) -> List[float]:
+def parse_eps(text: str, upper: Optional[float] = 1.0) -> List[float]:
     """``"0,0.05,0.1"`` -> ``[0.0, 0.05, 0.1]`` (checked by :func:`check_eps`)."""
     parts = [p.strip() for p in str(text).split(",")]
     values = []
@@ -81,12 +91,92 @@ def parse_eps(text: str) -> List[float]:
             values.append(float(p))
         except ValueError:
             raise ValueError(f"bad eps list {text!r}: {p!r} is not a number") from None
-    return check_eps(values)
+    return check_eps(values, upper)
 
 
 def eval_mode_name(model, eval_samples: int = 0) -> str:
     """``"mean"`` or ``"mc<N>"``: how the predictions of ``model`` are made."""
     return f"mc{int(eval_samples)}" if eval_samples and model.is_stochastic else "mean"
+
+
+# --------------------------------------------------------------------------
+# Modes (how z is used) and input statistics
+# --------------------------------------------------------------------------
+#: mode -> (eval_samples, eot_samples). ``mean``: z = posterior mean for the
+#: prediction and the gradient. ``sampled`` (the paper's wording): one fresh
+#: draw of z per prediction, and the attack's gradient through one draw.
+#: ``eot``: predictions averaged over 12 draws (Alemi et al.), gradient
+#: averaged over 16 draws (Athalye et al.); both counts can be overridden.
+MODES: Dict[str, tuple] = {"mean": (0, 0), "sampled": (1, 1), "eot": (12, 16)}
+
+
+def mode_of(eval_samples: int, eot_samples: int) -> str:
+    """The mode that ``(eval_samples, eot_samples)`` express: ``mean``, ``sampled``,
+    ``eot`` (a gradient over several draws) or ``mixed`` (any other pair)."""
+    pair = (int(eval_samples), int(eot_samples))
+    for name, samples in MODES.items():
+        if name != "eot" and pair == samples:
+            return name
+    return "eot" if pair[0] >= 1 and pair[1] > 1 else "mixed"
+
+
+def resolve_mode(mode: Optional[str] = None, eval_samples: Optional[int] = None,
+                 eot_samples: Optional[int] = None) -> tuple:
+    """``(mode, eval_samples, eot_samples)`` from a mode name and/or explicit sample counts.
+
+    ``mode=None``: the counts (default 0, 0) say it (:func:`mode_of`). ``mean``
+    and ``sampled`` fix both counts (an explicit different count is an
+    error); ``eot`` takes its defaults (12, 16) for any count not given.
+    """
+    for name, value in (("eval_samples", eval_samples), ("eot_samples", eot_samples)):
+        if value is not None and int(value) < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if mode is None:
+        ev, eot = int(eval_samples or 0), int(eot_samples or 0)
+        return mode_of(ev, eot), ev, eot
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    default_ev, default_eot = MODES[mode]
+    ev = default_ev if eval_samples is None else int(eval_samples)
+    eot = default_eot if eot_samples is None else int(eot_samples)
+    if mode != "eot" and (ev, eot) != (default_ev, default_eot):
+        raise ValueError(f"mode {mode!r} means eval_samples={default_ev}, eot_samples={default_eot}; "
+                         f"got {ev}, {eot}")
+    if mode == "eot" and (ev < 1 or eot < 1):
+        raise ValueError(f"mode 'eot' needs eval_samples >= 1 and eot_samples >= 1; got {ev}, {eot}")
+    return mode, ev, eot
+
+
+def input_statistics(images, chunk: int = 4096) -> Dict[str, List[float]]:
+    """Per-channel mean and standard deviation of uint8 images (N, H, W, C), in [0, 1] units."""
+    images = np.asarray(images)
+    channels = images.shape[-1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for i in range(0, len(images), chunk):
+        part = images[i:i + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        total += part.sum(axis=0)
+        squares += np.square(part).sum(axis=0)
+        count += part.shape[0]
+    if count == 0:
+        raise ValueError("no images to compute statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def run_input_statistics(run, data_dir=None) -> Dict[str, List[float]]:
+    """:func:`input_statistics` of the training split of ``run``'s data set (its data
+    options, the whole split: the data set's statistics), computed once and cached."""
+    from .datasets import load
+    from .datasets.cache import cached_arrays
+
+    def build():   # the whole training split: datasets.load, not the run's capped subset
+        images = load(run.dataset, "train", data_dir=data_dir, **run.data_options).images
+        return {k: np.asarray(v) for k, v in input_statistics(images).items()}
+
+    key = {"dataset": run.dataset, "data": run.data_options, "split": "train", "version": 1}
+    arrays = cached_arrays("input-stats", key, build)
+    return {k: [float(v) for v in np.ravel(arrays[k])] for k in ("mean", "std")}
 
 
 # --------------------------------------------------------------------------
@@ -110,20 +200,39 @@ def _batches(dataset, batch_size: int, max_examples: Optional[int], seed: Option
 
 
 def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence[float] = DEFAULT_EPS,
-                        eval_samples: int = 0, eot_samples: int = 0, loss: str = "sum",
+                        eval_samples: Optional[int] = None, eot_samples: Optional[int] = None, loss: str = "sum",
                         steps: int = 10, step_size: Optional[float] = None, random_start: bool = True,
                         batch_size: int = 100, max_examples: Optional[int] = None,
-                        seed: Optional[int] = 0, verbose: int = 1) -> Dict[str, Any]:
+                        seed: Optional[int] = 0, verbose: int = 1, *, mode: Optional[str] = None,
+                        space: str = "unit", input_stats: Optional[Dict[str, Sequence[float]]] = None,
+                        clip: bool = True, batchnorm: str = "inference", restarts: int = 1) -> Dict[str, Any]:
     """Accuracy of ``model`` (a MultiTaskModel) under ``attack`` at every eps in ``eps_list``.
 
     dataset:      a :class:`tf_mtvib.datasets.Split` (batched here with ``batch_size``)
                   or a batched ``tf.data.Dataset`` of ``(images in [0, 1], {task: labels})``.
-    attack:       ``"fgsm"`` or ``"pgd"`` (``steps`` steps of ``step_size``, default
-                  ``2.5 * eps / steps``, from a random start unless ``random_start=False``).
+    attack:       ``"fgsm"``, ``"pgd"`` (``steps`` steps of ``step_size``, default
+                  ``2.5 * eps / steps``, from a random start unless ``random_start=False``)
+                  or ``"random_sign"`` (the gradient-free control: every pixel moved by
+                  +-eps at random).
+    mode:         ``"mean"``, ``"sampled"`` or ``"eot"`` (:data:`MODES`); or leave it None
+                  and give the counts:
     eval_samples: 0 = mean mode (z = posterior mean); N = probabilities averaged over N samples.
     eot_samples:  0 = attack gradient in mean mode; M = averaged over M posterior samples.
     loss:         ``"sum"`` (unweighted sum of the tasks' cross-entropies, the default),
-                  ``"training"`` (the model's own loss) or a task name.
+                  ``"training"`` (the model's own loss: task weights and ``beta * KL``),
+                  ``"clipped_prob_ce"`` (the sum of cross-entropies of probabilities clipped
+                  as Keras does: zero gradient on saturated examples) or a task name.
+    space:        where the attack and eps act: ``"unit"`` (pixels in [0, 1], the default),
+                  ``"pixel255"`` ([0, 255]) or ``"standardized"`` ((x - mean) / std per
+                  channel; ``input_stats = {"mean": [...], "std": [...]}`` in [0, 1] units,
+                  e.g. from :func:`run_input_statistics`).
+    clip:         clip the adversarial input to the valid range of ``space`` (the image
+                  of [0, 1]); False leaves it unclipped.
+    batchnorm:    ``"inference"`` (moving statistics, the default) or ``"batch"`` (the
+                  attacked batch's statistics) for the attack's gradient; predictions
+                  always use inference statistics.
+    restarts:     PGD / random_sign: an example counts as correct only if it is correct
+                  after every one of ``restarts`` independent random starts / draws.
     max_examples: evaluate only this many: of a Split, a random subset stratified on the labels
                   (``Split.sample`` with ``seed``, or ``DEFAULT_SUBSET_SEED`` when None;
                   recorded as ``subset`` in the result); of a tf.data.Dataset, its first items.
@@ -133,36 +242,45 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     gradient sign once per batch and reuses it for every eps.
 
     Returns a JSON-able dict: ``eps``, ``accuracy`` ({task: [one per eps], "joint": [...]}),
-    ``clean`` ({task: acc, "joint": acc}), ``eval``, ``attack_grad``, ``attack``, ``loss``,
-    ``num_examples``, ``model``, ``dataset``, ``tasks`` and, for PGD, ``pgd`` settings.
+    ``clean`` ({task: acc, "joint": acc}), ``eval``, ``attack_grad``, ``mode``, ``attack``,
+    ``loss``, ``space`` (with ``input_stats`` when standardized), ``clip``, ``batchnorm``,
+    ``num_examples``, ``model``, ``dataset``, ``tasks``, for FGSM ``zero_gradient`` (the
+    fraction of examples whose input gradient is exactly 0 everywhere) and, for PGD /
+    random_sign, their settings.
     """
     import keras
     import tensorflow as tf
 
     from . import attacks as A
 
-    eps_list = check_eps(eps_list)
+    eps_list = check_eps(eps_list, 1.0 if space == "unit" else None)
     if attack not in A.ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; choose one of: {', '.join(A.ATTACKS)}")
-    for name, value in (("eval_samples", eval_samples), ("eot_samples", eot_samples)):
-        if int(value) < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    mode, eval_samples, eot_samples = resolve_mode(mode, eval_samples, eot_samples)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be positive, got {max_examples}")
+    if int(restarts) < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if attack == "fgsm" and int(restarts) != 1:
+        raise ValueError("restarts apply to pgd and random_sign; FGSM has no random start")
+    if batchnorm not in A.BATCHNORM:
+        raise ValueError(f"unknown batchnorm {batchnorm!r}; choose one of: {', '.join(A.BATCHNORM)}")
+    in_space = A.input_space(space, input_stats)
     if seed is not None:
         tf.random.set_seed(seed)
 
     tasks = list(model.task_names)
-    model_fn = A.model_fn_for(model, eot_samples)
+    model_fn = A.in_space(A.model_fn_for(model, eot_samples, batchnorm), in_space)
     loss_fn = A.make_loss(loss, model)
+    low, high = in_space.bounds() if clip else (None, None)
     attacked = [e for e in eps_list if e > 0]
     if attack == "fgsm":
         direction_fn = tf.function(lambda x, y: A.fgsm_direction(model_fn, x, y, loss_fn), reduce_retracing=True)
     else:
-        attack_fn = A.compile_attack("pgd", model_fn, loss_fn, steps=steps, step_size=step_size,
-                                     random_start=random_start, seed=None)
+        attack_fn = A.compile_attack(attack, model_fn, loss_fn, steps=steps, step_size=step_size,
+                                     random_start=random_start, seed=None, clip_min=low, clip_max=high)
 
     def correct(images, labels):
         probs = model.probabilities(images, samples=eval_samples)
@@ -173,6 +291,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}
     adv_parts = {e: {t: [] for t in tasks} for e in attacked}
+    zero_gradient = []
     seen = 0
     start = time.time()
     for images, labels in batches:
@@ -187,15 +306,21 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         seen += int(images.shape[0])
         for t, c in correct(images, labels_np).items():       # eps = 0: once per batch
             clean_parts[t].append(c)
+        x = in_space.from_unit(images)                        # the attack works in its input space
         if attack == "fgsm" and attacked:
-            direction = direction_fn(images, labels)           # sign(grad): the same for every eps
+            direction = direction_fn(x, labels)                # sign(grad): the same for every eps
+            zero_gradient.append(np.all(direction.numpy().reshape(len(direction), -1) == 0, axis=1))
         for e in attacked:
-            if attack == "fgsm":
-                x_adv = tf.clip_by_value(images + e * direction, 0.0, 1.0)   # eq. 25
-            else:
-                x_adv = attack_fn(images, labels, tf.constant(e, tf.float32))
-            for t, c in correct(x_adv, labels_np).items():
-                adv_parts[e][t].append(c)
+            ok = None
+            for _ in range(int(restarts)):
+                if attack == "fgsm":
+                    x_adv = A.clip(x + e * direction, low, high)   # eq. 25
+                else:
+                    x_adv = attack_fn(x, labels, tf.constant(e, tf.float32))
+                c = correct(in_space.to_unit(x_adv), labels_np)
+                ok = c if ok is None else {t: ok[t] & c[t] for t in tasks}   # right after every restart
+            for t in tasks:
+                adv_parts[e][t].append(ok[t])
         if progbar is not None:   # the clean joint accuracy so far
             so_far = accuracies({t: np.concatenate(v) for t, v in clean_parts.items()})[JOINT]
             progbar.add(1, [("clean_joint", so_far)])
@@ -212,8 +337,12 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         "tasks": tasks,
         "attack": attack,
         "loss": loss,
+        "mode": mode,
         "eval": eval_mode_name(model, eval_samples),
-        "attack_grad": A.grad_mode_name(model, eot_samples),
+        "attack_grad": A.grad_mode_name(model, eot_samples) if attack != "random_sign" else "none",
+        "space": space,
+        "clip": bool(clip),
+        "batchnorm": batchnorm,
         "eps": eps_list,
         "num_examples": seen,
         "accuracy": {k: [per_eps[e][k] for e in eps_list] for k in tasks + [JOINT]},
@@ -225,9 +354,15 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     if max_examples is not None and isinstance(dataset, Split):  # which images: recorded with the result
         result["subset"] = {"rule": SUBSET_RULE, "seed": DEFAULT_SUBSET_SEED if seed is None else seed,
                             "max_examples": int(max_examples)}
+    if space == "standardized":
+        result["input_stats"] = {"mean": list(in_space.shift), "std": list(in_space.scale)}
+    if zero_gradient:
+        result["zero_gradient"] = float(np.mean(np.concatenate(zero_gradient)))
     if attack == "pgd":
         result["pgd"] = {"steps": int(steps), "random_start": bool(random_start),
                          "step_size": "2.5*eps/steps" if step_size is None else float(step_size)}
+    if attack in ("pgd", "random_sign"):
+        result["restarts"] = int(restarts)
     return result
 
 
@@ -246,13 +381,30 @@ def _fmt_eps(e: float) -> str:
     return f"{e:g}"
 
 
+def protocol_desc(result: Dict[str, Any]) -> List[str]:
+    """The protocol options of ``result`` that differ from the defaults, as short phrases
+    (results written before the options existed read as the defaults)."""
+    parts = []
+    if result.get("space", "unit") != "unit":
+        parts.append(f"space={result['space']}")
+    if not result.get("clip", True):
+        parts.append("no clip")
+    if result.get("batchnorm", "inference") != "inference":
+        parts.append(f"batchnorm={result['batchnorm']}")
+    if result.get("restarts", 1) != 1:
+        parts.append(f"worst of {result['restarts']} {'draws' if result['attack'] == 'random_sign' else 'restarts'}")
+    return parts
+
+
 def _attack_desc(result: Dict[str, Any]) -> str:
     """``FGSM (loss=sum)`` or ``PGD (10 steps of 2.5*eps/steps, random start, loss=sum)``."""
     parts = []
     if "pgd" in result:
         p = result["pgd"]
         parts += [f"{p['steps']} steps of {p['step_size']}", f"{'random' if p['random_start'] else 'clean'} start"]
-    parts.append(f"loss={result['loss']}")
+    if result["attack"] != "random_sign":
+        parts.append(f"loss={result['loss']}")
+    parts += protocol_desc(result)
     return f"{result['attack'].upper()} ({', '.join(parts)})"
 
 
@@ -340,16 +492,30 @@ def _parser() -> argparse.ArgumentParser:
         description="Accuracy of trained runs under FGSM / PGD at several eps (Tables III-V, Fig. 5).")
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
                    help="a run directory written by train.py; repeat to compare models on one data set")
-    p.add_argument("--attack", choices=("fgsm", "pgd"), default="fgsm")
+    p.add_argument("--attack", choices=("fgsm", "pgd", "random_sign"), default="fgsm",
+                   help="random_sign: the gradient-free control, every pixel moved by +-eps at random")
     p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS),
-                   help="comma-separated L-inf radii in [0, 1] (default: %(default)s)")
-    p.add_argument("--eval-samples", type=int, default=0, metavar="N",
+                   help="comma-separated L-inf radii, in [0, 1] for --space unit (default: %(default)s)")
+    p.add_argument("--mode", choices=tuple(MODES), default=None,
+                   help="mean: z = posterior mean; sampled: one draw of z per prediction and for the gradient; "
+                        "eot: 12-draw predictions, 16-draw gradient (override with the two options below)")
+    p.add_argument("--eval-samples", type=int, default=None, metavar="N",
                    help="0: predict with z = posterior mean (eval=mean); N: average N posterior samples (eval=mcN)")
-    p.add_argument("--eot-samples", type=int, default=0, metavar="M",
+    p.add_argument("--eot-samples", type=int, default=None, metavar="M",
                    help="0: attack gradient in mean mode; M: averaged over M posterior samples (attack_grad=eotM)")
     p.add_argument("--loss", default="sum",
                    help="attack loss: sum (unweighted sum of task cross-entropies), training (the model's "
-                        "own loss) or a task name (default: %(default)s)")
+                        "own loss), clipped_prob_ce (cross-entropy of probabilities clipped as Keras does) "
+                        "or a task name (default: %(default)s)")
+    p.add_argument("--space", choices=("unit", "standardized", "pixel255"), default="unit",
+                   help="where the attack and eps act: [0, 1] pixels, (x - mean) / std with the training "
+                        "split's per-channel statistics, or [0, 255] (default: %(default)s)")
+    p.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="do not clip the adversarial input to the valid range")
+    p.add_argument("--batchnorm", choices=("inference", "batch"), default="inference",
+                   help="BatchNorm statistics for the attack's gradient (default: %(default)s)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="PGD random restarts / random_sign draws; correct only if correct after every one")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default: %(default)s)")
     p.add_argument("--step-size", type=float, default=None, help="PGD step size (default: 2.5 * eps / steps)")
     p.add_argument("--no-random-start", dest="random_start", action="store_false",
@@ -379,13 +545,16 @@ def _labels(runs) -> List[str]:
 
 
 def _run(args) -> int:
-    from .attacks import grad_mode_name
+    from .attacks import LOSSES, grad_mode_name
     from .runs import load_run
 
-    eps = parse_eps(args.eps)
+    eps = parse_eps(args.eps, 1.0 if args.space == "unit" else None)
     for name in ("eval_samples", "eot_samples"):
-        if getattr(args, name) < 0:
+        if getattr(args, name) is not None and getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    mode, eval_samples, eot_samples = resolve_mode(args.mode, args.eval_samples, args.eot_samples)
+    if args.restarts < 1 or (args.restarts > 1 and args.attack == "fgsm"):
+        raise ValueError("--restarts must be >= 1, and applies to pgd and random_sign only")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be positive")
     if args.max_examples is not None and args.max_examples < 1:
@@ -399,8 +568,8 @@ def _run(args) -> int:
                          + ", ".join(f"{r.path} ({r.dataset})" for r in runs))
     dataset = datasets[0]
     tasks = runs[0].spec.task_names
-    if args.loss not in ("sum", "training") and args.loss not in tasks:
-        raise ValueError(f"unknown --loss {args.loss!r}; choose sum, training or a task ({', '.join(tasks)})")
+    if args.loss not in LOSSES and args.loss not in tasks:
+        raise ValueError(f"unknown --loss {args.loss!r}; choose {', '.join(LOSSES)} or a task ({', '.join(tasks)})")
     if args.output:
         out = pathlib.Path(args.output)
     elif len(runs) == 1:
@@ -419,13 +588,16 @@ def _run(args) -> int:
         model = run.model
         if not args.quiet:
             print(f"{label}: {args.attack} at eps {', '.join(f'{e:g}' for e in eps)} on {len(split)} "
-                  f"{dataset} test examples ({eval_mode_name(model, args.eval_samples)}, "
-                  f"attack_grad={grad_mode_name(model, args.eot_samples)})",
+                  f"{dataset} test examples (mode {mode}: eval={eval_mode_name(model, eval_samples)}, "
+                  f"attack_grad={grad_mode_name(model, eot_samples)})",
                   flush=True)
-        r = evaluate_robustness(model, split, args.attack, eps, eval_samples=args.eval_samples,
-                                eot_samples=args.eot_samples, loss=args.loss, steps=args.steps,
+        stats = run_input_statistics(run, args.data_dir) if args.space == "standardized" else None
+        r = evaluate_robustness(model, split, args.attack, eps, eval_samples=eval_samples,
+                                eot_samples=eot_samples, loss=args.loss, steps=args.steps,
                                 step_size=args.step_size, random_start=args.random_start,
-                                batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1)
+                                batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,
+                                mode=mode, space=args.space, input_stats=stats, clip=args.clip,
+                                batchnorm=args.batchnorm, restarts=args.restarts)
         r["run"] = str(run.path)
         r["label"] = label
         r["data"] = run.data_options

@@ -283,3 +283,138 @@ def test_pgd_lowers_accuracy_at_least_as_much_as_fgsm_multimnist(data_dir):
         f, p = fgsm["accuracy"][key], pgd["accuracy"][key]
         assert f[0] == p[0] and all(pi <= fi for pi, fi in zip(p[1:], f[1:])), (key, f, p)
     assert mean_task(pgd, 2) < mean_task(fgsm, 2) - 0.03       # iterating finds clearly more
+
+
+# --------------------------------------------------------------------------
+# Attack-protocol options (#16): each changes the attack the way its name says
+# --------------------------------------------------------------------------
+STATS = {"mean": [0.3], "std": [0.25]}
+
+
+def test_standardized_space_with_eta_scaled_by_std_equals_unit_space():
+    net = tiny_network(dtype="float64")
+    x, y = batch(6, dtype=np.float64)
+    fn = A.network_logits(net)
+    eps = 0.1
+    expected = A.fgsm(fn, x, y, eps).numpy()
+    for space, scale in ((A.input_space("standardized", STATS), 0.25), (A.input_space("pixel255"), 1 / 255)):
+        low, high = space.bounds()
+        x_s = space.from_unit(tf.constant(x))
+        adv = A.fgsm(A.in_space(fn, space), x_s, y, eps / scale, clip_min=low, clip_max=high)
+        np.testing.assert_allclose(space.to_unit(adv).numpy(), expected, rtol=0, atol=1e-12)
+        # the same eta in another space is another perturbation
+        same_eta = space.to_unit(A.fgsm(A.in_space(fn, space), x_s, y, eps, clip_min=low, clip_max=high)).numpy()
+        assert np.max(np.abs(same_eta - x)) == pytest.approx(eps * scale)
+    np.testing.assert_allclose(A.input_space("standardized", STATS).bounds()[0], [-1.2])
+    with pytest.raises(ValueError, match="statistics"):
+        A.input_space("standardized")
+    with pytest.raises(ValueError, match="unknown input space"):
+        A.input_space("pixel")
+
+
+def test_without_clipping_fgsm_leaves_the_unit_range_by_exactly_eps():
+    net = tiny_network(dtype="float64")
+    x, y = batch(4, dtype=np.float64)
+    fn = A.network_logits(net)
+    eps = 0.2
+    free = A.fgsm(fn, x, y, eps, clip_min=None, clip_max=None).numpy()
+    clipped = A.fgsm(fn, x, y, eps).numpy()
+    assert free.min() < 0 or free.max() > 1
+    np.testing.assert_allclose(np.abs(free - x), eps, atol=1e-12)     # every pixel moved by eps (no zero gradient)
+    np.testing.assert_array_equal(np.clip(free, 0, 1), clipped)
+    # PGD without clipping keeps only the eps ball
+    out = A.pgd(fn, x, y, eps, 0.05, 5, clip_min=None, clip_max=None, seed=1).numpy()
+    assert np.max(np.abs(out - x)) <= eps + 1e-12 and (out.min() < 0 or out.max() > 1)
+
+
+def _saturating_model():
+    """logits = c * sum(x) * [1, -1, 0] for both tasks: a bright image is saturated on class 0."""
+    image = keras.Input(SPEC.input_shape, name="image")
+    flat = keras.layers.Flatten()(image)
+    heads = {}
+    for t in SPEC.task_names:
+        layer = keras.layers.Dense(3, name=t)
+        heads[t] = layer(flat)
+        layer.set_weights([np.tile(np.array([[2.0, -2.0, 0.0]], np.float32), (16, 1)), np.zeros(3, np.float32)])
+    return MultiTaskModel(keras.Model(image, heads), FixedWeighting(SPEC.task_names), SPEC, model_name="sat")
+
+
+def test_clipped_probability_ce_has_zero_gradient_on_a_saturated_example_and_sum_ce_does_not():
+    model = _saturating_model()
+    x = np.stack([np.full(SPEC.input_shape, 0.8), np.full(SPEC.input_shape, 0.05)]).astype(np.float32)
+    y = {t: np.zeros(2, np.int64) for t in SPEC.task_names}   # margin 25.6 (saturated) and 1.6
+    fn = A.network_logits(model.network)
+    g_clip = A.loss_gradient(fn, x, y, A.make_loss("clipped_prob_ce", model)).numpy()
+    g_sum = A.loss_gradient(fn, x, y, A.make_loss("sum", model)).numpy()
+    assert np.all(g_clip[0] == 0) and np.all(g_clip[1] != 0)
+    assert np.all(g_sum[0] != 0) and np.all(g_sum[1] != 0)
+    # away from saturation the two losses agree
+    np.testing.assert_allclose(g_clip[1], g_sum[1], rtol=1e-4)
+    # the value is Keras's own cross-entropy from probabilities (evaluated eagerly, where Keras clips)
+    logits = fn(tf.constant(x))
+    keras_value = sum(float(tf.reduce_sum(keras.ops.sparse_categorical_crossentropy(
+        y[t], tf.nn.softmax(logits[t]), from_logits=False))) for t in SPEC.task_names)
+    assert float(A.clipped_probability_ce(y, logits)) == pytest.approx(keras_value, rel=1e-6)
+    # the sweep counts the saturated image, and FGSM leaves it where it is
+    split = Split(np.round(x * 255).astype(np.uint8), y, SPEC)
+    r_clip = evaluate_robustness(model, split, "fgsm", [0, 0.1], loss="clipped_prob_ce", verbose=0)
+    r_sum = evaluate_robustness(model, split, "fgsm", [0, 0.1], verbose=0)
+    assert r_clip["zero_gradient"] == 0.5 and r_sum["zero_gradient"] == 0.0
+    assert r_clip["loss"] == "clipped_prob_ce"
+
+
+def _bn_network(seed=0):
+    keras.utils.set_random_seed(seed)
+    image = keras.Input(SPEC.input_shape, name="image")
+    h = keras.layers.Dense(8, name="fc")(keras.layers.Flatten()(image))
+    bn = keras.layers.BatchNormalization(name="bn")
+    h = keras.layers.ReLU()(bn(h))
+    net = keras.Model(image, {t: keras.layers.Dense(3, name=t)(h) for t in SPEC.task_names})
+    bn.moving_mean.assign(np.full(8, 0.7, np.float32))       # moving statistics unlike any one batch's
+    bn.moving_variance.assign(np.full(8, 3.0, np.float32))
+    return net, bn
+
+
+def test_batch_statistics_batchnorm_differs_from_inference_and_equals_training_mode():
+    net, bn = _bn_network()
+    model = MultiTaskModel(net, FixedWeighting(SPEC.task_names), SPEC, model_name="bn")
+    x, y = batch(8)
+    inference = A.model_fn_for(model)(tf.constant(x))
+    batch_stats = A.model_fn_for(model, batchnorm="batch")(tf.constant(x))
+    assert not np.allclose(inference["a"], batch_stats["a"], atol=1e-3)
+    moving = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving[0])     # the attack does not touch them
+    training = net(x, training=True)                                     # Keras's own training mode (updates them)
+    np.testing.assert_allclose(batch_stats["a"], training["a"], rtol=1e-5, atol=1e-6)
+    g_inf = A.loss_gradient(A.model_fn_for(model), x, y).numpy()
+    g_bat = A.loss_gradient(A.model_fn_for(model, batchnorm="batch"), x, y).numpy()
+    assert not np.allclose(g_inf, g_bat)
+    with pytest.raises(ValueError, match="batchnorm"):
+        A.model_fn_for(model, batchnorm="train")
+
+
+def test_training_loss_is_the_weighted_ce_plus_beta_kl_summed_over_the_batch():
+    model = tiny_model(stochastic=True, weights={"a": 0.25, "b": 2.0}, scale_bias=5.0)
+    x, y = batch(5)
+    fn = A.network_logits(model.network)
+    logits = fn(tf.constant(x))
+    value = float(A.make_loss("training", model)(y, logits))
+    from tf_mtvib.models import kl_per_example
+    ce = {t: A.task_loss(t)(y, logits).numpy() for t in SPEC.task_names}
+    kl = kl_per_example(model, x).numpy().sum()
+    assert value == pytest.approx(0.25 * ce["a"] + 2.0 * ce["b"] + 1e-3 * kl, rel=1e-5)
+    assert 1e-3 * kl > 1e-4 * value                                       # the KL term is really there
+
+
+def test_random_sign_moves_every_pixel_by_exactly_eps():
+    x, _ = batch(5, dtype=np.float64)
+    eps = 0.15
+    free = A.random_sign(x, eps, clip_min=None, clip_max=None, seed=3).numpy()
+    np.testing.assert_allclose(np.abs(free - x), eps, rtol=0, atol=1e-15)
+    assert np.max(np.abs(free - x)) == pytest.approx(eps, abs=1e-15)
+    assert 0.3 < np.mean(free > x) < 0.7                                 # both signs, about equally
+    clipped = A.random_sign(x, eps).numpy()
+    assert clipped.min() >= 0 and clipped.max() <= 1 and np.max(np.abs(clipped - x)) <= eps + 1e-15
+    run = A.compile_attack("random_sign", None)
+    a, b = (run(tf.constant(x), None, tf.constant(eps, tf.float64)).numpy() for _ in range(2))
+    assert not np.array_equal(a, b)                                      # a fresh draw per call

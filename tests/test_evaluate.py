@@ -245,3 +245,104 @@ def test_cli_single_run_writes_into_the_run_directory(smoke_runs, capsys):
     assert r["attack"] == "pgd" and r["num_examples"] == 20 and r["run"] == str(run)
     assert r["accuracy"]["joint"][1] <= r["accuracy"]["joint"][0]
     assert (run / "robustness.md").exists() and (run / "robustness.png").exists()
+
+
+# --------------------------------------------------------------------------
+# Modes (#11.5) and the protocol options recorded with each result (#16)
+# --------------------------------------------------------------------------
+def _mtvib_with_a_wide_posterior():
+    """A real MTVIB (Tables I-II network) whose posterior scale is widened to ~0.7, seeded."""
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import build_model
+
+    keras.utils.set_random_seed(0)
+    spec = get_spec("multimnist")
+    model = build_model("mtvib", spec, latent_dim=8)
+    bias = model.latent_layers[0].projection.bias
+    bias.assign(np.r_[np.zeros(8), np.full(8, 5.0)].astype("float32"))
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (24, 36, 36, 1), dtype=np.uint8),
+                  {t: rng.integers(0, 10, 24).astype(np.int64) for t in spec.task_names}, spec)
+    return model, split
+
+
+def test_resolve_mode():
+    assert E.resolve_mode() == ("mean", 0, 0)
+    assert E.resolve_mode("sampled") == ("sampled", 1, 1)
+    assert E.resolve_mode(None, 1, 1) == ("sampled", 1, 1)        # what the report helper passes
+    assert E.resolve_mode("eot") == ("eot", 12, 16)
+    assert E.resolve_mode("eot", eot_samples=8) == ("eot", 12, 8)
+    assert E.resolve_mode(None, 12, 0)[0] == "mixed"
+    with pytest.raises(ValueError, match="sampled"):
+        E.resolve_mode("sampled", eval_samples=3)
+    with pytest.raises(ValueError, match="unknown mode"):
+        E.resolve_mode("median")
+
+
+def test_sampled_mode_is_one_draw_per_prediction_and_per_gradient():
+    model, split = _mtvib_with_a_wide_posterior()
+    x = split.images[:6].astype(np.float32) / 255.0
+    y = {t: v[:6] for t, v in split.labels.items()}
+    # a fresh draw for every prediction: two calls differ, and neither is the mean
+    p1, p2, mean = model.probabilities(x, samples=1), model.probabilities(x, samples=1), model.probabilities(x)
+    assert not np.allclose(p1["top_left"], p2["top_left"]) and not np.allclose(p1["top_left"], mean["top_left"])
+    # the gradient through exactly one draw: logits of shape (1, B, C), a new draw per gradient
+    fn = A.model_fn_for(model, 1)
+    assert fn(tf.constant(x))["top_left"].shape == (1, 6, 10)
+    g = tf.function(lambda x: A.loss_gradient(fn, x, y))
+    g1, g2 = g(tf.constant(x)).numpy(), g(tf.constant(x)).numpy()
+    assert not np.allclose(g1, g2)
+    assert not np.allclose(g1, A.loss_gradient(A.model_fn_for(model), x, y).numpy())
+
+
+def test_sampled_mode_differs_from_mean_on_mtvib_and_equals_it_on_gs():
+    model, split = _mtvib_with_a_wide_posterior()
+    eps = [0.0, 0.1, 0.3]
+    mean = E.evaluate_robustness(model, split, "fgsm", eps, verbose=0)
+    sampled = E.evaluate_robustness(model, split, "fgsm", eps, mode="sampled", verbose=0, seed=1)
+    again = E.evaluate_robustness(model, split, "fgsm", eps, eval_samples=1, eot_samples=1, verbose=0, seed=2)
+    assert (sampled["mode"], sampled["eval"], sampled["attack_grad"]) == ("sampled", "mc1", "eot1")
+    assert (again["mode"], mean["mode"]) == ("sampled", "mean")
+    assert sampled["accuracy"] != mean["accuracy"] and again["accuracy"] != sampled["accuracy"]
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import build_model
+
+    keras.utils.set_random_seed(0)
+    gs = build_model("gs", get_spec("multimnist"))
+    a = E.evaluate_robustness(gs, split, "fgsm", eps, verbose=0)
+    b = E.evaluate_robustness(gs, split, "fgsm", eps, mode="sampled", verbose=0)
+    assert a["accuracy"] == b["accuracy"] and (b["mode"], b["eval"], b["attack_grad"]) == ("sampled", "mean", "mean")
+
+
+def test_protocol_options_are_recorded_and_described():
+    model = tiny_model()
+    split = tiny_split(20)
+    default = E.evaluate_robustness(model, split, "fgsm", [0, 0.1], verbose=0)
+    assert {k: default[k] for k in ("space", "clip", "loss", "batchnorm", "mode")} == {
+        "space": "unit", "clip": True, "loss": "sum", "batchnorm": "inference", "mode": "mean"}
+    stats = E.input_statistics(split.images)
+    r = E.evaluate_robustness(model, split, "fgsm", [0, 0.1 / stats["std"][0]], verbose=0, space="standardized",
+                              input_stats=stats, clip=False, batchnorm="batch", loss="clipped_prob_ce")
+    assert (r["space"], r["clip"], r["batchnorm"], r["loss"]) == ("standardized", False, "batch", "clipped_prob_ce")
+    assert r["input_stats"] == {"mean": stats["mean"], "std": stats["std"]}
+    flat = split.images.reshape(-1) / 255.0
+    assert stats["mean"][0] == pytest.approx(flat.mean()) and stats["std"][0] == pytest.approx(flat.std())
+    assert "space=standardized" in E.markdown_table([r]) and "no clip" in E.markdown_table([r])
+    # eps beyond 1 is fine in pixel255 units, not in [0, 1] units
+    p255 = E.evaluate_robustness(model, split, "fgsm", [0, 8.0], verbose=0, space="pixel255")
+    assert p255["eps"] == [0.0, 8.0]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        E.evaluate_robustness(model, split, "fgsm", [0, 8.0], verbose=0)
+    with pytest.raises(ValueError, match="restarts"):
+        E.evaluate_robustness(model, split, "fgsm", [0, 0.1], verbose=0, restarts=2)
+
+
+def test_restarts_and_draws_take_the_worst_case():
+    model = tiny_model()
+    split = tiny_split(40)
+    one = E.evaluate_robustness(model, split, "random_sign", [0, 0.3], verbose=0, seed=0)
+    five = E.evaluate_robustness(model, split, "random_sign", [0, 0.3], verbose=0, seed=0, restarts=5)
+    assert five["restarts"] == 5 and five["attack_grad"] == "none"
+    assert five["accuracy"]["joint"][1] <= one["accuracy"]["joint"][1]
+    pgd = E.evaluate_robustness(model, split, "pgd", [0, 0.1], steps=3, verbose=0, restarts=2)
+    assert pgd["restarts"] == 2 and "worst of 2 restarts" in E.markdown_table([pgd])

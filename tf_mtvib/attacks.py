@@ -159,21 +159,28 @@ def training_loss(model) -> LossFn:
 
 
 def clipped_probability_ce(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """``sum_k CE_k`` computed as Keras computes it from probabilities.
+    """``sum_k CE_k`` computed from clipped probabilities, as Keras computes a
+    cross-entropy from probabilities (``from_logits=False``)::
 
-    ``p = softmax(logits)``, then ``keras.ops.sparse_categorical_crossentropy(y,
-    p, from_logits=False)``, which clips ``p`` to ``[epsilon, 1 - epsilon]``
-    (``keras.config.epsilon()``, 1e-7) before the log. Where the true class's
+        p = clip(softmax(logits), epsilon, 1 - epsilon);   CE = -log p_y
+
+    with ``epsilon = keras.config.epsilon()`` (1e-7). Where the true class's
     probability is at or above ``1 - epsilon`` (a saturated, confidently right
     example) the clip cuts the gradient: it is exactly 0, and FGSM leaves the
-    image where it is. A model trained with a softmax output layer and Keras's
-    default loss is attacked this way.
+    image where it is.
+
+    The clip is written out rather than left to
+    ``keras.ops.sparse_categorical_crossentropy``: inside a traced function
+    Keras's TensorFlow backend recognises a ``Softmax`` op and silently
+    switches to the logits (no clip), so the same call would behave
+    differently eagerly and in a ``tf.function``.
     """
+    epsilon = keras.config.epsilon()
     total = []
     for t in logits:
-        probs = tf.nn.softmax(_at_least_float32(logits[t]))
-        labels = tf.broadcast_to(tf.cast(y[t], tf.int64), tf.shape(probs)[:-1])
-        per_example = keras.ops.sparse_categorical_crossentropy(labels, probs, from_logits=False)
+        probs = tf.clip_by_value(tf.nn.softmax(_at_least_float32(logits[t])), epsilon, 1.0 - epsilon)
+        labels = tf.broadcast_to(tf.cast(y[t], tf.int32), tf.shape(probs)[:-1])
+        per_example = -tf.math.log(tf.gather(probs, labels, axis=-1, batch_dims=len(probs.shape) - 1))
         total.append(_sum_over_batch_mean_over_samples(per_example))
     return tf.add_n(total)
 

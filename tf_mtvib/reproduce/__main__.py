@@ -1,8 +1,9 @@
-"""``python -m tf_mtvib.reproduce [mtl|vib] ...``: dispatch to the reproduction's own command line."""
+"""``python -m tf_mtvib.reproduce [mtl|vib|protocols] ...``: dispatch to the reproduction's own command line."""
 import importlib
 import sys
 
-COMMANDS = {"mtl": "tf_mtvib.reproduce.mtl", "vib": "tf_mtvib.reproduce.vib"}
+COMMANDS = {"mtl": "tf_mtvib.reproduce.mtl", "vib": "tf_mtvib.reproduce.vib",
+            "protocols": "tf_mtvib.reproduce.protocols"}
 
 
 def main(argv=None) -> int:
@@ -11,7 +12,8 @@ def main(argv=None) -> int:
     if argv[:1] in (["-h"], ["--help"]) and name == "mtl" and not (sys.argv[1:2] == ["mtl"]):
         print(f"usage: python -m tf_mtvib.reproduce {{{','.join(COMMANDS)}}} [options]\n"
               "  mtl  the MTVIB paper's five models on MultiMNIST, MultiFashion and MTFL (default)\n"
-              "  vib  Deep VIB on MNIST: beta sweep, Fig. 1 of Alemi et al. 2017")
+              "  vib  Deep VIB on MNIST: beta sweep, Fig. 1 of Alemi et al. 2017\n"
+              "  protocols  which FGSM protocol gives the paper's curves (on mtl's trained runs)")
         return 0
     return importlib.import_module(COMMANDS[name]).main(argv)
 

@@ -346,3 +346,17 @@ def test_restarts_and_draws_take_the_worst_case():
     assert five["accuracy"]["joint"][1] <= one["accuracy"]["joint"][1]
     pgd = E.evaluate_robustness(model, split, "pgd", [0, 0.1], steps=3, verbose=0, restarts=2)
     assert pgd["restarts"] == 2 and "worst of 2 restarts" in E.markdown_table([pgd])
+
+
+def test_cli_protocol_options(smoke_runs, tmp_path, capsys):
+    out = tmp_path / "opts"
+    code = E.main(["--run", str(smoke_runs["mtvib"]), "--eps", "0,0.5", "--mode", "sampled", "--space",
+                   "standardized", "--no-clip", "--batchnorm", "batch", "--loss", "clipped_prob_ce",
+                   "--max-examples", "16", "--output", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    (r,) = json.loads((out / "robustness.json").read_text())["results"]
+    assert (r["mode"], r["eval"], r["attack_grad"], r["space"], r["clip"], r["batchnorm"], r["loss"]) == (
+        "sampled", "mc1", "eot1", "standardized", False, "batch", "clipped_prob_ce")
+    assert len(r["input_stats"]["mean"]) == 1 and 0 < r["input_stats"]["std"][0] < 1
+    assert "--restarts" in _error(capsys, ["--run", str(smoke_runs["gs"]), "--restarts", "2"])
+    assert "sampled" in _error(capsys, ["--run", str(smoke_runs["gs"]), "--mode", "sampled", "--eval-samples", "3"])

@@ -1,0 +1,101 @@
+"""The attack-protocol study (python -m tf_mtvib.reproduce protocols)."""
+import csv
+import json
+
+import pytest
+
+from tf_mtvib.reproduce import protocols as P
+from tf_mtvib.reproduce.__main__ import COMMANDS
+
+
+def test_grid_names_round_trip_and_cover_every_option():
+    grid = P.protocol_grid()
+    names = [P.protocol_name(p) for p in grid]
+    assert names[0] == "today" and len(set(names)) == len(names) == 15
+    assert all(P.parse_protocol(n) == p for n, p in zip(names, grid))
+    for key, levels in P.LEVELS.items():
+        assert {p[key] for p in grid} == set(levels)
+    assert len(P.protocol_grid("full")) == 108 and len(P.protocol_grid("one-factor")) == 9
+    assert P.effective({**P.TODAY, "mode": "eot"}, stochastic=False) == P.TODAY
+    with pytest.raises(ValueError):
+        P.parse_protocol("loss=hinge")
+
+
+def test_paper_tables_parse_back_to_the_csv():
+    tables = P.load_paper_tables()
+    with open(P.PAPER_TABLES) as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    assert len(rows) == (2 + 2 + 4) * 7
+    for row in rows:
+        task = {"multimnist": ("top_left", "bottom_right"), "multifashion": ("top_left", "bottom_right"),
+                "mtfl": ("gender", "smile", "glasses", "pose")}[row["dataset"]][int(row["task"]) - 1]
+        i = [f"{e:g}" for e in P.DEFAULT_EPS].index(f"{float(row['eps']):g}")
+        for model in P.mtl.MODELS:
+            assert tables[row["dataset"]][model][task][i] == float(row[model])
+    assert tables["multifashion"]["stl"]["top_left"][-1] == 44.9        # the paper's typo, read as 44.9
+
+
+def test_shape_and_distance():
+    curve = [94.8, 86.1, 85.4, 84.0, 82.5, 80.2, 77.1]                  # MultiMNIST task 1, STL
+    shape = P.curve_shape(curve)
+    assert shape["drop"] == pytest.approx(8.7) and shape["slope"] == pytest.approx((77.1 - 86.1) / 2.5)
+    paper = P.load_paper_tables()["multimnist"]
+    assert P.distances(paper, paper)["mad"] == 0.0
+    shifted = {m: {t: [a - 10 for a in c] for t, c in by_task.items()} for m, by_task in paper.items()}
+    d = P.distances(shifted, paper)
+    assert d["mad"] == pytest.approx(10.0) and d["shape"] == pytest.approx(0.0) and d["cells"] == 5 * 2 * 7
+
+
+def _result(curve, n=400):
+    return {"eps": list(P.DEFAULT_EPS), "num_examples": n, "tasks": ["a"], "accuracy": {"a": curve}}
+
+
+def test_masking_verdict_rule():
+    f = [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+    falling_pgd = [0.9, 0.3, 0.2, 0.1, 0.05, 0.0, 0.0]
+    noise = [0.9, 0.88, 0.86, 0.84, 0.82, 0.8, 0.78]
+    assert P.masking_verdict(_result(f), _result(falling_pgd), _result(noise))["verdict"] == "none"
+    # random sign beats the gradient
+    v = P.masking_verdict(_result(f), _result(falling_pgd), _result([0.9, 0.2] + noise[2:]))
+    assert v["verdict"] == "masking" and v["random_below_fgsm"] == [0.05]
+    # PGD does worse than one FGSM step
+    assert P.masking_verdict(_result(f), _result([0.9, 0.7] + f[2:]), _result(noise))["verdict"] == "masking"
+    # FGSM rises with eps while PGD keeps falling: the single step overshoots
+    rising = [0.9, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    v = P.masking_verdict(_result(rising), _result(falling_pgd), _result(noise))
+    assert v["verdict"] == "overshoot" and v["fgsm_rises"] == [0.1, 0.15, 0.2, 0.25, 0.3]
+
+
+def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys):
+    assert COMMANDS["protocols"] == "tf_mtvib.reproduce.protocols"
+    doc = tmp_path / "robustness.md"
+    doc.write_text(f"# Robustness\n\nintro\n\n{P.BEGIN}\nold\n{P.END}\n\nkept\n")
+    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs,mtvib", "--root", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), "--doc", str(doc), "--examples", "48",
+            "--masking-examples", "24", "--restarts", "2", "--draws", "2", "--pgd-steps", "2",
+            "--protocols", "loss=clipped_prob_ce,mode=sampled,clip=off", "--data-dir", str(data_dir)]
+    assert P.main(argv) == 2                                           # the runs are not trained yet
+    assert "not trained" in capsys.readouterr().err
+    assert P.main(argv + ["--train"]) == 0
+    out = tmp_path / "results" / "smoke" / "protocols"
+    study = json.loads((out / "protocols.json").read_text())
+    d = study["datasets"]["multimnist"]
+    assert set(d["protocols"]) == {"today", "loss=clipped_prob_ce", "mode=sampled", "clip=off"}
+    assert d["num_examples"] == 48 and d["models"] == ["gs", "mtvib"]
+    assert d["closest"]["protocol"] == d["ranking"][0]
+    assert d["closest"]["mad"] == min(p["distance"]["mad"] for p in d["protocols"].values())
+    assert set(d["zero_gradient"]["gs"]) == set(P.LOSS_LEVELS)
+    assert all(0.0 <= v <= 1.0 for by_loss in d["zero_gradient"].values() for v in by_loss.values())
+    for check in d["masking"].values():
+        assert check["verdict"] in ("masking", "overshoot", "none") and check["num_examples"] == 24
+    # deterministic GS: the sampled mode is the mean mode, computed once
+    assert d["protocols"]["mode=sampled"]["curves"]["gs"] == d["protocols"]["today"]["curves"]["gs"]
+    text = doc.read_text()
+    assert "old" not in text and "intro" in text and "kept" in text
+    assert P.render_markdown(study) in text and (out / "protocols.md").read_text() == P.render_markdown(study)
+    assert f"{d['closest']['mad']:.1f} points from" in text
+    assert (out / "multimnist.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert P.main(argv) == 0                                           # everything from the caches
+    assert "0 evaluation(s) computed" in capsys.readouterr().out
+    assert json.loads((out / "protocols.json").read_text()) == study

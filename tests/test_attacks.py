@@ -393,6 +393,35 @@ def test_batch_statistics_batchnorm_differs_from_inference_and_equals_training_m
         A.model_fn_for(model, batchnorm="train")
 
 
+def test_batch_statistics_reach_nested_batchnorm_and_are_scoped():
+    from tf_mtvib.layers import DenseBNReLU
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(SPEC.input_shape, name="image")
+    block = DenseBNReLU(8, name="block")               # a BatchNormalization inside a layer
+    h = block(keras.layers.Flatten()(image))
+    net = keras.Model(image, {t: keras.layers.Dense(3, name=t)(h) for t in SPEC.task_names})
+    block.batchnorm.moving_variance.assign(np.full(8, 5.0, np.float32))
+    x, _ = batch(6)
+    inference = net(x, training=False)["a"].numpy()
+    with A.batch_statistics(net) as layers:
+        assert layers == [block.batchnorm]
+        inside = net(x, training=False)["a"].numpy()
+    np.testing.assert_array_equal(net(x, training=False)["a"].numpy(), inference)   # scoped
+    np.testing.assert_allclose(inside, net(x, training=True)["a"].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(inside, inference, atol=1e-3)
+    # a real MTVIB: every BatchNorm, the latent's paper-head ones included
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.models import build_model
+
+    mtvib = build_model("mtvib", get_spec("multimnist"), latent_dim=4)
+    all_bn = [l for l in mtvib.network._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    with A.batch_statistics(mtvib.network) as layers:
+        assert len(layers) == len(all_bn) and any(l.name == "bn" for l in layers)   # loc_head / scale_head BN
+        assert all("call" in l.__dict__ for l in all_bn)
+    assert not any("call" in l.__dict__ for l in all_bn)
+
+
 def test_training_loss_is_the_weighted_ce_plus_beta_kl_summed_over_the_batch():
     model = tiny_model(stochastic=True, weights={"a": 0.25, "b": 2.0}, scale_bias=5.0)
     x, y = batch(5)

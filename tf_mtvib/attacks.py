@@ -60,7 +60,7 @@ candidates, each a small function composed with the others:
 * gradient mode: mean (z = posterior mean), sampled (one draw of z,
   ``posterior_logits(network, 1)``) or EOT (``M`` draws);
 * BatchNorm: inference statistics (:func:`network_logits`) or the attacked
-  batch's own statistics (:func:`batch_statistics_network`).
+  batch's own statistics (:func:`batch_statistics`).
 
 :func:`random_sign` is the gradient-free control of the same L-inf size.
 
@@ -69,7 +69,9 @@ reduced-precision network are cast to float32 before the loss.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
@@ -83,7 +85,7 @@ __all__ = [
     "ATTACKS", "LOSSES", "SPACES", "BATCHNORM", "fgsm", "fgsm_direction", "pgd", "random_sign", "loss_gradient",
     "sum_of_task_losses", "task_loss", "training_loss", "clipped_probability_ce", "make_loss",
     "InputSpace", "input_space", "in_space", "clip",
-    "network_logits", "posterior_logits", "batch_statistics_network", "split_at_latents", "model_fn_for",
+    "network_logits", "posterior_logits", "batch_statistics", "split_at_latents", "model_fn_for",
     "grad_mode_name", "compile_attack",
 ]
 
@@ -223,60 +225,62 @@ def posterior_logits(network: keras.Model, samples: int) -> ModelFn:
     return model_fn
 
 
-class _BatchStatistics(keras.layers.Layer):
-    """Attack-time view of a BatchNormalization layer that normalises with the
-    moments of the batch it is given (its gamma, beta and epsilon), and never
-    touches the layer's moving averages. Not saved; see :func:`batch_statistics_network`."""
-
-    def __init__(self, bn: keras.layers.BatchNormalization, **kwargs):
-        super().__init__(name=f"{bn.name}_batch_statistics", **kwargs)
-        self.bn = bn
-
-    def call(self, inputs):
-        bn = self.bn
-        x = _at_least_float32(inputs)
-        rank = len(x.shape)
-        channel = bn.axis % rank
-        mean, variance = tf.nn.moments(x, axes=[i for i in range(rank) if i != channel], keepdims=True)
-        shape = [1] * rank
-        shape[channel] = -1
-        beta = tf.reshape(tf.cast(bn.beta, x.dtype), shape) if bn.center else None
-        gamma = tf.reshape(tf.cast(bn.gamma, x.dtype), shape) if bn.scale else None
-        out = tf.nn.batch_normalization(x, mean, variance, beta, gamma, bn.epsilon)
-        return tf.cast(out, inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+def _batch_statistics_call(bn: keras.layers.BatchNormalization, inputs, training=None, mask=None):
+    """``bn``'s normalisation with the moments of the batch it is given (its gamma,
+    beta and epsilon), as Keras normalises in training, without updating the
+    moving averages."""
+    x = _at_least_float32(inputs)
+    rank = len(x.shape)
+    channel = bn.axis % rank
+    mean, variance = tf.nn.moments(x, axes=[i for i in range(rank) if i != channel], keepdims=True)
+    shape = [1] * rank
+    shape[channel] = -1
+    beta = tf.reshape(tf.cast(bn.beta, x.dtype), shape) if bn.center else None
+    gamma = tf.reshape(tf.cast(bn.gamma, x.dtype), shape) if bn.scale else None
+    return tf.cast(tf.nn.batch_normalization(x, mean, variance, beta, gamma, bn.epsilon), inputs.dtype)
 
 
-def batch_statistics_network(network: keras.Model) -> keras.Model:
-    """``network`` with every BatchNormalization normalising by the statistics of
-    the batch it sees (as in training) instead of its moving averages.
+@contextlib.contextmanager
+def batch_statistics(model: keras.layers.Layer, enabled: bool = True):
+    """Within this context every BatchNormalization of ``model`` (nested ones
+    included, e.g. the Gaussian latent's paper head) normalises by the
+    statistics of the batch it sees, as in training, instead of its moving
+    averages; the moving averages are never updated, and everything else
+    (the Gaussian latent's mean or sampled mode) behaves as in inference.
 
-    The layers and weights are shared (``keras.models.clone_model`` with the
-    same layers, a different ``call_function`` for BatchNorm); the moving
-    averages are left untouched, and everything else (the Gaussian latent's
-    mean or sampled mode) behaves as in inference.
+    Like :func:`tf_mtvib.layers.posterior_sampling`, graphs traced inside the
+    context keep the behaviour. Yields the BatchNormalization layers.
     """
-    def call_function(layer, *args, **kwargs):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return _BatchStatistics(layer)(args[0])
-        return layer(*args, **kwargs)
-
-    return keras.models.clone_model(network, clone_function=lambda layer: layer, call_function=call_function)
+    layers = [l for l in model._flatten_layers(include_self=True)
+              if isinstance(l, keras.layers.BatchNormalization)] if enabled else []
+    try:
+        for l in layers:   # an instance attribute shadows the class's call; Layer.__call__ uses self.call
+            object.__setattr__(l, "call", functools.partial(_batch_statistics_call, l))
+        yield layers
+    finally:
+        for l in layers:
+            if "call" in l.__dict__:
+                object.__delattr__(l, "call")
 
 
 def model_fn_for(model, eot_samples: int = 0, batchnorm: str = "inference") -> ModelFn:
     """Mean-mode logits (``eot_samples=0``, or a deterministic model) or the
     logits of ``eot_samples`` posterior draws (``1``: the sampled mode, one
     draw per gradient; more: EOT). ``batchnorm="batch"`` normalises with the
-    attacked batch's statistics (:func:`batch_statistics_network`)."""
+    attacked batch's statistics (:func:`batch_statistics`)."""
     if batchnorm not in BATCHNORM:
         raise ValueError(f"unknown batchnorm {batchnorm!r}; choose one of: {', '.join(BATCHNORM)}")
-    network = model.network if batchnorm == "inference" else batch_statistics_network(model.network)
     if eot_samples and model.is_stochastic:
-        return posterior_logits(network, eot_samples)
-    return network_logits(network)
+        fn = posterior_logits(model.network, eot_samples)
+    else:
+        fn = network_logits(model.network)
+    if batchnorm == "inference":
+        return fn
+
+    def with_batch_statistics(x):
+        with batch_statistics(model.network):
+            return fn(x)
+    return with_batch_statistics
 
 
 def grad_mode_name(model, eot_samples: int = 0) -> str:

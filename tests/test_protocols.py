@@ -1,5 +1,4 @@
 """The attack-protocol study (python -m tf_mtvib.reproduce protocols)."""
-import csv
 import json
 
 import pytest
@@ -21,25 +20,20 @@ def test_grid_names_round_trip_and_cover_every_option():
         P.parse_protocol("loss=hinge")
 
 
-def test_paper_tables_parse_back_to_the_csv():
-    tables = P.load_paper_tables()
-    with open(P.PAPER_TABLES) as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    assert len(rows) == (2 + 2 + 4) * 7
-    for row in rows:
-        task = {"multimnist": ("top_left", "bottom_right"), "multifashion": ("top_left", "bottom_right"),
-                "mtfl": ("gender", "smile", "glasses", "pose")}[row["dataset"]][int(row["task"]) - 1]
-        i = [f"{e:g}" for e in P.DEFAULT_EPS].index(f"{float(row['eps']):g}")
-        for model in P.mtl.MODELS:
-            assert tables[row["dataset"]][model][task][i] == float(row[model])
-    assert tables["multifashion"]["stl"]["top_left"][-1] == 44.9        # the paper's typo, read as 44.9
+def test_paper_curves_read_the_paper_tables():
+    curves = P.paper_curves("multimnist")
+    assert curves["stl"]["top_left"] == [94.8, 86.1, 85.4, 84.0, 82.5, 80.2, 77.1]     # Table III, task 1
+    assert P.paper_curves("multifashion")["stl"]["top_left"][-1] == 44.9             # the typo, read as 44.9
+    mtfl = P.paper_curves("mtfl")
+    assert set(mtfl) == set(P.mtl.MODELS) and set(mtfl["mtvib"]) == {"gender", "smile", "glasses", "pose"}
+    assert all(len(c) == len(P.DEFAULT_EPS) and None not in c for by_task in mtfl.values() for c in by_task.values())
 
 
 def test_shape_and_distance():
     curve = [94.8, 86.1, 85.4, 84.0, 82.5, 80.2, 77.1]                  # MultiMNIST task 1, STL
     shape = P.curve_shape(curve)
     assert shape["drop"] == pytest.approx(8.7) and shape["slope"] == pytest.approx((77.1 - 86.1) / 2.5)
-    paper = P.load_paper_tables()["multimnist"]
+    paper = P.paper_curves("multimnist")
     assert P.distances(paper, paper)["mad"] == 0.0
     shifted = {m: {t: [a - 10 for a in c] for t, c in by_task.items()} for m, by_task in paper.items()}
     d = P.distances(shifted, paper)

@@ -38,7 +38,6 @@ what changed.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import itertools
 import json
@@ -54,12 +53,11 @@ from .. import runs
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
 from . import mtl
+from .paper import TABLES_CSV, load_paper_tables, paper_value
 
 BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce protocols -->"
 END = "<!-- END GENERATED: python -m tf_mtvib.reproduce protocols -->"
 
-#: The paper's Tables III-V (test accuracy in % under FGSM), with its provenance.
-PAPER_TABLES = pathlib.Path(__file__).with_name("paper_tables.csv")
 #: a protocol "comes close" to the paper when its mean absolute difference is at most this many points
 CLOSE = 5.0
 
@@ -137,23 +135,12 @@ def parse_protocol(name: str) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # The paper's numbers
 # --------------------------------------------------------------------------
-def load_paper_tables(path=PAPER_TABLES) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
-    """``{dataset: {model: {task_name: [accuracy % at each eta of DEFAULT_EPS]}}}``.
-
-    The CSV numbers tasks from 1 in the data set's task order
-    (:mod:`tf_mtvib.datasets.spec`); see the file's provenance note.
-    """
-    tables: Dict[str, Dict[str, Dict[str, Dict[float, float]]]] = {}
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
-    for row in rows:
-        spec = get_spec(row["dataset"])
-        task = spec.task_names[int(row["task"]) - 1]
-        for model in mtl.MODELS:
-            tables.setdefault(spec.name, {}).setdefault(model, {}).setdefault(task, {})[float(row["eps"])] = \
-                float(row[model])
-    return {d: {m: {t: [cells[e] for e in DEFAULT_EPS] for t, cells in by_task.items()}
-                for m, by_task in by_model.items()} for d, by_model in tables.items()}
+def paper_curves(dataset: str, path=TABLES_CSV) -> Dict[str, Dict[str, List[float]]]:
+    """The paper's curves of ``dataset`` (:mod:`tf_mtvib.reproduce.paper`, Tables III-V):
+    ``{model: {task: [accuracy % at each eta of DEFAULT_EPS]}}``."""
+    tables = load_paper_tables(path)
+    return {m: {t: [paper_value(tables, dataset, t, e, m) for e in DEFAULT_EPS] for t in get_spec(dataset).task_names}
+            for m in mtl.MODELS}
 
 
 # --------------------------------------------------------------------------
@@ -440,8 +427,8 @@ def plot_dataset(d: Dict[str, Any], path: pathlib.Path) -> pathlib.Path:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce protocols", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu", help="the preset whose runs are studied (default: %(default)s)")
-    p.add_argument("--root", type=pathlib.Path, default=pathlib.Path("runs/reproduce"),
-                   help="the runs' root, as given to reproduce mtl (default: %(default)s)")
+    p.add_argument("--root", type=pathlib.Path, default=None,
+                   help="the runs' root, as given to reproduce mtl (default: reproduce mtl's default root)")
     p.add_argument("--seed", type=int, default=0, help="which training seed's runs (default: %(default)s)")
     p.add_argument("--datasets", default=",".join(mtl.DATASETS))
     p.add_argument("--models", default=",".join(mtl.MODELS))
@@ -457,9 +444,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
     p.add_argument("--doc", type=pathlib.Path, default=pathlib.Path("docs/robustness.md"),
                    help="the document whose generated block is filled (default: %(default)s)")
-    p.add_argument("--paper-tables", type=pathlib.Path, default=PAPER_TABLES)
+    p.add_argument("--paper-tables", type=pathlib.Path, default=TABLES_CSV)
     p.add_argument("--train", action="store_true",
-                   help="train missing runs first (python -m tf_mtvib.reproduce mtl --train-only does the same)")
+                   help="train missing runs first, by `python -m tf_mtvib.reproduce mtl --train-only` with the "
+                        "same preset, root, data sets, models, seed and results directory")
     p.add_argument("--data-dir", type=pathlib.Path)
     return p
 
@@ -485,17 +473,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     if TODAY not in grid:
         grid.insert(0, dict(TODAY))
-    paper = load_paper_tables(args.paper_tables)
-
-    paths = {d: {m: mtl.run_dir(args.root, args.preset, d, m, args.seed) for m in models} for d in datasets}
+    root = args.root or mtl.default_root()
+    paths = {d: {m: mtl.run_dir(root, args.preset, d, m, args.seed) for m in models} for d in datasets}
     if args.train:
-        for d in datasets:
-            for m in models:
-                mtl.ensure_trained(paths[d][m], d, m, args.preset, args.seed, args.data_dir, verbose=0)
+        train_argv = ["--preset", args.preset, "--datasets", ",".join(datasets), "--models", ",".join(models),
+                      "--seeds", str(args.seed), "--root", str(root), "--results-dir", str(args.results_dir),
+                      "--train-only", "--verbose", "0"] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
+        if mtl.main(train_argv) != 0:
+            return 2
     missing = [str(p) for by_model in paths.values() for p in by_model.values() if not (p / runs.MODEL).exists()]
     if missing:
         print(f"error: {len(missing)} run(s) not trained, e.g. {missing[0]}; train them with "
-              f"`python -m tf_mtvib.reproduce mtl --preset {args.preset} --root {args.root} --train-only` "
+              f"`python -m tf_mtvib.reproduce mtl --preset {args.preset} --root {root} --train-only` "
               f"or pass --train", file=sys.stderr)
         return 2
 
@@ -510,7 +499,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = []
     for d in datasets:
         cells = {m: RunCache(paths[d][m], args.examples, args.subset_seed, args.data_dir) for m in models}
-        result = study_dataset(d, cells, grid, paper[d], masking)
+        result = study_dataset(d, cells, grid, paper_curves(d, args.paper_tables), masking)
         plot = plot_dataset(result, out / f"{d}.png")
         result["plot"] = (pathlib.Path("results") / args.preset / "protocols" / plot.name).as_posix()
         doc["datasets"][d] = result

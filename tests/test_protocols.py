@@ -60,8 +60,10 @@ def test_masking_verdict_rule():
     assert v["verdict"] == "overshoot" and v["fgsm_rises"] == [0.1, 0.15, 0.2, 0.25, 0.3]
 
 
-def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys):
+def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys,
+                                                                               monkeypatch):
     assert COMMANDS["protocols"] == "tf_mtvib.reproduce.protocols"
+    monkeypatch.chdir(tmp_path)          # nothing may land in a default (repository) path
     doc = tmp_path / "robustness.md"
     doc.write_text(f"# Robustness\n\nintro\n\n{P.BEGIN}\nold\n{P.END}\n\nkept\n")
     argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs,mtvib", "--root", str(tmp_path / "runs"),
@@ -93,3 +95,5 @@ def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tm
     assert P.main(argv) == 0                                           # everything from the caches
     assert "0 evaluation(s) computed" in capsys.readouterr().out
     assert json.loads((out / "protocols.json").read_text()) == study
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "robustness.md", "runs"]
+    assert (tmp_path / "results" / "smoke" / "multimnist" / "gs-s0" / "metrics.json").exists()   # mtl's cell

@@ -424,6 +424,24 @@ def plot_dataset(d: Dict[str, Any], path: pathlib.Path) -> pathlib.Path:
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
+def train_run(path: pathlib.Path, dataset: str, model: str, preset: str, seed: int, root: pathlib.Path,
+              results_dir: pathlib.Path, data_dir=None) -> None:
+    """Train one run as ``reproduce mtl`` does (GS with its grid-searched weights) unless it
+    finished, and publish its metrics into mtl's results cell; writes no report."""
+    from ..tune import DEFAULT_GRID
+
+    if (path / runs.MODEL).exists():
+        return
+    if model == "gs":
+        search = mtl.ensure_gs_search(root, results_dir, preset, dataset, epochs=mtl.SEARCH_EPOCHS.get(preset, 3),
+                                      grid=list(DEFAULT_GRID), data_dir=data_dir, verbose=0)
+        config = mtl.gs_config(dataset, preset, seed, search)
+    else:
+        config = mtl.train_config(dataset, model, preset, seed)
+    mtl.ensure_trained(path, config, data_dir, verbose=0)
+    mtl.publish(path, mtl.cell_dir(results_dir, preset, dataset, model, seed))
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce protocols", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu", help="the preset whose runs are studied (default: %(default)s)")
@@ -446,8 +464,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the document whose generated block is filled (default: %(default)s)")
     p.add_argument("--paper-tables", type=pathlib.Path, default=TABLES_CSV)
     p.add_argument("--train", action="store_true",
-                   help="train missing runs first, by `python -m tf_mtvib.reproduce mtl --train-only` with the "
-                        "same preset, root, data sets, models, seed and results directory")
+                   help="train missing runs first, as `python -m tf_mtvib.reproduce mtl --train-only` would "
+                        "(same preset, root, seed and results directory), without writing its report")
     p.add_argument("--data-dir", type=pathlib.Path)
     return p
 
@@ -476,11 +494,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     root = args.root or mtl.default_root()
     paths = {d: {m: mtl.run_dir(root, args.preset, d, m, args.seed) for m in models} for d in datasets}
     if args.train:
-        train_argv = ["--preset", args.preset, "--datasets", ",".join(datasets), "--models", ",".join(models),
-                      "--seeds", str(args.seed), "--root", str(root), "--results-dir", str(args.results_dir),
-                      "--train-only", "--verbose", "0"] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])
-        if mtl.main(train_argv) != 0:
-            return 2
+        for d in datasets:
+            for m in models:
+                train_run(paths[d][m], d, m, args.preset, args.seed, root, args.results_dir, args.data_dir)
     missing = [str(p) for by_model in paths.values() for p in by_model.values() if not (p / runs.MODEL).exists()]
     if missing:
         print(f"error: {len(missing)} run(s) not trained, e.g. {missing[0]}; train them with "

@@ -24,5 +24,12 @@ setup(
         "ai-edge-litert>=2.0",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["tf-mtvib-train=tf_mtvib.train:main"]},
+    # The main commands; each is also `python -m tf_mtvib.<command>` (train: `python train.py`).
+    entry_points={"console_scripts": [
+        "tf-mtvib-train=tf_mtvib.train:main",
+        "tf-mtvib-evaluate=tf_mtvib.evaluate:main",
+        "tf-mtvib-export=tf_mtvib.export:main",
+        "tf-mtvib-tune=tf_mtvib.tune:main",
+        "tf-mtvib-reproduce=tf_mtvib.reproduce.__main__:main",
+    ]},
 )

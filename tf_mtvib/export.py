@@ -1,8 +1,12 @@
 """Export a trained run as deployable artifacts: a TF Serving SavedModel and TFLite files.
 
-    python -m tf_mtvib.export --run RUN_DIR [--tflite] [--quantize float16|int8]
+    python -m tf_mtvib.export [--run RUN_DIR] [--tflite] [--quantize float16|int8]
                               [--output export/] [--name NAME] [--version N] [--force]
                               [--mc-samples N] [--no-check]
+
+(also ``tf-mtvib-export``). Without ``--run`` it exports the most recently
+finished run (one with ``model.keras`` and ``metrics.json``) under ``runs/``
+in the current directory, where ``train.py`` puts runs, and says which.
 
 SavedModel, in TF Serving's layout ``<output>/<name>/<version>/saved_model.pb``
 + ``variables/`` (``name`` defaults to ``<dataset>_<model>``; ``version`` is
@@ -46,7 +50,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import runs
-from .export_lite import QUANTIZATIONS, LiteModel, convert_saved_model, describe_quantization, tflite_filename
+from .export_lite import (INPUT_NAME, QUANTIZATIONS, SERVING_SIGNATURE, LiteModel, convert_saved_model,
+                          describe_quantization, predict_batches, tflite_filename)
 
 __all__ = [
     "SERVING_SIGNATURE", "MC_SIGNATURE", "INPUT_NAME", "DEFAULT_OUTPUT", "DEFAULT_MC_SAMPLES", "MODELS_CONFIG",
@@ -55,9 +60,7 @@ __all__ = [
 ]
 
 PROG = "tf_mtvib.export"
-SERVING_SIGNATURE = "serving_default"
 MC_SIGNATURE = "predict_mc"
-INPUT_NAME = "image"
 DEFAULT_OUTPUT = pathlib.Path("export")
 DEFAULT_MC_SAMPLES = 12
 DEFAULT_CALIBRATION_SIZE = 300
@@ -266,11 +269,6 @@ def _check_model_matches_run(model, run) -> None:
                           f"{tuple(spec.input_shape)}")
 
 
-def _calibration_images(run, size: int, data_dir, seed: int = 0) -> np.ndarray:
-    """``size`` images of the run's training split, a seeded stratified subset."""
-    return run.load_split("train", data_dir).sample(size, seed=seed).images.astype(np.float32) / 255.0
-
-
 # --------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------
@@ -294,6 +292,7 @@ class ExportResult:
     models: List[str]
     check: Optional[Dict[str, Any]] = None
     notes: List[str] = dataclasses.field(default_factory=list)
+    run: Optional[pathlib.Path] = None
 
     def tflite_path(self, quantize: Optional[str] = None) -> Optional[pathlib.Path]:
         for a in self.artifacts:
@@ -302,14 +301,61 @@ class ExportResult:
         return None
 
 
-def _info(run, model, name, version, mc_samples, variants, calibration) -> Dict[str, Any]:
+@dataclasses.dataclass
+class _Calibration:
+    """int8 calibration images and what export.json records about them."""
+    images: np.ndarray
+    seed: int = 0
+
+    def info(self, dataset: str) -> Dict[str, Any]:
+        return {"dataset": dataset, "split": "train", "images": int(len(self.images)), "seed": self.seed}
+
+
+@dataclasses.dataclass
+class _Target:
+    """Where a version goes: ``<output>/<name>/<version>`` and the TFLite files next to ``<name>``."""
+    output: pathlib.Path
+    name: str
+    version: int
+
+    @property
+    def model_dir(self) -> pathlib.Path:
+        return self.output / self.name
+
+    @property
+    def final_dir(self) -> pathlib.Path:
+        return self.model_dir / str(self.version)
+
+    def tflite(self, quantize: Optional[str]) -> pathlib.Path:
+        return self.output / tflite_filename(self.name, quantize)
+
+
+@dataclasses.dataclass
+class _Staged:
+    """Everything written under temporary names; :meth:`discard` removes it all."""
+    stage: Optional[pathlib.Path]  # the SavedModel folder, once created
+    created_model_dir: bool
+    tflite: Dict[Optional[str], pathlib.Path] = dataclasses.field(default_factory=dict)
+
+    def discard(self, target: _Target) -> None:
+        for p in [self.stage, *self.tflite.values()]:
+            if p is not None:
+                _remove(p)
+        if self.created_model_dir:
+            try:
+                target.model_dir.rmdir()
+            except OSError:
+                pass
+
+
+def _info(run, model, target: _Target, mc_samples, variants, calibration: Optional[_Calibration]) -> Dict[str, Any]:
     import tensorflow as tf
 
     spec = model.dataset_spec
     outs = signature_outputs(spec.task_names)
     return {
-        "name": name,
-        "version": version,
+        "name": target.name,
+        "version": target.version,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorflow": tf.__version__,
         "run": run.path.name,
@@ -323,18 +369,17 @@ def _info(run, model, name, version, mc_samples, variants, calibration) -> Dict[
             MC_SIGNATURE: {"outputs": outs[MC_SIGNATURE], "z": "posterior samples",
                            "samples": mc_samples if model.is_stochastic else 0},
         },
-        "tflite": {("float32" if q is None else q): tflite_filename(name, q) for q in variants},
-        "int8_calibration": calibration,
+        "tflite": {("float32" if q is None else q): tflite_filename(target.name, q) for q in variants},
+        "int8_calibration": None if calibration is None else calibration.info(run.dataset),
         "run_test_accuracy": (run.metrics() or {}).get("test"),
     }
 
 
 def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, version: Optional[int] = None,
                force: bool = False, tflite: bool = False, quantize: Sequence[str] = (),
-               mc_samples: int = DEFAULT_MC_SAMPLES, calibration_dataset: Optional[str] = None,
-               calibration_size: int = DEFAULT_CALIBRATION_SIZE, data_dir=None, check: Optional[bool] = None,
-               check_limit: Optional[int] = None, serving_root: str = DEFAULT_SERVING_ROOT,
-               log=None) -> ExportResult:
+               mc_samples: int = DEFAULT_MC_SAMPLES, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+               data_dir=None, check: Optional[bool] = None, check_limit: Optional[int] = None,
+               serving_root: str = DEFAULT_SERVING_ROOT, log=None) -> ExportResult:
     """Export run ``run_dir``; see the module docstring. Raises :class:`ExportError`.
 
     Everything that can fail for a reason the user can fix (the run, the
@@ -343,34 +388,51 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
     data is available, ``True`` requires it, ``False`` skips it.
     """
     log = log or (lambda msg: None)
-    output = pathlib.Path(output)
+    variants = _validate_options(tflite, quantize, mc_samples, version, calibration_size)
+    run, model = _load_run_and_model(run_dir, log)
+    name = _model_name(name, run)
+    calibration = _calibration_data(run, calibration_size, data_dir) if "int8" in variants else None
+    notes: List[str] = []
+    test = _check_data(run, check, check_limit, data_dir, notes)
+    target = _choose_version(pathlib.Path(output), name, version, force)
+    staged = _stage(target, run, model, int(mc_samples), variants, calibration, log)
+    artifacts = _commit(staged, target, model, int(mc_samples))
+    notes += _stale_tflite_notes(target, variants)
+    names = write_models_config(target.output, serving_root)
+    config = target.output / MODELS_CONFIG
+    artifacts.append(Artifact("config", config, config.stat().st_size,
+                              f"TF Serving model_config_list, {len(names)} model(s)"))
+    result = ExportResult(name, target.version, target.final_dir, target.output, artifacts, names, notes=notes,
+                          run=run.path)
+    if test is not None:
+        log(f"checking on {len(test)} {run.dataset} test images ...")
+        result.check = check_export(model, result, test)
+    return result
+
+
+# -- the steps of export_run, in order ------------------------------------
+def _validate_options(tflite: bool, quantize: Sequence[str], mc_samples: int, version: Optional[int],
+                      calibration_size: int) -> List[Optional[str]]:
+    """Check the numeric options; return the TFLite variants to write (``None`` is float32)."""
     for q in quantize:
         if q not in QUANTIZATIONS:
             raise ExportError(f"unknown quantisation {q!r}; choose from {', '.join(QUANTIZATIONS)}")
-    quantize = tuple(q for q in QUANTIZATIONS if q in quantize)
-    variants: List[Optional[str]] = ([None] if (tflite or quantize) else []) + list(quantize)
+    quantize = [q for q in QUANTIZATIONS if q in quantize]
     if int(mc_samples) < 1:
         raise ExportError(f"--mc-samples must be >= 1; got {mc_samples}")
     if version is not None and int(version) < 1:
         raise ExportError(f"--version must be a positive integer; got {version}")
     if calibration_size < 1:
         raise ExportError(f"--calibration-size must be >= 1; got {calibration_size}")
+    return ([None] if (tflite or quantize) else []) + quantize
 
-    # -- the run -----------------------------------------------------------
+
+def _load_run_and_model(run_dir, log):
+    """The run and its trained model, which must match the run's data set."""
     try:
         run = runs.load_run(run_dir)
     except runs.RunError as e:
         raise ExportError(str(e)) from None
-    from .datasets import DEFAULT_SUBSET_SEED, DataError, get_spec
-
-    if calibration_dataset is not None:
-        try:
-            get_spec(calibration_dataset)
-        except ValueError as e:
-            raise ExportError(f"--calibration-dataset: {e}") from None
-        if calibration_dataset != run.dataset:
-            raise ExportError(f"--calibration-dataset {calibration_dataset!r} is not the data set the model was "
-                              f"trained on ({run.dataset!r}); int8 calibration must use the model's own inputs")
     log(f"loading {run.path / runs.MODEL} ...")
     try:
         model = run.model
@@ -379,133 +441,139 @@ def export_run(run_dir, output=DEFAULT_OUTPUT, name: Optional[str] = None, versi
     except Exception as e:  # a corrupt or foreign .keras file
         raise ExportError(f"cannot load {run.path / runs.MODEL}: {_one_line(e)}") from None
     _check_model_matches_run(model, run)
-    spec = model.dataset_spec
+    return run, model
+
+
+def _model_name(name: Optional[str], run) -> str:
     name = name or f"{run.dataset}_{run.model_name}"
     if not _NAME.match(name):
         raise ExportError(f"model name {name!r} must be letters, digits, '_', '.', '-' (not starting with '.' or '-')")
+    return name
 
-    # -- data: calibration (needed) and test (for the check) ----------------
-    calibration = None
-    calib_info = None
-    if "int8" in quantize:
-        try:
-            calibration = _calibration_images(run, calibration_size, data_dir)
-        except DataError as e:
-            raise ExportError(f"int8 calibration needs the {run.dataset} training split: {_one_line(e)}") from None
-        except runs.RunError as e:
-            raise ExportError(str(e)) from None
-        calib_info = {"dataset": run.dataset, "split": "train", "images": int(len(calibration)), "seed": 0}
-    test = None
-    notes: List[str] = []
-    if check is not False:
-        try:
-            test = run.load_split("test", data_dir)
-            if check_limit:  # a stratified subset drawn with the run's seed
-                seed = run.subsets["seed"]
-                test = test.sample(int(check_limit), seed=DEFAULT_SUBSET_SEED if seed is None else seed)
-        except runs.RunError as e:
-            raise ExportError(str(e)) from None
-        except DataError as e:
-            if check:
-                raise ExportError(f"--check needs the {run.dataset} test split: {_one_line(e)}") from None
-            notes.append(f"check skipped: no test data ({_one_line(e)})")
 
-    # -- the output: writable, version free --------------------------------
+def _calibration_data(run, size: int, data_dir, seed: int = 0) -> _Calibration:
+    """``size`` images of the run's own training split, a seeded stratified subset."""
+    from .datasets import DataError
+
+    try:
+        train = run.load_split("train", data_dir)
+    except DataError as e:
+        raise ExportError(f"int8 calibration needs the {run.dataset} training split: {_one_line(e)}") from None
+    except runs.RunError as e:
+        raise ExportError(str(e)) from None
+    return _Calibration(train.sample(size, seed=seed).images.astype(np.float32) / 255.0, seed)
+
+
+def _check_data(run, check: Optional[bool], check_limit: Optional[int], data_dir, notes: List[str]):
+    """The run's test split for the check (``check_limit``: a stratified subset drawn with
+    the run's seed), or ``None`` (with a note) when it is skipped."""
+    from .datasets import DEFAULT_SUBSET_SEED, DataError
+
+    if check is False:
+        return None
+    try:
+        test = run.load_split("test", data_dir)
+        seed = run.subsets["seed"]
+    except runs.RunError as e:
+        raise ExportError(str(e)) from None
+    except DataError as e:
+        if check:
+            raise ExportError(f"--check needs the {run.dataset} test split: {_one_line(e)}") from None
+        notes.append(f"check skipped: no test data ({_one_line(e)})")
+        return None
+    return test.sample(int(check_limit), seed=DEFAULT_SUBSET_SEED if seed is None else seed) if check_limit else test
+
+
+def _choose_version(output: pathlib.Path, name: str, version: Optional[int], force: bool) -> _Target:
+    """A writable output root and a version that is free (or ``force``d)."""
     _prepare_output_root(output)
     model_dir = output / name
     if model_dir.exists() and not model_dir.is_dir():
         raise ExportError(f"{model_dir} exists and is not a directory")
     versions = existing_versions(model_dir)
-    version = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
-    final_dir = model_dir / str(version)
-    if final_dir.exists() and not force:
-        raise ExportError(f"{final_dir} exists; an exported version is never overwritten "
-                          f"(omit --version for the next one, {versions[-1] + 1 if versions else 1}, or pass --force)")
+    following = versions[-1] + 1 if versions else 1
+    target = _Target(output, name, int(version) if version is not None else following)
+    if target.final_dir.exists() and not force:
+        raise ExportError(f"{target.final_dir} exists; an exported version is never overwritten "
+                          f"(omit --version for the next one, {following}, or pass --force)")
     if model_dir.is_dir():
         _probe_writable(model_dir)
+    return target
 
-    # -- stage everything in temporary names next to the targets -----------
+
+def _stage(target: _Target, run, model, mc_samples: int, variants, calibration: Optional[_Calibration],
+           log) -> _Staged:
+    """Write the SavedModel (with export.json) and the TFLite files under temporary names next to
+    their targets; on any failure remove what was written."""
     import tensorflow as tf
 
-    created_model_dir = not model_dir.exists()
-    staged: List[pathlib.Path] = []
-    tflite_tmp: Dict[Optional[str], pathlib.Path] = {}
+    staged = _Staged(None, created_model_dir=not target.model_dir.exists())
     try:
-        model_dir.mkdir(exist_ok=True)
-        stage = pathlib.Path(tempfile.mkdtemp(dir=model_dir, prefix=f"{_TMP_PREFIX}{version}-"))
-        staged.append(stage)
+        target.model_dir.mkdir(exist_ok=True)
+        staged.stage = pathlib.Path(tempfile.mkdtemp(dir=target.model_dir, prefix=f"{_TMP_PREFIX}{target.version}-"))
         log(f"writing the SavedModel (signatures {SERVING_SIGNATURE}, {MC_SIGNATURE}) ...")
-        module, signatures = build_serving_module(model.network, spec, mc_samples)
-        tf.saved_model.save(module, str(stage), signatures=signatures)
-        info = _info(run, model, name, version, int(mc_samples), variants, calib_info)
-        (stage / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-        runs.write_json(stage / INFO_FILE, info)
+        module, signatures = build_serving_module(model.network, model.dataset_spec, mc_samples)
+        tf.saved_model.save(module, str(staged.stage), signatures=signatures)
+        (staged.stage / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(staged.stage / INFO_FILE, _info(run, model, target, mc_samples, variants, calibration))
         for q in variants:
             log(f"converting to TFLite ({describe_quantization(q)}) ...")
-            try:
-                flat = convert_saved_model(stage, q, calibration if q == "int8" else None)
-            except Exception as e:
-                raise ExportError(f"TFLite conversion ({q or 'float32'}) failed: {_one_line(e)}") from None
-            fd, tmp = tempfile.mkstemp(dir=output, prefix=f"{_TMP_PREFIX}{tflite_filename(name, q)}-")
-            staged.append(pathlib.Path(tmp))
+            flat = _convert(staged.stage, q, calibration)
+            fd, tmp = tempfile.mkstemp(dir=target.output, prefix=f"{_TMP_PREFIX}{target.tflite(q).name}-")
+            staged.tflite[q] = pathlib.Path(tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(flat)
             os.chmod(tmp, 0o644)
-            tflite_tmp[q] = pathlib.Path(tmp)
-        _make_readable(stage)
+        _make_readable(staged.stage)
     except BaseException as e:
-        for p in staged:
-            _remove(p)
-        if created_model_dir:
-            try:
-                model_dir.rmdir()
-            except OSError:
-                pass
-        if isinstance(e, (ExportError, KeyboardInterrupt)):
-            raise
+        staged.discard(target)
         if isinstance(e, OSError):
             raise ExportError(f"writing the export failed: {e}") from None
         raise
+    return staged
 
-    # -- commit: rename into place -----------------------------------------
-    artifacts: List[Artifact] = []
-    replaced_version = final_dir.exists()
-    old = None
-    if replaced_version:
-        old = model_dir / f"{_TMP_PREFIX}old-{version}-{os.getpid()}"
+
+def _convert(saved_model_dir: pathlib.Path, quantize: Optional[str], calibration: Optional[_Calibration]) -> bytes:
+    """One TFLite conversion; its failure is an :class:`ExportError`."""
+    try:
+        return convert_saved_model(saved_model_dir, quantize,
+                                   calibration.images if quantize == "int8" else None)
+    except Exception as e:
+        raise ExportError(f"TFLite conversion ({quantize or 'float32'}) failed: {_one_line(e)}") from None
+
+
+def _commit(staged: _Staged, target: _Target, model, mc_samples: int) -> List[Artifact]:
+    """Rename the staged version into place (an old one under ``--force`` is moved aside first and
+    put back if the rename fails), then the TFLite files."""
+    final_dir = target.final_dir
+    replaced = final_dir.exists()
+    old = target.model_dir / f"{_TMP_PREFIX}old-{target.version}-{os.getpid()}" if replaced else None
+    if old is not None:
         os.rename(final_dir, old)
     try:
-        os.rename(stage, final_dir)
+        os.rename(staged.stage, final_dir)
     except OSError as e:
         if old is not None:
             os.rename(old, final_dir)
-        for p in staged:
-            _remove(p)
+        staged.discard(target)
         raise ExportError(f"cannot move the export into {final_dir}: {e.strerror or e}") from None
     if old is not None:
         _remove(old)
-    artifacts.append(Artifact("savedmodel", final_dir, _dir_size(final_dir),
-                              f"SavedModel ({SERVING_SIGNATURE}; {MC_SIGNATURE}: "
-                              f"{int(mc_samples) if model.is_stochastic else 0} samples)", replaced=replaced_version))
-    for q, tmp in tflite_tmp.items():
-        target = output / tflite_filename(name, q)
-        existed = target.exists()
-        os.replace(tmp, target)
-        artifacts.append(Artifact("tflite", target, target.stat().st_size, describe_quantization(q), q, existed))
-    for q in (None,) + QUANTIZATIONS:
-        stale = output / tflite_filename(name, q)
-        if q not in tflite_tmp and stale.exists():
-            notes.append(f"{stale} is left from an earlier export; it is not version {version}")
-    names = write_models_config(output, serving_root)
-    artifacts.append(Artifact("config", output / MODELS_CONFIG, (output / MODELS_CONFIG).stat().st_size,
-                              f"TF Serving model_config_list, {len(names)} model(s)"))
-    result = ExportResult(name, version, final_dir, output, artifacts, names, notes=notes)
+    samples = mc_samples if model.is_stochastic else 0
+    artifacts = [Artifact("savedmodel", final_dir, _dir_size(final_dir),
+                          f"SavedModel ({SERVING_SIGNATURE}; {MC_SIGNATURE}: {samples} samples)", replaced=replaced)]
+    for q, tmp in staged.tflite.items():
+        path = target.tflite(q)
+        existed = path.exists()
+        os.replace(tmp, path)
+        artifacts.append(Artifact("tflite", path, path.stat().st_size, describe_quantization(q), q, existed))
+    return artifacts
 
-    # -- check ------------------------------------------------------------
-    if test is not None:
-        log(f"checking on {len(test)} {run.dataset} test images ...")
-        result.check = check_export(model, result, test)
-    return result
+
+def _stale_tflite_notes(target: _Target, variants) -> List[str]:
+    """TFLite files of this name that this export did not rewrite (they belong to an older version)."""
+    return [f"{target.tflite(q)} is left from an earlier export; it is not version {target.version}"
+            for q in (None,) + QUANTIZATIONS if q not in variants and target.tflite(q).exists()]
 
 
 def _make_readable(path: pathlib.Path) -> None:
@@ -518,14 +586,6 @@ def _make_readable(path: pathlib.Path) -> None:
 # --------------------------------------------------------------------------
 # Check: accuracies of every artifact on the test split
 # --------------------------------------------------------------------------
-def _batched(fn, images: np.ndarray, batch_size: int = 256) -> Dict[str, np.ndarray]:
-    parts: Dict[str, list] = {}
-    for i in range(0, len(images), batch_size):
-        for k, v in fn(images[i:i + batch_size]).items():
-            parts.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
 def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
     """Accuracies of the Keras model, the SavedModel (both signatures) and each TFLite file on ``test``,
     and the largest probability difference of each to the SavedModel's ``serving_default``."""
@@ -536,37 +596,38 @@ def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
     tasks = list(model.task_names)
     images = test.images.astype(np.float32) / 255.0
     labels = {t: test.labels[t] for t in tasks}
-    rows: Dict[str, Dict[str, Any]] = {}
 
     def probs_of(outputs):
         return {t: np.asarray(outputs[f"{t}_probs"]) for t in tasks}
 
-    keras_probs = _batched(lambda x: {t: p.numpy() for t, p in model.probabilities(x).items()}, images)
-    loaded = tf.saved_model.load(str(result.saved_model_dir))
-    serve = loaded.signatures[SERVING_SIGNATURE]
-    mc = loaded.signatures[MC_SIGNATURE]
-    sm = _batched(lambda x: {k: v.numpy() for k, v in serve(image=tf.constant(x)).items()}, images)
+    def signature(fn):
+        return lambda x: {k: v.numpy() for k, v in fn(image=tf.constant(x)).items()}
+
+    keras_probs = predict_batches(lambda x: {t: p.numpy() for t, p in model.probabilities(x).items()}, images)
+    loaded = tf.saved_model.load(str(result.saved_model_dir))  # kept alive while its signatures run
+    sm = predict_batches(signature(loaded.signatures[SERVING_SIGNATURE]), images)
+    mc = predict_batches(signature(loaded.signatures[MC_SIGNATURE]), images)
+    del loaded
     ref = probs_of(sm)
+    ref_classes = {t: np.argmax(ref[t], -1) for t in tasks}
 
     def row(probs, classes=None):
-        r: Dict[str, Any] = {"accuracy": accuracies(correct_from_probs(probs, labels))}
-        r["max_abs_diff"] = float(max(np.max(np.abs(probs[t] - ref[t])) for t in tasks))
-        r["agreement"] = float(np.mean([np.mean(np.argmax(probs[t], -1) == np.argmax(ref[t], -1)) for t in tasks]))
+        agreement = accuracies(correct_from_probs(probs, ref_classes))  # accuracy against the reference's classes
+        r: Dict[str, Any] = {"accuracy": accuracies(correct_from_probs(probs, labels)),
+                             "max_abs_diff": float(max(np.max(np.abs(probs[t] - ref[t])) for t in tasks)),
+                             "agreement": float(np.mean([agreement[t] for t in tasks]))}
         if classes is not None:
             r["class_matches_argmax"] = bool(all(np.array_equal(classes[t], np.argmax(probs[t], -1)) for t in tasks))
         return r
 
-    rows["keras"] = row(keras_probs)
-    rows["savedmodel"] = row(ref, {t: sm[f"{t}_class"] for t in tasks})
-    mc_out = _batched(lambda x: {k: v.numpy() for k, v in mc(image=tf.constant(x)).items()}, images)
-    rows["savedmodel_mc"] = row(probs_of(mc_out))
-    rows["savedmodel_mc"]["mean_entropy"] = {t: float(np.mean(mc_out[f"{t}_entropy"])) for t in tasks}
-    del loaded
+    rows: Dict[str, Dict[str, Any]] = {"keras": row(keras_probs),
+                                       "savedmodel": row(ref, {t: sm[f"{t}_class"] for t in tasks}),
+                                       "savedmodel_mc": row(probs_of(mc))}
+    rows["savedmodel_mc"]["mean_entropy"] = {t: float(np.mean(mc[f"{t}_entropy"])) for t in tasks}
     for a in result.artifacts:
-        if a.kind != "tflite":
-            continue
-        out = LiteModel(a.path).predict(images)
-        rows[f"tflite_{a.quantize or 'float32'}"] = row(probs_of(out), {t: out[f"{t}_class"] for t in tasks})
+        if a.kind == "tflite":
+            out = LiteModel(a.path).predict(images)
+            rows[f"tflite_{a.quantize or 'float32'}"] = row(probs_of(out), {t: out[f"{t}_class"] for t in tasks})
     report: Dict[str, Any] = {"images": int(len(images)), "tasks": tasks, "rows": rows}
     if "tflite_int8" in rows and "tflite_float32" in rows:
         drop = {t: rows["tflite_float32"]["accuracy"][t] - rows["tflite_int8"]["accuracy"][t] for t in tasks}
@@ -593,7 +654,8 @@ def _mb(n: int) -> str:
 
 
 def format_summary(result: ExportResult) -> str:
-    lines = [f"exported {result.name} version {result.version} to {result.output_root}"]
+    lines = [f"exported {result.name} version {result.version} to {result.output_root}"
+             + (f" from run {result.run}" if result.run is not None else "")]
     w = max(len(str(a.path)) for a in result.artifacts) + 1
     for a in result.artifacts:
         path = str(a.path) + ("/" if a.kind == "savedmodel" else "")
@@ -627,7 +689,9 @@ def format_summary(result: ExportResult) -> str:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=pathlib.Path, help="run directory written by train.py")
+    p.add_argument("--run", type=pathlib.Path,
+                   help=f"run directory written by train.py (default: the most recently finished run under "
+                        f"{runs.DEFAULT_ROOT}/ in the current directory)")
     p.add_argument("--output", type=pathlib.Path, default=DEFAULT_OUTPUT,
                    help="output root (default: export/ in the current directory)")
     p.add_argument("--name", help="model name (default <dataset>_<model>)")
@@ -639,8 +703,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", action="append", default=[], metavar="float16|int8",
                    help="also write <name>_float16.tflite / <name>_int8.tflite (implies --tflite; repeat or "
                         "comma-separate for both)")
-    p.add_argument("--calibration-dataset",
-                   help="data set of the int8 calibration images (must be the run's; default: the run's)")
     p.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE,
                    help=f"training images used for int8 calibration (default {DEFAULT_CALIBRATION_SIZE})")
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
@@ -665,10 +727,21 @@ def _quantize_list(values: Sequence[str]) -> List[str]:
 def result_to_json(result: ExportResult) -> Dict[str, Any]:
     return {
         "name": result.name, "version": result.version, "saved_model_dir": str(result.saved_model_dir),
+        "run": None if result.run is None else str(result.run),
         "artifacts": [{"kind": a.kind, "path": str(a.path), "bytes": a.size, "description": a.description,
                        "quantize": a.quantize, "replaced": a.replaced} for a in result.artifacts],
         "models": result.models, "check": result.check, "notes": result.notes,
     }
+
+
+def _latest_run(log) -> pathlib.Path:
+    """The run to export when ``--run`` is not given; :class:`ExportError` when there is none."""
+    try:
+        path = runs.latest_finished_run(runs.DEFAULT_ROOT)
+    except runs.RunError as e:
+        raise ExportError(f"no --run given and {e}") from None
+    log(f"no --run given: exporting {path}, the most recently finished run under {runs.DEFAULT_ROOT}/")
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -676,9 +749,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[{PROG}] {msg}", file=sys.stderr, flush=True))
     try:
-        result = export_run(args.run, output=args.output, name=args.name, version=args.version, force=args.force,
+        run_dir = args.run if args.run is not None else _latest_run(log)
+        result = export_run(run_dir, output=args.output, name=args.name, version=args.version, force=args.force,
                             tflite=args.tflite, quantize=_quantize_list(args.quantize), mc_samples=args.mc_samples,
-                            calibration_dataset=args.calibration_dataset, calibration_size=args.calibration_size,
+                            calibration_size=args.calibration_size,
                             data_dir=args.data_dir, check=args.check, check_limit=args.check_limit,
                             serving_root=args.serving_root, log=log)
     except ExportError as e:

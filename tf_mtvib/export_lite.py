@@ -29,11 +29,12 @@ from typing import Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["QUANTIZATIONS", "SIGNATURE", "INPUT_NAME", "tflite_filename", "convert_saved_model",
-           "LiteModel", "describe_quantization"]
+__all__ = ["QUANTIZATIONS", "SERVING_SIGNATURE", "INPUT_NAME", "tflite_filename", "convert_saved_model",
+           "LiteModel", "predict_batches", "describe_quantization"]
 
 QUANTIZATIONS = ("float16", "int8")
-SIGNATURE = "serving_default"
+#: The signature every artifact serves (mean of z) and its input; :mod:`tf_mtvib.export` writes them.
+SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 CALIBRATION_BATCH = 16
 
@@ -75,7 +76,7 @@ def convert_saved_model(saved_model_dir, quantize: Optional[str] = None,
 
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None; got {quantize!r}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SIGNATURE])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SERVING_SIGNATURE])
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -101,10 +102,10 @@ class LiteModel:
         self.path = pathlib.Path(path)
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        if SIGNATURE not in signatures:
-            raise ValueError(f"{self.path}: no {SIGNATURE!r} signature (has {sorted(signatures)})")
-        self.signature = signatures[SIGNATURE]
-        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        if SERVING_SIGNATURE not in signatures:
+            raise ValueError(f"{self.path}: no {SERVING_SIGNATURE!r} signature (has {sorted(signatures)})")
+        self.signature = signatures[SERVING_SIGNATURE]
+        self.runner = self.interpreter.get_signature_runner(SERVING_SIGNATURE)
 
     @property
     def input_names(self) -> Sequence[str]:
@@ -131,8 +132,15 @@ class LiteModel:
 
     def predict(self, images, batch_size: int = 256) -> Dict[str, np.ndarray]:
         """All of ``images`` in batches, outputs concatenated."""
-        parts: Dict[str, list] = {}
-        for i in range(0, len(images), batch_size):
-            for k, v in self(images[i:i + batch_size]).items():
-                parts.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return predict_batches(self, images, batch_size)
+
+
+def predict_batches(fn: Callable[[np.ndarray], Dict[str, np.ndarray]], images,
+                    batch_size: int = 256) -> Dict[str, np.ndarray]:
+    """``fn`` (one batch of images -> ``{name: array}``) over all of ``images`` in batches of
+    ``batch_size``, the outputs concatenated along the batch axis."""
+    parts: Dict[str, list] = {}
+    for i in range(0, len(images), batch_size):
+        for k, v in fn(images[i:i + batch_size]).items():
+            parts.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in parts.items()}

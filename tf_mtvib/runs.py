@@ -25,14 +25,18 @@ HISTORY = "history.json"
 METRICS = "metrics.json"
 LOGS = "logs"
 BACKUP = "backup"
+#: Where ``train.py`` writes a run when ``--output-dir`` is not given (relative
+#: to the working directory), and where ``tf_mtvib.export`` looks without ``--run``.
+DEFAULT_ROOT = pathlib.Path("runs")
 
 #: The cap of each split in a config's ``limits``.
 LIMIT_KEYS = {"train": "max_train", "test": "max_test"}
 #: The rule of runs made before caps were drawn at random: a cap kept the first N items.
 LEGACY_SUBSET_RULE = "first-n"
 
-__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "LIMIT_KEYS", "RunError", "Run", "load_run",
-           "write_json", "read_json", "subsets_record", "subsets_of", "load_split"]
+__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "DEFAULT_ROOT", "LIMIT_KEYS", "RunError", "Run",
+           "load_run", "is_finished", "latest_finished_run", "write_json", "read_json", "subsets_record", "subsets_of",
+           "load_split"]
 
 
 class RunError(Exception):
@@ -173,3 +177,23 @@ def load_run(path, require_model: bool = True) -> Run:
     if require_model and not (path / MODEL).exists():
         raise RunError(f"{path}: no trained model ({MODEL}); has the run finished?")
     return Run(path, config)
+
+
+def is_finished(path) -> bool:
+    """Whether ``path`` is a finished run: it has its config, its trained model and its metrics."""
+    path = pathlib.Path(path)
+    return all((path / f).is_file() for f in (CONFIG, MODEL, METRICS))
+
+
+def latest_finished_run(root=DEFAULT_ROOT) -> pathlib.Path:
+    """The finished run under ``root`` (searched recursively) whose ``metrics.json``,
+    the last file training writes, is the newest; :class:`RunError` if there is none."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise RunError(f"no runs folder {root} (in {pathlib.Path.cwd()}); train one with "
+                       f"`python train.py --dataset DATASET` or name a run directory")
+    finished = [p.parent for p in root.rglob(METRICS) if is_finished(p.parent)]
+    if not finished:
+        raise RunError(f"no finished run under {root} (a folder with {CONFIG}, {MODEL} and {METRICS}); "
+                       f"train one with `python train.py --dataset DATASET` or name a run directory")
+    return max(finished, key=lambda p: ((p / METRICS).stat().st_mtime_ns, str(p)))

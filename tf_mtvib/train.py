@@ -1,7 +1,8 @@
-"""Training: ``python train.py --dataset mtfl --model mtvib`` (also ``python -m tf_mtvib.train``).
+"""Training: ``python train.py --dataset mtfl`` (also ``tf-mtvib-train`` and ``python -m tf_mtvib.train``).
 
-Trains one model as the paper does (Adam, learning rate 1e-4, batch 200,
-200 epochs, beta 1e-3, latent 256: ``--preset paper``, the default) under
+Trains one model (MTVIB unless ``--model`` names a baseline) as the paper
+does (Adam, learning rate 1e-4, batch 200, 200 epochs, beta 1e-3, latent 256:
+``--preset paper``, the default) under
 ``tf.distribute.MirroredStrategy`` when several GPUs are visible, and writes a
 run directory (see :mod:`tf_mtvib.runs`): ``config.json``, ``history.json``,
 TensorBoard ``logs/``, ``model.keras`` and ``metrics.json`` (test accuracy per
@@ -17,7 +18,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -27,7 +27,11 @@ from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
 from .models import DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES
 
-__all__ = ["PRESETS", "build_config", "train", "main", "parse_args", "TrainingDiverged"]
+__all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
+           "make_optimizer", "positive", "nonneg_float", "TrainingDiverged"]
+
+#: The model trained when ``--model`` is not given: the project's model, MTVIB.
+DEFAULT_MODEL = "mtvib"
 
 #: Training budgets. Top-level training settings (epochs, batch_size,
 #: learning_rate, and optionally lr_schedule, ...); ``data`` holds per-data-set
@@ -88,7 +92,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 _TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_beta1", "lr_decay", "lr_decay_epochs",
                   "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas")
-_TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
+TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
                       "jit_compile": False, "val_fraction": 0.0, "eval_samples": 12, "strategy": "auto",
                       "cpu_replicas": 0}
 _LIMIT_KEYS = ("max_train", "max_test")
@@ -116,7 +120,8 @@ def _task_weights(text: str):
         raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
 
 
-def _positive(kind):
+def positive(kind):
+    """An argparse ``type``: ``kind(text)``, required to be > 0."""
     def parse(text):
         try:
             value = kind(text)
@@ -128,7 +133,8 @@ def _positive(kind):
     return parse
 
 
-def _nonneg_float(text):
+def nonneg_float(text):
+    """An argparse ``type``: a float >= 0."""
     try:
         value = float(text)
     except ValueError:
@@ -142,21 +148,22 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=[n for n in SPECS], help="data set")
-    p.add_argument("--model", choices=MODEL_NAMES, help="model")
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
+                   help="model: MTVIB (the paper's) or a baseline")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="training budget")
     p.add_argument("--hparams", type=pathlib.Path, help="JSON file of hyper-parameters (e.g. best.json from tf_mtvib.tune)")
     g = p.add_argument_group("hyper-parameters (override the preset and --hparams)")
-    g.add_argument("--epochs", type=_positive(int))
-    g.add_argument("--batch-size", type=_positive(int), help="global batch size (split across replicas)")
-    g.add_argument("--learning-rate", type=_positive(float))
-    g.add_argument("--adam-beta1", type=_positive(float), help="Adam's beta_1 (Alemi et al.'s demo: 0.5)")
+    g.add_argument("--epochs", type=positive(int))
+    g.add_argument("--batch-size", type=positive(int), help="global batch size (split across replicas)")
+    g.add_argument("--learning-rate", type=positive(float))
+    g.add_argument("--adam-beta1", type=positive(float), help="Adam's beta_1 (Alemi et al.'s demo: 0.5)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="constant (with --lr-decay: step decay) or cosine decay to 1%% of the rate over the run")
-    g.add_argument("--lr-decay", type=_positive(float), help="multiply the learning rate by this every --lr-decay-epochs")
-    g.add_argument("--lr-decay-epochs", type=_positive(int))
-    g.add_argument("--ema-momentum", type=_positive(float), help="evaluate an exponential moving average of the weights")
-    g.add_argument("--beta", type=_nonneg_float, help="weight of the KL term (VIB models)")
-    g.add_argument("--latent-dim", type=_positive(int), help="dimension of z (VIB models)")
+    g.add_argument("--lr-decay", type=positive(float), help="multiply the learning rate by this every --lr-decay-epochs")
+    g.add_argument("--lr-decay-epochs", type=positive(int))
+    g.add_argument("--ema-momentum", type=positive(float), help="evaluate an exponential moving average of the weights")
+    g.add_argument("--beta", type=nonneg_float, help="weight of the KL term (VIB models)")
+    g.add_argument("--latent-dim", type=positive(int), help="dimension of z (VIB models)")
     g.add_argument("--latent-head", choices=LATENT_HEADS,
                    help="heads of the Gaussian latent (VIB models): paper = FC + BN + ReLU for mean and scale "
                         "(Tables I-II; stvib/mtvib default), linear = one Dense (Alemi et al.; vib_mlp default)")
@@ -166,13 +173,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="synchronise BatchNorm statistics across replicas")
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
-    d.add_argument("--num-train", type=_positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")
-    d.add_argument("--num-test", type=_positive(int), help="MultiMNIST/MultiFashion: test composites")
+    d.add_argument("--num-train", type=positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")
+    d.add_argument("--num-test", type=positive(int), help="MultiMNIST/MultiFashion: test composites")
     d.add_argument("--protocol", choices=["paper", "official"], help="MTFL split protocol")
     d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split")
-    d.add_argument("--max-train", type=_positive(int),
+    d.add_argument("--max-train", type=positive(int),
                    help="use N training examples, a random subset stratified on the labels (seeded by --seed)")
-    d.add_argument("--max-test", type=_positive(int),
+    d.add_argument("--max-test", type=positive(int),
                    help="use N test examples, a random subset stratified on the labels (seeded by --seed)")
     d.add_argument("--val-fraction", type=float, help="hold out this fraction of training data for validation logs")
     r = p.add_argument_group("run")
@@ -191,8 +198,8 @@ def make_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = make_parser()
     args = parser.parse_args(argv)
-    if not args.resume and (args.dataset is None or args.model is None):
-        parser.error("--dataset and --model are required (unless --resume)")
+    if not args.resume and args.dataset is None:
+        parser.error("--dataset is required (unless --resume)")
     if args.resume and args.output_dir is None:
         parser.error("--resume needs --output-dir, the run to continue")
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
@@ -205,7 +212,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     preset = PRESETS[args.preset]
     per_data = dict(preset["data"].get(args.dataset, {}))
     training = {k: preset[k] for k in ("epochs", "batch_size", "learning_rate")}
-    training.update(_TRAINING_DEFAULTS)
+    training.update(TRAINING_DEFAULTS)
     training.update({k: preset[k] for k in _TRAINING_KEYS if k in preset})
     for k in _TRAINING_KEYS:
         if k in per_data and k != "seed":  # a data option "seed" is the data's own seed
@@ -250,7 +257,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
-def _callbacks(run_dir: pathlib.Path, n_train: int, batch_size: int):
+def _callbacks(run_dir: pathlib.Path, n_train: int):
     import keras
     import numpy as np
 
@@ -363,7 +370,10 @@ def make_strategy(kind: str = "auto", cpu_replicas: int = 0):
     return tf.distribute.get_strategy()
 
 
-def _optimizer(training: Dict[str, Any], steps_per_epoch: int):
+def make_optimizer(training: Dict[str, Any], steps_per_epoch: int):
+    """Adam per the training settings: the learning rate (constant, a staircase decay every
+    ``lr_decay_epochs`` epochs, or cosine decay over the run), ``adam_beta1`` and an
+    optional EMA of the weights."""
     import keras
 
     lr = training["learning_rate"]
@@ -390,7 +400,6 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     if training.get("cpu_replicas", 0) > 1:
         configure_cpu_replicas(training["cpu_replicas"])
     import keras
-    import tensorflow as tf
 
     from .datasets import to_dataset, train_val_split
     from .metrics import evaluate_accuracy
@@ -415,8 +424,8 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
               f"({type(strategy).__name__}), run directory {run_dir}", flush=True)
     with strategy.scope():
         model = build_model(config["model"], spec, **config["hparams"])
-        model.compile(optimizer=_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
-    callbacks, guard = _callbacks(run_dir, len(train_split), batch)
+        model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
+    callbacks, guard = _callbacks(run_dir, len(train_split))
     t0 = time.perf_counter()
     model.fit(train_ds, epochs=training["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=verbose,
               shuffle=False)  # train_ds is shuffled by tf.data
@@ -452,7 +461,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
 
 def _default_run_dir(config) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / f"{config['dataset']}-{config['model']}-{stamp}"
+    return runs.DEFAULT_ROOT / f"{config['dataset']}-{config['model']}-{stamp}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,7 +3,7 @@
 For each data set and model this times training steps (images per second) of
 
 * ``library``: ``tf_mtvib.models.build_model(...)`` compiled as ``train.py``
-  compiles it (Adam from ``train._optimizer``, ``jit_compile=False``);
+  compiles it (Adam from ``train.make_optimizer``, ``jit_compile=False``);
 * ``reference``: the same architecture written by hand from the architecture
   table (``CONV_TRUNKS``, ``SHARED_FC``, ...), with no ``tf_mtvib`` code in
   the training step: a functional model and a plain
@@ -169,11 +169,11 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
 def library_model(name: str, spec, learning_rate: float, jit_compile: bool):
     """The library model, compiled as train.py compiles it."""
     from tf_mtvib.models import build_model
-    from tf_mtvib.train import _TRAINING_DEFAULTS, _optimizer
+    from tf_mtvib.train import TRAINING_DEFAULTS, make_optimizer
 
     model = build_model(name, spec)
-    training = dict(_TRAINING_DEFAULTS, learning_rate=learning_rate)
-    model.compile(optimizer=_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)
+    training = dict(TRAINING_DEFAULTS, learning_rate=learning_rate)
+    model.compile(optimizer=make_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)
     return model
 
 

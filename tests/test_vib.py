@@ -155,7 +155,7 @@ def test_deterministic_model_has_equal_modes_and_zero_kl():
 def test_label_entropy_and_beta_list():
     assert vib.label_entropy_bits(np.arange(1000) % 10) == pytest.approx(math.log2(10))
     assert vib.label_entropy_bits([3, 3, 3]) == 0.0
-    assert vib.parse_betas("1e-9, 1e-3,1") == [1e-9, 1e-3, 1.0]
+    assert vib.parse_betas("1, 1e-9,1e-3") == [1e-9, 1e-3, 1.0]
     for bad in ("", "1e-3,,1", "a", "-1", "1e-3,1e-3", "nan"):
         with pytest.raises(ValueError):
             vib.parse_betas(bad)

@@ -72,13 +72,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .layers import posterior_sampling
 from .models import sampled_logits, split_at_latents
 
 __all__ = [

@@ -269,10 +269,6 @@ class _TaskWeighting(keras.layers.Layer):
         if missing:
             raise ValueError(f"{self.name}: no loss for task(s) {sorted(missing)}")
 
-    def effective_weights(self) -> Dict[str, tf.Tensor]:
-        """The factor multiplying each task's cross-entropy."""
-        raise NotImplementedError
-
     def get_config(self):
         config = super().get_config()
         config["task_names"] = list(self.task_names)
@@ -303,9 +299,6 @@ class UncertaintyWeighting(_TaskWeighting):
         terms = [tf.exp(-2.0 * self.log_sigma[t]) * task_losses[t] + self.log_sigma[t]
                  for t in self.task_names]
         return tf.add_n(terms)
-
-    def effective_weights(self):
-        return {t: tf.exp(-2.0 * tf.convert_to_tensor(self.log_sigma[t])) for t in self.task_names}
 
     def sigmas(self) -> Dict[str, tf.Tensor]:
         """sigma_k = exp(log_sigma_k), for logging."""
@@ -346,9 +339,6 @@ class FixedWeighting(_TaskWeighting):
     def call(self, task_losses):
         self._check(task_losses)
         return tf.add_n([self.weights_by_task[t] * task_losses[t] for t in self.task_names])
-
-    def effective_weights(self):
-        return {t: tf.constant(w) for t, w in self.weights_by_task.items()}
 
     def get_config(self):
         config = super().get_config()

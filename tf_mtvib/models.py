@@ -330,15 +330,37 @@ class MultiTaskModel(keras.Model):
         return self.network(inputs, training=training)
 
     # -- loss --------------------------------------------------------------
-    def task_losses(self, y, y_pred) -> Dict[str, tf.Tensor]:
-        """Mean cross-entropy per task, ``{task: CE_k}``."""
-        return {
-            t: tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y[t], y_pred[t], from_logits=True))
-            for t in self.task_names
-        }
+    def task_losses(self, y, y_pred, sample_weight=None) -> Dict[str, tf.Tensor]:
+        """Cross-entropy per task over the batch, ``{task: CE_k}``.
+
+        Without ``sample_weight`` the batch mean. ``sample_weight``, one weight
+        per example (shape ``(B,)``) or ``{task: (B,)}`` for every task, gives
+        ``sum_i w_ik CE_ik / B``: Keras's reduction of a weighted loss
+        ("sum_over_batch_size"), so weights of 1 give the plain mean and a
+        batch split across replicas adds up to the same global loss.
+        """
+        weights = self._task_sample_weights(sample_weight)
+        out = {}
+        for t in self.task_names:
+            ce = keras.losses.sparse_categorical_crossentropy(y[t], y_pred[t], from_logits=True)
+            if weights[t] is not None:
+                ce = ce * tf.reshape(tf.cast(weights[t], ce.dtype), [-1])
+            out[t] = tf.reduce_mean(ce)
+        return out
+
+    def _task_sample_weights(self, sample_weight) -> Dict[str, Optional[tf.Tensor]]:
+        if sample_weight is None or not isinstance(sample_weight, Mapping):
+            return {t: sample_weight for t in self.task_names}
+        if set(sample_weight) != set(self.task_names):
+            raise ValueError(f"sample_weight as a dict must name exactly the tasks {list(self.task_names)}; "
+                             f"got {sorted(sample_weight)}")
+        return dict(sample_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        ce = self.task_losses(y, y_pred)
+        """The training loss (MTVIB eq. 23 for ``mtvib``): the weighting of the per-task cross-entropies plus
+        ``beta * KL`` of each latent. ``sample_weight`` weights each example's
+        cross-entropy (:meth:`task_losses`); the KL term and the accuracies are unweighted."""
+        ce = self.task_losses(y, y_pred, sample_weight)
         total = self.weighting(ce)
         for extra in self.losses:          # beta * KL of each GaussianLatent
             total = total + tf.cast(extra, total.dtype)

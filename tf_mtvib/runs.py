@@ -8,7 +8,7 @@ A run directory holds::
     history.json   per-epoch logs, one entry per epoch
     metrics.json   test accuracies per task and joint (all tasks right)
     logs/          TensorBoard
-    backup/        the BackupAndRestore checkpoint used by ``--resume``
+    backup/        the checkpoint used by ``--resume`` (:class:`tf_mtvib.train.Checkpoint`)
 """
 from __future__ import annotations
 

@@ -257,9 +257,51 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
-def _callbacks(run_dir: pathlib.Path, n_train: int):
+class Checkpoint:
+    """The resume checkpoint of a run (``backup/``), which survives a kill at any moment.
+
+    After an epoch the weights (with the optimizer state) go to
+    ``epoch-N.weights.h5`` (N epochs done) through a temporary file and a
+    rename; then ``training_metadata.json`` is replaced (also by rename) to
+    point at them; only then is the older file removed. :meth:`restore` loads
+    it before ``fit(initial_epoch=...)`` continues from there.
+    """
+
+    METADATA = "training_metadata.json"
+
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+
+    def _weights(self, epochs: int) -> pathlib.Path:
+        return self.directory / f"epoch-{epochs}.weights.h5"
+
+    def epochs_done(self) -> int:
+        """The epochs the checkpoint holds (0: there is none)."""
+        meta = self.directory / self.METADATA
+        return int(runs.read_json(meta)["epoch"]) if meta.exists() else 0
+
+    def save(self, model, epochs: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / "partial.weights.h5"
+        model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self._weights(epochs))
+        runs.write_json(self.directory / self.METADATA, {"epoch": epochs})
+        for f in self.directory.glob("epoch-*"):
+            if f != self._weights(epochs):
+                f.unlink()
+
+    def restore(self, model) -> int:
+        """Load the checkpoint into the compiled ``model``; returns the epochs done (the ``initial_epoch``)."""
+        epochs = self.epochs_done()
+        if epochs:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)  # so that its state loads too
+            model.load_weights(self._weights(epochs))
+        return epochs
+
+
+def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Checkpoint):
     import keras
-    import numpy as np
 
     class HistoryWriter(keras.callbacks.Callback):
         """Writes history.json after every epoch; on resume keeps the epochs before the first new one."""
@@ -301,47 +343,18 @@ def _callbacks(run_dir: pathlib.Path, n_train: int):
                 self.bad = (self._epoch, batch)
                 self.model.stop_training = True
 
-    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """BackupAndRestore whose checkpoint survives a kill at any moment.
-
-        Weights (with the optimizer state) go to ``epoch-N.weights.h5`` through a
-        temporary file and a rename; then ``training_metadata.json`` is replaced
-        (also by rename) to point at them; only then is the older file removed.
-        An epoch whose loss was not finite is never saved.
-        """
-
-        def _weights_for(self, epoch):
-            return os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5")
-
-        def _save_model(self):
-            os.makedirs(self.backup_dir, exist_ok=True)
-            epoch = self._current_epoch
-            tmp = os.path.join(self.backup_dir, "partial.weights.h5")
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, self._weights_for(epoch))
-            runs.write_json(self._training_metadata_path, {"epoch": epoch, "batch": self._last_batch_seen})
-            for f in os.listdir(self.backup_dir):
-                if f.startswith("epoch-") and f != os.path.basename(self._weights_for(epoch)):
-                    os.remove(os.path.join(self.backup_dir, f))
-
-        def _load_model(self):
-            if not os.path.exists(self._training_metadata_path):
-                return
-            epoch = runs.read_json(self._training_metadata_path)["epoch"]
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(self._weights_for(epoch))
-            self.model._initial_epoch = epoch
+    class SaveCheckpoint(keras.callbacks.Callback):
+        """Saves the resume checkpoint after every epoch whose loss is finite."""
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs and not np.isfinite(float(logs.get("loss", 0.0))):
+            if logs and not math.isfinite(float(logs.get("loss", 0.0))):
                 return
-            super().on_epoch_end(epoch, logs)
+            checkpoint.save(self.model, epoch + 1)
 
     history, guard = HistoryWriter(), NaNGuard()
     # Order matters: the history row is written before the checkpoint, so a kill
     # between the two makes the resumed run redo (and rewrite) that epoch.
-    cbs = [guard, history, AtomicBackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=False),
+    cbs = [guard, history, SaveCheckpoint(),
            keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
     return cbs, guard
 
@@ -425,10 +438,12 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     with strategy.scope():
         model = build_model(config["model"], spec, **config["hparams"])
         model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
-    callbacks, guard = _callbacks(run_dir, len(train_split))
+        checkpoint = Checkpoint(run_dir / runs.BACKUP)
+        initial_epoch = checkpoint.restore(model)
+    callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
     t0 = time.perf_counter()
-    model.fit(train_ds, epochs=training["epochs"], validation_data=val_ds, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # train_ds is shuffled by tf.data
+    model.fit(train_ds, epochs=training["epochs"], initial_epoch=initial_epoch, validation_data=val_ds,
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
     train_seconds = time.perf_counter() - t0
     if guard.bad is not None:
         epoch, step = guard.bad

@@ -66,7 +66,6 @@ DEFAULT_MAX_TRIALS = {"grid": None, "bayesian": 10, "random": 10}
 BEST = "best.json"
 TUNE_CONFIG = "tune_config.json"
 TUNER_DIR = "tuner"
-_FIXABLE = ("beta", "latent_dim", "learning_rate", "init_log_sigma")
 
 
 class TuneError(Exception):
@@ -195,35 +194,47 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
             hparams, training = self.values(hp)
             keras.utils.set_random_seed(training["seed"])  # every trial starts from the same initialisation
             model = build_model(config["model"], spec, **hparams)
-            model.compile(optimizer=train_module._optimizer(training, steps_per_epoch),
+            model.compile(optimizer=train_module.make_optimizer(training, steps_per_epoch),
                           jit_compile=bool(training.get("jit_compile")))
             return model
 
         def fit(self, hp, model, *args, callbacks=None, **kwargs):
-            callbacks = [c for c in (callbacks or []) if keep_models or type(c).__name__ != "SaveBestEpoch"]
+            callbacks = list(callbacks or [])
+            if not keep_models:
+                checkpoint = trial_checkpoint_callback_class()
+                callbacks = [c for c in callbacks if not isinstance(c, checkpoint)]
             callbacks = [MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(), *callbacks]
             return model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)  # tf.data shuffles
 
     return MultiTaskHyperModel(name=f"{config['model']}_{config['dataset']}")
 
 
+def trial_checkpoint_callback_class():
+    """The callback class keras-tuner adds to every trial's ``fit`` to save the
+    trial's best epoch (``SaveBestEpoch``); :func:`make_hypermodel` drops it
+    unless ``keep_models``.
+
+    The one private keras-tuner name this module uses: keras-tuner 1.4 exports
+    no public class or option for it. If a keras-tuner release moves it, this
+    import fails (and tests/test_tune.py with it) instead of the filter
+    silently keeping every trial's weights.
+    """
+    from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+
+    return SaveBestEpoch
+
+
 def make_tuner(search: str, hypermodel, max_trials: Optional[int], seed: int, directory: pathlib.Path,
                overwrite: bool = False, strategy=None):
     """The keras-tuner tuner of ``search`` ("grid", "bayesian" or "random") maximising
-    :data:`OBJECTIVE`, keeping its state in ``directory/tuner``."""
+    :data:`OBJECTIVE`, keeping its state in ``directory/tuner``. A new search
+    learns its space from the hypermodel's ``declare_hyperparameters`` and
+    one ``build`` (keras-tuner's own start-up; a reloaded search skips it)."""
     import keras_tuner as kt
 
     base = {"grid": kt.GridSearch, "bayesian": kt.BayesianOptimization, "random": kt.RandomSearch}[search]
 
-    class Tuner(base):
-        def _populate_initial_space(self):
-            # keras-tuner builds a whole model here to discover conditional
-            # hyper-parameters; ours has none, declaring them is enough.
-            hp = self.oracle.get_space()
-            self.hypermodel.declare_hyperparameters(hp)
-            self.oracle.update_space(hp)
-
-    return Tuner(hypermodel, objective=kt.Objective(OBJECTIVE, "max"), max_trials=max_trials, seed=seed,
+    return base(hypermodel, objective=kt.Objective(OBJECTIVE, "max"), max_trials=max_trials, seed=seed,
                  directory=str(directory), project_name=TUNER_DIR, overwrite=overwrite,
                  distribution_strategy=strategy)
 
@@ -411,7 +422,7 @@ def _ints(text: str) -> List[int]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    pos_int, pos_float = train_module._positive(int), train_module._positive(float)
+    pos_int, pos_float = train_module.positive(int), train_module.positive(float)
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True, choices=list(SPECS), help="data set")
@@ -438,7 +449,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=pos_int)
     g.add_argument("--batch-size", type=pos_int)
     g.add_argument("--learning-rate", type=pos_float)
-    g.add_argument("--beta", type=train_module._nonneg_float)
+    g.add_argument("--beta", type=train_module.nonneg_float)
     g.add_argument("--latent-dim", type=pos_int)
     g.add_argument("--init-log-sigma", type=float)
     d = p.add_argument_group("data")
@@ -475,7 +486,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = build_config(args)
-    output_dir = args.output_dir or pathlib.Path("runs") / (
+    output_dir = args.output_dir or runs.DEFAULT_ROOT / (
         f"tune-{args.dataset}-{args.model}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     ranges = {"beta": args.beta_range, "learning_rate": args.lr_range, "latent_dim": args.latent_dims}
     from .datasets import DataError

@@ -114,7 +114,7 @@ def parse_betas(text: str) -> List[float]:
         values.append(b)
     if len(set(values)) != len(values):
         raise ValueError(f"the beta list {text!r} repeats a value")
-    return values
+    return sorted(values)
 
 
 def run_name(model: str, beta: Optional[float] = None) -> str:

@@ -358,17 +358,6 @@ def test_run_without_model_fails_clearly(run_dir, tmp_path):
     assert not out.exists()
 
 
-def test_calibration_data_set_must_be_the_runs(exported, run_dir, capsys):
-    out = exported["out"]
-    tree = _tree(out)
-    rc = ex.main(["--run", str(run_dir), "--output", str(out), "--quantize", "int8",
-                  "--calibration-dataset", "mtfl", "--quiet"])
-    assert rc == 2
-    line = _error_line(capsys)
-    assert "'mtfl'" in line and "'multimnist'" in line
-    assert _tree(out) == tree
-
-
 def test_model_and_run_config_must_agree(run_dir, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()

@@ -154,3 +154,79 @@ def test_train_cli_on_two_logical_cpus(tmp_path, data_dir):
     _train("--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--epochs", "1", "--cpu-replicas", "2",
            "--sync-batchnorm", "--output-dir", run, "--data-dir", data_dir, "--verbose", "0")
     assert json.loads((run / "metrics.json").read_text())["replicas"] == 2
+
+
+# --------------------------------------------------------------------------
+# The resume checkpoint and per-example weights (public Keras APIs only)
+# --------------------------------------------------------------------------
+def _tiny_gs(seed=0):
+    import keras
+
+    from tf_mtvib.datasets.spec import SPECS
+    from tf_mtvib.models import build_model
+    from tf_mtvib.train import TRAINING_DEFAULTS, make_optimizer
+
+    keras.utils.set_random_seed(seed)
+    spec = SPECS["multimnist"]  # 36x36: the smallest trunk of the tables
+    model = build_model("gs", spec, task_weights=[0.3, 0.7])
+    model.compile(optimizer=make_optimizer(dict(TRAINING_DEFAULTS, learning_rate=1e-2), steps_per_epoch=1))
+    return model, spec
+
+
+def _tiny_data(spec, n=8):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((n, *spec.input_shape), dtype=np.float32)
+    y = {t.name: rng.integers(0, t.num_classes, n) for t in spec.tasks}
+    return x, y
+
+
+def test_checkpoint_restores_weights_and_optimizer_state(tmp_path):
+    import numpy as np
+
+    from tf_mtvib.train import Checkpoint
+
+    model, spec = _tiny_gs(seed=0)
+    x, y = _tiny_data(spec)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    checkpoint = Checkpoint(tmp_path / "backup")
+    assert checkpoint.restore(model) == 0  # nothing saved yet: start at epoch 0
+    checkpoint.save(model, 2)
+    checkpoint.save(model, 3)
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-3.weights.h5", Checkpoint.METADATA]
+    fresh, _ = _tiny_gs(seed=1)
+    assert checkpoint.restore(fresh) == 3
+    assert int(fresh.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 4
+    for a, b in zip(model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # fit(initial_epoch=3) continues: epochs 3 and 4 only
+    history = fresh.fit(x, y, batch_size=4, epochs=5, initial_epoch=3, verbose=0)
+    assert history.epoch == [3, 4]
+
+
+def test_sample_weight_weights_each_example_cross_entropy():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    model, spec = _tiny_gs()
+    x, y = _tiny_data(spec, 4)
+    logits = model(x, training=False)
+    ce = {t: keras.losses.sparse_categorical_crossentropy(y[t], logits[t], from_logits=True).numpy()
+          for t in model.task_names}
+    w = np.array([2.0, 0.0, 1.0, 0.5], np.float32)
+    plain = model.task_losses(y, logits)
+    ones = model.task_losses(y, logits, tf.ones([4]))
+    weighted = model.task_losses(y, logits, w)
+    per_task = model.task_losses(y, logits, {"top_left": w, "bottom_right": np.ones(4, np.float32)})
+    for t in model.task_names:
+        assert float(ones[t]) == pytest.approx(float(plain[t]), rel=1e-6)
+        assert float(weighted[t]) == pytest.approx(float(np.sum(w * ce[t]) / 4), rel=1e-5)
+    assert float(per_task["top_left"]) == pytest.approx(float(weighted["top_left"]), rel=1e-6)
+    assert float(per_task["bottom_right"]) == pytest.approx(float(plain["bottom_right"]), rel=1e-6)
+    with pytest.raises(ValueError, match="must name exactly the tasks"):
+        model.task_losses(y, logits, {"top_left": w})
+    # through fit: all-zero weights give a zero loss (GS has no other term)
+    history = model.fit(x, y, sample_weight=np.zeros(4, np.float32), batch_size=4, epochs=1, verbose=0)
+    assert history.history["loss"] == [0.0]

@@ -73,7 +73,7 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
             register_keras_objects()
         except Exception as e:  # never break the user's own `import keras`
             warnings.warn(f"tf_mtvib could not register its Keras classes ({type(e).__name__}: {e}); "
-                          f"call tf_mtvib.register_keras_objects() to see why", ImportWarning, stacklevel=2)
+                          f"call tf_mtvib.register_keras_objects() to see why", RuntimeWarning, stacklevel=2)
 
 
 class _NotifyingLoader(importlib.abc.Loader):

@@ -194,16 +194,16 @@ def test_full_preset_resolves_to_the_full_training_sets(data_dir):
 
 def test_cosine_schedule_decays_to_its_floor_over_the_run():
     from tf_mtvib.reproduce.mtl import train_config
-    from tf_mtvib.train import COSINE_FLOOR, _optimizer
+    from tf_mtvib.train import COSINE_FLOOR, make_optimizer
 
     training = train_config("multimnist", "gs", "full", 0)["training"]
-    opt = _optimizer(training, steps_per_epoch=10)
+    opt = make_optimizer(training, steps_per_epoch=10)
     assert float(opt.learning_rate) == pytest.approx(1e-3)
     opt.iterations.assign(training["epochs"] * 5)
     assert float(opt.learning_rate) == pytest.approx(1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5), rel=1e-4)
     opt.iterations.assign(training["epochs"] * 10)
     assert float(opt.learning_rate) == pytest.approx(1e-3 * COSINE_FLOOR, rel=1e-4)
     with pytest.raises(ValueError, match="exclude"):
-        _optimizer({**training, "lr_decay": 0.5}, 10)
+        make_optimizer({**training, "lr_decay": 0.5}, 10)
     # the cpu preset keeps its constant rate (and its configuration) unchanged
     assert "lr_schedule" not in train_config("multimnist", "gs", "cpu", 0)["training"]

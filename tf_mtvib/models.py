@@ -380,6 +380,12 @@ class MultiTaskModel(keras.Model):
             acc.update_state(y[t], y_pred[t])
             correct.append(tf.equal(tf.argmax(y_pred[t], axis=-1, output_type=tf.int64), tf.cast(y[t], tf.int64)))
         self._joint_acc.update_state(tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32))
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        """The logs: every metric's result (``kl`` for VIB models only) and, with
+        uncertainty weighting, each ``<task>_sigma``. In a cross-replica context
+        (a custom loop, the end of a ``fit`` epoch) the metrics are all-reduced."""
         logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or self.is_stochastic}
         if isinstance(self.weighting, UncertaintyWeighting):
             logs.update({f"{t}_sigma": s for t, s in self.weighting.sigmas().items()})

@@ -3,7 +3,9 @@
 Trains one model (MTVIB unless ``--model`` names a baseline) as the paper
 does (Adam, learning rate 1e-4, batch 200, 200 epochs, beta 1e-3, latent 256:
 ``--preset paper``, the default) under
-``tf.distribute.MirroredStrategy`` when several GPUs are visible, and writes a
+``tf.distribute.MirroredStrategy`` when several GPUs are visible (or, with
+``--strategy multi-worker``, ``MultiWorkerMirroredStrategy`` over the machines
+``TF_CONFIG`` lists, in the custom loop of :mod:`tf_mtvib.distributed`), and writes a
 run directory (see :mod:`tf_mtvib.runs`): ``config.json``, ``history.json``,
 TensorBoard ``logs/``, ``model.keras`` and ``metrics.json`` (test accuracy per
 task and joint, in mean mode and, for VIB models, averaged over posterior
@@ -22,7 +24,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import runs
+from . import distributed, runs
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
 from .models import DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES
@@ -91,10 +93,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 _TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_beta1", "lr_decay", "lr_decay_epochs",
-                  "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas")
+                  "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas",
+                  "loop")
 TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
                       "jit_compile": False, "val_fraction": 0.0, "eval_samples": 12, "strategy": "auto",
-                      "cpu_replicas": 0}
+                      "cpu_replicas": 0, "loop": "fit"}
 _LIMIT_KEYS = ("max_train", "max_test")
 #: Learning-rate schedules: constant (a step decay when lr_decay != 1) or cosine
 #: decay from the learning rate to COSINE_FLOOR times it over all the run's steps.
@@ -186,8 +189,11 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", type=pathlib.Path, help="run directory (default runs/<dataset>-<model>-<time>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
     r.add_argument("--seed", type=int)
-    r.add_argument("--strategy", choices=["auto", "mirrored", "default"],
-                   help="auto: MirroredStrategy when more than one GPU is visible")
+    r.add_argument("--strategy", choices=["auto", "mirrored", "default", distributed.MULTI_WORKER],
+                   help="auto: MirroredStrategy when more than one GPU is visible; multi-worker: "
+                        "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (custom loop; see README)")
+    r.add_argument("--loop", choices=["fit", "custom"],
+                   help="Keras fit, or the custom distributed loop (always used by --strategy multi-worker)")
     r.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices and mirror over them (testing)")
     r.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")
     r.add_argument("--eval-samples", type=int, help="posterior samples for the MC test accuracy of VIB models")
@@ -250,6 +256,15 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     for k in _LIMIT_KEYS:
         if getattr(args, k) is not None:
             limits[k] = getattr(args, k)
+    if training["strategy"] == distributed.MULTI_WORKER:
+        if args.loop == "fit":
+            raise SystemExit("train.py: error: --loop fit does not work under MultiWorkerMirroredStrategy "
+                             "(keras-team/keras#20585); --strategy multi-worker uses the custom loop")
+        if training["cpu_replicas"]:
+            raise SystemExit("train.py: error: --cpu-replicas does not combine with --strategy multi-worker")
+        training["loop"] = "custom"
+    if training["loop"] == "custom" and training["jit_compile"]:
+        raise SystemExit("train.py: error: --jit-compile is not supported by the custom loop")
     return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
             "subsets": runs.subsets_record(training["seed"]), "hparams": hparams, "training": training}
 
@@ -300,7 +315,7 @@ class Checkpoint:
         return epochs
 
 
-def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Checkpoint):
+def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[Checkpoint]):
     import keras
 
     class HistoryWriter(keras.callbacks.Callback):
@@ -354,8 +369,9 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Checkpoint):
     history, guard = HistoryWriter(), NaNGuard()
     # Order matters: the history row is written before the checkpoint, so a kill
     # between the two makes the resumed run redo (and rewrite) that epoch.
-    cbs = [guard, history, SaveCheckpoint(),
-           keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
+    # (checkpoint=None: the custom loop checkpoints with tf.train.CheckpointManager instead.)
+    cbs = [guard, history] + ([SaveCheckpoint()] if checkpoint is not None else []) + \
+          [keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
     return cbs, guard
 
 
@@ -371,6 +387,8 @@ def configure_cpu_replicas(n: int) -> None:
 
 
 def make_strategy(kind: str = "auto", cpu_replicas: int = 0):
+    if kind == distributed.MULTI_WORKER:
+        return distributed.make_multi_worker_strategy()
     import tensorflow as tf
 
     if cpu_replicas and cpu_replicas > 1:
@@ -418,32 +436,44 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     from .metrics import evaluate_accuracy
     from .models import build_model
 
+    # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation
+    strategy = make_strategy(training.get("strategy", "auto"), training.get("cpu_replicas", 0))
+    chief = distributed.is_chief(strategy)
+    verbose = verbose if chief else 0
+    loop = training.get("loop", "fit")
     keras.utils.set_random_seed(training["seed"])
     spec = get_spec(config["dataset"])
     train_split = runs.load_split(config, "train", data_dir)
     test_split = runs.load_split(config, "test", data_dir)
-    val_ds = None
+    val_ds = val_split = None
     if training.get("val_fraction"):
         train_split, val_split = train_val_split(train_split, training["val_fraction"], seed=training["seed"])
         val_ds = to_dataset(val_split, training["batch_size"])
     batch = training["batch_size"]
     train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
-    steps = math.ceil(len(train_split) / batch)
+    steps = (distributed.steps_per_epoch(len(train_split), batch, strategy.num_replicas_in_sync)
+             if loop == "custom" else math.ceil(len(train_split) / batch))
 
-    strategy = make_strategy(training.get("strategy", "auto"), training.get("cpu_replicas", 0))
     if verbose:
         print(f"[tf_mtvib] {config['model']} on {config['dataset']}: {len(train_split):,} train / "
               f"{len(test_split):,} test images, {strategy.num_replicas_in_sync} replica(s) "
-              f"({type(strategy).__name__}), run directory {run_dir}", flush=True)
+              f"({type(strategy).__name__}, {loop} loop), run directory {run_dir}", flush=True)
     with strategy.scope():
         model = build_model(config["model"], spec, **config["hparams"])
         model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
-        checkpoint = Checkpoint(run_dir / runs.BACKUP)
-        initial_epoch = checkpoint.restore(model)
-    callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
     t0 = time.perf_counter()
-    model.fit(train_ds, epochs=training["epochs"], initial_epoch=initial_epoch, validation_data=val_ds,
-              callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
+    if loop == "custom":
+        callbacks, guard = _callbacks(run_dir, steps * batch, None)
+        distributed.custom_fit(model, strategy, train_split, batch, training["epochs"], run_dir,
+                               callbacks=[guard], chief_callbacks=[c for c in callbacks if c is not guard],
+                               seed=training["seed"], val_split=val_split, verbose=verbose)
+    else:
+        with strategy.scope():
+            checkpoint = Checkpoint(run_dir / runs.BACKUP)
+            initial_epoch = checkpoint.restore(model)
+        callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
+        model.fit(train_ds, epochs=training["epochs"], initial_epoch=initial_epoch, validation_data=val_ds,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
     train_seconds = time.perf_counter() - t0
     if guard.bad is not None:
         epoch, step = guard.bad
@@ -452,15 +482,16 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
             f"checkpoint (end of epoch {epoch}) is kept in {run_dir / runs.BACKUP}: lower --learning-rate "
             f"(now {training['learning_rate']}) or --beta and continue with --resume --output-dir {run_dir}")
 
-    tmp = run_dir / (runs.MODEL + ".tmp.keras")
-    model.save(tmp)
-    tmp.replace(run_dir / runs.MODEL)
+    distributed.save_model(model, run_dir / runs.MODEL, strategy)   # every worker saves; the chief's file is kept
+    if not chief:
+        return {}
     test_ds = to_dataset(test_split, batch)
     history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else []
     metrics: Dict[str, Any] = {"test": {"mean": evaluate_accuracy(model, test_ds)},
                                "num_train": len(train_split), "num_test": len(test_split),
                                "subsets": runs.subsets_of(config),
                                "epochs": training["epochs"], "replicas": strategy.num_replicas_in_sync,
+                               "loop": loop, "workers": distributed.num_workers(strategy),
                                "train_seconds_this_process": train_seconds,
                                "seconds_per_epoch": [r["seconds"] for r in history]}
     if model.is_stochastic and training.get("eval_samples", 0) > 0:
@@ -493,13 +524,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         config = build_config(args)
         run_dir = args.output_dir or _default_run_dir(config)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            print(f"train.py: error: {run_dir} exists and is not empty; use --resume to continue it "
-                  f"or choose another --output-dir", file=sys.stderr)
+    chief = True   # the process that writes the run directory
+    if config["training"].get("strategy") == distributed.MULTI_WORKER:
+        try:
+            chief = distributed.cluster_from_env().is_chief
+        except distributed.ClusterConfigError as e:
+            print(f"train.py: error: {e}", file=sys.stderr)
             return 2
+        if args.output_dir is None:
+            print("train.py: error: --strategy multi-worker needs --output-dir, the same on every worker",
+                  file=sys.stderr)
+            return 2
+    if chief and not args.resume and run_dir.exists() and any(run_dir.iterdir()):
+        print(f"train.py: error: {run_dir} exists and is not empty; use --resume to continue it "
+              f"or choose another --output-dir", file=sys.stderr)
+        return 2
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_json(run_dir / runs.CONFIG, config)
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_json(run_dir / runs.CONFIG, config)
     except OSError as e:
         print(f"train.py: error: cannot write the run directory {run_dir}: {e}", file=sys.stderr)
         return 2

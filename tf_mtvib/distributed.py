@@ -51,7 +51,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 from . import runs
 
 __all__ = ["MULTI_WORKER", "ClusterConfigError", "ClusterTask", "cluster_from_env", "tf_config",
-           "make_multi_worker_strategy", "is_chief", "worker_id", "num_workers", "steps_per_epoch", "distribute",
+           "make_multi_worker_strategy", "is_chief", "worker_id", "num_workers", "steps_per_epoch", "distributed_batches",
            "custom_fit", "save_model", "gradient_bytes"]
 
 MULTI_WORKER = "multi-worker"
@@ -224,13 +224,38 @@ def steps_per_epoch(num_examples: int, global_batch: int, replicas: int) -> int:
     return math.ceil(num_examples / global_batch)
 
 
-def distribute(strategy, dataset):
-    """``dataset`` (batched by the global batch) split across the replicas of every worker by data."""
+def distributed_batches(strategy, split, global_batch: int, shuffle: bool = False, seed: Optional[int] = None):
+    """One epoch of ``split`` in global batches of ``global_batch``, split by data across the replicas
+    of every worker, as ``MirroredStrategy`` splits a batch across devices.
+
+    Every worker builds the same pipeline (``to_dataset``: shuffled with ``seed``, which with the same
+    global seed gives the same order everywhere) and keeps, of each global batch, the slices of its own
+    replicas: replica ``r`` of ``R`` gets examples ``[r * B/R, (r + 1) * B/R)``. Under several replicas
+    the last, partial global batch is dropped (:func:`steps_per_epoch`).
+    """
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return strategy.experimental_distribute_dataset(dataset.with_options(options))
+    from .datasets import to_dataset
+
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+        raise ValueError(f"the global batch ({global_batch}) must be a multiple of the {replicas} replicas")
+
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(global_batch)
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        ds = to_dataset(split, global_batch, shuffle=shuffle, seed=seed, drop_remainder=replicas > 1)
+        if replicas == 1:
+            return ds
+
+        def own_slices(images, labels):
+            mine = lambda t: tf.reshape(t, [replicas, per_replica, *t.shape[1:]])[first:first + local]
+            return tf.data.Dataset.from_tensor_slices((mine(images), {k: mine(v) for k, v in labels.items()}))
+
+        return ds.flat_map(own_slices)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def gradient_bytes(model) -> int:
@@ -310,15 +335,12 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
     import keras
     import tensorflow as tf
 
-    from .datasets import to_dataset
-
     replicas = strategy.num_replicas_in_sync
     steps = steps_per_epoch(len(train_split), batch_size, replicas)
     if steps < 1:
         raise ValueError(f"{len(train_split)} training examples make no full global batch of {batch_size} "
                          f"for {replicas} replicas; lower --batch-size")
     chief = is_chief(strategy)
-    drop = replicas > 1
 
     with strategy.scope():
         if not model.optimizer.built:
@@ -337,9 +359,6 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
     if verbose and chief and latest:
         print(f"[tf_mtvib] restored {latest} (end of epoch {initial_epoch}); continuing at epoch "
               f"{initial_epoch + 1} of {epochs}", flush=True)
-    # z noise independent across workers (each worker traces the same graph with the same op seeds)
-    if worker_id(strategy):
-        tf.random.set_seed(seed + 7919 * worker_id(strategy))
 
     cbs = keras.callbacks.CallbackList(list(callbacks) + (list(chief_callbacks) if chief else []),
                                        add_history=False, add_progbar=bool(verbose) and chief,
@@ -357,8 +376,7 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             cbs.on_epoch_begin(epoch)
-            data = to_dataset(train_split, batch_size, shuffle=True, seed=seed + epoch, drop_remainder=drop)
-            iterator = iter(distribute(strategy, data))
+            iterator = iter(distributed_batches(strategy, train_split, batch_size, shuffle=True, seed=seed + epoch))
             for step in range(steps):
                 cbs.on_train_batch_begin(step)
                 logs = _pythonify(train_function(iterator))
@@ -370,7 +388,7 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
             epoch_logs = _pythonify(model.get_metrics_result())
             if test_function is not None and val_steps:
                 model.reset_metrics()
-                val_iterator = iter(distribute(strategy, to_dataset(val_split, batch_size, drop_remainder=drop)))
+                val_iterator = iter(distributed_batches(strategy, val_split, batch_size))
                 for _ in range(val_steps):
                     test_function(val_iterator)
                 epoch_logs.update({f"val_{k}": v for k, v in _pythonify(model.get_metrics_result()).items()})

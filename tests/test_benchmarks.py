@@ -74,6 +74,17 @@ def test_bench_robustness_quick(tmp_path, data_dir):
     assert len(r["accuracy"]["joint"]) == 7
 
 
+def test_bench_multiworker_quick(tmp_path, data_dir):
+    doc = _run("bench_multiworker", tmp_path, data_dir=data_dir)
+    (r,) = doc["results"]["rows"]
+    assert r["model"] == "gs" and set(r["images_per_second"]) == {"1 worker", "2 workers"}
+    assert all(v > 0 for v in r["images_per_second"].values())
+    c = r["communication"]
+    assert 0 < c["gradient_bytes"] < 4 * c["parameters"] and c["sync_batchnorm_bytes"] > 0
+    assert c["ring_bytes_sent_per_worker_per_step"] == c["all_reduced_bytes_per_step"]   # 2(W-1)/W = 1 for W = 2
+    assert any("OVERHEAD, NOT SPEED-UP" in n for n in doc["notes"])
+
+
 # --------------------------------------------------------------------------
 # The helpers and the hand-written reference models (no timing)
 # --------------------------------------------------------------------------

@@ -260,6 +260,7 @@ def test_kill_a_worker_mid_epoch_then_resume(procs, tmp_path, data_dir):
     saved = int(tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "backup"))).get_tensor(
         "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
     assert 1 <= saved <= done < epochs and not (run / "model.keras").exists()
+    print(f"worker 1 killed with {done} epoch(s) in history.json, checkpoint at the end of epoch {saved}")
 
     p = _launch(procs, "resume", ["--resume", "--output-dir", run, "--data-dir", data_dir, "--verbose", "1"])
     assert procs.wait(p) == 0, output(p)[-4000:]

@@ -50,7 +50,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from . import runs
 
-__all__ = ["MULTI_WORKER", "ClusterConfigError", "ClusterTask", "cluster_from_env", "tf_config",
+__all__ = ["MULTI_WORKER", "ClusterConfigError", "DistributedSetupError", "ClusterTask", "cluster_from_env", "tf_config",
            "make_multi_worker_strategy", "is_chief", "worker_id", "num_workers", "steps_per_epoch", "distributed_batches",
            "custom_fit", "save_model", "gradient_bytes"]
 
@@ -61,6 +61,11 @@ _TASK_TYPES = ("chief", "worker")
 
 class ClusterConfigError(ValueError):
     """``TF_CONFIG`` is missing or does not describe a MultiWorkerMirroredStrategy cluster."""
+
+
+class DistributedSetupError(ValueError):
+    """The run cannot be distributed as asked: a global batch the replicas cannot share, or
+    workers that found different checkpoints (a run directory not every worker sees)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +229,12 @@ def steps_per_epoch(num_examples: int, global_batch: int, replicas: int) -> int:
     return math.ceil(num_examples / global_batch)
 
 
+def _check_batch(global_batch: int, replicas: int) -> None:
+    if global_batch % replicas:
+        raise DistributedSetupError(f"the global batch ({global_batch}) must be a multiple of the {replicas} "
+                                    f"replicas; change --batch-size")
+
+
 def distributed_batches(strategy, split, global_batch: int, shuffle: bool = False, seed: Optional[int] = None):
     """One epoch of ``split`` in global batches of ``global_batch``, split by data across the replicas
     of every worker, as ``MirroredStrategy`` splits a batch across devices.
@@ -238,8 +249,7 @@ def distributed_batches(strategy, split, global_batch: int, shuffle: bool = Fals
     from .datasets import to_dataset
 
     replicas = strategy.num_replicas_in_sync
-    if global_batch % replicas:
-        raise ValueError(f"the global batch ({global_batch}) must be a multiple of the {replicas} replicas")
+    _check_batch(global_batch, replicas)
 
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(global_batch)
@@ -259,20 +269,21 @@ def distributed_batches(strategy, split, global_batch: int, shuffle: bool = Fals
 
 
 def gradient_bytes(model) -> int:
-    """Bytes all-reduced per step: one gradient per trainable variable (plus nothing else;
-    synchronised BatchNorm adds its per-channel sums, counted by :func:`sync_batchnorm_bytes`)."""
+    """Bytes of the gradients all-reduced per step: one per trainable variable, of its size
+    (synchronised BatchNorm adds :func:`sync_batchnorm_bytes`)."""
     return int(sum(int(v.numpy().nbytes) for v in model.trainable_variables))
 
 
 def sync_batchnorm_bytes(model, dtype_bytes: int = 4) -> int:
-    """Bytes all-reduced per step by synchronised BatchNorm layers: sum, sum of squares and count
-    for each channel of each layer (Keras' ``_compute_moments_sync``)."""
+    """Bytes all-reduced per step by synchronised BatchNorm layers: per channel, the sum, the sum of
+    squares and the count in the forward pass (Keras' ``_compute_moments_sync``), and the gradients
+    of the two sums in the backward pass (``ReplicaContext.all_reduce`` is differentiable that way)."""
     import keras
 
     total = 0
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized:
-            total += (2 * int(layer.gamma.shape[0]) + 1) * dtype_bytes
+            total += (3 + 2) * int(layer.moving_mean.shape[0]) * dtype_bytes
     return total
 
 
@@ -292,10 +303,6 @@ def _same_everywhere(strategy, value: int) -> bool:
     local = tf.constant(float(value))
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
     return float(total) == float(value) * strategy.num_replicas_in_sync
-
-
-class ResumeMismatch(RuntimeError):
-    """The workers found different checkpoints (the run directory is not shared)."""
 
 
 def _make_train_function(model, strategy):
@@ -337,9 +344,10 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
 
     replicas = strategy.num_replicas_in_sync
     steps = steps_per_epoch(len(train_split), batch_size, replicas)
+    _check_batch(batch_size, replicas)
     if steps < 1:
-        raise ValueError(f"{len(train_split)} training examples make no full global batch of {batch_size} "
-                         f"for {replicas} replicas; lower --batch-size")
+        raise DistributedSetupError(f"{len(train_split)} training examples make no full global batch of "
+                                    f"{batch_size} for {replicas} replicas; lower --batch-size")
     chief = is_chief(strategy)
 
     with strategy.scope():
@@ -353,7 +361,7 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
         checkpoint.restore(latest).assert_existing_objects_matched()
     initial_epoch = int(epoch_var.numpy())
     if not _same_everywhere(strategy, initial_epoch):
-        raise ResumeMismatch(
+        raise DistributedSetupError(
             f"the workers found different checkpoints in {backup} (this worker: epoch {initial_epoch}); "
             f"resuming a multi-worker run needs --output-dir on a file system every worker sees")
     if verbose and chief and latest:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import pathlib
 import signal
@@ -28,6 +27,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from . import runs
 from .distributed import MULTI_WORKER, tf_config
 
 __all__ = ["free_ports", "core_shares", "worker_command", "main"]
@@ -84,21 +84,18 @@ def _make_parser() -> argparse.ArgumentParser:
 
 
 def _check_train_args(train_args: List[str], parser: argparse.ArgumentParser) -> List[str]:
-    """Validate the train.py arguments once, here (not N times in the workers); give every worker
-    the same --output-dir."""
-    from . import train
-
-    if "--strategy" in train_args or any(a.startswith("--strategy=") for a in train_args):
-        parser.error("do not pass --strategy: the launcher runs train.py with --strategy multi-worker")
-    if "--cpu-replicas" in train_args:
-        parser.error("--cpu-replicas does not combine with multi-worker training")
-    try:
-        args = train.parse_args([*train_args, "--strategy", MULTI_WORKER])
-    except SystemExit as e:
-        raise SystemExit(2 if e.code else 0)
-    if args.output_dir is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        train_args = [*train_args, "--output-dir", str(pathlib.Path("runs") / f"{args.dataset}-{args.model}-{stamp}")]
+    """Refuse flags the launcher sets; give every worker the same --output-dir. The rest of the
+    arguments is train.py's to check (without TensorFlow in this process)."""
+    for flag in ("--strategy", "--cpu-replicas"):
+        if any(a == flag or a.startswith(flag + "=") for a in train_args):
+            parser.error(f"do not pass {flag}: the launcher runs train.py with --strategy {MULTI_WORKER}")
+    known = argparse.ArgumentParser(add_help=False)
+    for flag in ("--dataset", "--model", "--output-dir"):
+        known.add_argument(flag)
+    known.add_argument("--resume", action="store_true")
+    ns, _ = known.parse_known_args(train_args)
+    if ns.output_dir is None and not ns.resume and ns.dataset and ns.model:
+        train_args = [*train_args, "--output-dir", str(runs.default_run_dir(ns.dataset, ns.model))]
     return train_args
 
 

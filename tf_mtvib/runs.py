@@ -8,11 +8,13 @@ A run directory holds::
     history.json   per-epoch logs, one entry per epoch
     metrics.json   test accuracies per task and joint (all tasks right)
     logs/          TensorBoard
-    backup/        the checkpoint used by ``--resume`` (:class:`tf_mtvib.train.Checkpoint`)
+    backup/        the checkpoint ``--resume`` continues from (``fit``: :class:`tf_mtvib.train.Checkpoint`;
+                   the custom loop: ``tf.train.CheckpointManager``'s)
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import pathlib
 from typing import Any, Dict, Optional
@@ -36,11 +38,18 @@ LEGACY_SUBSET_RULE = "first-n"
 
 __all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "DEFAULT_ROOT", "LIMIT_KEYS", "RunError", "Run",
            "load_run", "is_finished", "latest_finished_run", "write_json", "read_json", "subsets_record", "subsets_of",
-           "load_split"]
+           "load_split",
+           "default_run_dir"]
 
 
 class RunError(Exception):
     """A run directory is missing, incomplete or inconsistent."""
+
+
+def default_run_dir(dataset: str, model: str) -> pathlib.Path:
+    """``runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>``, where ``train.py`` writes without ``--output-dir``."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return DEFAULT_ROOT / f"{dataset}-{model}-{stamp}"
 
 
 def write_json(path, obj) -> None:

@@ -15,7 +15,6 @@ epoch.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -506,8 +505,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
 
 
 def _default_run_dir(config) -> pathlib.Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return runs.DEFAULT_ROOT / f"{config['dataset']}-{config['model']}-{stamp}"
+    return runs.default_run_dir(config["dataset"], config["model"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -559,6 +557,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingDiverged as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 3
+    except distributed.DistributedSetupError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,14 +1,14 @@
 """N training steps of the custom loop under one strategy; writes the weights to an .npz file.
 
-    python tests/multiworker_steps.py OUT.npz MODE MODEL
+    python tests/multiworker_steps.py OUT.npz MODE MODEL [STEPS]
 
 MODE: ``multi-worker`` (MultiWorkerMirroredStrategy from TF_CONFIG; run it as
 several processes), ``mirrored`` (MirroredStrategy over two logical CPUs in
 this process, the custom loop) or ``fit`` (Keras fit, default strategy: one
 device, whose BatchNorm sees the whole global batch, as synchronised BatchNorm
 does across replicas). Everything else is fixed so that the runs are
-comparable: 128 synthetic images of the MultiMNIST shape, global batch 16
-(8 steps, one epoch, shuffled with seed 0), SGD with learning rate 0.1, the
+comparable: STEPS (default 8) global batches of 16 synthetic images of the
+MultiMNIST shape (one epoch, shuffled with seed 0), SGD with learning rate 0.1, the
 same seeded initial weights, synchronised BatchNorm. The .npz holds the
 initial weights (``init_<i>``) and the trained ones (``w_<i>``) in
 ``model.get_weights()`` order; only the chief writes it.
@@ -38,7 +38,8 @@ from tf_mtvib import distributed  # noqa: E402
 from tf_mtvib.datasets import Split, get_spec, to_dataset  # noqa: E402
 from tf_mtvib.models import build_model  # noqa: E402
 
-N, BATCH, SEED = 128, 16, 0
+BATCH, SEED = 16, 0
+N = BATCH * (int(sys.argv[4]) if len(sys.argv) > 4 else 8)
 spec = get_spec("multimnist")
 rng = np.random.default_rng(0)
 split = Split(rng.integers(0, 256, (N,) + spec.input_shape, dtype=np.uint8),

@@ -143,6 +143,19 @@ def test_launcher_refuses_a_strategy_flag(procs):
     assert procs.wait(p, timeout=120) == 2 and "--strategy" in output(p)
 
 
+def test_ctrl_c_stops_every_worker(procs, tmp_path):
+    p = _launch(procs, "interrupted", ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke",
+                                       "--output-dir", tmp_path / "run"])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(re.findall(r"\[launch\] worker \d pid", output(p))) < 2:
+        time.sleep(0.05)
+    pids = [int(x) for x in re.findall(r"\[launch\] worker \d pid (\d+)", output(p))]
+    assert len(pids) == 2, output(p)
+    os.kill(p.pid, signal.SIGINT)
+    assert procs.wait(p, timeout=60) == 128 + signal.SIGINT
+    assert not any(_alive(pid) for pid in pids), "a worker outlived the launcher"
+
+
 def test_two_worker_smoke_run_writes_one_run_directory(procs, tmp_path, data_dir):
     """No --output-dir: the launcher picks one for both workers; only the chief writes it."""
     p = _launch(procs, "smoke", ["--dataset", "multimnist", "--model", "uwl", "--preset", "smoke", "--sync-batchnorm",

@@ -305,6 +305,10 @@ def _same_everywhere(strategy, value: int) -> bool:
     return float(total) == float(value) * strategy.num_replicas_in_sync
 
 
+#: Offset between the workers' global seeds for the training step's random ops (z noise).
+_NOISE_SEED_STRIDE = 7919
+
+
 def _make_train_function(model, strategy):
     import tensorflow as tf
 
@@ -384,7 +388,11 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             cbs.on_epoch_begin(epoch)
+            tf.random.set_seed(seed)   # the same global seed everywhere: the same data order on every worker
             iterator = iter(distributed_batches(strategy, train_split, batch_size, shuffle=True, seed=seed + epoch))
+            # ... and a different one per worker for the random ops of the step (traced at its first call):
+            # otherwise every worker would draw the same z noise for its share of the batch
+            tf.random.set_seed(seed + _NOISE_SEED_STRIDE * worker_id(strategy))
             for step in range(steps):
                 cbs.on_train_batch_begin(step)
                 logs = _pythonify(train_function(iterator))

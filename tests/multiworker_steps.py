@@ -4,11 +4,11 @@
 
 MODE: ``multi-worker`` (MultiWorkerMirroredStrategy from TF_CONFIG; run it as
 several processes), ``mirrored`` (MirroredStrategy over two logical CPUs in
-this process, the custom loop) or ``fit`` (Keras fit, default strategy: one
-device, whose BatchNorm sees the whole global batch, as synchronised BatchNorm
-does across replicas). Everything else is fixed so that the runs are
+this process), ``default`` (one device, whose BatchNorm sees the whole global
+batch, as synchronised BatchNorm does across replicas), all three through the
+custom loop, or ``fit`` (Keras fit on one device). Everything else is fixed so that the runs are
 comparable: STEPS (default 8) global batches of 16 synthetic images of the
-MultiMNIST shape (one epoch, shuffled with seed 0), SGD with learning rate 0.1, the
+MultiMNIST shape (one epoch, shuffled with seed 0), SGD with learning rate 0.01, the
 same seeded initial weights, synchronised BatchNorm. The .npz holds the
 initial weights (``init_<i>``) and the trained ones (``w_<i>``) in
 ``model.get_weights()`` order; only the chief writes it.
@@ -48,7 +48,7 @@ split = Split(rng.integers(0, 256, (N,) + spec.input_shape, dtype=np.uint8),
 keras.utils.set_random_seed(SEED)
 with strategy.scope():
     model = build_model(MODEL, spec, sync_batchnorm=True, latent_dim=8, init_log_sigma=0.2)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
 init = [w.copy() for w in model.get_weights()]
 if MODE == "fit":
     model.fit(to_dataset(split, BATCH, shuffle=True, seed=SEED), epochs=1, verbose=0, shuffle=False)

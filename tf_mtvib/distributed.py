@@ -300,9 +300,12 @@ def _same_everywhere(strategy, value: int) -> bool:
 
     if strategy.num_replicas_in_sync == 1:
         return True
-    local = tf.constant(float(value))
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None)
-    return float(total) == float(value) * strategy.num_replicas_in_sync
+
+    @tf.function
+    def summed(local):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(local,)), axis=None)
+
+    return float(summed(tf.constant(float(value)))) == float(value) * strategy.num_replicas_in_sync
 
 
 #: Offset between the workers' global seeds for the training step's random ops (z noise).

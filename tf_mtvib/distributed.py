@@ -12,10 +12,13 @@ strategy, so that it can be compared with ``fit``):
   and ``compute_metrics``; the optimizer all-reduces (sums) the gradients
   across every replica of every worker;
 * the input is the same ``to_dataset`` pipeline ``fit`` gets, batched by the
-  *global* batch and handed to ``strategy.experimental_distribute_dataset``
-  with data sharding: each global batch is split into one per-replica batch
-  per replica, across workers (the split ``MirroredStrategy`` makes of a
-  batch across devices);
+  *global* batch and sharded by data through
+  ``strategy.distribute_datasets_from_function`` (:func:`distributed_batches`):
+  every worker builds the same shuffled pipeline and keeps, of each global
+  batch, the slices of its own replicas, which is the split
+  ``MirroredStrategy`` makes of a batch across devices. Epoch ``e`` shuffles
+  with seed ``seed + e``, so a resumed run sees the data an uninterrupted one
+  would;
 * the callbacks are ``train.py``'s (history, NaN guard, TensorBoard, progress
   bar), run by the chief only, except the NaN guard, which every worker runs
   on the same all-reduced loss so that all of them stop together;

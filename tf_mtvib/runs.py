@@ -38,8 +38,7 @@ LEGACY_SUBSET_RULE = "first-n"
 
 __all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "DEFAULT_ROOT", "LIMIT_KEYS", "RunError", "Run",
            "load_run", "is_finished", "latest_finished_run", "write_json", "read_json", "subsets_record", "subsets_of",
-           "load_split",
-           "default_run_dir"]
+           "load_split", "default_run_dir"]
 
 
 class RunError(Exception):

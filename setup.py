@@ -31,5 +31,6 @@ setup(
         "tf-mtvib-export=tf_mtvib.export:main",
         "tf-mtvib-tune=tf_mtvib.tune:main",
         "tf-mtvib-reproduce=tf_mtvib.reproduce.__main__:main",
+        "tf-mtvib-launch=tf_mtvib.launch:main",
     ]},
 )

@@ -16,7 +16,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tf_mtvib.datasets.spec import get_spec  # noqa: E402
-from tf_mtvib.models import build_model  # noqa: E402
+from tf_mtvib.models import build_model, default_weighting  # noqa: E402
 
 spec = get_spec("multimnist")
 rng = np.random.default_rng(0)
@@ -26,7 +26,8 @@ y = {t: rng.integers(0, 10, 8) for t in spec.task_names}
 
 def one_step(name, strategy, init):
     with strategy.scope():
-        model = build_model(name, spec, sync_batchnorm=True, latent_dim=8, init_log_sigma=0.2)
+        extra = {"init_log_sigma": 0.2} if default_weighting(name) == "uncertainty" else {}
+        model = build_model(name, spec, sync_batchnorm=True, latent_dim=8, **extra)
         if init is not None:
             model.set_weights(init)
         model.compile(optimizer=keras.optimizers.SGD(0.1))

@@ -1,7 +1,8 @@
 """Multi-Task Variational Information Bottleneck (MTVIB) in TensorFlow 2 / Keras 3 / TFP.
 
-Importing the package registers its Keras classes (``tf_mtvib>MultiTaskModel``
-and the layers of :mod:`tf_mtvib.layers`), so that a saved run loads with
+Importing the package registers its Keras classes (``tf_mtvib>MultiTaskModel``,
+the layers of :mod:`tf_mtvib.layers` and the weightings of
+:mod:`tf_mtvib.weightings`), so that a saved run loads with
 plain Keras::
 
     import tf_mtvib, keras
@@ -28,7 +29,7 @@ KERAS_MODULES = (__name__ + ".models",)
 #: Modules that must be fully imported before KERAS_MODULES can be: registration waits until
 #: none of them is half-way through its import (TensorFlow, for one, imports Keras part-way).
 _PREREQUISITES = frozenset({"tensorflow", "keras", "tensorflow_probability", "tf_keras",
-                            __name__ + ".layers", __name__ + ".models"})
+                            __name__ + ".layers", __name__ + ".weightings", __name__ + ".models"})
 
 
 def register_keras_objects() -> None:

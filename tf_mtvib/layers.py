@@ -9,17 +9,13 @@ Alemi, Fischer, Dillon and Murphy, "Deep Variational Information Bottleneck"
   diag sigma(x)^2) with its KL to N(0, I) weighted by ``beta``.
 * :class:`DenseBNReLU`: ``FC + BN + ReLU``, the hidden fully connected block
   of Tables I-II, as one layer (the Gaussian latent's two heads).
-* :class:`UncertaintyWeighting`: homoscedastic task weighting with one
-  trainable ``log_sigma`` per task (Kendall et al.; MTVIB eq. 22-23).
-* :class:`FixedWeighting`: fixed task weights (the grid-search baseline).
 
-The weightings are loss layers, not part of the network: the same encoder and
-decoders are trained with either (see :mod:`tf_mtvib.models`).
+The task weightings (fixed, learned uncertainty, ...) are loss layers, not
+part of the network: they live in :mod:`tf_mtvib.weightings`.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -32,8 +28,6 @@ __all__ = [
     "LATENT_HEADS",
     "DenseBNReLU",
     "GaussianLatent",
-    "UncertaintyWeighting",
-    "FixedWeighting",
     "gaussian_kl_closed_form",
     "posterior_sampling",
 ]
@@ -255,92 +249,6 @@ def posterior_sampling(model: keras.layers.Layer, enabled: bool = True):
             l.sample_in_inference = p
 
 
-class _TaskWeighting(keras.layers.Layer):
-    """Base of the loss weightings: maps ``{task: CE_k}`` to one scalar."""
-
-    def __init__(self, task_names: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        if not task_names:
-            raise ValueError("a task weighting needs at least one task")
-        self.task_names = tuple(task_names)
-
-    def _check(self, task_losses: Mapping[str, tf.Tensor]):
-        missing = set(self.task_names) - set(task_losses)
-        if missing:
-            raise ValueError(f"{self.name}: no loss for task(s) {sorted(missing)}")
-
-    def get_config(self):
-        config = super().get_config()
-        config["task_names"] = list(self.task_names)
-        return config
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class UncertaintyWeighting(_TaskWeighting):
-    """Learned homoscedastic-uncertainty weighting (MTVIB eq. 22-23).
-
-    ``sum_k exp(-2 log_sigma_k) * CE_k + log_sigma_k`` with one trainable
-    scalar ``log_sigma_<task>`` per task (Kendall, Gal and Cipolla 2018).
-    """
-
-    def __init__(self, task_names: Sequence[str], init_log_sigma: float = 0.0, **kwargs):
-        super().__init__(task_names, **kwargs)
-        self.init_log_sigma = float(init_log_sigma)
-        self.log_sigma = {
-            t: self.add_weight(name=f"log_sigma_{t}", shape=(),
-                               initializer=keras.initializers.Constant(self.init_log_sigma),
-                               trainable=True)
-            for t in self.task_names
-        }
-        self.built = True
-
-    def call(self, task_losses):
-        self._check(task_losses)
-        terms = [tf.exp(-2.0 * self.log_sigma[t]) * task_losses[t] + self.log_sigma[t]
-                 for t in self.task_names]
-        return tf.add_n(terms)
-
-    def sigmas(self) -> Dict[str, tf.Tensor]:
-        """sigma_k = exp(log_sigma_k), for logging."""
-        return {t: tf.exp(tf.convert_to_tensor(self.log_sigma[t])) for t in self.task_names}
-
-    def get_config(self):
-        config = super().get_config()
-        config["init_log_sigma"] = self.init_log_sigma
-        return config
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedWeighting(_TaskWeighting):
-    """Fixed task weights: ``sum_k w_k * CE_k`` (the grid-search baseline, GS).
-
-    ``weights`` maps task names to w_k; ``None`` gives every task weight 1.
-    """
-
-    def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | Iterable[float] | None = None,
-                 **kwargs):
-        super().__init__(task_names, **kwargs)
-        if weights is None:
-            weights = {t: 1.0 for t in self.task_names}
-        elif not isinstance(weights, Mapping):
-            weights = list(weights)
-            if len(weights) != len(self.task_names):
-                raise ValueError(f"{len(weights)} task weights given for {len(self.task_names)} tasks "
-                                 f"{list(self.task_names)}")
-            weights = dict(zip(self.task_names, weights))
-        unknown = set(weights) - set(self.task_names)
-        if unknown or set(self.task_names) - set(weights):
-            raise ValueError(f"task weights {dict(weights)} must name exactly the tasks {list(self.task_names)}")
-        if any(float(w) < 0 for w in weights.values()):
-            raise ValueError(f"task weights must be >= 0, got {dict(weights)}")
-        self.weights_by_task = {t: float(weights[t]) for t in self.task_names}
-        self.built = True
-
-    def call(self, task_losses):
-        self._check(task_losses)
-        return tf.add_n([self.weights_by_task[t] * task_losses[t] for t in self.task_names])
-
-    def get_config(self):
-        config = super().get_config()
-        config["weights"] = dict(self.weights_by_task)
-        return config
+# The loss weightings moved to tf_mtvib.weightings (one module for the family);
+# these names stay importable from here.
+from .weightings import FixedWeighting, UncertaintyWeighting  # noqa: E402

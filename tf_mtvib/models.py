@@ -2,10 +2,12 @@
 
 The architecture (convolutional trunk, fully connected layers, Gaussian
 latent, task decoders) is built as one functional network mapping an image in
-[0, 1] to ``{task: logits}``. The task weighting (learned uncertainty or fixed
-weights) is a separate loss layer. :class:`MultiTaskModel` joins the two and
-owns the training loss. A baseline is therefore a choice of network shape and
-weighting, never a copy of the model:
+[0, 1] to ``{task: logits}``. The task weighting (:mod:`tf_mtvib.weightings`:
+fixed weights, learned uncertainty, ...) is a separate loss layer.
+:class:`MultiTaskModel` joins the two and owns the training loss. A baseline
+is therefore a choice of network shape and weighting, never a copy of the
+model. Each model's recipe names its default weighting; any registered
+weighting can replace it (``build_model(name, spec, weighting="uncertainty")``):
 
 ========  ==========================================  ======================
 model     network                                     weighting
@@ -33,11 +35,12 @@ import keras
 import tensorflow as tf
 
 from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
-from .layers import (BN_MOMENTUM, LATENT_HEADS, FixedWeighting, GaussianLatent, UncertaintyWeighting,
-                     batch_normalization, posterior_sampling)
+from .layers import BN_MOMENTUM, LATENT_HEADS, GaussianLatent, batch_normalization, posterior_sampling
+from .weightings import get_weighting, owner_of, weighting_hparams
 
 __all__ = [
-    "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS", "MultiTaskModel",
+    "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS",
+    "hparam_defaults", "default_weighting", "check_weighting", "build_weighting", "MultiTaskModel",
     "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example", "probabilities_of",
     "sampled_logits", "split_at_latents",
 ]
@@ -74,14 +77,21 @@ VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN 
 # scale, latent_head="paper") are in GaussianLatent.
 MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST: FC + ReLU, no BN
 
+#: The network's hyper-parameters and their defaults. The weighting's come from
+#: its class (:func:`hparam_defaults` lists both).
 DEFAULT_HPARAMS = {
     "latent_dim": 256,
     "beta": 1e-3,
     "latent_head": "paper",    # GaussianLatent heads: "paper" (Tables I-II) or "linear" (Alemi et al.)
-    "task_weights": None,      # GS: {task: w}; default equal weights summing to 1
     "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
-    "init_log_sigma": 0.0,
 }
+
+
+def hparam_defaults() -> dict:
+    """Every hyper-parameter ``build_model`` accepts, with its default: the
+    network's (:data:`DEFAULT_HPARAMS`), ``weighting`` (None: the model's own)
+    and each registered weighting's (:mod:`tf_mtvib.weightings`)."""
+    return {**DEFAULT_HPARAMS, "weighting": None, **{k: h.default for k, h in weighting_hparams().items()}}
 
 
 def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
@@ -196,48 +206,84 @@ def _net_mlp(spec, hp):
     return image, {t: _classifier(z, spec, t) for t in spec.task_names}
 
 
-def _equal_weights(spec, hp):
-    return hp["task_weights"] or {t: 1.0 / len(spec.tasks) for t in spec.task_names}
-
-
-def _unit_weights(spec, hp):
-    return {t: 1.0 for t in spec.task_names}
+def _equal_weights(spec):
+    """GS's default task weights: 1/K each (they sum to 1, as the grid's points)."""
+    return {"task_weights": {t: 1.0 / len(spec.tasks) for t in spec.task_names}}
 
 
 @dataclasses.dataclass(frozen=True)
 class _Recipe:
     network: Callable
-    weighting: str                 # "uncertainty" or "fixed"
-    fixed_weights: Optional[Callable] = None
+    weighting: str                                  # the default weighting (a key of weightings.WEIGHTINGS)
     description: str = ""
     defaults: Mapping = dataclasses.field(default_factory=dict)   # overrides of DEFAULT_HPARAMS
+    weighting_defaults: Optional[Callable] = None   # spec -> overrides of the default weighting's HPARAMS
 
 
 _RECIPES: Dict[str, _Recipe] = {
-    "stl": _Recipe(_net_single_task_towers, "fixed", _unit_weights, "single-task networks, one per task"),
-    "gs": _Recipe(_net_shared_deterministic, "fixed", _equal_weights, "shared network, fixed (grid-searched) task weights"),
-    "uwl": _Recipe(_net_shared_deterministic, "uncertainty", None, "shared network, learned uncertainty weights"),
-    "stvib": _Recipe(_net_stvib, "fixed", _unit_weights, "single-task VIB networks, one per task"),
-    "mtvib": _Recipe(_net_mtvib, "uncertainty", None, "multi-task VIB with learned uncertainty weights"),
+    "stl": _Recipe(_net_single_task_towers, "fixed", "single-task networks, one per task"),
+    "gs": _Recipe(_net_shared_deterministic, "fixed", "shared network, fixed (grid-searched) task weights",
+                  weighting_defaults=_equal_weights),
+    "uwl": _Recipe(_net_shared_deterministic, "uncertainty", "shared network, learned uncertainty weights"),
+    "stvib": _Recipe(_net_stvib, "fixed", "single-task VIB networks, one per task"),
+    "mtvib": _Recipe(_net_mtvib, "uncertainty", "multi-task VIB with learned uncertainty weights"),
     # Alemi et al.'s Deep VIB is not in Tables I-II: its latent keeps their linear head
-    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", _unit_weights, "Deep VIB MLP (Alemi et al. 2017)",
-                       {"latent_head": "linear"}),
-    "mlp": _Recipe(_net_mlp, "fixed", _unit_weights, "deterministic twin of vib_mlp", {"latent_head": "linear"}),
+    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", "Deep VIB MLP (Alemi et al. 2017)", {"latent_head": "linear"}),
+    "mlp": _Recipe(_net_mlp, "fixed", "deterministic twin of vib_mlp", {"latent_head": "linear"}),
 }
 MODEL_NAMES = tuple(_RECIPES)
 
 
+def default_weighting(name: str) -> str:
+    """The weighting model ``name`` is trained with unless told otherwise."""
+    if name not in _RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    return _RECIPES[name].weighting
+
+
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
-    unknown = set(hparams) - set(DEFAULT_HPARAMS)
+    """The network's hyper-parameters of model ``name`` (unknown keys are a TypeError)."""
+    known = hparam_defaults()
+    unknown = set(hparams) - set(known)
     if unknown:
         raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
-                        f"known: {sorted(DEFAULT_HPARAMS)}")
+                        f"known: {sorted(known)}")
     hp = dict(DEFAULT_HPARAMS)
     hp.update(_RECIPES[name].defaults)
-    hp.update({k: v for k, v in hparams.items() if v is not None})
+    hp.update({k: v for k, v in hparams.items() if v is not None and k in DEFAULT_HPARAMS})
     if hp["latent_head"] not in LATENT_HEADS:
         raise ValueError(f"unknown latent_head {hp['latent_head']!r}; choose one of: {', '.join(LATENT_HEADS)}")
     return hp
+
+
+def check_weighting(name: str, weighting: Optional[str], hparams: Mapping) -> str:
+    """The weighting model ``name`` uses (``weighting`` or the recipe's); ValueError
+    for an unknown weighting or a hyper-parameter of another weighting. No TensorFlow work."""
+    wname = weighting or default_weighting(name)
+    cls = get_weighting(wname)
+    foreign = sorted(k for k, v in hparams.items() if v is not None and owner_of(k) not in (None, wname))
+    if foreign:
+        raise ValueError(", ".join(f"{k} is a hyper-parameter of the {owner_of(k)!r} weighting" for k in foreign)
+                         + f", not of {cls.registry_name!r} (model {name!r})")
+    return wname
+
+
+def build_weighting(name: str, spec: DatasetSpec, weighting: Optional[str] = None, **hparams):
+    """The task weighting of model ``name`` for ``spec``: ``weighting`` (default
+    the recipe's) with its hyper-parameters from ``hparams``, else the recipe's
+    defaults for its own weighting, else the class's (:attr:`TaskWeighting.HPARAMS`).
+
+    A hyper-parameter of another weighting than the chosen one is a ValueError.
+    """
+    recipe = _RECIPES[name]
+    wname = check_weighting(name, weighting, hparams)
+    cls = get_weighting(wname)
+    given = {k: v for k, v in hparams.items() if v is not None and k in cls.HPARAMS}
+    whp = {k: h.default for k, h in cls.HPARAMS.items()}
+    if wname == recipe.weighting and recipe.weighting_defaults is not None:
+        whp.update(recipe.weighting_defaults(spec))
+    whp.update(given)
+    return cls.from_hparams(spec.task_names, name=f"{wname}_weighting", **whp)
 
 
 def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
@@ -249,30 +295,28 @@ def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
 
 
-def build_model(name: str, dataset_spec: DatasetSpec, **hparams) -> "MultiTaskModel":
+def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] = None,
+                **hparams) -> "MultiTaskModel":
     """Build model ``name`` (one of :data:`MODEL_NAMES`) for ``dataset_spec``.
 
-    Hyper-parameters (defaults in :data:`DEFAULT_HPARAMS`): ``latent_dim``,
-    ``beta``, ``latent_head`` (``"paper"``: the Gaussian latent's heads as in
-    Tables I-II; ``"linear"``: Alemi et al.'s, the default of ``vib_mlp``),
-    ``task_weights`` (GS: a ``{task: w}`` dict or a list in task order),
-    ``sync_batchnorm``, ``init_log_sigma``.
+    ``weighting``: a key of :data:`tf_mtvib.weightings.WEIGHTINGS`; default
+    the model's own (uncertainty for uwl and mtvib, fixed for the others).
+
+    Network hyper-parameters (defaults in :data:`DEFAULT_HPARAMS`):
+    ``latent_dim``, ``beta``, ``latent_head`` (``"paper"``: the Gaussian
+    latent's heads as in Tables I-II; ``"linear"``: Alemi et al.'s, the
+    default of ``vib_mlp``), ``sync_batchnorm``; and the chosen weighting's
+    (its class's ``HPARAMS``, e.g. ``task_weights`` of ``fixed``: a
+    ``{task: w}`` dict or a list in task order; ``init_log_sigma`` of
+    ``uncertainty``). The model records the resolved values in ``hparams``.
     """
     if name not in _RECIPES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     hp = _resolve_hparams(name, hparams)
-    recipe = _RECIPES[name]
-    network = build_network(name, dataset_spec, **hparams)
-    if recipe.weighting == "uncertainty":
-        weighting = UncertaintyWeighting(dataset_spec.task_names, init_log_sigma=hp["init_log_sigma"],
-                                         name="uncertainty_weighting")
-    else:
-        weighting = FixedWeighting(dataset_spec.task_names, recipe.fixed_weights(dataset_spec, hp),
-                                   name="fixed_weighting")
-    hp_record = {k: v for k, v in hp.items() if not (k == "task_weights" and v is None)}
-    if isinstance(hp_record.get("task_weights"), (list, tuple)):
-        hp_record["task_weights"] = dict(zip(dataset_spec.task_names, hp_record["task_weights"]))
-    return MultiTaskModel(network, weighting, dataset_spec, model_name=name, hparams=hp_record)
+    loss_weighting = build_weighting(name, dataset_spec, weighting, **hparams)
+    network = build_network(name, dataset_spec, **hp)
+    record = {**hp, "weighting": loss_weighting.registry_name, **loss_weighting.hparams()}
+    return MultiTaskModel(network, loss_weighting, dataset_spec, model_name=name, hparams=record)
 
 
 # --------------------------------------------------------------------------
@@ -291,7 +335,11 @@ class MultiTaskModel(keras.Model):
 
     Logs: ``loss``, ``<task>_loss`` (cross-entropy), ``<task>_accuracy``,
     ``joint_accuracy`` (every task right), ``kl`` (nats, summed over latent
-    layers) and, with uncertainty weighting, ``<task>_sigma``.
+    layers) and what the weighting logs (its ``logs()``, e.g.
+    ``<task>_sigma`` for the uncertainty weighting).
+
+    :meth:`fit` adds the weighting's callbacks (per-epoch state, see
+    :meth:`tf_mtvib.weightings.TaskWeighting.callbacks`) in front of the caller's.
 
     ``model(x)`` returns logits; :meth:`probabilities` returns softmax
     probabilities, in mean mode (``samples=0``: z = posterior mean) or
@@ -361,7 +409,7 @@ class MultiTaskModel(keras.Model):
         ``beta * KL`` of each latent. ``sample_weight`` weights each example's
         cross-entropy (:meth:`task_losses`); the KL term and the accuracies are unweighted."""
         ce = self.task_losses(y, y_pred, sample_weight)
-        total = self.weighting(ce)
+        total = self.weighting(ce, training=training)
         for extra in self.losses:          # beta * KL of each GaussianLatent
             total = total + tf.cast(extra, total.dtype)
         for tracker, t in zip(self._task_loss, self.task_names):
@@ -387,9 +435,23 @@ class MultiTaskModel(keras.Model):
         uncertainty weighting, each ``<task>_sigma``. In a cross-replica context
         (a custom loop, the end of a ``fit`` epoch) the metrics are all-reduced."""
         logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or self.is_stochastic}
-        if isinstance(self.weighting, UncertaintyWeighting):
-            logs.update({f"{t}_sigma": s for t, s in self.weighting.sigmas().items()})
+        logs.update(self.weighting.logs())
         return logs
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit`` with the weighting's callbacks first (pass ``callbacks`` by keyword)."""
+        extra = self.weighting.callbacks()
+        if extra:
+            if len(args) > 5:
+                raise TypeError("MultiTaskModel.fit: pass callbacks (and what follows) by keyword")
+            given = kwargs.get("callbacks")
+            if isinstance(given, keras.callbacks.CallbackList):
+                given.callbacks[:0] = extra
+                for c in extra:
+                    c.set_model(self)
+            else:
+                kwargs["callbacks"] = [*extra, *(given or [])]
+        return super().fit(*args, **kwargs)
 
     # -- inference ---------------------------------------------------------
     def probabilities(self, images, samples: int = 0) -> Dict[str, tf.Tensor]:

@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import distributed, runs
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
-from .models import DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES
+from . import weightings
+from .models import LATENT_HEADS, MODEL_NAMES, check_weighting, hparam_defaults
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
            "make_optimizer", "positive", "nonneg_float", "TrainingDiverged"]
@@ -111,17 +112,6 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
-def _task_weights(text: str):
-    """'0.3,0.7' or 'top_left=0.3,bottom_right=0.7'."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        if all("=" in p for p in parts):
-            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
-        return [float(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
-
-
 def positive(kind):
     """An argparse ``type``: ``kind(text)``, required to be > 0."""
     def parse(text):
@@ -169,8 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--latent-head", choices=LATENT_HEADS,
                    help="heads of the Gaussian latent (VIB models): paper = FC + BN + ReLU for mean and scale "
                         "(Tables I-II; stvib/mtvib default), linear = one Dense (Alemi et al.; vib_mlp default)")
-    g.add_argument("--task-weights", type=_task_weights, help="GS task weights: 0.5,0.5 or name=w,...")
-    g.add_argument("--init-log-sigma", type=float, help="initial log sigma_k (UWL, MTVIB)")
+    weightings.add_arguments(g)   # --weighting and each weighting's hyper-parameters
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across replicas")
     d = p.add_argument_group("data")
@@ -225,6 +214,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     limits = {k: per_data.pop(k) for k in _LIMIT_KEYS if k in per_data}
     data = dict(per_data)
     hparams: Dict[str, Any] = {}
+    known = hparam_defaults()
     if args.hparams is not None:
         try:
             loaded = json.loads(args.hparams.read_text())
@@ -232,14 +222,14 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
             raise SystemExit(f"train.py: error: cannot read --hparams {args.hparams}: {e}")
         loaded = loaded.get("hparams", loaded)
         for k, v in loaded.items():
-            if k in DEFAULT_HPARAMS:
+            if k in known:
                 hparams[k] = v
             elif k in training:
                 training[k] = v
             else:
                 raise SystemExit(f"train.py: error: --hparams {args.hparams}: unknown key {k!r}")
-    for k in ("beta", "latent_dim", "latent_head", "task_weights", "init_log_sigma", "sync_batchnorm"):
-        if getattr(args, k) is not None:
+    for k in known:
+        if getattr(args, k, None) is not None:
             hparams[k] = getattr(args, k)
     for k in _TRAINING_KEYS:
         if getattr(args, k, None) is not None:
@@ -248,6 +238,10 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
                       ("data_seed", "seed")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
+    try:
+        check_weighting(args.model, hparams.get("weighting"), hparams)
+    except ValueError as e:
+        raise SystemExit(f"train.py: error: {e}")
     unknown = set(data) - set(DATA_OPTIONS[args.dataset])
     if unknown:
         raise SystemExit(f"train.py: error: option(s) {', '.join('--' + u.replace('_', '-') for u in sorted(unknown))} "

@@ -42,6 +42,7 @@ import keras
 
 from . import runs
 from . import train as train_module
+from . import weightings
 from .datasets import to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
 
@@ -310,6 +311,16 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     space = tuple(k for k in SEARCH_SPACES[model] if k not in fixed)
     if not space:
         raise TuneError(f"nothing to search: {', '.join(SEARCH_SPACES[model])} fixed by flags")
+    from .models import check_weighting
+
+    try:
+        wname = check_weighting(model, config["hparams"].get("weighting"), config["hparams"])
+    except ValueError as e:
+        raise TuneError(str(e)) from None
+    foreign = [k for k in space if weightings.owner_of(k) not in (None, wname)]
+    if foreign:
+        raise TuneError(f"{model}'s search space has {', '.join(foreign)}, a hyper-parameter of the "
+                        f"{weightings.owner_of(foreign[0])!r} weighting, not of {wname!r}")
     ranges = {**DEFAULT_RANGES, **(ranges or {})}
     for name in ("beta", "learning_rate"):
         low, high = ranges[name]
@@ -451,7 +462,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--learning-rate", type=pos_float)
     g.add_argument("--beta", type=train_module.nonneg_float)
     g.add_argument("--latent-dim", type=pos_int)
-    g.add_argument("--init-log-sigma", type=float)
+    weightings.add_arguments(g)   # --weighting and each weighting's hyper-parameters
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     d.add_argument("--num-train", type=pos_int, help="MultiMNIST/MultiFashion: training composites to generate")

@@ -1,0 +1,306 @@
+"""Task weightings: how the tasks' cross-entropies become one training loss.
+
+A weighting is a Keras layer mapping ``{task: CE_k}`` (the mean
+cross-entropy of each task on the batch) to one scalar, and the family is
+open, as in LibMTL: **a new weighting is one class plus one registry entry**
+(the :func:`register_weighting` decorator). Everything else is read from the
+class:
+
+* its hyper-parameters, :attr:`TaskWeighting.HPARAMS` (name -> :class:`HParam`):
+  :func:`tf_mtvib.models.build_model` accepts them as keyword arguments,
+  ``train.py`` and ``tune`` generate a command-line flag for each
+  (:func:`add_arguments`) and the run's config records them;
+* what it logs, :meth:`TaskWeighting.logs` (added to the training logs,
+  history.json and TensorBoard);
+* per-epoch state, :meth:`TaskWeighting.end_epoch`, run at the end of every
+  epoch by the callbacks of :meth:`TaskWeighting.callbacks`, which
+  :meth:`tf_mtvib.models.MultiTaskModel.fit` installs (a custom training loop
+  calls ``model.weighting.end_epoch()`` itself).
+
+The weighting is chosen independently of the network:
+``build_model("mtvib", spec, weighting="fixed")``, ``train.py --weighting fixed``;
+each model of the paper keeps its own weighting by default (its recipe in
+:mod:`tf_mtvib.models`).
+
+Registered weightings (:data:`WEIGHTINGS`):
+
+* ``fixed`` (:class:`FixedWeighting`): ``sum_k w_k CE_k`` with fixed weights
+  (the grid-search baseline GS; STL/STVIB with weight 1 per task);
+* ``uncertainty`` (:class:`UncertaintyWeighting`): learned homoscedastic
+  uncertainty (Kendall, Gal and Cipolla 2018; MTVIB eq. 22-23);
+
+Every class is registered for ``.keras`` saving under the ``tf_mtvib``
+package, with the class names of the releases that defined the first two in
+:mod:`tf_mtvib.layers`, so models saved then load unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Type
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "HParam", "TaskWeighting", "WEIGHTINGS", "register_weighting", "get_weighting", "weighting_hparams",
+    "owner_of", "FixedWeighting", "UncertaintyWeighting", "EndEpoch", "add_arguments",
+    "parse_task_weights",
+]
+
+_PACKAGE = "tf_mtvib"
+
+
+@dataclasses.dataclass(frozen=True)
+class HParam:
+    """One hyper-parameter of a weighting.
+
+    ``default`` is used when neither the caller nor the model's recipe sets
+    it; ``parse`` turns a command-line string into the value (it may raise
+    ``argparse.ArgumentTypeError`` or ``ValueError``); ``help`` is the flag's help.
+    """
+
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = float
+    metavar: Optional[str] = None
+
+
+#: name -> weighting class, in registration order.
+WEIGHTINGS: Dict[str, Type["TaskWeighting"]] = {}
+
+
+def register_weighting(name: str):
+    """Class decorator: register a :class:`TaskWeighting` subclass as ``name``
+    (for ``build_model(..., weighting=name)`` and ``--weighting name``) and for
+    ``.keras`` saving. Hyper-parameter names must be unique across weightings
+    (they share the run config's ``hparams`` with the network's)."""
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, TaskWeighting)):
+            raise TypeError(f"{cls!r} is not a TaskWeighting subclass")
+        if name in WEIGHTINGS and WEIGHTINGS[name] is not cls:
+            raise ValueError(f"a weighting named {name!r} is registered already ({WEIGHTINGS[name].__name__})")
+        for other_name, other in WEIGHTINGS.items():
+            clash = set(other.HPARAMS) & set(cls.HPARAMS)
+            if clash and other is not cls:
+                raise ValueError(f"hyper-parameter(s) {sorted(clash)} of weighting {name!r} are "
+                                 f"{other_name!r}'s already")
+        cls.registry_name = name
+        WEIGHTINGS[name] = keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
+        return cls
+    return decorate
+
+
+def get_weighting(name: str) -> Type["TaskWeighting"]:
+    """The class registered as ``name`` (ValueError listing the choices otherwise)."""
+    try:
+        return WEIGHTINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown weighting {name!r}; choose one of: {', '.join(WEIGHTINGS)}") from None
+
+
+def weighting_hparams() -> Dict[str, HParam]:
+    """Every registered weighting's hyper-parameters, name -> :class:`HParam`."""
+    return {k: h for cls in WEIGHTINGS.values() for k, h in cls.HPARAMS.items()}
+
+
+def owner_of(hparam: str) -> Optional[str]:
+    """The name of the weighting that declares ``hparam`` (None for a non-weighting key)."""
+    return next((n for n, cls in WEIGHTINGS.items() if hparam in cls.HPARAMS), None)
+
+
+class TaskWeighting(keras.layers.Layer):
+    """Base of the loss weightings: maps ``{task: CE_k}`` to one scalar.
+
+    Subclasses implement :meth:`call` and declare :attr:`HPARAMS`; by default
+    each hyper-parameter is a constructor argument of the same name and an
+    attribute of the instance (override :meth:`from_hparams` /
+    :meth:`hparams` otherwise). ``call`` receives ``training`` (True in the
+    training step, False for validation and attacks), so a weighting may
+    update state from training batches only.
+    """
+
+    #: hyper-parameters of this weighting (name -> HParam)
+    HPARAMS: ClassVar[Mapping[str, HParam]] = {}
+    #: set by register_weighting
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, task_names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        if not task_names:
+            raise ValueError("a task weighting needs at least one task")
+        self.task_names = tuple(task_names)
+
+    @classmethod
+    def from_hparams(cls, task_names: Sequence[str], name: Optional[str] = None, **hparams) -> "TaskWeighting":
+        """The weighting for ``task_names`` with the given hyper-parameters (every key of HPARAMS)."""
+        return cls(task_names, name=name, **hparams)
+
+    def hparams(self) -> Dict[str, Any]:
+        """The hyper-parameters of this instance (recorded in the model's and the run's config)."""
+        return {k: getattr(self, k) for k in self.HPARAMS}
+
+    def _check(self, task_losses: Mapping[str, tf.Tensor]):
+        missing = set(self.task_names) - set(task_losses)
+        if missing:
+            raise ValueError(f"{self.name}: no loss for task(s) {sorted(missing)}")
+
+    def _stack(self, task_losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The task losses as one float32 vector in task order."""
+        self._check(task_losses)
+        return tf.stack([tf.cast(task_losses[t], tf.float32) for t in self.task_names])
+
+    def call(self, task_losses, training=None):
+        raise NotImplementedError
+
+    def logs(self) -> Dict[str, tf.Tensor]:
+        """Values added to the training logs each step (e.g. ``<task>_sigma``); none by default."""
+        return {}
+
+    def end_epoch(self) -> None:
+        """Called at the end of every training epoch; no-op unless the weighting keeps per-epoch state."""
+
+    def callbacks(self) -> List[keras.callbacks.Callback]:
+        """Callbacks :meth:`MultiTaskModel.fit` installs: :class:`EndEpoch` when
+        the class overrides :meth:`end_epoch`."""
+        return [EndEpoch(self)] if type(self).end_epoch is not TaskWeighting.end_epoch else []
+
+    def get_config(self):
+        config = super().get_config()
+        config["task_names"] = list(self.task_names)
+        return config
+
+
+class EndEpoch(keras.callbacks.Callback):
+    """Runs ``weighting.end_epoch()`` at the end of every training epoch.
+
+    :meth:`MultiTaskModel.fit` puts it before the caller's callbacks, so a
+    checkpoint written at the end of the epoch holds the updated state.
+    """
+
+    def __init__(self, weighting: TaskWeighting):
+        super().__init__()
+        self.weighting = weighting
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weighting.end_epoch()
+
+
+# --------------------------------------------------------------------------
+# Command line: one flag per hyper-parameter, generated from the registry
+# --------------------------------------------------------------------------
+def parse_task_weights(text: str):
+    """'0.3,0.7' (task order) or 'top_left=0.3,bottom_right=0.7'."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+        return [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
+
+
+def add_arguments(group) -> None:
+    """Add ``--weighting`` and one flag per registered hyper-parameter to an argparse (group).
+
+    Every flag defaults to None (= the model's recipe, then the weighting's default).
+    """
+    group.add_argument("--weighting", choices=list(WEIGHTINGS),
+                       help="task weighting (default: the model's own: " + ", ".join(
+                           f"{n} = {cls.__doc__.strip().splitlines()[0].rstrip('.')}" for n, cls in WEIGHTINGS.items())
+                       + ")")
+    for wname, cls in WEIGHTINGS.items():
+        for key, h in cls.HPARAMS.items():
+            group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
+                               help=f"{h.help} ({wname} weighting)")
+
+
+# --------------------------------------------------------------------------
+# The weightings
+# --------------------------------------------------------------------------
+@register_weighting("fixed")
+class FixedWeighting(TaskWeighting):
+    """Fixed task weights: ``sum_k w_k * CE_k`` (the grid-search baseline, GS).
+
+    ``weights`` maps task names to w_k (or lists them in task order);
+    ``None`` gives every task weight 1. Hyper-parameter ``task_weights``.
+    """
+
+    HPARAMS = {"task_weights": HParam(None, "fixed task weights: 0.5,0.5 (task order) or name=w,...; "
+                                            "default 1 per task (gs: 1/K each)", parse_task_weights, "W,...")}
+
+    def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | Iterable[float] | None = None,
+                 **kwargs):
+        super().__init__(task_names, **kwargs)
+        if weights is None:
+            weights = {t: 1.0 for t in self.task_names}
+        elif not isinstance(weights, Mapping):
+            weights = list(weights)
+            if len(weights) != len(self.task_names):
+                raise ValueError(f"{len(weights)} task weights given for {len(self.task_names)} tasks "
+                                 f"{list(self.task_names)}")
+            weights = dict(zip(self.task_names, weights))
+        unknown = set(weights) - set(self.task_names)
+        if unknown or set(self.task_names) - set(weights):
+            raise ValueError(f"task weights {dict(weights)} must name exactly the tasks {list(self.task_names)}")
+        if any(float(w) < 0 for w in weights.values()):
+            raise ValueError(f"task weights must be >= 0, got {dict(weights)}")
+        self.weights_by_task = {t: float(weights[t]) for t in self.task_names}
+        self.built = True
+
+    @classmethod
+    def from_hparams(cls, task_names, name=None, task_weights=None):
+        return cls(task_names, task_weights, name=name)
+
+    def hparams(self):
+        return {"task_weights": dict(self.weights_by_task)}
+
+    def call(self, task_losses, training=None):
+        self._check(task_losses)
+        return tf.add_n([self.weights_by_task[t] * task_losses[t] for t in self.task_names])
+
+    def get_config(self):
+        config = super().get_config()
+        config["weights"] = dict(self.weights_by_task)
+        return config
+
+
+@register_weighting("uncertainty")
+class UncertaintyWeighting(TaskWeighting):
+    """Learned homoscedastic-uncertainty weighting (MTVIB eq. 22-23).
+
+    ``sum_k exp(-2 log_sigma_k) * CE_k + log_sigma_k`` with one trainable
+    scalar ``log_sigma_<task>`` per task (Kendall, Gal and Cipolla 2018).
+    Logs ``<task>_sigma`` = exp(log_sigma_k).
+    """
+
+    HPARAMS = {"init_log_sigma": HParam(0.0, "initial log sigma_k of every task")}
+
+    def __init__(self, task_names: Sequence[str], init_log_sigma: float = 0.0, **kwargs):
+        super().__init__(task_names, **kwargs)
+        self.init_log_sigma = float(init_log_sigma)
+        self.log_sigma = {
+            t: self.add_weight(name=f"log_sigma_{t}", shape=(),
+                               initializer=keras.initializers.Constant(self.init_log_sigma),
+                               trainable=True)
+            for t in self.task_names
+        }
+        self.built = True
+
+    def call(self, task_losses, training=None):
+        self._check(task_losses)
+        terms = [tf.exp(-2.0 * self.log_sigma[t]) * task_losses[t] + self.log_sigma[t]
+                 for t in self.task_names]
+        return tf.add_n(terms)
+
+    def sigmas(self) -> Dict[str, tf.Tensor]:
+        """sigma_k = exp(log_sigma_k)."""
+        return {t: tf.exp(tf.convert_to_tensor(self.log_sigma[t])) for t in self.task_names}
+
+    def logs(self):
+        return {f"{t}_sigma": s for t, s in self.sigmas().items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config["init_log_sigma"] = self.init_log_sigma
+        return config

@@ -2,7 +2,9 @@
 
 Run as a script (the logical devices must be configured before TensorFlow
 starts): prints a JSON dict {model: {"replicas": n, "max_abs_diff": d,
-"max_abs_update": u}} comparing the weights after one step.
+"max_abs_update": u, ...}} comparing the weights after one step. An argument
+``model:weighting`` trains that weighting for 3 epochs of 2 steps instead and
+also reports the weighting's non-trainable state on each side.
 """
 import json
 import sys
@@ -24,29 +26,37 @@ x = rng.random((8,) + spec.input_shape, dtype=np.float32)
 y = {t: rng.integers(0, 10, 8) for t in spec.task_names}
 
 
-def one_step(name, strategy, init):
+def one_step(name, strategy, init, weighting=None, epochs=1):
     with strategy.scope():
-        extra = {"init_log_sigma": 0.2} if default_weighting(name) == "uncertainty" else {}
-        model = build_model(name, spec, sync_batchnorm=True, latent_dim=8, **extra)
+        extra = {"init_log_sigma": 0.2} if (weighting or default_weighting(name)) == "uncertainty" else {}
+        model = build_model(name, spec, weighting=weighting, sync_batchnorm=True, latent_dim=8, **extra)
         if init is not None:
             model.set_weights(init)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.compile(optimizer=keras.optimizers.SGD(0.1 if epochs == 1 else 1e-3))
     before = [w.copy() for w in model.get_weights()]
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    model.fit(ds, epochs=1, verbose=0, shuffle=False)
-    return before, model.get_weights(), strategy.num_replicas_in_sync
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8 if epochs == 1 else 4)
+    model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+    return before, model, strategy.num_replicas_in_sync
 
 
 out = {}
-for name in sys.argv[1:]:
+for arg in sys.argv[1:]:
+    # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state)
+    name, _, weighting = arg.partition(":")
+    epochs = 3 if weighting else 1
     keras.utils.set_random_seed(0)
-    init, single, _ = one_step(name, tf.distribute.get_strategy(), None)
-    _, mirrored, replicas = one_step(name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init)
-    out[name] = {
+    init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs)
+    _, mirrored_model, replicas = one_step(name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init,
+                                           weighting or None, epochs)
+    single, mirrored = single_model.get_weights(), mirrored_model.get_weights()
+    out[arg] = {
         "replicas": replicas,
         "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)),
         "max_abs_update": max(float(np.max(np.abs(a - b))) for a, b in zip(single, init)),
         "log_sigma_update_single": [float(a - b) for a, b, w in zip(single, init, init) if np.ndim(a) == 0],
         "log_sigma_update_mirrored": [float(a - b) for a, b in zip(mirrored, init) if np.ndim(a) == 0],
+        "weighting_state_single": {v.name: np.asarray(v).tolist() for v in single_model.weighting.non_trainable_weights},
+        "weighting_state_mirrored": {v.name: np.asarray(v).tolist()
+                                     for v in mirrored_model.weighting.non_trainable_weights},
     }
 print(json.dumps(out))

@@ -142,3 +142,135 @@ def test_logs_and_callbacks_come_from_the_class():
     assert {k: float(v) for k, v in uw.logs().items()} == pytest.approx({"a_sigma": np.exp(0.5), "b_sigma": np.exp(0.5)})
     assert FixedWeighting(["a"]).logs() == {}
     assert FixedWeighting(["a"]).callbacks() == [] and uw.callbacks() == []   # no per-epoch state
+
+
+# --------------------------------------------------------------------------
+# DWA (Liu, Johns and Davison 2019)
+# --------------------------------------------------------------------------
+def _dwa_by_hand(epoch_means, T=2.0):
+    """w(t) for every epoch t = 1.. from the list of per-epoch mean losses L(1), L(2), ... (numpy)."""
+    out = []
+    for t in range(1, len(epoch_means) + 2):
+        if t <= 2:
+            out.append(np.ones(len(epoch_means[0])))
+        else:
+            r = np.asarray(epoch_means[t - 2], np.float64) / np.asarray(epoch_means[t - 3], np.float64)
+            e = np.exp(r / T)
+            out.append(len(r) * e / e.sum())
+    return out
+
+
+def test_dwa_weights_follow_the_formula_on_a_hand_made_loss_history():
+    from tf_mtvib.weightings import DynamicWeightAverage
+
+    tasks = ["a", "b", "c"]
+    dwa = DynamicWeightAverage(tasks)
+    # per-step losses of four epochs (uneven step counts), and what validation calls see
+    history = [[[2.0, 1.0, 3.0], [1.0, 1.5, 2.0]],
+               [[1.2, 1.1, 1.0], [0.8, 0.7, 1.4], [1.0, 0.6, 0.6]],
+               [[0.5, 0.9, 0.9]],
+               [[0.4, 0.2, 0.8], [0.2, 0.4, 0.6]]]
+    means = [np.mean(np.asarray(e, np.float64), axis=0) for e in history]
+    expected = _dwa_by_hand(means)
+    for epoch, steps in enumerate(history):
+        w = expected[epoch]
+        np.testing.assert_allclose(dwa.task_weights().numpy(), w, rtol=1e-5)
+        assert {k: float(v) for k, v in dwa.logs().items()} == pytest.approx(
+            {f"{t}_weight": w[i] for i, t in enumerate(tasks)}, rel=1e-5)
+        for losses in steps:
+            ce = {t: tf.constant(v) for t, v in zip(tasks, losses)}
+            assert float(dwa(ce, training=True)) == pytest.approx(float(np.dot(w, losses)), rel=1e-5)
+            dwa({t: tf.constant(100.0) for t in tasks}, training=False)   # validation: not accumulated
+        dwa.end_epoch()
+    np.testing.assert_allclose(dwa.task_weights().numpy(), expected[4], rtol=1e-5)
+    assert float(np.sum(expected[4])) == pytest.approx(3.0)
+    assert not np.allclose(expected[4], 1.0)            # the history above does move the weights
+    # an epoch without training steps changes nothing
+    dwa.end_epoch()
+    np.testing.assert_allclose(dwa.task_weights().numpy(), expected[4], rtol=1e-5)
+    assert float(dwa.epochs_done.numpy()) == 4.0
+    # temperature: T -> large gives equal weights
+    hot = DynamicWeightAverage(tasks, dwa_temperature=1e6)
+    hot.previous_losses.assign(np.array([means[1], means[0]], np.float32))
+    hot.epochs_done.assign(2.0)
+    np.testing.assert_allclose(hot.task_weights().numpy(), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="dwa_temperature"):
+        DynamicWeightAverage(tasks, dwa_temperature=0.0)
+
+
+def test_dwa_state_survives_a_keras_round_trip(tmp_path):
+    spec = SPECS["multimnist"]
+    model = build_model("gs", spec, weighting="dwa", dwa_temperature=1.5)
+    assert model.hparams["weighting"] == "dwa" and model.hparams["dwa_temperature"] == 1.5
+    for losses in ([2.0, 1.0], [1.0, 1.0], [0.5, 0.9]):
+        model.weighting({t: tf.constant(v) for t, v in zip(spec.task_names, losses)}, training=True)
+        model.weighting.end_epoch()
+    model.weighting({t: tf.constant(0.3) for t in spec.task_names}, training=True)   # mid-epoch accumulators
+    before = model.weighting.task_weights().numpy()
+    assert not np.allclose(before, 1.0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.weighting) is type(model.weighting) and loaded.weighting.dwa_temperature == 1.5
+    for a, b in zip(model.weighting.non_trainable_weights, loaded.weighting.non_trainable_weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.name)
+    np.testing.assert_allclose(loaded.weighting.task_weights().numpy(), before, rtol=1e-6)
+    # the weights file of a checkpoint (BackupAndRestore) holds them too
+    model.save_weights(tmp_path / "w.weights.h5")
+    fresh = build_model("gs", spec, weighting="dwa", dwa_temperature=1.5)
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_allclose(fresh.weighting.task_weights().numpy(), before, rtol=1e-6)
+
+
+def test_dwa_fit_updates_at_epoch_ends_and_logs_the_weights():
+    spec = SPECS["multimnist"]
+    keras.utils.set_random_seed(0)
+    model = build_model("gs", spec, weighting="dwa")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = _batch(spec, 16)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    hist = model.fit(ds, epochs=4, verbose=0, validation_data=ds).history
+    means = [np.array([hist[f"{t}_loss"][e] for t in spec.task_names]) for e in range(4)]
+    expected = _dwa_by_hand(means)
+    for e in range(4):   # the epoch's logs hold the weights used in that epoch
+        np.testing.assert_allclose([hist[f"{t}_weight"][e] for t in spec.task_names], expected[e], rtol=1e-4)
+    np.testing.assert_allclose(model.weighting.task_weights().numpy(), expected[4], rtol=1e-4)
+    assert float(model.weighting.epochs_done.numpy()) == 4.0
+
+
+def test_dwa_under_mirrored_strategy_matches_one_device():
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tests" / "mirrored_step.py"), "gs:dwa"],
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])["gs:dwa"]
+    assert r["replicas"] == 2
+    single, mirrored = r["weighting_state_single"], r["weighting_state_mirrored"]
+    assert single["epochs_done"] == mirrored["epochs_done"] == 3.0      # once per epoch, not once per replica
+    np.testing.assert_allclose(mirrored["previous_losses"], single["previous_losses"], rtol=1e-3)
+
+
+def test_train_cli_with_dwa_logs_its_weights(tmp_path, data_dir):
+    import json
+
+    from tf_mtvib import train
+
+    run = tmp_path / "run"
+    assert train.main(["--dataset", "multimnist", "--model", "gs", "--weighting", "dwa", "--preset", "smoke",
+                       "--epochs", "3", "--output-dir", str(run), "--data-dir", str(data_dir), "--verbose", "0",
+                       "--eval-samples", "0"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["hparams"] == {"weighting": "dwa"}
+    history = json.loads((run / "history.json").read_text())
+    tasks = SPECS["multimnist"].task_names
+    means = [np.array([r[f"{t}_loss"] for t in tasks]) for r in history]
+    expected = _dwa_by_hand(means)
+    for row, w in zip(history, expected):
+        np.testing.assert_allclose([row[f"{t}_weight"] for t in tasks], w, rtol=1e-4)
+    loaded = keras.models.load_model(run / "model.keras")
+    assert loaded.hparams["weighting"] == "dwa" and float(loaded.weighting.epochs_done.numpy()) == 3.0

@@ -28,6 +28,8 @@ Registered weightings (:data:`WEIGHTINGS`):
   (the grid-search baseline GS; STL/STVIB with weight 1 per task);
 * ``uncertainty`` (:class:`UncertaintyWeighting`): learned homoscedastic
   uncertainty (Kendall, Gal and Cipolla 2018; MTVIB eq. 22-23);
+* ``dwa`` (:class:`DynamicWeightAverage`): dynamic weight average (Liu, Johns
+  and Davison 2019), per-epoch state.
 
 Every class is registered for ``.keras`` saving under the ``tf_mtvib``
 package, with the class names of the releases that defined the first two in
@@ -44,7 +46,7 @@ import tensorflow as tf
 
 __all__ = [
     "HParam", "TaskWeighting", "WEIGHTINGS", "register_weighting", "get_weighting", "weighting_hparams",
-    "owner_of", "FixedWeighting", "UncertaintyWeighting", "EndEpoch", "add_arguments",
+    "owner_of", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "EndEpoch", "add_arguments",
     "parse_task_weights",
 ]
 
@@ -303,4 +305,81 @@ class UncertaintyWeighting(TaskWeighting):
     def get_config(self):
         config = super().get_config()
         config["init_log_sigma"] = self.init_log_sigma
+        return config
+
+
+@register_weighting("dwa")
+class DynamicWeightAverage(TaskWeighting):
+    """Dynamic weight average (Liu, Johns and Davison 2019, "End-to-End Multi-Task Learning with Attention").
+
+    ``sum_k w_k(t) * CE_k`` with, in epoch ``t`` (counted from 1)::
+
+        w_k(t) = K exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T),   r_k(t-1) = L_k(t-1) / L_k(t-2)
+
+    where ``L_k(t)`` is the mean training cross-entropy of task k over the
+    steps of epoch t, ``K`` the number of tasks and ``T`` the temperature
+    (``dwa_temperature``, 2 in the paper); ``w_k = 1`` in the first two
+    epochs. The weights are constants of each step (no gradient flows into
+    them). Logs ``<task>_weight``.
+
+    The per-epoch state lives in non-trainable weights, so it is saved with
+    the model (``.keras``, checkpoints) and restored on resume:
+    ``epoch_loss_sum`` / ``epoch_steps`` accumulate the current epoch's
+    losses (training steps only), ``previous_losses`` holds
+    ``[L(t-1), L(t-2)]`` and ``epochs_done`` counts the finished epochs.
+    :meth:`end_epoch` folds the accumulators into the history. Under
+    ``tf.distribute`` the accumulators are mean-aggregated over the
+    replicas, so ``L(t)`` is the mean over steps of the replicas' mean loss.
+    """
+
+    HPARAMS = {"dwa_temperature": HParam(2.0, "temperature T of the softmax over loss ratios")}
+
+    def __init__(self, task_names: Sequence[str], dwa_temperature: float = 2.0, **kwargs):
+        super().__init__(task_names, **kwargs)
+        if not dwa_temperature > 0:
+            raise ValueError(f"dwa_temperature must be > 0, got {dwa_temperature}")
+        self.dwa_temperature = float(dwa_temperature)
+        k = len(self.task_names)
+        state = lambda name, shape, init="zeros": self.add_weight(
+            name=name, shape=shape, initializer=init, trainable=False, aggregation="mean", dtype="float32")
+        self.epoch_loss_sum = state("epoch_loss_sum", (k,))
+        self.epoch_steps = state("epoch_steps", ())
+        self.previous_losses = state("previous_losses", (2, k), "ones")
+        self.epochs_done = state("epochs_done", ())
+        self.built = True
+
+    def task_weights(self) -> tf.Tensor:
+        """w(t) for the current epoch, a vector in task order."""
+        prev = tf.convert_to_tensor(self.previous_losses)
+        ratio = prev[0] / tf.maximum(prev[1], 1e-12)
+        k = tf.cast(len(self.task_names), tf.float32)
+        w = k * tf.nn.softmax(ratio / self.dwa_temperature)
+        return tf.where(tf.convert_to_tensor(self.epochs_done) >= 2.0, w, tf.ones_like(w))
+
+    def call(self, task_losses, training=None):
+        losses = self._stack(task_losses)
+        if training:
+            self.epoch_loss_sum.assign_add(tf.stop_gradient(losses))
+            self.epoch_steps.assign_add(tf.constant(1.0))
+        w = tf.stop_gradient(self.task_weights())
+        return tf.reduce_sum(w * losses)
+
+    def end_epoch(self) -> None:
+        """Fold the epoch's mean losses into ``previous_losses`` (nothing happens after an epoch without steps)."""
+        steps = tf.convert_to_tensor(self.epoch_steps)
+        ran = steps > 0.0
+        mean = tf.convert_to_tensor(self.epoch_loss_sum) / tf.maximum(steps, 1.0)
+        prev = tf.convert_to_tensor(self.previous_losses)
+        self.previous_losses.assign(tf.where(ran, tf.stack([mean, prev[0]]), prev))
+        self.epochs_done.assign_add(tf.cast(ran, tf.float32))
+        self.epoch_loss_sum.assign(tf.zeros_like(mean))
+        self.epoch_steps.assign(tf.zeros_like(steps))
+
+    def logs(self):
+        w = self.task_weights()
+        return {f"{t}_weight": w[i] for i, t in enumerate(self.task_names)}
+
+    def get_config(self):
+        config = super().get_config()
+        config["dwa_temperature"] = self.dwa_temperature
         return config

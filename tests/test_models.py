@@ -284,6 +284,73 @@ def test_sampling_in_training_mean_in_inference():
     np.testing.assert_allclose(model.probabilities(x)["top_left"], tf.nn.softmax(mean_logits), rtol=1e-5)
 
 
+def test_sampling_is_chosen_by_the_call_or_a_scope_never_by_layer_state():
+    from tf_mtvib.layers import latent_layers
+
+    layer = GaussianLatent(4, head="linear")
+    feats = tf.random.normal([3, 5], seed=2)
+    state = dict(vars(layer))
+    loc = layer(feats, training=False)
+    np.testing.assert_array_equal(layer(feats, training=False, sample=False), loc)
+    assert not np.allclose(layer(feats, training=False, sample=True), loc)   # explicit argument
+    np.testing.assert_array_equal(layer(feats, training=True, sample=False), loc)   # the linear head has no BN
+    with posterior_sampling():                                                 # every latent
+        assert not np.allclose(layer(feats, training=False), loc)
+        with posterior_sampling(enabled=False):
+            np.testing.assert_array_equal(layer(feats, training=False), loc)
+        np.testing.assert_array_equal(layer(feats, training=False, sample=False), loc)   # the argument wins
+    other = build_model("mtvib", SPECS["multimnist"], latent_dim=4)
+    with posterior_sampling(other):                                            # another model's latents only
+        np.testing.assert_array_equal(layer(feats, training=False), loc)
+        assert latent_layers(other) == [other.network.get_layer("latent")]
+    np.testing.assert_array_equal(layer(feats, training=False), loc)           # scope left: mean again
+    assert vars(layer).keys() == state.keys() and not hasattr(layer, "sample_in_inference")
+
+
+def test_a_latent_nested_in_a_sub_model_is_found():
+    from tf_mtvib.layers import latent_layers
+    from tf_mtvib.models import MultiTaskModel
+    from tf_mtvib.weightings import FixedWeighting
+
+    spec = SPECS["mnist"]
+    feats = keras.Input((8,))
+    inner = keras.Model(feats, GaussianLatent(4, head="linear", name="inner_latent")(feats), name="encoder_head")
+    image = keras.Input(spec.input_shape)
+    z = inner(keras.layers.Dense(8)(keras.layers.Flatten()(image)))
+    network = keras.Model(image, {"digit": keras.layers.Dense(10, name="digit_logits")(z)})
+    model = MultiTaskModel(network, FixedWeighting(spec.task_names), spec)
+    assert [l.name for l in model.latent_layers] == ["inner_latent"] == [l.name for l in latent_layers(network)]
+    assert model.is_stochastic
+    x, y = _batch(spec, 6)
+    mean = model.probabilities(x)["digit"].numpy()
+    np.testing.assert_array_equal(model.probabilities(x)["digit"].numpy(), mean)
+    assert not np.allclose(model.probabilities(x, samples=3)["digit"].numpy(), mean)   # the nested latent samples
+    model.compile(optimizer="adam")
+    assert "kl" in model.train_on_batch(x, y, return_dict=True)
+
+
+def test_kl_log_is_the_mean_kl_of_the_batch_from_the_layers_loss():
+    spec = SPECS["multimnist"]
+    model = build_model("stvib", spec, latent_dim=8, beta=1e-9)   # a tiny beta: the KL is read back exactly
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = _batch(spec, 8)
+
+    def kl_by_hand(training):
+        total = 0.0
+        for t in spec.task_names:
+            latent = model.network.get_layer(f"{t}_latent")
+            feats = keras.Model(model.network.input, latent.input)(x, training=training)
+            total += float(tf.reduce_mean(latent.kl_divergence(feats, training=training)))
+        return total
+
+    expected_train = kl_by_hand(True)
+    assert model.train_on_batch(x, y, return_dict=True)["kl"] == pytest.approx(expected_train, rel=1e-4)
+    assert model.evaluate(x, y, return_dict=True, verbose=0)["kl"] == pytest.approx(kl_by_hand(False), rel=1e-4)
+    no_rate = build_model("stvib", spec, latent_dim=8, beta=0.0)   # no KL in the loss: none in the logs
+    no_rate.compile(optimizer="sgd")
+    assert "kl" not in no_rate.train_on_batch(x, y, return_dict=True)
+
+
 @pytest.mark.parametrize("name", ["mtvib", "uwl", "stvib"])
 def test_keras_round_trip_restores_every_weight(name, tmp_path):
     spec = SPECS["multimnist"]

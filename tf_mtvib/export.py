@@ -99,13 +99,13 @@ def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
     """
     import tensorflow as tf
 
-    from .layers import GaussianLatent
+    from .layers import latent_layers
     from .models import probabilities_of
 
     if int(mc_samples) < 1:
         raise ValueError(f"mc_samples must be >= 1; got {mc_samples}")
     tasks = tuple(spec.task_names)
-    stochastic = any(isinstance(l, GaussianLatent) for l in network._flatten_layers(include_self=False))
+    stochastic = bool(latent_layers(network))
     samples = int(mc_samples) if stochastic else 0
 
     module = tf.Module(name="tf_mtvib_serving")

@@ -16,6 +16,8 @@ part of the network: they live in :mod:`tf_mtvib.weightings`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+from typing import List, Optional
 
 import keras
 import tensorflow as tf
@@ -29,6 +31,7 @@ __all__ = [
     "DenseBNReLU",
     "GaussianLatent",
     "gaussian_kl_closed_form",
+    "latent_layers",
     "posterior_sampling",
 ]
 
@@ -131,12 +134,20 @@ class GaussianLatent(keras.layers.Layer):
     The layer adds ``beta * mean_batch KL(p(z|x) || N(0, I))`` to the
     model's losses (the rate term of eq. 23).
 
-    In training it returns a reparameterised sample ``loc + scale * eps`` with
-    ``eps`` from ``tf.random.normal`` (a random op TFLite converts); in
-    inference it returns ``loc`` unless sampling is switched on with
-    :func:`posterior_sampling`, which Monte-Carlo evaluation and attacks with
-    expectation over the posterior use. The paper head's BatchNorms follow
-    ``training`` (batch statistics in training, moving averages otherwise).
+    What it returns is chosen by its call arguments: ``call(features,
+    training=None, sample=None)`` returns a reparameterised sample ``loc +
+    scale * eps`` (``eps`` from ``tf.random.normal``, a random op TFLite
+    converts) when ``sample`` is true and ``loc`` when it is false. When
+    ``sample`` is None (a layer inside a functional network, which passes
+    only ``training``) it samples in training, and in inference only within
+    a :func:`posterior_sampling` scope, which Monte-Carlo evaluation and
+    attacks with expectation over the posterior use. The paper head's
+    BatchNorms follow ``training`` (batch statistics in training, moving
+    averages otherwise).
+
+    The layer keeps no state of its calls: the KL reaches the loss (and
+    :class:`tf_mtvib.models.MultiTaskModel`'s ``kl`` log, as that loss /
+    beta) only through ``add_loss``.
 
     Args:
         latent_dim: dimension K of z.
@@ -167,14 +178,12 @@ class GaussianLatent(keras.layers.Layer):
         self.min_scale = float(min_scale)
         self.head = head
         self.synchronized = bool(synchronized)
-        self.sample_in_inference = False  # switched by posterior_sampling()
         if head == "linear":
             self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
         else:
             self.loc_head = DenseBNReLU(self.latent_dim, self.synchronized, name="loc_head", dtype=self.dtype_policy)
             self.scale_head = DenseBNReLU(self.latent_dim, self.synchronized, name="scale_head",
                                           dtype=self.dtype_policy)
-        self.last_kl = None  # per-example KL of the latest call, for logging
 
     def build(self, input_shape):
         if self.head == "linear":
@@ -213,12 +222,13 @@ class GaussianLatent(keras.layers.Layer):
         """KL(p(z|x) || N(0, I)) per example, in nats (eq. 10)."""
         return self.distribution(features, training=training).kl_divergence(self.prior(self.compute_dtype))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, sample=None):
         posterior = self.distribution(inputs, training=training)
         kl = posterior.kl_divergence(self.prior(self.compute_dtype))
-        self.last_kl = kl
         self.add_loss(self.beta * tf.reduce_mean(kl))
-        if training or self.sample_in_inference:
+        if sample is None:
+            sample = bool(training) or _sampling_requested(self)
+        if sample:
             loc, scale = posterior.loc, posterior.stddev()
             return loc + scale * tf.random.normal(tf.shape(loc), dtype=loc.dtype)
         return posterior.loc
@@ -230,23 +240,63 @@ class GaussianLatent(keras.layers.Layer):
         return config
 
 
-@contextlib.contextmanager
-def posterior_sampling(model: keras.layers.Layer, enabled: bool = True):
-    """Within this context every :class:`GaussianLatent` of ``model`` samples z
-    in inference too (instead of returning the mean).
-
-    Graphs traced inside the context keep the sampling op; trace a fresh
-    ``tf.function`` for each mode.
+def latent_layers(layer) -> List[GaussianLatent]:
+    """The :class:`GaussianLatent` layers of ``layer`` (itself included), in
+    call-graph order, found through every nested ``keras.Model`` (a latent
+    inside a sub-model counts). The one definition of "a model's latent
+    layers": a model is stochastic iff this list is not empty.
     """
-    latents = [l for l in model._flatten_layers(include_self=True) if isinstance(l, GaussianLatent)]
-    previous = [l.sample_in_inference for l in latents]
+    found: List[GaussianLatent] = []
+    seen = set()
+
+    def visit(node):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, GaussianLatent):
+            found.append(node)
+        for sub in getattr(node, "layers", ()):   # keras.Model (functional, Sequential, subclassed)
+            visit(sub)
+
+    visit(layer)
+    return found
+
+
+#: The active posterior_sampling scopes, innermost last: (ids of the latents covered or None for all, enabled).
+_SAMPLING_SCOPES: contextvars.ContextVar = contextvars.ContextVar("tf_mtvib_posterior_sampling", default=())
+
+
+def _sampling_requested(latent: GaussianLatent) -> bool:
+    """Whether the innermost :func:`posterior_sampling` scope covering ``latent`` asks for samples."""
+    for ids, enabled in reversed(_SAMPLING_SCOPES.get()):
+        if ids is None or id(latent) in ids:
+            return enabled
+    return False
+
+
+@contextlib.contextmanager
+def posterior_sampling(model: Optional[keras.layers.Layer] = None, enabled: bool = True):
+    """A scope in which :class:`GaussianLatent` layers called without an explicit
+    ``sample`` argument sample z in inference too (instead of returning the mean).
+
+    ``model``: only the latents of ``model`` (:func:`latent_layers`); None: every latent.
+    ``enabled=False`` switches sampling off again inside an outer scope.
+
+    The scope is read when a layer is *called*, i.e. when a ``tf.function``
+    is traced: graphs traced inside it keep the sampling op, graphs traced
+    outside keep the mean (trace one function per mode, as
+    :meth:`tf_mtvib.models.MultiTaskModel.probabilities` does). It is a
+    ``contextvars`` scope: it covers the thread (or asyncio task) that
+    enters it; code that traces in other threads (the replica threads of
+    ``MirroredStrategy.run``) passes ``sample=True`` to the layer instead.
+    No layer is modified.
+    """
+    ids = None if model is None else frozenset(id(l) for l in latent_layers(model))
+    token = _SAMPLING_SCOPES.set(_SAMPLING_SCOPES.get() + ((ids, bool(enabled)),))
     try:
-        for l in latents:
-            l.sample_in_inference = enabled
-        yield latents
+        yield
     finally:
-        for l, p in zip(latents, previous):
-            l.sample_in_inference = p
+        _SAMPLING_SCOPES.reset(token)
 
 
 # The loss weightings moved to tf_mtvib.weightings (one module for the family);

@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 
 from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
-from .layers import BN_MOMENTUM, LATENT_HEADS, GaussianLatent, batch_normalization, posterior_sampling
+from .layers import BN_MOMENTUM, LATENT_HEADS, GaussianLatent, batch_normalization, latent_layers, posterior_sampling
 from .weightings import get_weighting, owner_of, weighting_hparams
 
 __all__ = [
@@ -335,11 +335,12 @@ class MultiTaskModel(keras.Model):
 
     Logs: ``loss``, ``<task>_loss`` (cross-entropy), ``<task>_accuracy``,
     ``joint_accuracy`` (every task right), ``kl`` (nats, summed over latent
-    layers) and what the weighting logs (its ``logs()``, e.g.
+    layers; each one's ``beta * KL`` loss divided by its beta > 0) and what the weighting logs (its ``logs()``, e.g.
     ``<task>_sigma`` for the uncertainty weighting).
 
     :meth:`fit` adds the weighting's callbacks (per-epoch state, see
-    :meth:`tf_mtvib.weightings.TaskWeighting.callbacks`) in front of the caller's.
+    :meth:`tf_mtvib.weightings.TaskWeighting.callbacks`) in front of the caller's;
+    a custom loop calls ``model.weighting.end_epoch()`` after each epoch.
 
     ``model(x)`` returns logits; :meth:`probabilities` returns softmax
     probabilities, in mean mode (``samples=0``: z = posterior mean) or
@@ -368,7 +369,8 @@ class MultiTaskModel(keras.Model):
     # -- structure ---------------------------------------------------------
     @property
     def latent_layers(self):
-        return [l for l in self.network.layers if isinstance(l, GaussianLatent)]
+        """The network's :class:`GaussianLatent` layers (:func:`tf_mtvib.layers.latent_layers`)."""
+        return latent_layers(self.network)
 
     @property
     def is_stochastic(self) -> bool:
@@ -414,7 +416,8 @@ class MultiTaskModel(keras.Model):
             total = total + tf.cast(extra, total.dtype)
         for tracker, t in zip(self._task_loss, self.task_names):
             tracker.update_state(ce[t])
-        kls = [tf.reduce_mean(l.last_kl) for l in self.latent_layers if l.last_kl is not None]
+        # the KL for the logs, from what each latent added to the loss: beta * mean KL (eq. 23's rate term)
+        kls = [tf.add_n(latent.losses) / latent.beta for latent in self.latent_layers if latent.beta > 0]
         if kls:
             self._kl.update_state(tf.add_n(kls))
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -431,10 +434,12 @@ class MultiTaskModel(keras.Model):
         return self.get_metrics_result()
 
     def get_metrics_result(self):
-        """The logs: every metric's result (``kl`` for VIB models only) and, with
-        uncertainty weighting, each ``<task>_sigma``. In a cross-replica context
-        (a custom loop, the end of a ``fit`` epoch) the metrics are all-reduced."""
-        logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or self.is_stochastic}
+        """The logs: every metric's result (``kl`` for models with a latent of
+        ``beta > 0``) and what the weighting logs (its ``logs()``, e.g. each
+        ``<task>_sigma``). In a cross-replica context (a custom loop, the end of
+        a ``fit`` epoch) the metrics are all-reduced."""
+        with_kl = any(latent.beta > 0 for latent in self.latent_layers)
+        logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or with_kl}
         logs.update(self.weighting.logs())
         return logs
 
@@ -500,7 +505,7 @@ def split_at_latents(network: keras.Model):
     ``None`` if the network has no latent or its outputs also depend on
     something other than the latents (then the whole network is sampled).
     """
-    latents = [l for l in network._flatten_layers(include_self=False) if isinstance(l, GaussianLatent)]
+    latents = latent_layers(network)
     if not latents:
         return None
     try:

@@ -27,8 +27,8 @@ import tempfile
 import time
 
 import common
+from tf_mtvib.evaluate import DEFAULT_EPS as EPS   # the paper's eta list
 
-EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def bench_model(run_dir, test, batch: int, rounds: int, eval_samples: int):

@@ -52,6 +52,7 @@ import numpy as np
 from . import runs
 from .export_lite import (INPUT_NAME, QUANTIZATIONS, SERVING_SIGNATURE, LiteModel, convert_saved_model,
                           describe_quantization, predict_batches, tflite_filename)
+from .metrics import MC_SAMPLES
 
 __all__ = [
     "SERVING_SIGNATURE", "MC_SIGNATURE", "INPUT_NAME", "DEFAULT_OUTPUT", "DEFAULT_MC_SAMPLES", "MODELS_CONFIG",
@@ -62,7 +63,7 @@ __all__ = [
 PROG = "tf_mtvib.export"
 MC_SIGNATURE = "predict_mc"
 DEFAULT_OUTPUT = pathlib.Path("export")
-DEFAULT_MC_SAMPLES = 12
+DEFAULT_MC_SAMPLES = MC_SAMPLES
 DEFAULT_CALIBRATION_SIZE = 300
 DEFAULT_SERVING_ROOT = "/models"
 MODELS_CONFIG = "models.config"

@@ -5,7 +5,13 @@ from typing import Dict, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["accuracies", "correct_from_probs"]
+__all__ = ["MC_SAMPLES", "accuracies", "correct_from_probs"]
+
+#: Posterior samples of z whose probabilities are averaged in Monte-Carlo
+#: evaluation (Alemi et al. 2017 average 12): the default of train.py's
+#: ``eval_samples`` (the ``mc12`` test accuracy), export's ``predict_mc``
+#: signature and the reproductions.
+MC_SAMPLES = 12
 
 
 def correct_from_probs(probs: Mapping[str, "np.ndarray"], labels: Mapping[str, "np.ndarray"]) -> Dict[str, np.ndarray]:

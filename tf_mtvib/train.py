@@ -27,6 +27,7 @@ from . import distributed, runs
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
 from . import weightings
+from .metrics import MC_SAMPLES
 from .models import LATENT_HEADS, MODEL_NAMES, check_weighting, hparam_defaults
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
@@ -96,7 +97,7 @@ _TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_
                   "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas",
                   "loop")
 TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
-                      "jit_compile": False, "val_fraction": 0.0, "eval_samples": 12, "strategy": "auto",
+                      "jit_compile": False, "val_fraction": 0.0, "eval_samples": MC_SAMPLES, "strategy": "auto",
                       "cpu_replicas": 0, "loop": "fit"}
 _LIMIT_KEYS = ("max_train", "max_test")
 #: Learning-rate schedules: constant (a step decay when lr_decay != 1) or cosine

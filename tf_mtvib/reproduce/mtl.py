@@ -49,10 +49,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
+from ..evaluate import DEFAULT_EPS
+from ..metrics import MC_SAMPLES
+from .paper import PAPER_MODELS, TABLE_NUMBER
 
-DATASETS = ("multimnist", "multifashion", "mtfl")
-MODELS = ("stl", "stvib", "gs", "uwl", "mtvib")
-EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+DATASETS = tuple(TABLE_NUMBER)     # the data sets of the paper's Tables III-V
+MODELS = PAPER_MODELS              # the paper's five models, in its tables' order
+EPS = DEFAULT_EPS                  # the paper's eta list
+MC = f"mc{MC_SAMPLES}"             # the metrics.json key of the Monte-Carlo test accuracy
 BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce mtl -->"
 END = "<!-- END GENERATED: python -m tf_mtvib.reproduce mtl -->"
 DEFAULT_SETTINGS = ("fgsm", "fgsm-sampled", "fgsm-eot", "pgd")
@@ -86,7 +90,7 @@ def settings(eot_samples: int = 8) -> Dict[str, Dict[str, Any]]:
     return {
         "fgsm": {"attack": "fgsm", "eval_samples": 0, "eot_samples": 0},
         "fgsm-sampled": {"attack": "fgsm", "eval_samples": 1, "eot_samples": 1},
-        "fgsm-eot": {"attack": "fgsm", "eval_samples": 12, "eot_samples": eot_samples},
+        "fgsm-eot": {"attack": "fgsm", "eval_samples": MC_SAMPLES, "eot_samples": eot_samples},
         "pgd": {"attack": "pgd", "eval_samples": 0, "eot_samples": 0},
     }
 
@@ -399,7 +403,10 @@ def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]],
 
 
 def budget_line(cell: pathlib.Path) -> str:
+    from ..models import DEFAULT_HPARAMS
+
     cfg = runs.read_json(cell / runs.CONFIG)
+    hp = cfg["hparams"]
     met = runs.read_json(cell / runs.METRICS)
     t = cfg["training"]
     schedule = ""
@@ -408,8 +415,8 @@ def budget_line(cell: pathlib.Path) -> str:
     elif t.get("lr_decay", 1.0) != 1.0:
         schedule = f" (x{t['lr_decay']:g} every {t['lr_decay_epochs']} epochs)"
     return (f"{met['num_train']:,} training / {met['num_test']:,} test images, {t['epochs']} epochs, batch "
-            f"{t['batch_size']}, Adam lr {t['learning_rate']:g}{schedule}, beta {cfg['hparams'].get('beta', 1e-3):g}, "
-            f"latent {cfg['hparams'].get('latent_dim', 256)}")
+            f"{t['batch_size']}, Adam lr {t['learning_rate']:g}{schedule}, beta {hp.get('beta', DEFAULT_HPARAMS['beta']):g}, "
+            f"latent {hp.get('latent_dim', DEFAULT_HPARAMS['latent_dim'])}")
 
 
 def search_line(results_dir: pathlib.Path, preset: str, dataset: str) -> Optional[str]:
@@ -515,12 +522,12 @@ def clean_average_table(data: Dict[str, Any], tables) -> str:
 
     dataset = data["dataset"]
     tasks = get_spec(dataset).task_names
-    lines = ["| Model | paper | ours, mean mode | diff | ours, mc12 | seeds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| Model | paper | ours, mean mode | diff | ours, {MC} | seeds |", "|---|---:|---:|---:|---:|---:|"]
     for m in [m for m in MODELS if m in data["metrics"]]:
         mets = data["metrics"][m]
         paper = paper_clean_average(tables, dataset, m)
         mean = [100 * statistics.fmean(met["test"]["mean"][t] for t in tasks) for met in mets]
-        mc = [100 * statistics.fmean(met["test"]["mc12"][t] for t in tasks) for met in mets if "mc12" in met["test"]]
+        mc = [100 * statistics.fmean(met["test"][MC][t] for t in tasks) for met in mets if MC in met["test"]]
         lines.append(f"| {m} | {paper:.2f} | {fmt_spread(mean, 2)} | {spread_diff(mean, paper)} | "
                      f"{fmt_spread(mc, 2) if mc else '-'} | {len(mets)} |")
     return "\n".join(lines) + "\n"
@@ -543,8 +550,8 @@ def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models
     if line:
         parts.append(line)
     majority = " The last row is each task's majority-class rate on the same split." if data["facts"] else ""
-    parts.append("Clean test accuracy on the whole test split (%; mean mode; `mc12`: probabilities averaged over "
-                 f"12 posterior samples; with several seeds: mean (min-max)).{majority}\n\n"
+    parts.append(f"Clean test accuracy on the whole test split (%; mean mode; `{MC}`: probabilities averaged over "
+                 f"{MC_SAMPLES} posterior samples; with several seeds: mean (min-max)).{majority}\n\n"
                  + clean_table(dataset, data["metrics"], data["facts"]))
     parts.append(f"Clean accuracy averaged over the tasks, beside the paper's (Table {TABLE_NUMBER[dataset]}; its "
                  f"text gives MTVIB's as {PAPER_TEXT_MTVIB_CLEAN_AVERAGE[dataset]}). A difference in parentheses is "
@@ -675,7 +682,7 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
     rows, verdicts = [], []
     for d, v in data.items():
         tasks = get_spec(d).task_names
-        for mode in ("mean", "mc12"):
+        for mode in ("mean", MC):
             if not any(mode in met["test"] for met in v["metrics"]["mtvib"]):
                 continue
             ours_m = [clean_average(met, mode, tasks) for met in v["metrics"]["mtvib"]]

@@ -59,6 +59,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..metrics import MC_SAMPLES
+
 __all__ = [
     "DATASET", "DEFAULT_BETAS", "SCHEDULES", "PAPER", "JSON_NAME", "TABLE_NAME", "FIGURES", "EVAL_NAME",
     "SweepError", "parse_betas", "run_name", "train_argv", "ensure_run", "label_entropy_bits",
@@ -124,7 +126,7 @@ def run_name(model: str, beta: Optional[float] = None) -> str:
 
 def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = "cpu", schedule: str = "paper",
                epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
-               batch_size: Optional[int] = None, eval_samples: int = 12, seed: int = 0, data_dir=None,
+               batch_size: Optional[int] = None, eval_samples: int = MC_SAMPLES, seed: int = 0, data_dir=None,
                verbose: int = 2) -> List[str]:
     """The ``train.py`` command line of one run of the sweep."""
     s = dict(SCHEDULES[schedule])
@@ -235,7 +237,7 @@ def _sampled_logits_fn(model, samples: int):
     return call
 
 
-def evaluate_model(model, split, samples: int = 12, batch_size: int = 500, seed: int = 0) -> Dict[str, Any]:
+def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0) -> Dict[str, Any]:
     """Test error (%) in 1-shot / avg / mean modes, cross-entropies and mean KL (nats) of a single-task model.
 
     ``split``: a :class:`tf_mtvib.datasets.Split`. ``samples`` posterior draws
@@ -287,7 +289,7 @@ def evaluate_model(model, split, samples: int = 12, batch_size: int = 500, seed:
     }
 
 
-def evaluate_run(run_dir, samples: int = 12, batch_size: int = 500, seed: int = 0, data_dir=None,
+def evaluate_run(run_dir, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0, data_dir=None,
                  log=print) -> Dict[str, Any]:
     """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds.
 
@@ -335,12 +337,12 @@ def _run_summary(run_dir) -> Dict[str, Any]:
             "num_train": m.get("num_train"), "train_seconds": float(sum(secs)),
             "median_epoch_seconds": float(np.median(secs)) if secs else None,
             "final_train_kl_nats": hist[-1].get("kl") if hist else None,
-            "final_train_ce_nats": hist[-1].get("digit_loss") if hist else None}
+            "final_train_ce_nats": hist[-1].get(f"{run.spec.task_names[0]}_loss") if hist else None}
 
 
 def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
           epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
-          batch_size: Optional[int] = None, eval_samples: int = 12, eval_batch_size: int = 500, seed: int = 0,
+          batch_size: Optional[int] = None, eval_samples: int = MC_SAMPLES, eval_batch_size: int = 500, seed: int = 0,
           baseline: bool = True, data_dir=None, verbose: int = 2, log=print) -> Dict[str, Any]:
     """Train/resume/reuse every run, evaluate them and write the JSON, table and figures; returns the JSON dict."""
     from .. import runs
@@ -562,7 +564,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, help="use the first N training images (60,000 = all)")
     p.add_argument("--max-test", type=int, help="use the first N test images")
     p.add_argument("--batch-size", type=int, help="override the schedule's batch size (100)")
-    p.add_argument("--eval-samples", type=int, default=12, help="posterior samples at test time (default: %(default)s)")
+    p.add_argument("--eval-samples", type=int, default=MC_SAMPLES, help="posterior samples at test time (default: %(default)s)")
     p.add_argument("--eval-batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the deterministic mlp")

@@ -76,17 +76,16 @@ def per_dataset(text: str, datasets: Sequence[str], flag: str, parser: argparse.
 def smoke_run(dataset: str, model: str, data_dir, workdir) -> pathlib.Path:
     """A run trained by ``train.py --preset smoke`` (seconds) in ``workdir``: a real
     trained model for the inference and robustness timings, whose speed does
-    not depend on how well the weights are trained."""
+    not depend on how well the weights are trained (:func:`tf_mtvib.train.ensure_run`)."""
     from tf_mtvib import train
 
     path = pathlib.Path(workdir) / f"{dataset}-{model}-smoke"
-    argv = ["--dataset", dataset, "--model", model, "--preset", "smoke", "--output-dir", str(path), "--verbose", "0",
-            "--eval-samples", "0"]
-    if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
-    rc = train.main(argv)
-    if rc != 0:
-        raise SystemExit(f"training the smoke run {path} failed (exit status {rc})")
+    config = train.build_config(train.parse_args(["--dataset", dataset, "--model", model, "--preset", "smoke",
+                                                  "--eval-samples", "0"]))
+    try:
+        train.ensure_run(config, path, data_dir=data_dir, verbose=0, log=log)
+    except (train.RunConflict, train.RunFailed) as e:
+        raise SystemExit(f"the smoke run {path}: {e}")
     return path
 
 

@@ -26,11 +26,30 @@ x = rng.random((8,) + spec.input_shape, dtype=np.float32)
 y = {t: rng.integers(0, 10, 8) for t in spec.task_names}
 
 
+#: VIB models: Alemi et al.'s linear latent head with the posterior collapsed onto its mean
+#: (sigma ~ 1e-5, see collapse_posterior), so that the replicas' own draws of z cannot make the
+#: two runs differ, and beta = 1 so that the KL term (divided by the replicas like the
+#: log_sigma terms) moves the weights visibly.
+VIB_SETTINGS = {"latent_head": "linear", "beta": 1.0}
+
+
+def collapse_posterior(model):
+    """Scale half of each latent's projection: kernel 0, bias -40, so sigma = softplus(-45) + 1e-5."""
+    for latent in model.latent_layers:
+        k = latent.latent_dim
+        kernel, bias = latent.projection.kernel, latent.projection.bias
+        kernel.assign(np.concatenate([kernel.numpy()[:, :k], np.zeros_like(kernel.numpy()[:, k:])], axis=1))
+        bias.assign(np.concatenate([bias.numpy()[:k], np.full(k, -40.0, np.float32)]))
+
+
 def one_step(name, strategy, init, weighting=None, epochs=1):
     with strategy.scope():
         extra = {"init_log_sigma": 0.2} if (weighting or default_weighting(name)) == "uncertainty" else {}
-        model = build_model(name, spec, weighting=weighting, sync_batchnorm=True, latent_dim=8, **extra)
-        if init is not None:
+        model = build_model(name, spec, weighting=weighting, sync_batchnorm=True, latent_dim=8, **extra,
+                            **VIB_SETTINGS)
+        if init is None:
+            collapse_posterior(model)
+        else:
             model.set_weights(init)
         model.compile(optimizer=keras.optimizers.SGD(0.1 if epochs == 1 else 1e-3))
     before = [w.copy() for w in model.get_weights()]

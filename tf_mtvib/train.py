@@ -31,7 +31,8 @@ from .metrics import MC_SAMPLES
 from .models import LATENT_HEADS, MODEL_NAMES, check_weighting, hparam_defaults
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
-           "make_optimizer", "positive", "nonneg_float", "TrainingDiverged"]
+           "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
+           "RunFailed", "config_differences"]
 
 #: The model trained when ``--model`` is not given: the project's model, MTVIB.
 DEFAULT_MODEL = "mtvib"
@@ -501,6 +502,84 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
 
 def _default_run_dir(config) -> pathlib.Path:
     return runs.default_run_dir(config["dataset"], config["model"])
+
+
+# --------------------------------------------------------------------------
+# "Train a run": the one driver of the reproductions and the benchmarks
+# --------------------------------------------------------------------------
+class RunConflict(Exception):
+    """The run directory holds another configuration, or is not a run directory."""
+
+
+class RunFailed(RuntimeError):
+    """Training the run ended with a non-zero exit status (2: data or usage error, 3: diverged)."""
+
+    def __init__(self, run_dir, status: int):
+        super().__init__(f"training {run_dir} failed (train.py exit status {status})")
+        self.run_dir, self.status = run_dir, status
+
+
+def config_differences(want: Dict[str, Any], have: Dict[str, Any], prefix: str = "") -> List[str]:
+    """``"key.sub: asked X, run has Y"`` for every leaf where two configurations differ."""
+    out = []
+    for k in sorted(set(want) | set(have)):
+        a, b = want.get(k), have.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: asked {a!r}, run has {b!r}")
+    return out
+
+
+def ensure_run(config: Dict[str, Any], run_dir, *, data_dir=None, verbose: int = 2, isolate: bool = False,
+               log=print) -> str:
+    """Train the run ``config`` (a :func:`build_config` result) into ``run_dir`` unless it
+    finished there; resume it from its checkpoint if it was interrupted.
+
+    Returns ``"reused"`` (``metrics.json`` and ``model.keras`` present), ``"resumed"``
+    (``config.json`` present) or ``"trained"``. Raises :class:`RunConflict` when the
+    directory holds another configuration or other files, :class:`RunFailed` when
+    training fails. ``isolate=True`` trains in a fresh Python process
+    (``python -m tf_mtvib.train --resume``), so that TensorFlow's memory does not
+    pile up over many runs; otherwise in this process, after
+    ``keras.backend.clear_session()``. Either way the run is trained by
+    :func:`main` from the ``config.json`` written here.
+    """
+    run_dir = pathlib.Path(run_dir)
+    config = json.loads(json.dumps(config, sort_keys=True, default=runs._jsonable))   # as it reads back
+    path = run_dir / runs.CONFIG
+    if path.exists():
+        diff = config_differences(config, runs.read_json(path))
+        if diff:
+            raise RunConflict(f"{run_dir} holds a run with another configuration ({'; '.join(diff)}); "
+                              f"choose another directory or remove that run")
+        if (run_dir / runs.METRICS).exists() and (run_dir / runs.MODEL).exists():
+            log(f"[tf_mtvib] {run_dir}: finished run reused")
+            return "reused"
+        status = "resumed"
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunConflict(f"{run_dir} exists, is not empty and is not a run directory")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(path, config)
+        status = "trained"
+    log(f"[tf_mtvib] {'resuming' if status == 'resumed' else 'training'} {config['model']} on {config['dataset']} "
+        f"(seed {config['training']['seed']}) in {run_dir}")
+    argv = ["--resume", "--output-dir", str(run_dir), "--verbose", str(verbose)]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if isolate:
+        import subprocess
+
+        rc = subprocess.run([sys.executable, "-m", "tf_mtvib.train", *argv]).returncode
+    else:
+        import keras
+
+        keras.backend.clear_session()
+        rc = main(argv)
+    if rc != 0:
+        raise RunFailed(run_dir, rc)
+    return status
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

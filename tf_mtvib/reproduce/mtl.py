@@ -42,7 +42,6 @@ import json
 import pathlib
 import shutil
 import statistics
-import subprocess
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -223,29 +222,16 @@ def gs_config(dataset: str, preset: str, seed: int, search: Dict[str, Any]) -> D
 
 def ensure_trained(path: pathlib.Path, config: Dict[str, Any], data_dir=None, verbose: int = 2) -> None:
     """Train the run at ``path`` with ``config`` unless it finished; resume it if it
-    was interrupted. A run directory holding another configuration is an error."""
-    path = pathlib.Path(path)
-    config = _plain(config)
-    if (path / runs.CONFIG).exists():
-        stored = runs.read_json(path / runs.CONFIG)
-        if stored != config:
-            diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-            raise ReproduceError(f"{path} holds a run with another configuration (differs in: {', '.join(diff)}); "
-                                 f"remove it or choose another --root")
-        if (path / runs.METRICS).exists() and (path / runs.MODEL).exists():
-            print(f"[reproduce] {path}: finished, reused", flush=True)
-            return
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        runs.write_json(path / runs.CONFIG, config)
-    print(f"[reproduce] training {config['model']} on {config['dataset']} (seed {config['training']['seed']}) "
-          f"-> {path}", flush=True)
-    # train.py resumes from the checkpoint if there is one, else starts from config.json.
-    # A fresh process per run: TensorFlow's memory does not pile up across 15+ trainings.
-    args = ["--resume", "--output-dir", str(path), "--verbose", str(verbose)]
-    if data_dir:
-        args += ["--data-dir", str(data_dir)]
-    subprocess.run([sys.executable, "-m", "tf_mtvib.train", *args], check=True)
+    was interrupted (:func:`tf_mtvib.train.ensure_run`, in a fresh process per run:
+    TensorFlow's memory does not pile up across 15+ trainings). A run directory
+    holding another configuration is a :class:`ReproduceError`."""
+    from .. import train as train_module
+
+    try:
+        train_module.ensure_run(config, path, data_dir=data_dir, verbose=verbose, isolate=True,
+                                log=lambda m: print(m.replace("[tf_mtvib]", "[reproduce]"), flush=True))
+    except train_module.RunConflict as e:
+        raise ReproduceError(str(e)) from None
 
 
 def publish(path: pathlib.Path, cell: pathlib.Path) -> None:

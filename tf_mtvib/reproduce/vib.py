@@ -63,7 +63,7 @@ from ..metrics import MC_SAMPLES
 
 __all__ = [
     "DATASET", "DEFAULT_BETAS", "SCHEDULES", "PAPER", "JSON_NAME", "TABLE_NAME", "FIGURES", "EVAL_NAME",
-    "SweepError", "parse_betas", "run_name", "train_argv", "ensure_run", "label_entropy_bits",
+    "SweepError", "RunConflict", "parse_betas", "run_name", "train_argv", "ensure_run", "label_entropy_bits",
     "evaluate_model", "evaluate_run", "info_bits", "sweep", "markdown_table", "plot_sweep", "publish_sweep",
     "doc_section", "DOC_BEGIN", "DOC_END", "main",
 ]
@@ -95,6 +95,10 @@ _EVAL_VERSION = 2  # bump when evaluate_model changes: cached evaluations are th
 
 class SweepError(RuntimeError):
     """A run could not be trained, resumed or reused."""
+
+
+class RunConflict(SweepError):
+    """A run directory holds another configuration (or is not a run directory): the sweep stops."""
 
 
 # --------------------------------------------------------------------------
@@ -149,54 +153,25 @@ def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = 
     return argv
 
 
-def _differences(want: Dict[str, Any], have: Dict[str, Any], prefix: str = "") -> List[str]:
-    out = []
-    for k in sorted(set(want) | set(have)):
-        a, b = want.get(k), have.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: asked {a!r}, run has {b!r}")
-    return out
-
-
 def ensure_run(argv: Sequence[str], log=print) -> Dict[str, Any]:
-    """Train the run of ``argv`` (a ``train.py`` command line), resume it, or reuse it.
+    """Train the run of ``argv`` (a ``train.py`` command line), resume it, or reuse it
+    (:func:`tf_mtvib.train.ensure_run`, in this process).
 
     Returns ``{"run_dir", "status": "trained"|"resumed"|"reused"}``; raises
-    :class:`SweepError` when the directory holds a different configuration or
-    training fails.
+    :class:`RunConflict` when the directory holds a different configuration
+    and :class:`SweepError` when training fails.
     """
-    from .. import runs, train
+    from .. import train
 
     args = train.parse_args(list(argv))
-    want = json.loads(json.dumps(train.build_config(args)))
     run_dir = pathlib.Path(args.output_dir)
-    cfg = run_dir / runs.CONFIG
-    status = "trained"
-    if cfg.exists():
-        diff = _differences(want, runs.read_json(cfg))
-        if diff:
-            raise SweepError(f"{run_dir} holds a run with another configuration ({'; '.join(diff)}); "
-                             f"choose another --output-dir or remove that run")
-        if (run_dir / runs.METRICS).exists() and (run_dir / runs.MODEL).exists():
-            log(f"[vib] {run_dir}: finished run reused")
-            return {"run_dir": run_dir, "status": "reused"}
-        argv = ["--resume", "--output-dir", str(run_dir), "--verbose", str(args.verbose)]
-        if args.data_dir is not None:
-            argv += ["--data-dir", str(args.data_dir)]
-        status = "resumed"
-        log(f"[vib] {run_dir}: resuming")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise SweepError(f"{run_dir} exists, is not empty and is not a run directory")
-    else:
-        log(f"[vib] {run_dir}: training")
-    import keras
-
-    keras.backend.clear_session()
-    rc = train.main(list(argv))
-    if rc != 0:
-        raise SweepError(f"training {run_dir} failed (train.py exit status {rc})")
+    try:
+        status = train.ensure_run(train.build_config(args), run_dir, data_dir=args.data_dir, verbose=args.verbose,
+                                  log=lambda m: log(m.replace("[tf_mtvib]", "[vib]")))
+    except train.RunConflict as e:
+        raise RunConflict(f"{e}; choose another --output-dir") from None
+    except train.RunFailed as e:
+        raise SweepError(str(e)) from None
     return {"run_dir": run_dir, "status": status}
 
 
@@ -215,28 +190,6 @@ def info_bits(kl_nats: Optional[float], ce_nats: float, h_y_bits: float) -> Dict
     return {"izx_bits": None if kl_nats is None else kl_nats / LN2, "izy_bits": h_y_bits - ce_nats / LN2}
 
 
-def _sampled_logits_fn(model, samples: int):
-    """tf.function: images (B, ...) -> logits (samples, B, classes) with z drawn from the posterior."""
-    import tensorflow as tf
-
-    from ..layers import posterior_sampling
-
-    network, task = model.network, model.task_names[0]
-
-    @tf.function(reduce_retracing=True)
-    def fn(images):
-        batch = tf.shape(images)[0]
-        tiled = tf.tile(images, tf.concat([[samples], tf.ones([tf.rank(images) - 1], tf.int32)], axis=0))
-        logits = network(tiled, training=False)[task]
-        return tf.reshape(logits, [samples, batch, -1])
-
-    def call(images):
-        with posterior_sampling(network):  # traced inside the context: the graph samples z
-            return fn(images)
-
-    return call
-
-
 def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0) -> Dict[str, Any]:
     """Test error (%) in 1-shot / avg / mean modes, cross-entropies and mean KL (nats) of a single-task model.
 
@@ -247,7 +200,7 @@ def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 50
     import tensorflow as tf
 
     from ..datasets import to_dataset
-    from ..models import kl_per_example
+    from ..models import kl_per_example, sampled_logits, split_at_latents
 
     if len(model.task_names) != 1:
         raise ValueError(f"the Deep VIB evaluation is single-task; the model has tasks {list(model.task_names)}")
@@ -255,7 +208,9 @@ def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 50
         raise ValueError("samples must be >= 1")
     task = model.task_names[0]
     keras.utils.set_random_seed(seed)
-    sampled = _sampled_logits_fn(model, samples)
+    parts = split_at_latents(model.network) or False   # the encoder runs once, its features are tiled
+    sampled = tf.function(lambda images: sampled_logits(model.network, images, samples, parts)[task],
+                          reduce_retracing=True)
     wrong_mean, wrong_avg, wrong_shot = [], [], []
     ce_mean, ce_avg, ce_shot, kls = [], [], [], []
     for images, labels in to_dataset(split, batch_size):
@@ -361,9 +316,9 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
                           eval_samples=eval_samples, seed=seed, data_dir=data_dir, verbose=verbose)
         try:
             status = ensure_run(argv, log=log)["status"]
+        except RunConflict:
+            raise
         except SweepError as e:
-            if "another configuration" in str(e) or "not a run directory" in str(e):
-                raise
             log(f"[vib] {e}; going on without it")
             failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
             continue

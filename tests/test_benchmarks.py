@@ -37,15 +37,35 @@ def _run(script, tmp_path, *extra, data_dir=None):
     return doc
 
 
+def _timings(series, rounds):
+    """Every timing series has one positive value per round."""
+    for name, values in series.items():
+        assert len(values) == rounds and all(v > 0 for v in values), name
+
+
+def _derived(recorded, num, den, scale=1.0):
+    """A recorded ratio summary is the one common.ratio_stats computes from the recorded timings."""
+    expected = {k: (v if k == "rounds" else v * scale) for k, v in common.ratio_stats(num, den).items()}
+    assert recorded.keys() == expected.keys()
+    for k, v in expected.items():
+        assert recorded[k] == pytest.approx(v, rel=1e-9), k
+
+
 def test_bench_train_quick(tmp_path):
     doc = _run("bench_train", tmp_path)
     rows = doc["results"]["rows"]
     assert {r["model"] for r in rows} == {"gs", "mtvib"}
     for r in rows:
-        assert set(r["images_per_second"]) == {"library", "reference", "library_xla"}
-        assert all(v > 0 for v in r["images_per_second"].values())
-        assert r["library_vs_reference"]["median_of_round_ratios"] > 0
-        assert r["xla_vs_no_xla"]["rounds"] == 3
+        t = r["step_seconds"]
+        assert set(t) == set(r["images_per_second"]) == {"library", "reference", "library_xla"}
+        _timings(t, r["rounds"])
+        assert r["rounds"] == 3
+        for k, v in t.items():
+            assert r["images_per_second"][k] == pytest.approx(r["batch_size"] / common.median(v), rel=1e-9), k
+        _derived(r["library_vs_reference"], t["reference"], t["library"])
+        _derived(r["xla_vs_no_xla"], t["library"], t["library_xla"])
+    assert doc["results"]["min_library_vs_reference"] == min(
+        r["library_vs_reference"]["median_of_round_ratios"] for r in rows)
 
 
 def test_bench_pipeline_quick(tmp_path, data_dir):
@@ -53,7 +73,16 @@ def test_bench_pipeline_quick(tmp_path, data_dir):
     (r,) = doc["results"]["rows"]
     assert r["dataset"] == "multimnist" and r["train_images"] == 500
     assert set(r["pipeline_vs_training"]) == {"gs", "mtvib"}
-    assert r["images_per_second"]["pipeline"] > 0
+    t = r["seconds"]
+    _timings(t, r["rounds"])
+    units = {k: r["train_images"] if k == "pipeline" else r["batch_size"] * r["timed_steps_per_round"] for k in t}
+    for k, v in t.items():
+        assert r["images_per_second"][k] == pytest.approx(units[k] / common.median(v), rel=1e-9), k
+    for m, st in r["pipeline_vs_training"].items():
+        _derived(st, t[f"train_{m}"], t["pipeline"], units["pipeline"] / units[f"train_{m}"])
+    _derived(r["real_vs_synthetic_training_gs"], t["train_gs"], t["train_gs_real"])
+    assert doc["results"]["min_pipeline_vs_training"] == min(
+        st["median_of_round_ratios"] for st in r["pipeline_vs_training"].values())
 
 
 def test_bench_inference_quick(tmp_path, data_dir):
@@ -62,16 +91,35 @@ def test_bench_inference_quick(tmp_path, data_dir):
     assert set(r["bytes"]) == {"savedmodel", "tflite_float32", "tflite_float16", "tflite_int8"}
     assert r["bytes"]["tflite_int8"] < r["bytes"]["tflite_float16"] < r["bytes"]["tflite_float32"]
     for b in ("batch1", "batch64"):
-        assert r[b]["argmax_agreement_with_savedmodel"]["tflite_float32"] == 1.0
-        assert all(v > 0 for v in r[b]["images_per_second"].values())
+        m = r[b]
+        assert m["argmax_agreement_with_savedmodel"]["tflite_float32"] == 1.0
+        per_call = m["seconds_per_call"]
+        assert set(per_call) == {"savedmodel", "tflite_float32", "tflite_float16", "tflite_int8"}
+        _timings(per_call, len(per_call["savedmodel"]))
+        for k, v in per_call.items():
+            assert m["images_per_second"][k] == pytest.approx(m["batch_size"] / common.median(v), rel=1e-9), k
+            assert m["ms_per_call"][k] == pytest.approx(1e3 * common.median(v), rel=1e-9), k
+        for k in ("tflite_float32", "tflite_float16", "tflite_int8"):
+            _derived(m["time_vs_savedmodel"][k], per_call[k], per_call["savedmodel"])
+            _derived(m["speed_vs_savedmodel"][k], per_call["savedmodel"], per_call[k])
 
 
 def test_bench_robustness_quick(tmp_path, data_dir):
     doc = _run("bench_robustness", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]
-    assert r["test_images"] == 500 and r["eps"][0] == 0.0 and len(r["eps"]) == 7
-    assert r["sweep_vs_clean"]["median_of_round_ratios"] > 0
-    assert len(r["accuracy"]["joint"]) == 7
+    from tf_mtvib.evaluate import DEFAULT_EPS
+
+    assert r["test_images"] == 500 and r["eps"] == list(DEFAULT_EPS)
+    t = r["seconds"]
+    assert set(t) == {"clean", "fgsm_sweep"}
+    _timings(t, r["rounds"])
+    assert r["median_seconds"] == {k: pytest.approx(common.median(v), rel=1e-9) for k, v in t.items()}
+    _derived(r["sweep_vs_clean"], t["fgsm_sweep"], t["clean"])
+    assert set(r["accuracy"]) == {"top_left", "bottom_right", "joint"}
+    for task, acc in r["accuracy"].items():
+        assert len(acc) == len(DEFAULT_EPS) and all(0.0 <= a <= 1.0 for a in acc), task
+    assert all(j <= min(r["accuracy"]["top_left"][i], r["accuracy"]["bottom_right"][i])
+               for i, j in enumerate(r["accuracy"]["joint"]))
 
 
 def test_bench_multiworker_quick(tmp_path, data_dir):

@@ -15,14 +15,6 @@ from tf_mtvib.datasets.__main__ import main as cli_main
 from tf_mtvib.datasets.idx import read_idx
 
 
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    """An empty cache directory for this test."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("TF_MTVIB_CACHE_DIR", str(path))
-    return path
-
-
 # ---------------------------------------------------------------- paths
 
 def test_resolve_data_dir_precedence(tmp_path, monkeypatch):

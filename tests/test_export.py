@@ -33,15 +33,7 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def data_root():
-    value = os.environ.get("TF_MTVIB_DATA_DIR")
-    if not value:
-        pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
-    return pathlib.Path(value).resolve()
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
+def run_dir(tmp_path_factory, data_dir):
     """A run trained by train.py's smoke preset (64 steps; enough for BatchNorm's
     moving statistics to settle, so the accuracy comparisons below compare a
     model that has learned something)."""
@@ -50,20 +42,20 @@ def run_dir(tmp_path_factory, data_root):
     path = tmp_path_factory.mktemp("run") / "mtvib"
     rc = train.main(["--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--latent-dim", "16",
                      "--num-train", "1024", "--num-test", "300", "--output-dir", str(path),
-                     "--data-dir", str(data_root), "--verbose", "0"])
+                     "--data-dir", str(data_dir), "--verbose", "0"])
     assert rc == 0
     return path
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, run_dir, data_root):
+def exported(tmp_path_factory, run_dir, data_dir):
     """The real command line: SavedModel + float32, float16 and int8 TFLite, checked on the test split."""
     out = tmp_path_factory.mktemp("export") / "export"
     summary = out.parent / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "tf_mtvib.export", "--run", str(run_dir), "--output", str(out),
          "--quantize", "int8", "--quantize", "float16", "--calibration-size", "200",
-         "--data-dir", str(data_root), "--json", str(summary)],
+         "--data-dir", str(data_dir), "--json", str(summary)],
         capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"out": out, "stdout": proc.stdout, "summary": json.loads(summary.read_text()),
@@ -78,10 +70,10 @@ def model(run_dir):
 
 
 @pytest.fixture(scope="module")
-def test_images(run_dir, data_root):
+def test_images(run_dir, data_dir):
     from tf_mtvib import runs
 
-    split = runs.load_run(run_dir).load_split("test", data_dir=data_root)
+    split = runs.load_run(run_dir).load_split("test", data_dir=data_dir)
     return split.images.astype(np.float32) / 255.0, split.labels
 
 

@@ -67,13 +67,6 @@ def write_folder(path, files):
     return path
 
 
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("TF_MTVIB_CACHE_DIR", str(path))
-    return path
-
-
 @pytest.fixture(params=["zip", "folder"])
 def layout(request, tmp_path):
     """Writes a distribution as MTFL.zip or as an extracted MTFL/ folder; returns its path."""

@@ -255,22 +255,29 @@ def test_dwa_under_mirrored_strategy_matches_one_device():
     np.testing.assert_allclose(mirrored["previous_losses"], single["previous_losses"], rtol=1e-3)
 
 
-def test_train_cli_with_dwa_logs_its_weights(tmp_path, data_dir):
+def test_train_cli_with_dwa_logs_its_weights_and_resumes_its_state(tmp_path, data_dir):
+    """train.py --weighting dwa: two epochs, then --resume for a third; the third epoch's weights
+    follow from the first two epochs' losses, which only the checkpoint carried across."""
     import json
 
     from tf_mtvib import train
 
     run = tmp_path / "run"
     assert train.main(["--dataset", "multimnist", "--model", "gs", "--weighting", "dwa", "--preset", "smoke",
-                       "--epochs", "3", "--output-dir", str(run), "--data-dir", str(data_dir), "--verbose", "0",
+                       "--epochs", "2", "--output-dir", str(run), "--data-dir", str(data_dir), "--verbose", "0",
                        "--eval-samples", "0"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["hparams"] == {"weighting": "dwa"}
+    keras.backend.clear_session()
+    assert train.main(["--resume", "--output-dir", str(run), "--epochs", "3", "--data-dir", str(data_dir),
+                       "--verbose", "0"]) == 0
     history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1, 2]
     tasks = SPECS["multimnist"].task_names
     means = [np.array([r[f"{t}_loss"] for t in tasks]) for r in history]
     expected = _dwa_by_hand(means)
     for row, w in zip(history, expected):
         np.testing.assert_allclose([row[f"{t}_weight"] for t in tasks], w, rtol=1e-4)
+    assert not np.allclose(expected[2], 1.0)
     loaded = keras.models.load_model(run / "model.keras")
     assert loaded.hparams["weighting"] == "dwa" and float(loaded.weighting.epochs_done.numpy()) == 3.0

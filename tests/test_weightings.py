@@ -281,3 +281,31 @@ def test_train_cli_with_dwa_logs_its_weights_and_resumes_its_state(tmp_path, dat
     assert not np.allclose(expected[2], 1.0)
     loaded = keras.models.load_model(run / "model.keras")
     assert loaded.hparams["weighting"] == "dwa" and float(loaded.weighting.epochs_done.numpy()) == 3.0
+
+
+def test_dwa_in_the_custom_training_loop_and_its_checkpoint(tmp_path):
+    """distributed.custom_fit (the multi-worker loop) runs the weighting's epoch-end update
+    before its checkpoint, so a resumed loop continues the DWA history."""
+    from tf_mtvib import distributed
+    from tf_mtvib.datasets import Split
+
+    spec = SPECS["multimnist"]
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (16,) + spec.input_shape, dtype=np.uint8),
+                  {t: rng.integers(0, 10, 16) for t in spec.task_names}, spec)
+
+    def fresh():
+        model = build_model("gs", spec, weighting="dwa")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return model
+
+    strategy = tf.distribute.get_strategy()
+    first = fresh()
+    distributed.custom_fit(first, strategy, split, 8, 2, tmp_path, verbose=0)
+    assert float(first.weighting.epochs_done.numpy()) == 2.0
+    state = first.weighting.previous_losses.numpy()
+    assert not np.allclose(state, 1.0)
+    resumed = fresh()
+    distributed.custom_fit(resumed, strategy, split, 8, 3, tmp_path, verbose=0)   # restores 2 epochs, runs 1
+    assert float(resumed.weighting.epochs_done.numpy()) == 3.0
+    np.testing.assert_allclose(resumed.weighting.previous_losses.numpy()[1], state[0], rtol=1e-6)

@@ -378,7 +378,9 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
         print(f"[tf_mtvib] restored {latest} (end of epoch {initial_epoch}); continuing at epoch "
               f"{initial_epoch + 1} of {epochs}", flush=True)
 
-    cbs = keras.callbacks.CallbackList(list(callbacks) + (list(chief_callbacks) if chief else []),
+    # the weighting's own callbacks first (DWA's epoch-end update), as MultiTaskModel.fit puts them
+    cbs = keras.callbacks.CallbackList(list(model.weighting.callbacks()) + list(callbacks)
+                                       + (list(chief_callbacks) if chief else []),
                                        add_history=False, add_progbar=bool(verbose) and chief,
                                        model=model, verbose=verbose, epochs=epochs, steps=steps)
     train_function = _make_train_function(model, strategy)

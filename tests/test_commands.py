@@ -17,7 +17,7 @@ import pytest
 from tf_mtvib import export, runs, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-COMMANDS = ("train", "evaluate", "export", "tune", "reproduce")
+COMMANDS = ("train", "evaluate", "export", "tune", "reproduce", "launch")
 
 
 def _env(**extra):

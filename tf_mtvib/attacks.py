@@ -65,7 +65,11 @@ candidates, each a small function composed with the others:
 :func:`random_sign` is the gradient-free control of the same L-inf size.
 
 Every gradient is taken in float32 (or float64) on the input: logits of a
-reduced-precision network are cast to float32 before the loss.
+reduced-precision network are cast to float32 before the loss, and the model
+functions here (:func:`network_logits`, :func:`posterior_logits`) run a
+mixed-precision network in float32 (:func:`tf_mtvib.precision.float32_compute`;
+its weights are float32 already), so the whole backward pass is float32 (a
+float16 one underflows without loss scaling, a bfloat16 one flips some signs).
 """
 from __future__ import annotations
 
@@ -79,6 +83,7 @@ import numpy as np
 import tensorflow as tf
 
 from .models import sampled_logits, split_at_latents
+from .precision import float32_compute
 
 __all__ = [
     "ATTACKS", "LOSSES", "SPACES", "BATCHNORM", "fgsm", "fgsm_direction", "pgd", "random_sign", "loss_gradient",
@@ -204,9 +209,10 @@ def make_loss(name: str, model) -> LossFn:
 # Model functions: images -> {task: logits}
 # --------------------------------------------------------------------------
 def network_logits(network: keras.Model) -> ModelFn:
-    """Logits of ``network`` in inference (BatchNorm statistics fixed; z = posterior mean)."""
+    """Logits of ``network`` in inference (BatchNorm statistics fixed; z = posterior mean), in float32."""
     def model_fn(x):
-        return network(x, training=False)
+        with float32_compute(network):
+            return network(x, training=False)
     return model_fn
 
 
@@ -220,7 +226,8 @@ def posterior_logits(network: keras.Model, samples: int) -> ModelFn:
     parts = split_at_latents(network) or False
 
     def model_fn(x):
-        return sampled_logits(network, x, samples, parts)
+        with float32_compute(network):
+            return sampled_logits(network, x, samples, parts)
     return model_fn
 
 

@@ -27,6 +27,10 @@ Signatures (input ``image``: float32 ``[batch, H, W, C]``, pixels in [0, 1]):
 
 The SavedModel holds only TensorFlow functions and variables: it loads with
 ``tf.saved_model.load`` in a process that has never imported this package.
+Its inputs, outputs and arithmetic are float32 whatever ``--precision`` the
+run was trained with (the weights of a mixed-precision model are float32;
+its serving functions are traced under
+:func:`tf_mtvib.precision.float32_compute`), so TFLite converts every run.
 
 ``--tflite`` adds ``<output>/<name>.tflite`` (float32) and ``--quantize``
 ``<name>_float16.tflite`` / ``<name>_int8.tflite`` (see
@@ -53,6 +57,7 @@ from . import runs
 from .export_lite import (INPUT_NAME, QUANTIZATIONS, SERVING_SIGNATURE, LiteModel, convert_saved_model,
                           describe_quantization, predict_batches, tflite_filename)
 from .metrics import MC_SAMPLES
+from .precision import model_precision
 
 __all__ = [
     "SERVING_SIGNATURE", "MC_SIGNATURE", "INPUT_NAME", "DEFAULT_OUTPUT", "DEFAULT_MC_SAMPLES", "MODELS_CONFIG",
@@ -102,6 +107,7 @@ def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
 
     from .layers import latent_layers
     from .models import probabilities_of
+    from .precision import float32_compute
 
     if int(mc_samples) < 1:
         raise ValueError(f"mc_samples must be >= 1; got {mc_samples}")
@@ -115,7 +121,8 @@ def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
 
     @tf.function(input_signature=[image_spec])
     def serve(image):
-        probs = probabilities_of(network, image, 0)
+        with float32_compute(network):   # float32 arithmetic whatever the training precision
+            probs = probabilities_of(network, image, 0)
         out = {}
         for t in tasks:
             out[f"{t}_probs"] = probs[t]
@@ -124,7 +131,8 @@ def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
 
     @tf.function(input_signature=[image_spec])
     def predict_mc(image):
-        probs = probabilities_of(network, image, samples)  # samples > 0: traced with z sampled
+        with float32_compute(network):
+            probs = probabilities_of(network, image, samples)  # samples > 0: traced with z sampled
         out = {}
         for t in tasks:
             p = probs[t]
@@ -363,6 +371,7 @@ def _info(run, model, target: _Target, mc_samples, variants, calibration: Option
         "dataset": spec.name,
         "model": model.model_name,
         "hparams": model.hparams,
+        "training_precision": model_precision(model.network),   # the export computes in float32
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *spec.input_shape], "range": [0.0, 1.0]},
         "tasks": [{"name": t.name, "classes": list(t.class_names)} for t in spec.tasks],
         "signatures": {

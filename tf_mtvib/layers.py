@@ -149,6 +149,11 @@ class GaussianLatent(keras.layers.Layer):
     :class:`tf_mtvib.models.MultiTaskModel`'s ``kl`` log, as that loss /
     beta) only through ``add_loss``.
 
+    Under a mixed-precision policy (``mixed_bfloat16``, ``mixed_float16``)
+    the heads (projection or FC + BN + ReLU) compute in the policy's compute dtype, and
+    everything after it (``loc``, the scale's softplus, the KL and the
+    sample) in float32: the layer returns a float32 ``z``.
+
     Args:
         latent_dim: dimension K of z.
         beta: weight of the KL term.
@@ -205,6 +210,7 @@ class GaussianLatent(keras.layers.Layer):
         else:
             loc = self.loc_head(features, training=training)
             raw = self.scale_head(features, training=training)
+        loc, raw = tf.cast(loc, tf.float32), tf.cast(raw, tf.float32)   # float32 from here on (mixed precision)
         scale = tf.nn.softplus(raw - self.scale_shift) + self.min_scale
         return loc, scale
 
@@ -220,11 +226,11 @@ class GaussianLatent(keras.layers.Layer):
 
     def kl_divergence(self, features, training=None):
         """KL(p(z|x) || N(0, I)) per example, in nats (eq. 10)."""
-        return self.distribution(features, training=training).kl_divergence(self.prior(self.compute_dtype))
+        return self.distribution(features, training=training).kl_divergence(self.prior(tf.float32))
 
     def call(self, inputs, training=None, sample=None):
         posterior = self.distribution(inputs, training=training)
-        kl = posterior.kl_divergence(self.prior(self.compute_dtype))
+        kl = posterior.kl_divergence(self.prior(tf.float32))
         self.add_loss(self.beta * tf.reduce_mean(kl))
         if sample is None:
             sample = bool(training) or _sampling_requested(self)

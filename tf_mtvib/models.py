@@ -126,7 +126,9 @@ def _dense_stack(x, units: Sequence[int], prefix: str, batchnorm: bool = True, s
 
 
 def _classifier(x, spec: DatasetSpec, task: str):
-    return keras.layers.Dense(spec.task(task).num_classes, name=f"{task}_logits")(x)
+    # float32 logits under a mixed-precision policy (the Keras guide's rule for the
+    # last layer), so that softmax and the cross-entropy are computed in float32
+    return keras.layers.Dense(spec.task(task).num_classes, name=f"{task}_logits", dtype="float32")(x)
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,9 @@ run directory (see :mod:`tf_mtvib.runs`): ``config.json``, ``history.json``,
 TensorBoard ``logs/``, ``model.keras`` and ``metrics.json`` (test accuracy per
 task and joint, in mean mode and, for VIB models, averaged over posterior
 samples). ``--resume`` continues an interrupted run from its last finished
-epoch.
+epoch. ``--precision mixed_bfloat16|mixed_float16`` trains with a Keras
+mixed-precision policy (:mod:`tf_mtvib.precision`); it is recorded in
+``config.json`` and a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from .datasets.spec import SPECS, get_spec
 from . import weightings
 from .metrics import MC_SAMPLES
 from .models import LATENT_HEADS, MODEL_NAMES, check_weighting, hparam_defaults
+from .precision import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
            "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
@@ -96,10 +99,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 _TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_beta1", "lr_decay", "lr_decay_epochs",
                   "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas",
-                  "loop")
+                  "loop", "precision")
 TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
                       "jit_compile": False, "val_fraction": 0.0, "eval_samples": MC_SAMPLES, "strategy": "auto",
-                      "cpu_replicas": 0, "loop": "fit"}
+                      "cpu_replicas": 0, "loop": "fit", "precision": DEFAULT_PRECISION}
 _LIMIT_KEYS = ("max_train", "max_test")
 #: Learning-rate schedules: constant (a step decay when lr_decay != 1) or cosine
 #: decay from the learning rate to COSINE_FLOOR times it over all the run's steps.
@@ -186,6 +189,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Keras fit, or the custom distributed loop (always used by --strategy multi-worker)")
     r.add_argument("--cpu-replicas", type=int, help="split the CPU into N logical devices and mirror over them (testing)")
     r.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")
+    r.add_argument("--precision", choices=PRECISIONS,
+                   help="float32 (default), or a Keras mixed-precision policy: mixed_bfloat16 (CPUs with "
+                        "AVX512_BF16, TPUs, recent GPUs) or mixed_float16 (GPUs; with loss scaling)")
     r.add_argument("--eval-samples", type=int, help="posterior samples for the MC test accuracy of VIB models")
     r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
     return p
@@ -399,8 +405,10 @@ def make_strategy(kind: str = "auto", cpu_replicas: int = 0):
 def make_optimizer(training: Dict[str, Any], steps_per_epoch: int):
     """Adam per the training settings: the learning rate (constant, a staircase decay every
     ``lr_decay_epochs`` epochs, or cosine decay over the run), ``adam_beta1`` and an
-    optional EMA of the weights."""
+    optional EMA of the weights; wrapped in a ``LossScaleOptimizer`` under ``mixed_float16``."""
     import keras
+
+    from .precision import wrap_optimizer
 
     lr = training["learning_rate"]
     schedule = training.get("lr_schedule", "constant")
@@ -416,8 +424,9 @@ def make_optimizer(training: Dict[str, Any], steps_per_epoch: int):
             lr, decay_steps=training["lr_decay_epochs"] * steps_per_epoch, decay_rate=training["lr_decay"],
             staircase=True)
     ema = training.get("ema_momentum")
-    return keras.optimizers.Adam(learning_rate=lr, beta_1=training["adam_beta1"],
-                                 use_ema=ema is not None, ema_momentum=ema or 0.99)
+    adam = keras.optimizers.Adam(learning_rate=lr, beta_1=training["adam_beta1"],
+                                use_ema=ema is not None, ema_momentum=ema or 0.99)
+    return wrap_optimizer(adam, training.get("precision", DEFAULT_PRECISION))
 
 
 def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose: int = 1) -> Dict[str, Any]:
@@ -430,6 +439,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     from .datasets import to_dataset, train_val_split
     from .metrics import evaluate_accuracy
     from .models import build_model
+    from .precision import policy_scope
 
     # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation
     strategy = make_strategy(training.get("strategy", "auto"), training.get("cpu_replicas", 0))
@@ -452,8 +462,9 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     if verbose:
         print(f"[tf_mtvib] {config['model']} on {config['dataset']}: {len(train_split):,} train / "
               f"{len(test_split):,} test images, {strategy.num_replicas_in_sync} replica(s) "
-              f"({type(strategy).__name__}, {loop} loop), run directory {run_dir}", flush=True)
-    with strategy.scope():
+              f"({type(strategy).__name__}, {loop} loop), {training.get('precision', DEFAULT_PRECISION)}, "
+              f"run directory {run_dir}", flush=True)
+    with strategy.scope(), policy_scope(training.get("precision", DEFAULT_PRECISION)):
         model = build_model(config["model"], spec, **config["hparams"])
         model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
     t0 = time.perf_counter()

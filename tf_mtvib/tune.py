@@ -45,6 +45,7 @@ from . import train as train_module
 from . import weightings
 from .datasets import to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
+from .precision import PRECISIONS
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
            "decode_weights", "MeanTaskAccuracy", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
@@ -170,6 +171,7 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
     import keras_tuner as kt
 
     from .models import build_model
+    from .precision import DEFAULT_PRECISION, policy_scope
 
     spec = get_spec(config["dataset"])
 
@@ -194,7 +196,8 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
         def build(self, hp):
             hparams, training = self.values(hp)
             keras.utils.set_random_seed(training["seed"])  # every trial starts from the same initialisation
-            model = build_model(config["model"], spec, **hparams)
+            with policy_scope(training.get("precision", DEFAULT_PRECISION)):
+                model = build_model(config["model"], spec, **hparams)
             model.compile(optimizer=train_module.make_optimizer(training, steps_per_epoch),
                           jit_compile=bool(training.get("jit_compile")))
             return model
@@ -472,6 +475,7 @@ def make_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=pathlib.Path, help="default runs/tune-<dataset>-<model>-<time>")
     r.add_argument("--seed", type=int, help="seed of the validation split, the initialisation and the search")
+    r.add_argument("--precision", choices=PRECISIONS, help="as train.py's --precision, for every trial")
     r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
     return p
 

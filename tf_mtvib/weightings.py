@@ -128,6 +128,9 @@ class TaskWeighting(keras.layers.Layer):
     registry_name: ClassVar[str] = ""
 
     def __init__(self, task_names: Sequence[str], **kwargs):
+        # A weighting computes in float32 whatever the global dtype policy: under
+        # mixed precision the task losses, log_sigma and the weighted sum stay float32.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not task_names:
             raise ValueError("a task weighting needs at least one task")

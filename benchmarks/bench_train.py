@@ -180,13 +180,15 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
     return model
 
 
-def library_model(name: str, spec, learning_rate: float, jit_compile: bool):
-    """The library model, compiled as train.py compiles it."""
+def library_model(name: str, spec, learning_rate: float, jit_compile: bool, precision: str = "float32"):
+    """The library model, built and compiled as train.py builds and compiles it (``--precision precision``)."""
     from tf_mtvib.models import build_model
+    from tf_mtvib.precision import policy_scope
     from tf_mtvib.train import TRAINING_DEFAULTS, make_optimizer
 
-    model = build_model(name, spec)
-    training = dict(TRAINING_DEFAULTS, learning_rate=learning_rate)
+    with policy_scope(precision):
+        model = build_model(name, spec)
+    training = dict(TRAINING_DEFAULTS, learning_rate=learning_rate, precision=precision)
     model.compile(optimizer=make_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)
     return model
 

@@ -23,7 +23,11 @@ setup(
         "matplotlib>=3.8",
         "ai-edge-litert>=2.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # benchmarks/bench_torch.py only (the PyTorch peer); never needed by the library or its tests
+        "bench": ["torch>=2.4"],
+    },
     # The main commands; each is also `python -m tf_mtvib.<command>` (train: `python train.py`).
     entry_points={"console_scripts": [
         "tf-mtvib-train=tf_mtvib.train:main",

@@ -12,6 +12,8 @@ For each data set and model this times training steps (images per second) of
   few-line custom ``train_step`` with the same uncertainty-weighted loss
   (plus ``beta * KL`` for mtvib) for uwl and mtvib;
 * ``library_xla``: the library model compiled with ``jit_compile=True``;
+* ``library_bf16``: the library model built under ``--precision
+  mixed_bfloat16`` (``--no-bf16`` skips it);
 
 on one synthetic batch of the data set's shape (held in memory as tensors),
 with the same batch size and optimizer, in one process. The three alternate
@@ -22,12 +24,15 @@ variant (batch / median step time), the library/reference ratio (the
 library's overhead; target >= 0.95) and the XLA/no-XLA ratio, both as the
 median [quartiles] of the per-round ratios: a step of one is always timed
 next to a step of the other, so a change in the machine's load between
-rounds cancels out.
+rounds cancels out. Each row also gives the FLOPs of one training step from
+the layer shapes and the share of the CPU's peak the library reaches
+(``flops.py``: float32 against the float32 peak, bfloat16 against the
+bfloat16 peak), and the bfloat16/float32 speed ratio.
 
 MultiMNIST and MultiFashion have the same input shape (36x36x1) and class
 counts (10 and 10), hence the same network: only MultiMNIST is run.
 
-    python benchmarks/bench_train.py [--quick] [--datasets multimnist,mtfl] [--models stl,gs,...]
+    python benchmarks/bench_train.py [--quick] [--datasets multimnist,mtfl] [--models stl,gs,...] [--no-bf16]
 """
 from __future__ import annotations
 
@@ -243,8 +248,11 @@ def synthetic_batch(spec, batch: int, seed: int = 0):
     return x, y
 
 
-def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: float, xla: bool):
+def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: float, xla: bool,
+              bf16: bool = False, peak=None):
     import keras
+
+    import flops
 
     from tf_mtvib.datasets import get_spec
     from tf_mtvib.models import DEFAULT_HPARAMS
@@ -256,6 +264,8 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
               "reference": reference_model(name, spec, dict(DEFAULT_HPARAMS), learning_rate)}
     if xla:
         models["library_xla"] = library_model(name, spec, learning_rate, True)
+    if bf16:
+        models["library_bf16"] = library_model(name, spec, learning_rate, False, precision="mixed_bfloat16")
     params = {k: int(m.count_params()) for k, m in models.items()}
     if params["library"] != params["reference"]:
         raise AssertionError(f"{dataset}/{name}: the reference has {params['reference']:,} parameters, "
@@ -280,6 +290,15 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
     out["library_vs_reference"] = common.ratio_stats(times["reference"], times["library"])
     if xla:
         out["xla_vs_no_xla"] = common.ratio_stats(times["library"], times["library_xla"])
+    if bf16:
+        out["bf16_vs_float32"] = common.ratio_stats(times["library"], times["library_bf16"])
+    fl = flops.training_flops(models["library"])
+    out["flops_per_image"] = fl
+    if peak is not None:
+        out["percent_of_peak"] = {
+            k: flops.percent_of_peak(v, fl["training_per_example"],
+                                     peak["bf16_peak_flops"] if k == "library_bf16" else peak["fp32_peak_flops"])
+            for k, v in out["images_per_second"].items()}
     keras.backend.clear_session()
     return out
 
@@ -292,6 +311,7 @@ def main(argv=None) -> int:
                    help="batch size per data set (one number for all); multimnist: the cpu preset's")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
+    p.add_argument("--no-bf16", action="store_true", help="skip the mixed_bfloat16 variant")
     args = p.parse_args(argv)
     started = time.perf_counter()
     rounds_arg = args.rounds or ("3" if args.quick else "multimnist=60,mtfl=25")
@@ -311,31 +331,43 @@ def main(argv=None) -> int:
 
     import tensorflow as tf  # noqa: F401  (after the parser, so --help is fast)
 
+    import flops
+
     info = common.machine()
+    peak = flops.cpu_peak()
     print(f"machine: {common.machine_line(info)}")
     results = []
     for d in datasets:
         for m in models:
             common.log(f"{d}/{m}: building and warming up")
-            results.append(bench_one(d, m, batch[d], rounds[d], args.learning_rate, not args.no_xla))
+            results.append(bench_one(d, m, batch[d], rounds[d], args.learning_rate, not args.no_xla,
+                                     not args.no_bf16, peak))
     rows = []
     for r in results:
-        ips = r["images_per_second"]
+        ips, pct = r["images_per_second"], r["percent_of_peak"]
         rows.append([r["dataset"] + (" (= multifashion)" if r["dataset"] == "multimnist" else ""), r["model"],
                      r["batch_size"], f"{r['parameters']:,}", ips["library"], ips["reference"],
                      common.ratio_cell(r["library_vs_reference"]),
-                     ips.get("library_xla"), common.ratio_cell(r.get("xla_vs_no_xla"))])
+                     ips.get("library_xla"), common.ratio_cell(r.get("xla_vs_no_xla")),
+                     r["flops_per_image"]["training_per_example"] / 1e6, f"{pct['library']:.1f}%",
+                     ips.get("library_bf16"), common.ratio_cell(r.get("bf16_vs_float32")),
+                     f"{pct['library_bf16']:.1f}%" if "library_bf16" in pct else None])
     headers = ["data set", "model", "batch", "params", "library img/s", "reference img/s",
-               "library/reference [quartiles]", "library XLA img/s", "XLA/no-XLA [quartiles]"]
+               "library/reference [quartiles]", "library XLA img/s", "XLA/no-XLA [quartiles]",
+               "MFLOP/step/img", "library % of fp32 peak", "library bf16 img/s", "bf16/fp32 [quartiles]",
+               "bf16 % of bf16 peak"]
     tab = common.table(headers, rows)
     worst = min(r["library_vs_reference"]["median_of_round_ratios"] for r in results)
     notes = ["images/s: batch / median step time over the interleaved rounds ("
              + ", ".join(f"{d}: {rounds[d]} steps of each variant" for d in datasets)
              + "); ratios: median [quartiles] of the per-round ratios",
              "multifashion has the same network as multimnist (36x36x1 inputs, 10 + 10 classes); not run separately",
-             f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)"]
+             f"lowest library/reference ratio: {worst:.3f} (target >= 0.95)",
+             f"FLOPs: {flops.COUNTING_RULE}",
+             f"peak: {peak['formula']} ({peak['fma_source']}; clock from /proc/cpuinfo); bf16: the library "
+             f"built with --precision mixed_bfloat16, against the bfloat16 peak"]
     common.write_results(args.output, "bench_train", args, info,
-                         {"rows": results, "min_library_vs_reference": worst}, [tab], notes, started)
+                         {"rows": results, "min_library_vs_reference": worst, "peak": peak}, [tab], notes, started)
     return 0
 
 

@@ -57,15 +57,49 @@ def test_bench_train_quick(tmp_path):
     assert {r["model"] for r in rows} == {"gs", "mtvib"}
     for r in rows:
         t = r["step_seconds"]
-        assert set(t) == set(r["images_per_second"]) == {"library", "reference", "library_xla"}
+        assert set(t) == set(r["images_per_second"]) == {"library", "reference", "library_xla", "library_bf16"}
         _timings(t, r["rounds"])
         assert r["rounds"] == 3
         for k, v in t.items():
             assert r["images_per_second"][k] == pytest.approx(r["batch_size"] / common.median(v), rel=1e-9), k
         _derived(r["library_vs_reference"], t["reference"], t["library"])
         _derived(r["xla_vs_no_xla"], t["library"], t["library_xla"])
+        assert r["bf16_vs_float32"]["rounds"] == 3
+        assert r["flops_per_image"]["training_per_example"] > 2 * r["flops_per_image"]["forward_per_example"]
+        assert set(r["percent_of_peak"]) == set(r["images_per_second"])
+        assert all(0 < v < 100 for v in r["percent_of_peak"].values())
     assert doc["results"]["min_library_vs_reference"] == min(
         r["library_vs_reference"]["median_of_round_ratios"] for r in rows)
+    assert doc["results"]["peak"]["fp32_peak_flops"] > 0
+
+
+def test_bench_torch_quick(tmp_path):
+    pytest.importorskip("torch")
+    doc = _run("bench_torch", tmp_path)
+    rows = doc["results"]["rows"]
+    assert {r["model"] for r in rows} == {"gs", "mtvib"}
+    for r in rows:
+        assert set(r["images_per_second"]) == {"keras_float32", "torch_float32", "keras_mixed_bfloat16",
+                                               "torch_bfloat16"}
+        assert all(v > 0 for v in r["images_per_second"].values())
+        # the shape-derived count agrees with PyTorch's own FLOP counter on the PyTorch step
+        assert r["torch_counted_flops_per_image"] == r["flops_per_image"]["training_per_example"]
+        for key in ("keras_vs_torch_float32", "keras_vs_torch_bfloat16", "bfloat16_vs_float32_keras",
+                    "bfloat16_vs_float32_torch"):
+            assert r[key]["rounds"] == 3
+    assert doc["machine"]["torch_threads"] == doc["machine"]["cpus_usable"]
+
+
+def test_bench_precision_quick(tmp_path, data_dir):
+    doc = _run("bench_precision", tmp_path, "--models", "gs", data_dir=data_dir)
+    parity, tta = doc["results"]["parity"], doc["results"]["tta"]
+    assert [(r["model"], r["precision"]) for r in parity] == [("gs", "float32"), ("gs", "mixed_bfloat16")]
+    assert "points_vs_float32" in parity[1] and "points_vs_float32" not in parity[0]
+    assert [r["precision"] for r in tta] == ["float32", "mixed_bfloat16"]
+    for r in tta:
+        assert r["evaluations"] and r["evaluations"][0]["train_seconds"] > 0
+        assert set(r["best"]) == {"top_left", "bottom_right", "joint"}
+    assert len(doc["tables"]) == 2
 
 
 def test_bench_pipeline_quick(tmp_path, data_dir):
@@ -136,6 +170,42 @@ def test_bench_multiworker_quick(tmp_path, data_dir):
 # --------------------------------------------------------------------------
 # The helpers and the hand-written reference models (no timing)
 # --------------------------------------------------------------------------
+def test_flop_counter_matches_a_hand_count():
+    import keras
+
+    import flops
+    from tf_mtvib.layers import GaussianLatent
+
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3)(x)                         # 6 x 6 x 4 outputs, 3 x 3 x 3 MACs each
+    out = keras.layers.Dense(5)(keras.layers.Flatten()(h))   # 144 x 5
+    model = keras.Model(x, out)
+    conv, dense = 6 * 6 * 4 * 3 * 3 * 3, 144 * 5
+    assert [(r["kind"], r["macs"], r["reads_input"]) for r in flops.layer_macs(model)] == \
+        [("conv2d", conv, True), ("dense", dense, False)]
+    fl = flops.training_flops(model)
+    assert fl["forward_per_example"] == 2 * (conv + dense) == 2 * (3888 + 720)
+    assert fl["three_x_forward_per_example"] == 3 * 9216
+    assert fl["training_per_example"] == 3 * 9216 - 2 * 3888       # no gradient w.r.t. the image
+
+    # strides, a Dense inside a custom layer, and a layer that does not read the input
+    x = keras.Input((9, 9, 1))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, strides=2)(x))    # 4 x 4 x 2 outputs of 9 MACs
+    z = GaussianLatent(3)(keras.layers.Dense(32)(h))                       # 32 x 32, then 32 -> 2 x 3
+    model = keras.Model(x, z)
+    assert flops.forward_flops(model) == 2 * (4 * 4 * 2 * 9 + 32 * 32 + 32 * 6)
+
+
+def test_cpu_peak_formula():
+    import flops
+
+    peak = flops.cpu_peak(ghz=2.0, fma_bits=512)
+    cores = peak["cores"]
+    assert peak["fp32_flops_per_cycle_per_core"] == 512 // 32 * 2 == 32
+    assert peak["fp32_peak_flops"] == pytest.approx(cores * 2.0e9 * 32)
+    assert peak["bf16_peak_flops"] == pytest.approx(peak["fp32_peak_flops"] * (2 if peak["avx512_bf16"] else 1))
+    assert f"{cores} x 2.000 x (512/32) x 2" in peak["formula"]
+    assert flops.percent_of_peak(100.0, 1e9, 200e9) == pytest.approx(50.0)
 def test_interleave_alternates_and_uses_self_measured_time():
     calls = []
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or 0.25}

@@ -1,0 +1,257 @@
+"""Mixed precision on real trainings: accuracy parity and time to accuracy.
+
+Two parts (``--parts``, both by default):
+
+``parity``  trains each of ``--models`` (default mtvib, gs) on MultiMNIST with
+            ``train.py --preset cpu --precision P`` for each of ``--precisions``
+            (default float32, mixed_bfloat16; add mixed_float16 to see what
+            float16 does on a CPU), same seed, into
+            ``<workdir>/parity-<model>-<precision>``, and compares the clean
+            test accuracies (mean mode, ``metrics.json``) with float32's, in
+            points (goal: mixed_bfloat16 within 1 point). A run directory
+            that already holds ``metrics.json`` is read, not retrained, so a
+            table can be rebuilt from finished runs.
+``tta``     time to accuracy: MTVIB on the *full* MultiMNIST training set
+            (120,000 composites) with the cpu preset's batch size and
+            learning rate (``--tta-preset``), once per precision; every
+            ``--eval-every`` steps the clock stops, the whole test set is
+            evaluated (mean mode) and the clock restarts. Reported: the
+            training seconds (evaluation excluded) until every task reaches
+            ``--target`` (default 0.90) clean test accuracy, per task and
+            for all tasks, and the mixed/float32 ratio of those times.
+            Training stops at the target or after ``--max-epochs``.
+
+Run it on a quiet machine (the load average is recorded at start and end);
+it trains for a long time (see benchmarks/README.md). ``--quick`` is a smoke
+version (smoke preset, a few hundred images) that proves the script works.
+
+    python benchmarks/bench_precision.py [--quick] [--parts parity,tta] [--models mtvib,gs]
+        [--precisions float32,mixed_bfloat16] [--workdir runs/bench_precision]
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import tempfile
+import time
+
+import common
+
+PARTS = ("parity", "tta")
+DATASET = "multimnist"
+
+
+# --------------------------------------------------------------------------
+# Parity: train.py --preset cpu in each precision
+# --------------------------------------------------------------------------
+def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, data_dir, extra=()) -> dict:
+    """Train (or read) ``<workdir>/parity-<model>-<precision>``; returns its metrics and config."""
+    from tf_mtvib import runs, train
+
+    path = workdir / f"parity-{model}-{precision}"
+    if not (path / runs.METRICS).exists():
+        if path.exists() and any(path.iterdir()):
+            argv = ["--resume", "--output-dir", str(path), "--verbose", "0"]   # an interrupted run
+        else:
+            argv = ["--dataset", DATASET, "--model", model, "--preset", preset, "--precision", precision,
+                    "--output-dir", str(path), "--verbose", "0", "--eval-samples", "0", *extra]
+        if data_dir is not None:
+            argv += ["--data-dir", str(data_dir)]
+        common.log(f"parity: training {model} ({precision}, --preset {preset}) into {path}")
+        rc = train.main(argv)
+        if rc != 0:
+            raise SystemExit(f"training {path} failed (exit status {rc})")
+    config = runs.read_json(path / runs.CONFIG)
+    if config["training"].get("precision", "float32") != precision or config["model"] != model:
+        raise SystemExit(f"{path} holds a {config['model']} run in {config['training'].get('precision')}, "
+                         f"not {model} in {precision}; remove it or choose another --workdir")
+    metrics = runs.read_json(path / runs.METRICS)
+    return {"model": model, "precision": precision, "run": str(path), "preset": config["preset"],
+            "accuracy": metrics["test"]["mean"], "num_train": metrics["num_train"], "epochs": metrics["epochs"],
+            "seconds_per_epoch": metrics.get("seconds_per_epoch", [])}
+
+
+def parity_table(rows, tasks):
+    by = {(r["model"], r["precision"]): r for r in rows}
+    out = []
+    for r in rows:
+        base = by.get((r["model"], "float32"))
+        diff = None
+        if base is not None and r["precision"] != "float32":
+            diff = {t: 100 * (r["accuracy"][t] - base["accuracy"][t]) for t in [*tasks, "joint"]}
+            r["points_vs_float32"] = diff
+            r["within_1_point"] = all(abs(diff[t]) <= 1.0 for t in tasks)
+        spe = r["seconds_per_epoch"]
+        out.append([r["model"], r["precision"], r["num_train"], r["epochs"]]
+                   + [100 * r["accuracy"][t] for t in [*tasks, "joint"]]
+                   + [", ".join(f"{diff[t]:+.2f}" for t in tasks) if diff else None,
+                      common.median(spe) if spe else None])
+    headers = (["model", "precision", "train images", "epochs"] + [f"{t} %" for t in tasks] + ["joint %"]
+               + ["points vs float32 (per task)", "s/epoch (median)"])
+    return common.table(headers, out)
+
+
+# --------------------------------------------------------------------------
+# Time to accuracy
+# --------------------------------------------------------------------------
+def time_to_accuracy(precision: str, args, data_dir, num_train: int, num_test: int) -> dict:
+    """Train MTVIB in ``precision`` until every task reaches ``args.target`` test accuracy."""
+    import keras
+
+    from tf_mtvib import train
+    from tf_mtvib.datasets import get_spec, load, to_dataset
+    from tf_mtvib.metrics import evaluate_accuracy
+    from tf_mtvib.models import build_model
+    from tf_mtvib.precision import policy_scope
+
+    targv = ["--dataset", DATASET, "--model", "mtvib", "--preset", args.tta_preset, "--precision", precision,
+             "--num-train", str(num_train), "--num-test", str(num_test)]
+    config = train.build_config(train.parse_args(targv))
+    training = config["training"]
+    spec = get_spec(DATASET)
+    keras.utils.set_random_seed(training["seed"])
+    train_split = load(DATASET, "train", data_dir=data_dir, **config["data"])
+    test_split = load(DATASET, "test", data_dir=data_dir, **config["data"])
+    batch = training["batch_size"]
+    steps_per_epoch = math.ceil(len(train_split) / batch)
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
+    test_ds = to_dataset(test_split, 500)
+    with policy_scope(precision):
+        model = build_model("mtvib", spec, **config["hparams"])
+    model.compile(optimizer=train._optimizer(training, steps_per_epoch))
+    target, tasks = args.target, list(spec.task_names)
+    evals, reached = [], {}
+    clock = {"train": 0.0, "since": None, "step": 0}
+
+    class Probe(keras.callbacks.Callback):
+        """Every --eval-every steps: stop the clock, evaluate on the test set, restart the clock."""
+
+        def on_train_begin(self, logs=None):
+            clock["since"] = time.perf_counter()
+
+        def on_train_batch_end(self, batch_index, logs=None):
+            clock["step"] += 1
+            if clock["step"] % args.eval_every:
+                return
+            clock["train"] += time.perf_counter() - clock["since"]
+            acc = evaluate_accuracy(model, test_ds)
+            row = {"step": clock["step"], "images": clock["step"] * batch, "train_seconds": clock["train"],
+                   "accuracy": acc}
+            evals.append(row)
+            for t in [*tasks, "all"]:
+                ok = all(acc[k] >= target for k in tasks) if t == "all" else acc[t] >= target
+                if ok and t not in reached:
+                    reached[t] = row
+            common.log(f"tta {precision}: step {clock['step']} ({clock['train']:.0f} s training): "
+                       + " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
+            if "all" in reached:
+                self.model.stop_training = True
+            clock["since"] = time.perf_counter()
+
+    common.log(f"tta {precision}: {len(train_split):,} training images, batch {batch}, "
+               f"lr {training['learning_rate']}, up to {args.max_epochs} epoch(s)")
+    model.fit(train_ds, epochs=args.max_epochs, verbose=0, callbacks=[Probe()], shuffle=False)
+    keras.backend.clear_session()
+    return {"precision": precision, "target": target, "num_train": len(train_split), "num_test": len(test_split),
+            "batch_size": batch, "learning_rate": training["learning_rate"], "preset": args.tta_preset,
+            "eval_every_steps": args.eval_every, "steps_per_epoch": steps_per_epoch, "max_epochs": args.max_epochs,
+            "reached": {t: {"train_seconds": r["train_seconds"], "step": r["step"], "images": r["images"],
+                            "epochs": r["step"] / steps_per_epoch} for t, r in reached.items()},
+            "best": {t: max(e["accuracy"][t] for e in evals) for t in [*tasks, "joint"]} if evals else {},
+            "evaluations": evals}
+
+
+def tta_table(rows, tasks):
+    base = next((r for r in rows if r["precision"] == "float32"), None)
+    out = []
+    for r in rows:
+        got = r["reached"]
+        cells = [r["precision"], f"{r['num_train']:,}", r["batch_size"], r["learning_rate"]]
+        cells += [got[t]["train_seconds"] if t in got else f"not reached (best {100 * r['best'].get(t, 0):.1f}%)"
+                  for t in tasks]
+        cells += [got["all"]["train_seconds"] if "all" in got else "not reached",
+                  got["all"]["epochs"] if "all" in got else None]
+        ratio = None
+        if base is not None and r is not base and "all" in got and "all" in base["reached"]:
+            ratio = base["reached"]["all"]["train_seconds"] / got["all"]["train_seconds"]
+            r["speedup_vs_float32"] = ratio
+        out.append(cells + [ratio])
+    target = f"{100 * rows[0]['target']:.0f}%" if rows else "target"
+    headers = (["precision", "train images", "batch", "lr"] + [f"s to {target} {t}" for t in tasks]
+               + [f"s to {target} every task", "epochs", "float32 time / this"])
+    return common.table(headers, out)
+
+
+# --------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = common.make_parser("bench_precision", __doc__.split("\n\n")[0])
+    p.add_argument("--parts", default=",".join(PARTS), help="parity, tta or both")
+    p.add_argument("--models", default="mtvib,gs", help="parity: models")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="precisions (float32 first)")
+    p.add_argument("--workdir", type=pathlib.Path, default=None,
+                   help="parity run directories (default runs/bench_precision; --quick: a temporary folder)")
+    p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
+    p.add_argument("--tta-preset", default="cpu", help="tta: train.py preset for batch size and learning rate")
+    p.add_argument("--target", type=float, default=0.90, help="tta: clean test accuracy every task must reach")
+    p.add_argument("--eval-every", type=int, default=100, help="tta: steps between test evaluations")
+    p.add_argument("--max-epochs", type=int, default=10, help="tta: stop after this many epochs")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
+    models = [x.strip() for x in args.models.split(",") if x.strip()]
+    from tf_mtvib.models import MODEL_NAMES
+    from tf_mtvib.precision import PRECISIONS
+
+    for part in parts:
+        if part not in PARTS:
+            p.error(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    for x in precisions:
+        if x not in PRECISIONS:
+            p.error(f"unknown precision {x!r}; choose from {', '.join(PRECISIONS)}")
+    for m in models:
+        if m not in MODEL_NAMES:
+            p.error(f"unknown model {m!r}; choose from {', '.join(MODEL_NAMES)}")
+    data_dir = common.data_dir(args.data_dir)
+    tmp = tempfile.TemporaryDirectory(prefix="bench_precision-") if args.quick and args.workdir is None else None
+    workdir = pathlib.Path(tmp.name) if tmp else (args.workdir or pathlib.Path("runs") / "bench_precision")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.quick:   # smoke sizes: proves the script, measures nothing
+        preset, extra = "smoke", ("--num-train", "256", "--num-test", "128", "--epochs", "1")
+        num_train, num_test = 512, 256
+        args.eval_every, args.max_epochs = min(args.eval_every, 4), 1
+    else:
+        preset, extra = "cpu", ()
+        from tf_mtvib.datasets.loading import OPTIONS   # the full training set
+        num_train, num_test = OPTIONS[DATASET]["num_train"], OPTIONS[DATASET]["num_test"]
+
+    import tensorflow as tf  # noqa: F401
+
+    from tf_mtvib.datasets import get_spec
+
+    tasks = list(get_spec(DATASET).task_names)
+    info = common.machine()
+    print(f"machine: {common.machine_line(info)}")
+    results, tables, notes = {}, [], []
+    if "parity" in parts:
+        rows = [parity_run(m, x, preset, workdir, data_dir, extra) for m in models for x in precisions]
+        tables.append(parity_table(rows, tasks))
+        results["parity"] = rows
+        notes.append(f"parity: train.py --preset {preset} on {DATASET}, seed 0, clean test accuracy in mean mode; "
+                     f"points vs float32 = (mixed - float32) x 100 per task (goal for mixed_bfloat16: within 1)")
+    if "tta" in parts:
+        rows = [time_to_accuracy(x, args, data_dir, num_train, num_test) for x in precisions]
+        tables.append(tta_table(rows, tasks))
+        results["tta"] = rows
+        notes.append(f"time to accuracy: mtvib, training seconds (test evaluations every {args.eval_every} steps "
+                     f"excluded) until the clean test accuracy (mean mode, {num_test:,} images) reaches "
+                     f"{100 * args.target:.0f}% for each task; batch and learning rate of --preset {args.tta_preset}")
+    common.write_results(args.output, "bench_precision", args, info, {"rows": results.get("parity", []) +
+                         results.get("tta", []), **results}, tables, notes, started)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

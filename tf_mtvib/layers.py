@@ -150,9 +150,9 @@ class GaussianLatent(keras.layers.Layer):
     beta) only through ``add_loss``.
 
     Under a mixed-precision policy (``mixed_bfloat16``, ``mixed_float16``)
-    the heads (projection or FC + BN + ReLU) compute in the policy's compute dtype, and
-    everything after it (``loc``, the scale's softplus, the KL and the
-    sample) in float32: the layer returns a float32 ``z``.
+    the heads (projection or FC + BN + ReLU) compute in the policy's compute
+    dtype, and everything after them (``loc``, the scale's softplus, the KL
+    and the sample) in float32: the layer returns a float32 ``z``.
 
     Args:
         latent_dim: dimension K of z.

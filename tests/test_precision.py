@@ -209,6 +209,7 @@ def test_run_records_precision_and_resume_and_load_keep_it(mixed_run):
 
     config = runs.read_json(mixed_run / runs.CONFIG)
     assert config["training"]["precision"] == "mixed_bfloat16"
+    assert train.main(["--resume", "--output-dir", str(mixed_run), "--precision", "float32"]) == 2
     rc = train.main(["--resume", "--output-dir", str(mixed_run), "--epochs", "2", "--verbose", "0",
                      "--data-dir", os.environ["TF_MTVIB_DATA_DIR"]])
     assert rc == 0

@@ -604,6 +604,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         if args.epochs is not None:  # allow extending a finished run
             config["training"]["epochs"] = args.epochs
+        recorded = config["training"].get("precision", DEFAULT_PRECISION)
+        if args.precision is not None and args.precision != recorded:
+            print(f"train.py: error: {run_dir} was trained with --precision {recorded}; a resumed run keeps it "
+                  f"(its checkpoint holds that optimizer)", file=sys.stderr)
+            return 2
     else:
         config = build_config(args)
         run_dir = args.output_dir or _default_run_dir(config)

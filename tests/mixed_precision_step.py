@@ -5,10 +5,12 @@ TensorFlow starts, hence a script).
 Usage: ``python tests/mixed_precision_step.py MODEL [PRECISION]``. Builds
 ``MODEL`` (latent_dim 8) with SGD wrapped as ``train.py`` wraps its Adam
 for PRECISION (default mixed_float16: in a ``LossScaleOptimizer``; SGD so
-that the updates are the gradients, which the strategies must agree on), runs two ``fit``
-steps on the same batch from the same initial weights with each strategy and
-prints a JSON dict: the optimizer's class, the loss scale and the number of
-applied updates after the steps, the logged losses, and the largest
+that the updates are the gradients, which the strategies must agree on), runs
+``fit`` steps on the same batch from the same initial weights with each
+strategy until the first update is applied (the first steps overflow float16
+at the initial loss scale and are skipped) and prints a JSON dict: the
+optimizer's class, the steps taken, the loss scale and the number of applied
+updates after them, the logged losses, and the largest
 difference of a trainable weight between the two strategies next to the
 largest update of one.
 """
@@ -35,18 +37,25 @@ x = rng.random((8,) + spec.input_shape, dtype=np.float32)
 y = {t: rng.integers(0, 10, 8) for t in spec.task_names}
 
 
-def two_steps(strategy, init):
+MAX_STEPS = 8   # from a loss scale of 2**15, the first steps overflow float16 and are skipped
+
+
+def steps(strategy, init):
     with strategy.scope(), policy_scope(precision):
         model = build_model(name, spec, sync_batchnorm=True, latent_dim=8)
         if init is not None:
             model.set_weights(init)
         model.compile(optimizer=wrap_optimizer(keras.optimizers.SGD(0.1), precision))
     before = model.get_weights(), [w.numpy().copy() for w in model.trainable_weights]
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat(2)
-    history = model.fit(ds, epochs=2, steps_per_epoch=1, verbose=0, shuffle=False).history
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     opt = model.optimizer
     inner = getattr(opt, "inner_optimizer", opt)
+    history, taken = {"loss": []}, 0
+    while taken < MAX_STEPS and int(inner.iterations.numpy()) == 0:   # up to the first applied update
+        history["loss"] += model.fit(ds, epochs=1, verbose=0, shuffle=False).history["loss"]
+        taken += 1
     return before, model, {
+        "steps": taken,
         "optimizer": type(opt).__name__,
         "loss_scale": float(opt.dynamic_scale.numpy()) if hasattr(opt, "dynamic_scale") else None,
         "applied_updates": int(inner.iterations.numpy()),
@@ -57,8 +66,8 @@ def two_steps(strategy, init):
 
 
 keras.utils.set_random_seed(0)
-(init, init_trainable), single, out_single = two_steps(tf.distribute.get_strategy(), None)
-_, mirrored, out_mirrored = two_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init)
+(init, init_trainable), single, out_single = steps(tf.distribute.get_strategy(), None)
+_, mirrored, out_mirrored = steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init)
 w_single, w_mirrored = ([w.numpy() for w in m.trainable_weights] for m in (single, mirrored))
 print(json.dumps({
     "single": out_single, "mirrored": out_mirrored,

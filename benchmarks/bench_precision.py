@@ -125,15 +125,21 @@ def time_to_accuracy(precision: str, args, data_dir, extra=()) -> dict:
     clock = {"train": 0.0, "since": None, "step": 0}
 
     class Probe(keras.callbacks.Callback):
-        """Every --eval-every steps: stop the clock, evaluate on the test set, restart the clock."""
+        """Every --eval-every steps (and at the end): stop the clock, evaluate on the test set, restart the clock."""
 
         def on_train_begin(self, logs=None):
             clock["since"] = time.perf_counter()
 
         def on_train_batch_end(self, batch_index, logs=None):
             clock["step"] += 1
-            if clock["step"] % args.eval_every:
-                return
+            if clock["step"] % args.eval_every == 0:
+                self.evaluate()
+
+        def on_train_end(self, logs=None):
+            if not evals or evals[-1]["step"] != clock["step"]:
+                self.evaluate()
+
+        def evaluate(self):
             clock["train"] += time.perf_counter() - clock["since"]
             acc = evaluate_accuracy(model, test_ds)
             row = {"step": clock["step"], "images": clock["step"] * batch, "train_seconds": clock["train"],
@@ -221,7 +227,7 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     if args.quick:   # smoke sizes: proves the script, measures nothing
         preset, extra = "smoke", ("--num-train", "256", "--num-test", "128", "--epochs", "1")
-        tta_extra = ("--num-train", "512", "--num-test", "256")
+        tta_extra = ("--num-train", "512", "--num-test", "256", "--batch-size", "64")
         args.eval_every, args.max_epochs = min(args.eval_every, 4), 1
     else:
         preset, extra, tta_extra = "cpu", (), ()

@@ -119,7 +119,7 @@ def time_to_accuracy(precision: str, args, data_dir, extra=()) -> dict:
     test_ds = to_dataset(test_split, 500)
     with policy_scope(precision):
         model = build_model("mtvib", spec, **config["hparams"])
-    model.compile(optimizer=train._optimizer(training, steps_per_epoch))
+    model.compile(optimizer=train.make_optimizer(training, steps_per_epoch))
     target, tasks = args.target, list(spec.task_names)
     evals, reached = [], {}
     clock = {"train": 0.0, "since": None, "step": 0}

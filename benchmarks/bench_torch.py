@@ -198,7 +198,7 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
     import flops
     from bench_train import library_model, synthetic_batch
     from tf_mtvib.datasets import get_spec
-    from tf_mtvib.models import DEFAULT_HPARAMS
+    from tf_mtvib.models import hparam_defaults
 
     spec = get_spec(dataset)
     keras.utils.set_random_seed(0)
@@ -206,7 +206,7 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
     x, y = synthetic_batch(spec, batch)
     xt, yt = torch_batch(spec, batch)
     variants = {"keras_float32": library_model(name, spec, learning_rate, False)}
-    net = torch_model(name, spec, dict(DEFAULT_HPARAMS))
+    net = torch_model(name, spec, hparam_defaults())
     params = {"keras": int(variants["keras_float32"].count_params()), "torch": torch_count(net)}
     if params["keras"] != params["torch"]:
         raise AssertionError(
@@ -222,7 +222,7 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
     if bf16:
         variants["keras_mixed_bfloat16"] = library_model(name, spec, learning_rate, False, precision="mixed_bfloat16")
         fns["keras_mixed_bfloat16"] = lambda: variants["keras_mixed_bfloat16"].train_on_batch(x, y)
-        net16 = torch_model(name, spec, dict(DEFAULT_HPARAMS))
+        net16 = torch_model(name, spec, hparam_defaults())
         net16.train()
         opt16 = torch.optim.Adam(net16.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=ADAM_EPSILON)
         fns["torch_bfloat16"] = torch_step(net16, opt16, xt, yt, bf16=True)

@@ -788,17 +788,20 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def comma_choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> List[str]:
+    """The items of a comma-separated flag value, each one of ``allowed`` (else a usage error, exit 2)."""
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        if x not in allowed:
+            parser.error(f"unknown {what} {x!r}; choose from {', '.join(allowed)}")
+    return items
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    models = [m for m in args.models.split(",") if m]
-    for d in datasets:
-        if d not in DATASETS:
-            p.error(f"unknown data set {d!r}; choose from {', '.join(DATASETS)}")
-    for m in models:
-        if m not in MODELS:
-            p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    datasets = comma_choices(p, args.datasets, DATASETS, "data set")
+    models = comma_choices(p, args.models, MODELS, "model")
     if args.examples < 0 or args.eot_samples < 1:
         p.error("--examples must be >= 0 and --eot-samples >= 1")
     all_settings = settings(args.eot_samples)

@@ -45,7 +45,7 @@ import math
 import pathlib
 import statistics
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -473,14 +473,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    models = [m for m in args.models.split(",") if m]
-    for d in datasets:
-        if d not in mtl.DATASETS:
-            parser.error(f"unknown data set {d!r}; choose from {', '.join(mtl.DATASETS)}")
-    for m in models:
-        if m not in mtl.MODELS:
-            parser.error(f"unknown model {m!r}; choose from {', '.join(mtl.MODELS)}")
+    datasets = mtl.comma_choices(parser, args.datasets, mtl.DATASETS, "data set")
+    models = mtl.comma_choices(parser, args.models, mtl.MODELS, "model")
     for flag in ("examples", "masking_examples", "restarts", "draws", "pgd_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")

@@ -609,6 +609,15 @@ def _combine(verdicts: Sequence[str]) -> str:
     return "mixed"
 
 
+def _row_verdict(row_verdicts: Sequence[str], missing: Sequence[str]):
+    """(the row's label, what it adds to the claim's verdict): a row missing a baseline is
+    'incomplete' and judges nothing."""
+    if missing:
+        return f"incomplete (no {', '.join(m.upper() for m in missing)})", "no data"
+    row = _combine(row_verdicts)
+    return row, row
+
+
 def clean_average(met: Dict[str, Any], mode: str, tasks: Sequence[str]) -> float:
     """Clean accuracy (%) averaged over tasks in ``mode`` (deterministic models: mean mode)."""
     acc = met["test"].get(mode, met["test"]["mean"])
@@ -662,7 +671,11 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
     lines = [f"## Verdict on the paper's claims ({preset} preset)", "",
              f"Generated from the JSON under `docs/results/{preset}/` by `python -m tf_mtvib.reproduce mtl --preset "
              f"{preset}`. It rests on this budget ({budgets}) and these seeds ({seeds}). With several seeds a "
-             "value is their mean, and a difference no larger than the seeds' spread (max - min) is not counted.", ""]
+             "value is their mean, and a difference no larger than the seeds' spread (max - min) is not counted."
+             + ("" if any(len(s) > 1 for v in data.values() for s in v["seeds"].values()) else
+                " Every cell here has one seed, so no spread is known: the verdicts below describe this one "
+                "measurement and are not yet findings.")
+             + " A row missing a baseline is marked incomplete and left out of the claim's verdict.", ""]
 
     # Claim 1: clean accuracy on par.
     rows, verdicts = [], []
@@ -681,8 +694,8 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
                 pd = paper_clean_average(tables, d, "mtvib") - paper_clean_average(tables, d, b)
                 row_verdicts.append(_judge(ours_m, ours_b, lambda a, o, s: a >= o - s, ON_PAR_POINTS))
                 cells.append(f"{statistics.fmean(ours_m) - statistics.fmean(ours_b):+.1f} ({pd:+.1f})")
-            row = _combine(row_verdicts)
-            verdicts.append(row)
+            row, judged = _row_verdict(row_verdicts, [b for b in BASELINES if b not in v["metrics"]])
+            verdicts.append(judged)
             rows.append(f"| {d} | {mode} | {fmt_spread(ours_m)} ({paper_clean_average(tables, d, 'mtvib'):.1f}) | "
                         + " | ".join(cells) + f" | {row} |")
     lines += [f"**Claim 1: MTVIB's clean accuracy is on par with the baselines' (the paper: within about "
@@ -704,9 +717,9 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
             ours = {m: [decay(r, tasks) for r in per_model[m]] for m in per_model}
             row_verdicts = [_judge(ours["mtvib"], ours[b], lambda a, o, s: a < o - s)
                             for b in BASELINES if b in ours]
-            row = _combine(row_verdicts)
-            verdicts.append(row)
-            by_mode.setdefault(name, []).append(row)
+            row, judged = _row_verdict(row_verdicts, [b for b in BASELINES if b not in ours])
+            verdicts.append(judged)
+            by_mode.setdefault(name, []).append(judged)
             cells = [f"{fmt_spread(ours[m])} ({paper_decay(tables, d, m):.1f})" if m in ours else "-"
                      for m in ("mtvib",) + BASELINES]
             rows.append(f"| {d} | {name} | " + " | ".join(cells) + f" | {row} |")

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from tf_mtvib import runs
+from tf_mtvib.reproduce import mtl
 from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, TEST_FACTS_JSON, VERDICT_BEGIN, VERDICT_END, aggregate,
                                     cell_seeds, main, parse_seed_rule, write_section)
 from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
@@ -142,8 +143,11 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     gs = [avg(m) for m in metrics["gs"]]
     diff = avg(metrics["mtvib"][0]) - sum(gs) / 2
     assert cells[5].startswith(f"{diff:+.1f} (")
+    # Only GS and MTVIB were trained: the row cannot judge the claim against every baseline.
+    assert cells[-1] == "incomplete (no STL, STVIB, UWL)"
     on_par = diff >= -(0.5 + max(gs) - min(gs))
-    assert cells[-1] == ("reproduced" if on_par else "not reproduced")
+    judged = mtl._judge([avg(metrics["mtvib"][0])], gs, lambda a, o, s: a >= o - s, mtl.ON_PAR_POINTS)
+    assert judged == ("reproduced" if on_par else "not reproduced")
     assert any(line.startswith("| multimnist | fgsm-sampled |") for line in verdict.splitlines())
 
     facts = json.loads((results / "smoke" / "multimnist" / TEST_FACTS_JSON).read_text())
@@ -207,3 +211,12 @@ def test_cosine_schedule_decays_to_its_floor_over_the_run():
         make_optimizer({**training, "lr_decay": 0.5}, 10)
     # the cpu preset keeps its constant rate (and its configuration) unchanged
     assert "lr_schedule" not in train_config("multimnist", "gs", "cpu", 0)["training"]
+
+
+def test_row_verdict_incomplete_rows_judge_nothing():
+    assert mtl._row_verdict(["reproduced", "reproduced"], []) == ("reproduced", "reproduced")
+    assert mtl._row_verdict(["reproduced", "not reproduced"], []) == ("mixed", "mixed")
+    assert mtl._row_verdict(["reproduced"], ["stvib", "gs"]) == ("incomplete (no STVIB, GS)", "no data")
+    # the claim's verdict ignores incomplete rows
+    assert mtl._combine(["no data", "not reproduced"]) == "not reproduced"
+    assert mtl._combine(["no data"]) == "no data"

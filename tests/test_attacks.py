@@ -8,7 +8,7 @@ from tf_mtvib import attacks as A
 from tf_mtvib.datasets.spec import DatasetSpec, Task
 from tf_mtvib.datasets.split import Split
 from tf_mtvib.evaluate import evaluate_robustness
-from tf_mtvib.layers import FixedWeighting, GaussianLatent, latent_layers
+from tf_mtvib.layers import FixedWeighting, GaussianLatent, all_sublayers, latent_layers
 from tf_mtvib.models import MultiTaskModel
 
 SPEC = DatasetSpec("tiny", (4, 4, 1), (Task("a", ("0", "1", "2")), Task("b", ("0", "1", "2"))))
@@ -416,7 +416,7 @@ def test_batch_statistics_reach_nested_batchnorm_and_are_scoped():
     from tf_mtvib.models import build_model
 
     mtvib = build_model("mtvib", get_spec("multimnist"), latent_dim=4)
-    all_bn = [l for l in mtvib.network._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    all_bn = [l for l in all_sublayers(mtvib.network) if isinstance(l, keras.layers.BatchNormalization)]
     with A.batch_statistics(mtvib.network) as layers:
         assert len(layers) == len(all_bn) and any(l.name == "bn" for l in layers)   # loc_head / scale_head BN
         assert all("call" in l.__dict__ for l in all_bn)

@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from tf_mtvib.datasets.spec import SPECS, DatasetSpec, Task
-from tf_mtvib.layers import (FixedWeighting, GaussianLatent, UncertaintyWeighting,
+from tf_mtvib.layers import (FixedWeighting, GaussianLatent, UncertaintyWeighting, all_sublayers,
                              gaussian_kl_closed_form, posterior_sampling)
 from tf_mtvib.models import MODEL_NAMES, build_model, flatten_size, kl_per_example
 
@@ -137,7 +137,7 @@ def test_every_hidden_fc_is_followed_by_batchnorm_and_relu(name):
         assert isinstance(bn, keras.layers.BatchNormalization), layer.name
         (relu,) = _consumers(bn)
         assert isinstance(relu, keras.layers.ReLU), layer.name
-    bns = [l for l in network._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [l for l in all_sublayers(network) if isinstance(l, keras.layers.BatchNormalization)]
     assert bns and all(l.synchronized and l.momentum == 0.9 for l in bns)
     for latent in (l for l in network.layers if isinstance(l, GaussianLatent)):
         assert latent.head == "paper"
@@ -404,3 +404,20 @@ def test_batchnorm_statistics_settle_in_a_short_run():
     batch_var = tf.math.reduce_variance(model.network.get_layer("conv1")(x), axis=[0, 1, 2]).numpy()
     # Keras's default momentum 0.99 would leave 0.99**60 = 0.55 of the initial variance 1 here
     np.testing.assert_allclose(bn.moving_variance.numpy(), batch_var, rtol=0.2, atol=0.01)
+
+
+def test_all_sublayers_reaches_layers_held_as_attributes_and_in_sub_models():
+    """The one adapter over Keras's private ``Layer._flatten_layers``: if a Keras release
+    changes it, this fails instead of BatchNorm or precision switches silently missing layers."""
+    spec = SPECS["multimnist"]
+    network = build_model("mtvib", spec, latent_dim=4).network
+    found = all_sublayers(network)
+    (latent,) = [l for l in found if isinstance(l, GaussianLatent)]
+    inside = all_sublayers(latent, include_self=False)
+    # the paper head: two Dense + BatchNorm pairs held as attributes, not in network.layers
+    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in inside) == 2
+    assert all(l in found for l in inside) and not set(map(id, inside)) & set(map(id, network.layers))
+    assert found[0] is network and network not in all_sublayers(network, include_self=False)
+    assert len({id(l) for l in found}) == len(found)
+    outer = keras.Sequential([keras.Input((2,)), keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(1)])])
+    assert sum(isinstance(l, keras.layers.Dense) for l in all_sublayers(outer)) == 2

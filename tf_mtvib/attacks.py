@@ -83,6 +83,7 @@ import numpy as np
 import tensorflow as tf
 
 from .models import sampled_logits, split_at_latents
+from .layers import all_sublayers
 from .precision import float32_compute
 
 __all__ = [
@@ -257,7 +258,7 @@ def batch_statistics(model: keras.layers.Layer, enabled: bool = True):
     Like :func:`tf_mtvib.layers.posterior_sampling`, graphs traced inside the
     context keep the behaviour. Yields the BatchNormalization layers.
     """
-    layers = [l for l in model._flatten_layers(include_self=True)
+    layers = [l for l in all_sublayers(model)
               if isinstance(l, keras.layers.BatchNormalization)] if enabled else []
     try:
         for l in layers:   # an instance attribute shadows the class's call; Layer.__call__ uses self.call

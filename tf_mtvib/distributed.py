@@ -283,8 +283,10 @@ def sync_batchnorm_bytes(model, dtype_bytes: int = 4) -> int:
     of the two sums in the backward pass (``ReplicaContext.all_reduce`` is differentiable that way)."""
     import keras
 
+    from .layers import all_sublayers
+
     total = 0
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_sublayers(model, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized:
             total += (3 + 2) * int(layer.moving_mean.shape[0]) * dtype_bytes
     return total

@@ -441,30 +441,43 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
-    """Accuracy vs eps, one panel per task plus joint, one line per result (Fig. 5); a PNG."""
+def accuracy_panels(n: int, width: float = 3.4, height: float = 3.4):
+    """(figure, axes): ``n`` side-by-side accuracy-vs-eta panels on a non-interactive
+    figure (no display needed), finished by :func:`save_accuracy_panels`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, n, squeeze=False)[0]
+
+
+def save_accuracy_panels(fig, axes, title: str, path, xlabel: str = "eps", legend_size="small",
+                         dpi: int = 120) -> pathlib.Path:
+    """Label ``axes`` (accuracy in % against ``xlabel``), add the legend and ``title``, write a PNG."""
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(fontsize=legend_size)
+    fig.suptitle(title)
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
+    """Accuracy vs eps, one panel per task plus joint, one line per result (Fig. 5); a PNG."""
     results = list(results)
     panels = list(results[0]["tasks"]) + [JOINT]
-    fig = Figure(figsize=(3.4 * len(panels), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig, axes = accuracy_panels(len(panels))
     for ax, task in zip(axes, panels):
         for r in results:
             ax.plot(r["eps"], [100.0 * a for a in r["accuracy"][task]], marker="o", markersize=3,
                     label=f"{_label(r)} (eval={r['eval']}, attack_grad={r['attack_grad']})")
         ax.set_title(task)
-        ax.set_xlabel("eps")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[-1].legend(fontsize="small")
-    fig.suptitle(f"{_attack_desc(results[0])}: {results[0]['dataset']}")
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_accuracy_panels(fig, axes, f"{_attack_desc(results[0])}: {results[0]['dataset']}", path)
 
 
 def write_report(results: Sequence[Dict[str, Any]], output_dir) -> Dict[str, pathlib.Path]:

@@ -32,6 +32,7 @@ __all__ = [
     "GaussianLatent",
     "gaussian_kl_closed_form",
     "latent_layers",
+    "all_sublayers",
     "posterior_sampling",
 ]
 
@@ -266,6 +267,19 @@ def latent_layers(layer) -> List[GaussianLatent]:
 
     visit(layer)
     return found
+
+
+def all_sublayers(layer, include_self: bool = True) -> List[keras.layers.Layer]:
+    """Every layer inside ``layer``, at any depth (sub-models and the layers a layer
+    holds as attributes, e.g. the Dense and BatchNormalization layers of
+    :class:`GaussianLatent`'s paper head), each once.
+
+    Keras 3 has no public recursive iterator (``Model.layers`` lists the direct
+    children only), so this is the one place the package calls Keras's private
+    ``Layer._flatten_layers``; ``tests/test_layers.py`` fails loudly if a Keras
+    release moves or changes it.
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
 
 
 #: The active posterior_sampling scopes, innermost last: (ids of the latents covered or None for all, enabled).

@@ -71,7 +71,9 @@ def wrap_optimizer(optimizer, precision: str):
 def model_precision(model) -> str:
     """The precision ``model`` (a Keras model or layer) was built with, from its layers' dtype policies:
     the policy of its first layer that computes in another dtype than float32, else ``float32``."""
-    for layer in model._flatten_layers(include_self=True):
+    from .layers import all_sublayers
+
+    for layer in all_sublayers(model):
         name = getattr(layer.dtype_policy, "name", "float32")
         if name in PRECISIONS and name != "float32":
             return name
@@ -90,7 +92,9 @@ def float32_compute(model) -> Iterator[None]:
     functions this way: a SavedModel and TFLite files whose inputs, outputs
     and arithmetic are float32, which every TFLite runtime executes.
     """
-    layers = [l for l in model._flatten_layers(include_self=True) if l.dtype_policy.name != "float32"]
+    from .layers import all_sublayers
+
+    layers = [l for l in all_sublayers(model) if l.dtype_policy.name != "float32"]
     previous = [l.dtype_policy for l in layers]
     try:
         for l in layers:

@@ -395,14 +395,11 @@ def render_markdown(doc: Dict[str, Any]) -> str:
 
 def plot_dataset(d: Dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     """Paper, today's protocol and the closest protocol: the first task, one panel per model."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ..evaluate import accuracy_panels, save_accuracy_panels
 
     task = d["tasks"][0]
     models = d["models"]
-    fig = Figure(figsize=(3.2 * len(models), 3.3), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    fig, axes = accuracy_panels(len(models), 3.2, 3.3)
     best = d["closest"]["protocol"]
     eps = list(DEFAULT_EPS)
     for ax, model in zip(axes, models):
@@ -411,14 +408,8 @@ def plot_dataset(d: Dict[str, Any], path: pathlib.Path) -> pathlib.Path:
         if best != "today":
             ax.plot(eps, d["protocols"][best]["curves"][model][task], "-s", markersize=3, label=f"ours: {best}")
         ax.set_title(f"{model}: {task}")
-        ax.set_xlabel("eta")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[-1].legend(fontsize="x-small")
-    fig.suptitle(f"{d['dataset']}: FGSM, the paper vs today's protocol vs the closest")
-    fig.savefig(path, dpi=110)
-    return path
+    return save_accuracy_panels(fig, axes, f"{d['dataset']}: FGSM, the paper vs today's protocol vs the closest",
+                                path, xlabel="eta", legend_size="x-small", dpi=110)
 
 
 # --------------------------------------------------------------------------

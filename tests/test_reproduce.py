@@ -5,7 +5,7 @@ import pytest
 
 from tf_mtvib import runs
 from tf_mtvib.reproduce import mtl
-from tf_mtvib.reproduce.mtl import (BEGIN, END, SEARCH_JSON, TEST_FACTS_JSON, VERDICT_BEGIN, VERDICT_END, aggregate,
+from tf_mtvib.reproduce.mtl import (SEARCH_JSON, TEST_FACTS_JSON, aggregate, markers,
                                     cell_seeds, main, parse_seed_rule, write_section)
 from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
                                       paper_clean_average)
@@ -14,12 +14,17 @@ from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERA
 def test_write_section_replaces_only_the_generated_part(tmp_path):
     report = tmp_path / "RESULTS.md"
     report.write_text("# Results\n\nhand-written intro\n\n## Deep VIB\n\nkept\n")
-    write_section(report, "first")
-    write_section(report, "second")
+    cpu, full = markers("cpu"), markers("full")
+    write_section(report, "first", *cpu)
+    write_section(report, "second", *cpu)
+    write_section(report, "other preset", *full)
     text = report.read_text()
-    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text.count(cpu[0]) == 1 and text.count(cpu[1]) == 1
     assert "second" in text and "first" not in text
     assert "hand-written intro" in text and "## Deep VIB\n\nkept" in text
+    # each preset keeps its own block: the full preset's report does not replace the cpu one's
+    assert text.index(cpu[1]) < text.index(full[0]) and "other preset" in text
+    assert markers("cpu", "VERDICT")[0] != cpu[0] and cpu[0] != full[0]
 
 
 def test_aggregate_means_and_min_max_over_seeds():
@@ -106,6 +111,12 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     assert fgsm["result"]["num_examples"] == 64 and fgsm["settings"]["eval_samples"] == 0
     sampled = json.loads((cell / "robustness-fgsm-sampled.json").read_text())
     assert sampled["settings"]["eval_samples"] == 1 and sampled["settings"]["eot_samples"] == 1
+    # GS has no posterior to sample: its sampled setting is its fgsm result, reused and said so ...
+    assert sampled["result"]["same_as"] == "fgsm" and sampled["result"]["setting"] == "fgsm-sampled"
+    assert sampled["result"]["accuracy"] == fgsm["result"]["accuracy"]
+    # ... while MTVIB's was computed by sampling.
+    mtvib_sampled = json.loads((results / "smoke" / "multimnist" / "mtvib-s0" / "robustness-fgsm-sampled.json").read_text())
+    assert "same_as" not in mtvib_sampled["result"]
     text = report.read_text()
     mtvib_fgsm = json.loads((results / "smoke" / "multimnist" / "mtvib-s0" / "robustness-fgsm.json").read_text())
     section = text[text.index("#### multimnist: fgsm\n"):]
@@ -131,8 +142,9 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
         assert diff.startswith("(") == (len(values) > 1 and abs(mean - paper) <= max(values) - min(values))
 
     # The verdict opens the report, built from the same JSON.
-    assert text.index(VERDICT_BEGIN) < text.index(BEGIN)
-    verdict = text[text.index(VERDICT_BEGIN):text.index(VERDICT_END)]
+    (begin, _), (v_begin, v_end) = markers("smoke"), markers("smoke", "VERDICT")
+    assert text.index(v_begin) < text.index(begin)
+    verdict = text[text.index(v_begin):text.index(v_end)]
     assert "smoke preset" in verdict and "gs 0/1" in verdict and "mtvib 0" in verdict
     metrics = {m: [json.loads((results / "smoke" / "multimnist" / f"{m}-s{k}" / runs.METRICS).read_text())
                    for k in ks] for m, ks in (("gs", (0, 1)), ("mtvib", (0,)))}
@@ -174,6 +186,33 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     report.write_text("# Results\n")
     assert main(argv + ["--report-only"]) == 0
     assert report.read_text() == text
+
+
+def test_reproduce_trains_a_weighting_variant_beside_the_papers_rows(tmp_path, data_dir):
+    """``--models dwa``: the GS network with the DWA weighting, reported beside the paper's
+    models with no paper figure, and kept out of the verdict."""
+    results, root, report = tmp_path / "results", tmp_path / "runs", tmp_path / "RESULTS.md"
+    argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "dwa", "--root", str(root),
+            "--results-dir", str(results), "--report", str(report), "--settings", "fgsm",
+            "--examples", "32", "--data-dir", str(data_dir), "--verbose", "0"]
+    assert main(argv) == 0
+    cell = results / "smoke" / "multimnist" / "dwa-s0"
+    config = json.loads((cell / runs.CONFIG).read_text())
+    assert (config["model"], config["hparams"]["weighting"]) == ("gs", "dwa")
+    history = json.loads((cell / runs.HISTORY).read_text())
+    assert all("top_left_weight" in epoch for epoch in history)
+    fgsm = json.loads((cell / "robustness-fgsm.json").read_text())["result"]
+    assert fgsm["label"] == "dwa"
+    text = report.read_text()
+    avg_row = next(line for line in text.splitlines() if line.startswith("| dwa | - |"))
+    mean = json.loads((cell / runs.METRICS).read_text())["test"]["mean"]
+    assert f"{100 * (mean['top_left'] + mean['bottom_right']) / 2:.2f}" in avg_row
+    assert "| task | eta | dwa paper | dwa ours | dwa diff |" in text
+    v_begin, v_end = markers("smoke", "VERDICT")
+    verdict = text[text.index(v_begin):text.index(v_end)]
+    assert "No committed MTVIB results" in verdict and "dwa" not in verdict
+    with pytest.raises(SystemExit):
+        main(argv[:4] + ["nope"] + argv[5:])
 
 
 def test_full_preset_resolves_to_the_full_training_sets(data_dir):

@@ -54,10 +54,16 @@ from .paper import PAPER_MODELS, TABLE_NUMBER
 
 DATASETS = tuple(TABLE_NUMBER)     # the data sets of the paper's Tables III-V
 MODELS = PAPER_MODELS              # the paper's five models, in its tables' order
+#: Rows beyond the paper: name -> (network, more ``train.py`` flags), i.e. ``train.py --model
+#: NETWORK FLAGS...``. Trained only when named in ``--models``; reported whenever committed;
+#: never part of the verdict (the paper has no such row). ``dwa``: the GS network weighted
+#: by dynamic weight average; ``mtvib-linear``: MTVIB with linear Gaussian heads (Alemi et
+#: al.) instead of Table I's FC + BN + ReLU heads, the latent-head ablation.
+VARIANTS = {"dwa": ("gs", ("--weighting", "dwa")),
+            "mtvib-linear": ("mtvib", ("--latent-head", "linear"))}
+ALL_MODELS = MODELS + tuple(VARIANTS)
 EPS = DEFAULT_EPS                  # the paper's eta list
 MC = f"mc{MC_SAMPLES}"             # the metrics.json key of the Monte-Carlo test accuracy
-BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce mtl -->"
-END = "<!-- END GENERATED: python -m tf_mtvib.reproduce mtl -->"
 DEFAULT_SETTINGS = ("fgsm", "fgsm-sampled", "fgsm-eot", "pgd")
 #: The files of a finished run copied into its results cell (small JSON only).
 RESULT_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY)
@@ -137,8 +143,8 @@ def parse_seed_rule(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], List[i
     models_t = tuple(m for m in models.split(",") if m) or MODELS
     datasets_t = tuple(d for d in datasets.split(",") if d) or DATASETS
     for m in models_t:
-        if m not in MODELS:
-            raise argparse.ArgumentTypeError(f"unknown model {m!r} in {text!r}; choose from {', '.join(MODELS)}")
+        if m not in ALL_MODELS:
+            raise argparse.ArgumentTypeError(f"unknown model {m!r} in {text!r}; choose from {', '.join(ALL_MODELS)}")
     for d in datasets_t:
         if d not in DATASETS:
             raise argparse.ArgumentTypeError(f"unknown data set {d!r} in {text!r}; choose from {', '.join(DATASETS)}")
@@ -162,8 +168,9 @@ def train_config(dataset: str, model: str, preset: str, seed: int) -> Dict[str, 
     """The run configuration ``train.py --dataset D --model M --preset P --seed S`` resolves to."""
     from .. import train as train_module
 
-    args = train_module.parse_args(["--dataset", dataset, "--model", model, "--preset", preset, "--seed", str(seed)])
-    return train_module.build_config(args)
+    network, flags = VARIANTS.get(model, (model, ()))
+    argv = ["--dataset", dataset, "--model", network, "--preset", preset, "--seed", str(seed), *flags]
+    return train_module.build_config(train_module.parse_args(argv))
 
 
 def search_config(dataset: str, preset: str, epochs: int) -> Dict[str, Any]:
@@ -298,19 +305,37 @@ def cached_robustness(cell: pathlib.Path, name: str, kwargs: Dict[str, Any],
     return None
 
 
+def sampling_free(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` without posterior sampling: what a setting means for a deterministic model."""
+    return {**kwargs, "eval_samples": 0, "eot_samples": 0}
+
+
 def ensure_robustness(path: pathlib.Path, cell: pathlib.Path, name: str, kwargs: Dict[str, Any],
-                      examples: Optional[int], data_dir=None) -> Dict[str, Any]:
-    """The run's robustness result for setting ``name``, computed once and kept in its results cell."""
+                      examples: Optional[int], data_dir=None, label: Optional[str] = None) -> Dict[str, Any]:
+    """The run's robustness result for setting ``name``, computed once and kept in its results cell.
+
+    A deterministic model (no Gaussian latent) has no posterior to sample: a
+    sampled or EOT setting is exactly its sampling-free twin (e.g. ``fgsm``),
+    whose result is reused (computed once) and recorded with ``same_as``."""
     cached = cached_robustness(cell, name, kwargs, examples)
     if cached is not None:
         return cached
     from ..evaluate import evaluate_robustness
 
     run = runs.load_run(path)
+    plain = sampling_free(kwargs)
+    if plain != kwargs and not run.model.is_stochastic:
+        twin = next((n for n, kw in settings().items() if kw == plain), None)
+        if twin is not None:
+            result = dict(ensure_robustness(path, cell, twin, plain, examples, data_dir, label))
+            result.update(setting=name, same_as=twin)
+            runs.write_json(cell / f"robustness-{name}.json",
+                            {"settings": robustness_key(kwargs, examples), "result": result})
+            return result
     test, whole = evaluation_split(run, examples, data_dir)
     print(f"[reproduce] {name} on {path} ({len(test):,} test images)", flush=True)
     result = evaluate_robustness(run.model, test, eps_list=EPS, verbose=0, **kwargs)
-    result["label"] = run.model_name
+    result["label"] = label or run.model_name
     result["setting"] = name
     result["seed"] = run.config["training"]["seed"]
     result["test_split_size"] = whole
@@ -353,7 +378,7 @@ def fmt_spread(values: Sequence[float], digits: int = 1) -> str:
 
 
 def collect(results_dir: pathlib.Path, preset: str, dataset: str,
-            models: Sequence[str] = MODELS) -> Dict[str, Dict[int, pathlib.Path]]:
+            models: Sequence[str] = ALL_MODELS) -> Dict[str, Dict[int, pathlib.Path]]:
     """model -> {seed: results cell} for every committed cell with a metrics.json."""
     base = pathlib.Path(results_dir) / preset / dataset
     found: Dict[str, Dict[int, pathlib.Path]] = {}
@@ -449,7 +474,7 @@ def spread_diff(ours: Sequence[float], paper: float) -> str:
 
 
 def load_dataset_results(results_dir: pathlib.Path, preset: str, dataset: str,
-                         models: Sequence[str] = MODELS) -> Dict[str, Any]:
+                         models: Sequence[str] = ALL_MODELS) -> Dict[str, Any]:
     """Everything the report says about one data set, read from the committed JSON:
     ``cells``, ``metrics`` and ``seeds`` per model, ``robust`` (setting -> model ->
     per-seed results), ``images`` (the distinct (subset seed, images, test split size)
@@ -484,7 +509,7 @@ def paper_table(data: Dict[str, Any], setting: str, tables) -> str:
 
     dataset = data["dataset"]
     per_model = data["robust"][setting]
-    models = [m for m in MODELS if m in per_model]
+    models = [m for m in ALL_MODELS if m in per_model]
     head = "| task | eta | " + " | ".join(f"{m} paper | {m} ours | {m} diff" for m in models) + " |"
     lines = [f"#### {dataset}: the paper's Table {TABLE_NUMBER[dataset]} beside ours ({setting})", "", head,
              "|---|---:|" + "---:|" * (3 * len(models))]
@@ -509,12 +534,13 @@ def clean_average_table(data: Dict[str, Any], tables) -> str:
     dataset = data["dataset"]
     tasks = get_spec(dataset).task_names
     lines = [f"| Model | paper | ours, mean mode | diff | ours, {MC} | seeds |", "|---|---:|---:|---:|---:|---:|"]
-    for m in [m for m in MODELS if m in data["metrics"]]:
+    for m in [m for m in ALL_MODELS if m in data["metrics"]]:
         mets = data["metrics"][m]
-        paper = paper_clean_average(tables, dataset, m)
+        paper = paper_clean_average(tables, dataset, m) if m in MODELS else None
         mean = [100 * statistics.fmean(met["test"]["mean"][t] for t in tasks) for met in mets]
         mc = [100 * statistics.fmean(met["test"][MC][t] for t in tasks) for met in mets if MC in met["test"]]
-        lines.append(f"| {m} | {paper:.2f} | {fmt_spread(mean, 2)} | {spread_diff(mean, paper)} | "
+        lines.append(f"| {m} | {'-' if paper is None else f'{paper:.2f}'} | {fmt_spread(mean, 2)} | "
+                     f"{'-' if paper is None else spread_diff(mean, paper)} | "
                      f"{fmt_spread(mc, 2) if mc else '-'} | {len(mets)} |")
     return "\n".join(lines) + "\n"
 
@@ -572,8 +598,9 @@ def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models
 
 
 def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS,
-                 models: Sequence[str] = MODELS) -> str:
-    """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone."""
+                 models: Sequence[str] = ALL_MODELS) -> str:
+    """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone
+    (every committed model, whatever ``--models`` trained this time)."""
     from .paper import load_paper_tables
 
     tables = load_paper_tables()
@@ -738,11 +765,16 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
     return "\n".join(lines)
 
 
-VERDICT_BEGIN = "<!-- BEGIN GENERATED VERDICT: python -m tf_mtvib.reproduce mtl -->"
-VERDICT_END = "<!-- END GENERATED VERDICT: python -m tf_mtvib.reproduce mtl -->"
+def markers(preset: str, part: str = "") -> Tuple[str, str]:
+    """(begin, end): the comments around one preset's generated ``part`` of docs/RESULTS.md
+    (``""``: the tables; ``"VERDICT"``: the verdict). Each preset has its own blocks, so the
+    full preset's report stands beside the cpu preset's instead of replacing it."""
+    what = f"GENERATED {part}".rstrip()
+    cmd = f"python -m tf_mtvib.reproduce mtl --preset {preset}"
+    return f"<!-- BEGIN {what}: {cmd} -->", f"<!-- END {what}: {cmd} -->"
 
 
-def write_section(report: pathlib.Path, body: str, begin: str = BEGIN, end: str = END, top: bool = False) -> None:
+def write_section(report: pathlib.Path, body: str, begin: str, end: str, top: bool = False) -> None:
     """Replace the generated part of ``report`` (between ``begin`` and ``end``), creating it
     if needed: at the end, or (``top``) after the report's title line."""
     text = report.read_text() if report.exists() else "# Results\n\n"
@@ -770,7 +802,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce mtl", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu", choices=list(train_module.PRESETS))
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated models to train and evaluate: the paper's " + ", ".join(MODELS)
+                        + "; beyond the paper " + ", ".join(f"{v} (--model {n} {' '.join(f)})"
+                                                           for v, (n, f) in VARIANTS.items()))
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds of every cell")
     p.add_argument("--seeds-for", type=parse_seed_rule, action="append", default=[],
                    metavar="MODELS[@DATASETS]=SEEDS",
@@ -814,7 +849,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     datasets = comma_choices(p, args.datasets, DATASETS, "data set")
-    models = comma_choices(p, args.models, MODELS, "model")
+    models = comma_choices(p, args.models, ALL_MODELS, "model")
     if args.examples < 0 or args.eot_samples < 1:
         p.error("--examples must be >= 0 and --eot-samples >= 1")
     all_settings = settings(args.eot_samples)
@@ -867,12 +902,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if args.train_only:
                         continue
                     for name in names:
-                        ensure_robustness(path, cell, name, all_settings[name], examples, args.data_dir)
+                        ensure_robustness(path, cell, name, all_settings[name], examples, args.data_dir, label=m)
         if args.dry_run:
             return 0
 
-    write_section(args.report, build_report(args.results_dir, args.preset, datasets, models))
-    write_section(args.report, verdict(args.results_dir, args.preset), VERDICT_BEGIN, VERDICT_END, top=True)
+    write_section(args.report, build_report(args.results_dir, args.preset, datasets), *markers(args.preset))
+    write_section(args.report, verdict(args.results_dir, args.preset), *markers(args.preset, "VERDICT"), top=True)
     print(f"[reproduce] wrote {args.report} from {args.results_dir / args.preset}", flush=True)
     return 0
 

@@ -291,6 +291,37 @@ def summarize(paths: Sequence[pathlib.Path]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-if __name__ == "__main__":   # python benchmarks/common.py [results/*.json]: Markdown for the README
-    files = [pathlib.Path(a) for a in sys.argv[1:]] or sorted(RESULTS.glob("*.json"))
-    print(summarize(files), end="")
+README = HERE / "README.md"
+README_BEGIN = "<!-- BEGIN GENERATED: python benchmarks/common.py --readme -->"
+README_END = "<!-- END GENERATED: python benchmarks/common.py --readme -->"
+#: The order of the README's sections (results files not named here follow, by name).
+README_ORDER = ("train", "torch", "precision", "pipeline", "inference", "robustness", "multiworker")
+
+
+def results_files(results_dir: pathlib.Path = RESULTS) -> List[pathlib.Path]:
+    """The committed results files, in :data:`README_ORDER` (quick smoke results left out)."""
+    files = [f for f in pathlib.Path(results_dir).glob("*.json") if not json.loads(f.read_text()).get("quick")]
+    rank = lambda f: (README_ORDER.index(f.stem) if f.stem in README_ORDER else len(README_ORDER), f.stem)
+    return sorted(files, key=rank)
+
+
+def write_readme(readme: pathlib.Path = README, paths: Optional[Sequence[pathlib.Path]] = None) -> str:
+    """Replace the generated block of the benchmarks README with :func:`summarize` of the results files."""
+    text = pathlib.Path(readme).read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no {README_BEGIN!r} ... {README_END!r} block to replace")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    body = summarize(paths if paths is not None else results_files())
+    text = f"{head}{README_BEGIN}\n{body}{README_END}{tail}"
+    pathlib.Path(readme).write_text(text)
+    return text
+
+
+if __name__ == "__main__":   # python benchmarks/common.py [--readme] [results/*.json]
+    args = sys.argv[1:]
+    if args[:1] == ["--readme"]:
+        write_readme(README, [pathlib.Path(a) for a in args[1:]] or None)
+        print(f"wrote the generated block of {README}")
+    else:
+        print(summarize([pathlib.Path(a) for a in args] or results_files()), end="")

@@ -241,3 +241,24 @@ def test_reference_models_have_the_library_architecture(dataset):
         lib = library_model(name, spec, 1e-3, False)
         ref = reference_model(name, spec, dict(DEFAULT_HPARAMS), 1e-3)
         assert ref.count_params() == lib.count_params(), name
+
+
+def test_readme_figures_are_the_committed_results(tmp_path):
+    """The README's generated block is exactly what benchmarks/common.py renders from
+    results/*.json; regenerating it leaves the README unchanged, and the prose outside
+    the block states no measured figure (no images/s, ratio or percentage)."""
+    import re
+
+    readme = (BENCH / "README.md").read_text()
+    copy = tmp_path / "README.md"
+    copy.write_text(readme)
+    assert common.write_readme(copy) == readme
+    block = readme[readme.index(common.README_BEGIN):readme.index(common.README_END)]
+    for f in common.results_files():
+        doc = json.loads(f.read_text())
+        assert all(t in block for t in doc["tables"]), f.name
+    outside = readme.replace(block, "")
+    outside = re.sub(r"```.*?```", "", outside, flags=re.S)
+    outside = re.sub(r"reach(es)? 90%", "", outside)     # bench_precision's target, not a result
+    figure = r"\d[\d,.]*\s*(%|img/s|images/s|ms\b|MFLOP|GFLOP|x faster|times faster)"
+    assert not re.search(figure, outside), re.findall(".{30}" + figure, outside)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import statistics
 import tempfile
 import time
 
@@ -45,17 +46,19 @@ DATASET = "multimnist"
 # --------------------------------------------------------------------------
 # Parity: train.py --preset cpu in each precision
 # --------------------------------------------------------------------------
-def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, data_dir, extra=()) -> dict:
-    """Train (or read) ``<workdir>/parity-<model>-<precision>``; returns its metrics and config."""
+def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, data_dir, extra=(),
+               seed: int = 0) -> dict:
+    """Train (or read) ``<workdir>/parity-<model>-<precision>`` (``-s<seed>`` for seeds other
+    than 0); returns its metrics and config."""
     from tf_mtvib import runs, train
 
-    path = workdir / f"parity-{model}-{precision}"
+    path = workdir / (f"parity-{model}-{precision}" + (f"-s{seed}" if seed else ""))
     if not (path / runs.METRICS).exists():
         if path.exists() and any(path.iterdir()):
             argv = ["--resume", "--output-dir", str(path), "--verbose", "0"]   # an interrupted run
         else:
             argv = ["--dataset", DATASET, "--model", model, "--preset", preset, "--precision", precision,
-                    "--output-dir", str(path), "--verbose", "0", "--eval-samples", "0", *extra]
+                    "--seed", str(seed), "--output-dir", str(path), "--verbose", "0", "--eval-samples", "0", *extra]
         if data_dir is not None:
             argv += ["--data-dir", str(data_dir)]
         common.log(f"parity: training {model} ({precision}, --preset {preset}) into {path}")
@@ -63,33 +66,47 @@ def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, d
         if rc != 0:
             raise SystemExit(f"training {path} failed (exit status {rc})")
     config = runs.read_json(path / runs.CONFIG)
-    if config["training"].get("precision", "float32") != precision or config["model"] != model:
-        raise SystemExit(f"{path} holds a {config['model']} run in {config['training'].get('precision')}, "
-                         f"not {model} in {precision}; remove it or choose another --workdir")
+    if (config["training"].get("precision", "float32") != precision or config["model"] != model
+            or config["training"]["seed"] != seed):
+        raise SystemExit(f"{path} holds a {config['model']} run in {config['training'].get('precision')} (seed "
+                         f"{config['training']['seed']}), not {model} in {precision} (seed {seed}); remove it or "
+                         "choose another --workdir")
     metrics = runs.read_json(path / runs.METRICS)
-    return {"model": model, "precision": precision, "run": str(path), "preset": config["preset"],
+    return {"model": model, "precision": precision, "seed": seed, "run": path.name, "preset": config["preset"],
             "accuracy": metrics["test"]["mean"], "num_train": metrics["num_train"], "epochs": metrics["epochs"],
             "seconds_per_epoch": metrics.get("seconds_per_epoch", [])}
 
 
 def parity_table(rows, tasks):
-    by = {(r["model"], r["precision"]): r for r in rows}
-    out = []
+    """One line per (model, precision): clean accuracy per task, the mean over seeds with
+    its min-max, and the difference of the means to float32 (points). ``within_1_point``
+    is set on every mixed-precision row: all per-task mean differences within 1 point."""
+    groups: dict = {}
     for r in rows:
-        base = by.get((r["model"], "float32"))
+        groups.setdefault((r["model"], r["precision"]), []).append(r)
+    acc = lambda rs, t: [100 * r["accuracy"][t] for r in rs]
+    out, summary = [], []
+    for (model, precision), rs in groups.items():
+        base = groups.get((model, "float32"))
         diff = None
-        if base is not None and r["precision"] != "float32":
-            diff = {t: 100 * (r["accuracy"][t] - base["accuracy"][t]) for t in [*tasks, "joint"]}
-            r["points_vs_float32"] = diff
-            r["within_1_point"] = all(abs(diff[t]) <= 1.0 for t in tasks)
-        spe = r["seconds_per_epoch"]
-        out.append([r["model"], r["precision"], r["num_train"], r["epochs"]]
-                   + [100 * r["accuracy"][t] for t in [*tasks, "joint"]]
+        if base is not None and precision != "float32":
+            diff = {t: statistics.fmean(acc(rs, t)) - statistics.fmean(acc(base, t)) for t in [*tasks, "joint"]}
+        spread = lambda t: (f"{statistics.fmean(acc(rs, t)):.2f}" if len(rs) == 1 else
+                            f"{statistics.fmean(acc(rs, t)):.2f} ({min(acc(rs, t)):.2f}-{max(acc(rs, t)):.2f})")
+        spe = [x for r in rs for x in r["seconds_per_epoch"]]
+        out.append([model, precision, ",".join(str(r["seed"]) for r in rs), rs[0]["num_train"], rs[0]["epochs"]]
+                   + [spread(t) for t in [*tasks, "joint"]]
                    + [", ".join(f"{diff[t]:+.2f}" for t in tasks) if diff else None,
                       common.median(spe) if spe else None])
-    headers = (["model", "precision", "train images", "epochs"] + [f"{t} %" for t in tasks] + ["joint %"]
-               + ["points vs float32 (per task)", "s/epoch (median)"])
-    return common.table(headers, out)
+        entry = {"model": model, "precision": precision, "seeds": [r["seed"] for r in rs],
+                 "mean_accuracy": {t: statistics.fmean(acc(rs, t)) / 100 for t in [*tasks, "joint"]}}
+        if diff is not None:
+            entry["points_vs_float32"] = diff
+            entry["within_1_point"] = all(abs(diff[t]) <= 1.0 for t in tasks)
+        summary.append(entry)
+    headers = (["model", "precision", "seeds", "train images", "epochs"] + [f"{t} %" for t in tasks] + ["joint %"]
+               + ["mean points vs float32 (per task)", "s/epoch (median)"])
+    return common.table(headers, out), summary
 
 
 # --------------------------------------------------------------------------
@@ -197,6 +214,8 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help="parity, tta or both")
     p.add_argument("--models", default="mtvib,gs", help="parity: models")
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="precisions (float32 first)")
+    p.add_argument("--seeds", default="0", help="parity: comma-separated training seeds (the table shows their mean "
+                   "and min-max)")
     p.add_argument("--workdir", type=pathlib.Path, default=None,
                    help="parity run directories (default runs/bench_precision; --quick: a temporary folder)")
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
@@ -241,11 +260,17 @@ def main(argv=None) -> int:
     print(f"machine: {common.machine_line(info)}")
     results, tables, notes = {}, [], []
     if "parity" in parts:
-        rows = [parity_run(m, x, preset, workdir, data_dir, extra) for m in models for x in precisions]
-        tables.append(parity_table(rows, tasks))
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        rows = [parity_run(m, x, preset, workdir, data_dir, extra, seed)
+                for m in models for x in precisions for seed in seeds]
+        table, summary = parity_table(rows, tasks)
+        tables.append(table)
         results["parity"] = rows
-        notes.append(f"parity: train.py --preset {preset} on {DATASET}, seed 0, clean test accuracy in mean mode; "
-                     f"points vs float32 = (mixed - float32) x 100 per task (goal for mixed_bfloat16: within 1)")
+        results["parity_summary"] = summary
+        notes.append(f"parity: train.py --preset {preset} on {DATASET}, seeds {', '.join(map(str, seeds))}, clean test "
+                     "accuracy in mean mode, mean (min-max) over the seeds; mean points vs float32 = (mean mixed - "
+                     "mean float32) x 100 per task (goal for mixed_bfloat16: within 1); a difference no larger than "
+                     "the seeds' spread is no difference")
     if "tta" in parts:
         rows = [time_to_accuracy(x, args, data_dir, tta_extra) for x in precisions]
         tables.append(tta_table(rows, tasks))

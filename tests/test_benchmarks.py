@@ -91,10 +91,16 @@ def test_bench_torch_quick(tmp_path):
 
 
 def test_bench_precision_quick(tmp_path, data_dir):
-    doc = _run("bench_precision", tmp_path, "--models", "gs", data_dir=data_dir)
+    doc = _run("bench_precision", tmp_path, "--models", "gs", "--seeds", "0,1", data_dir=data_dir)
     parity, tta = doc["results"]["parity"], doc["results"]["tta"]
-    assert [(r["model"], r["precision"]) for r in parity] == [("gs", "float32"), ("gs", "mixed_bfloat16")]
-    assert "points_vs_float32" in parity[1] and "points_vs_float32" not in parity[0]
+    assert [(r["model"], r["precision"], r["seed"]) for r in parity] == [
+        ("gs", "float32", 0), ("gs", "float32", 1), ("gs", "mixed_bfloat16", 0), ("gs", "mixed_bfloat16", 1)]
+    f32, bf16 = doc["results"]["parity_summary"]
+    assert f32["seeds"] == bf16["seeds"] == [0, 1] and "points_vs_float32" not in f32
+    mean = lambda prec, t: sum(r["accuracy"][t] for r in parity if r["precision"] == prec) / 2
+    for t in ("top_left", "bottom_right"):
+        assert bf16["points_vs_float32"][t] == pytest.approx(100 * (mean("mixed_bfloat16", t) - mean("float32", t)))
+    assert bf16["within_1_point"] == all(abs(bf16["points_vs_float32"][t]) <= 1 for t in ("top_left", "bottom_right"))
     assert [r["precision"] for r in tta] == ["float32", "mixed_bfloat16"]
     for r in tta:
         assert r["evaluations"] and r["evaluations"][0]["train_seconds"] > 0

@@ -68,14 +68,14 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # (the default data options), test sets whole (10,000 / 1,000), batch 200
     # as in the paper, Adam 1e-3 (tenfold the paper's 1e-4, for far fewer
     # epochs) with cosine decay to 1% of it over the run.
-    # Epochs, from measured rates: MTVIB trains ~1,200 MultiMNIST images/s at
-    # batch 200 on a quiet machine; STVIB (two encoders, ~2x MTVIB's cost on
-    # MultiMNIST) is the slowest, ~600 img/s, so ~200 s per 120,000-image
-    # epoch: 30 epochs ~ 100 min. An MTVIB epoch of MTFL's 9,000 images at
-    # 150x150 takes 25-29 s; STL/STVIB carry four towers (~6x MTVIB in the
-    # cpu-preset timings), ~160 s per epoch: 40 epochs ~ 110 min. The other
-    # models take 1/6 to 1/2 of that. A loaded machine is slower: the measured
-    # time per model is in the run's history.json (seconds per epoch).
+    # Epochs, from the training-step rates of benchmarks/results/train.json
+    # (quiet machine, float32): at batch 200 on MultiMNIST, GS/UWL ~1,100
+    # img/s, MTVIB ~820, STL ~570, STVIB ~460, i.e. 110-260 s per
+    # 120,000-image epoch: 30 epochs take ~55 min (GS) to ~130 min (STVIB).
+    # MTFL at batch 32: MTVIB/GS/UWL ~180-210 img/s, STL ~62, STVIB ~51, i.e.
+    # 45-180 s per 9,000-image epoch: 40 epochs take ~30 min to ~120 min.
+    # Whether these epochs converge is what the full-preset runs measure; a
+    # loaded machine is slower (each run's history.json has its seconds per epoch).
     "full": {
         "epochs": 30, "batch_size": 200, "learning_rate": 1e-3, "lr_schedule": "cosine",
         "data": {

@@ -35,3 +35,20 @@ def test_vib_page_states_no_measured_figure_and_its_schedules_match_the_code():
             assert f"x{s['lr_decay']:g} every {s['lr_decay_epochs']} epochs" in row
         if s["ema_momentum"]:
             assert f"momentum {s['ema_momentum']:g}" in row
+
+
+def test_serving_page_export_table_is_the_committed_check():
+    """serving.md's export-check table is ``check_markdown`` of the committed ``--json`` output,
+    and the JSON names no machine path."""
+    import json
+
+    from tf_mtvib.export import check_markdown
+
+    page = (DOCS / "serving.md").read_text()
+    m = re.search(r"<!-- BEGIN GENERATED: tf_mtvib\.export\.check_markdown\((.+?)\) -->\n(.*?)<!-- END GENERATED", page, re.S)
+    assert m, "serving.md has no generated export-check block"
+    path = DOCS.parent / m.group(1)
+    doc = json.loads(path.read_text())
+    assert m.group(2) == check_markdown(doc)
+    assert doc["check"]["images"] == 10_000 and set(doc["check"]["rows"]) >= {"keras", "savedmodel", "tflite_int8"}
+    assert not re.search(r"/(root|home|tmp|work)/", path.read_text())

@@ -696,6 +696,25 @@ def format_summary(result: ExportResult) -> str:
     return "\n".join(lines)
 
 
+def check_markdown(doc: Dict[str, Any]) -> str:
+    """The exporter's check (``--json`` output, :func:`result_to_json`) as a Markdown table:
+    size, accuracy per task and joint, largest probability difference and arg-max agreement
+    of every artifact against the SavedModel's ``serving_default``."""
+    c = doc["check"]
+    cols = c["tasks"] + ["joint"]
+    sizes = {f"tflite_{a['quantize'] or 'float32'}" if a["kind"] == "tflite" else a["kind"]: a["bytes"]
+             for a in doc["artifacts"]}
+    lines = ["| artifact | size | " + " | ".join(cols) + " | max \\|Δp\\| vs SavedModel | arg-max agreement |",
+             "|---|---:|" + "---:|" * (len(cols) + 2)]
+    for key, r in c["rows"].items():
+        size = _mb(sizes[key]) if key in sizes else ("(same)" if key == "savedmodel_mc" else "-")
+        diff = "-" if key == "savedmodel" else f"{r['max_abs_diff']:.1e}"
+        agree = "-" if key == "savedmodel" else f"{r['agreement']:.3f}"
+        lines.append(f"| {_ROW_LABELS.get(key, key)} | {size} | " + " | ".join(f"{r['accuracy'][t]:.4f}" for t in cols)
+                     + f" | {diff} | {agree} |")
+    return "\n".join(lines) + "\n"
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -687,7 +687,7 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
     from .paper import load_paper_tables, paper_clean_average
 
     tables = load_paper_tables()
-    data = {d: load_dataset_results(results_dir, preset, d) for d in datasets}
+    data = {d: load_dataset_results(results_dir, preset, d, MODELS) for d in datasets}   # the paper's models only
     data = {d: v for d, v in data.items() if "mtvib" in v["metrics"]}
     if not data:
         return (f"## Verdict on the paper's claims ({preset} preset)\n\nNo committed MTVIB results under "

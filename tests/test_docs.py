@@ -52,3 +52,19 @@ def test_serving_page_export_table_is_the_committed_check():
     assert m.group(2) == check_markdown(doc)
     assert doc["check"]["images"] == 10_000 and set(doc["check"]["rows"]) >= {"keras", "savedmodel", "tflite_int8"}
     assert not re.search(r"/(root|home|tmp|work)/", path.read_text())
+
+
+def test_robustness_page_protocol_block_is_the_committed_study():
+    """docs/robustness.md's generated block is ``render_markdown`` of the committed study JSON."""
+    import json
+
+    from tf_mtvib.reproduce import protocols as P
+
+    page = (DOCS / "robustness.md").read_text()
+    block = page[page.index(P.BEGIN) + len(P.BEGIN):page.index(P.END)].strip("\n")
+    study = sorted(DOCS.glob("results/*/protocols/protocols.json"))
+    assert study, "no committed protocol study"
+    doc = json.loads(study[0].read_text())
+    assert block == P.render_markdown(doc).strip("\n")
+    for d in doc["datasets"].values():
+        assert (DOCS / d["plot"]).exists()

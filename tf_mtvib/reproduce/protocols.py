@@ -353,7 +353,8 @@ def render_markdown(doc: Dict[str, Any]) -> str:
              f"set; the masking check on {doc['masking']['examples']} of them (drawn the same way). Distances in accuracy points against the paper's "
              f"Tables III-V (the cells of the models present); a protocol comes close at a distance of at most "
              f"{CLOSE:g} points.", ""]
-    for d in doc["datasets"].values():
+    order = {name: i for i, name in enumerate(mtl.DATASETS)}   # the paper's order, whatever the JSON's key order
+    for _, d in sorted(doc["datasets"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
         c, cs = d["closest"], d["closest_shape"]
         lines += [f"### {d['dataset']} ({', '.join(d['models'])}; {d['num_examples']} images)", ""]
         if c["comes_close"]:

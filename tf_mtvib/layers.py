@@ -276,7 +276,7 @@ def all_sublayers(layer, include_self: bool = True) -> List[keras.layers.Layer]:
 
     Keras 3 has no public recursive iterator (``Model.layers`` lists the direct
     children only), so this is the one place the package calls Keras's private
-    ``Layer._flatten_layers``; ``tests/test_layers.py`` fails loudly if a Keras
+    ``Layer._flatten_layers``; ``tests/test_models.py`` fails loudly if a Keras
     release moves or changes it.
     """
     return list(layer._flatten_layers(include_self=include_self, recursive=True))

@@ -79,6 +79,12 @@ SEARCH_VAL_FRACTION = 0.1
 SEARCH_SEED = 0
 #: Seed of the test subset shared by every setting of a data set (when --examples caps it).
 SUBSET_SEED = 0
+#: Test images of every robustness setting when ``--examples`` is not given: this many,
+#: unless the preset names a data set here (0: the whole test split). cpu: 300 MTFL images
+#: (150x150 attacks on 2 cores); full: MTFL's whole test split (1,000 images, the paper's
+#: Table V), MultiMNIST/MultiFashion 2,000 of their 10,000.
+DEFAULT_EXAMPLES = 2000
+PRESET_EXAMPLES = {"cpu": {"mtfl": 300}, "full": {"mtfl": 0}}
 #: Facts of a data set's test split (majority-class rate per task), in docs/results/<preset>/<dataset>/.
 TEST_FACTS_JSON = "test-labels.json"
 #: The setting set beside the paper's tables: the first one present. The paper's
@@ -98,6 +104,11 @@ def settings(eot_samples: int = 8) -> Dict[str, Dict[str, Any]]:
         "fgsm-eot": {"attack": "fgsm", "eval_samples": MC_SAMPLES, "eot_samples": eot_samples},
         "pgd": {"attack": "pgd", "eval_samples": 0, "eot_samples": 0},
     }
+
+
+def default_examples(preset: str, dataset: str) -> Optional[int]:
+    """Robustness test images of ``dataset`` at ``preset`` when --examples is not given (None: all)."""
+    return PRESET_EXAMPLES.get(preset, {}).get(dataset, DEFAULT_EXAMPLES) or None
 
 
 def default_root() -> pathlib.Path:
@@ -816,9 +827,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
     p.add_argument("--report", type=pathlib.Path, default=pathlib.Path("docs/RESULTS.md"))
     p.add_argument("--eot-samples", type=int, default=8)
-    p.add_argument("--examples", type=int, default=2000,
+    p.add_argument("--examples", type=int, default=None,
                    help="test images for every robustness setting: one seeded subset shared by all settings "
-                        "and models of a data set (0: the whole test split)")
+                        "and models of a data set (0: the whole test split; default: %d, or the preset's "
+                        "choice per data set: %s)" % (DEFAULT_EXAMPLES, "; ".join(
+                            f"{k} " + ", ".join(f"{d} {n or 'all'}" for d, n in v.items())
+                            for k, v in PRESET_EXAMPLES.items())))
     p.add_argument("--settings", default=",".join(DEFAULT_SETTINGS))
     p.add_argument("--only", action="append", default=[], metavar="DATASET=SETTINGS[@N]",
                    help="per data set: these settings only, on N test images (e.g. mtfl=fgsm,fgsm-sampled@500); "
@@ -850,11 +864,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     datasets = comma_choices(p, args.datasets, DATASETS, "data set")
     models = comma_choices(p, args.models, ALL_MODELS, "model")
-    if args.examples < 0 or args.eot_samples < 1:
+    if (args.examples is not None and args.examples < 0) or args.eot_samples < 1:
         p.error("--examples must be >= 0 and --eot-samples >= 1")
     all_settings = settings(args.eot_samples)
     chosen = [s for s in args.settings.split(",") if s]
-    per_dataset = {d: (chosen, args.examples or None) for d in datasets}
+    per_dataset = {d: (chosen, default_examples(args.preset, d) if args.examples is None else args.examples or None)
+                   for d in datasets}
     for item in args.only:
         d, _, spec = item.partition("=")
         names, _, n = spec.partition("@")

@@ -8,7 +8,7 @@ from tf_mtvib.reproduce import mtl
 from tf_mtvib.reproduce.mtl import (SEARCH_JSON, TEST_FACTS_JSON, aggregate, markers,
                                     cell_seeds, main, parse_seed_rule, write_section)
 from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
-                                      paper_clean_average)
+                                      paper_clean_average, paper_value)
 
 
 def test_write_section_replaces_only_the_generated_part(tmp_path):
@@ -259,3 +259,67 @@ def test_row_verdict_incomplete_rows_judge_nothing():
     # the claim's verdict ignores incomplete rows
     assert mtl._combine(["no data", "not reproduced"]) == "not reproduced"
     assert mtl._combine(["no data"]) == "no data"
+
+
+def test_doubled_preset_doubles_every_epoch_count_and_nothing_else():
+    from tf_mtvib.reproduce.mtl import train_config
+    from tf_mtvib.train import PRESETS, doubled_name
+
+    full, x2 = PRESETS["full"], PRESETS[doubled_name("full")]
+    assert x2["epochs"] == 2 * full["epochs"] and x2["data"]["mtfl"]["epochs"] == 2 * full["data"]["mtfl"]["epochs"]
+    for dataset in ("multimnist", "mtfl"):
+        a, b = train_config(dataset, "mtvib", "full", 0), train_config(dataset, "mtvib", "full-x2", 0)
+        assert b["training"]["epochs"] == 2 * a["training"]["epochs"]
+        assert {**b["training"], "epochs": 0} == {**a["training"], "epochs": 0}
+        assert (b["data"], b["limits"]) == (a["data"], a["limits"])
+
+
+def test_robustness_images_default_per_preset_and_data_set():
+    assert mtl.default_examples("full", "mtfl") is None            # MTFL's whole test split
+    assert mtl.default_examples("full", "multimnist") == mtl.DEFAULT_EXAMPLES
+    assert mtl.default_examples("cpu", "mtfl") == 300               # what the committed cpu cells used
+    assert mtl.default_examples("full-x2", "mtfl") is None
+
+
+def _fake_cell(base, dataset, model, seed, accuracy, seconds=(60.0, 60.0), eval_seconds=None):
+    """A committed results cell with just what the goals table reads (a metrics.json and
+    optionally one robustness JSON): not a run, only the report's input."""
+    cell = base / dataset / f"{model}-s{seed}"
+    cell.mkdir(parents=True)
+    runs.write_json(cell / runs.METRICS, {"test": {"mean": accuracy}, "seconds_per_epoch": list(seconds)})
+    if eval_seconds is not None:
+        images = {"num_examples": 10, "test_split_size": 10}
+        runs.write_json(cell / "robustness-fgsm.json", {"settings": {}, "result": {**images, "seconds": eval_seconds}})
+        runs.write_json(cell / "robustness-fgsm-sampled.json",     # reused: costs nothing
+                        {"settings": {}, "result": {**images, "seconds": 999.0, "same_as": "fgsm"}})
+    return cell
+
+
+def test_goals_table_checks_each_model_against_the_papers_table_and_the_majority(tmp_path):
+    tables = load_paper_tables()
+    paper = lambda d, t, m: paper_value(tables, d, t, 0.0, m) / 100     # noqa: E731
+    full = tmp_path / "full"
+    # MultiMNIST: within 2 points of Table III (met), 2.5 under it on one task (missed)
+    _fake_cell(full, "multimnist", "mtvib", 0, {t: paper("multimnist", t, "mtvib") - 0.015
+                                                for t in ("top_left", "bottom_right")}, eval_seconds=120.0)
+    _fake_cell(full, "multimnist", "uwl", 0, {"top_left": paper("multimnist", "top_left", "uwl") + 0.01,
+                                              "bottom_right": paper("multimnist", "bottom_right", "uwl") - 0.025})
+    # MTFL: at or above Table V everywhere, but not above a task's majority rate (missed)
+    tasks = ("gender", "smile", "glasses", "pose")
+    _fake_cell(full, "mtfl", "gs", 0, {t: paper("mtfl", t, "gs") + 0.001 for t in tasks}, seconds=[3600.0, 3600.0])
+    runs.write_json(full / "mtfl" / TEST_FACTS_JSON,
+                    {"majority": {t: {"rate": 0.9 if t == "glasses" else 0.5} for t in tasks}})
+    text = mtl.goals_section(tmp_path, "full")
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows[("multimnist", "mtvib")].rstrip(" |").endswith("met")
+    assert "| 0.03 | 2 | met |" in rows[("multimnist", "mtvib")]      # 120 s training, 120 s evaluation
+    assert rows[("multimnist", "uwl")].rstrip(" |").endswith("missed") and "-2.5)" in rows[("multimnist", "uwl")]
+    assert rows[("mtfl", "gs")].rstrip(" |").endswith("missed") and "**<= majority**" in rows[("mtfl", "gs")]
+    assert "| 2.00 |" in rows[("mtfl", "gs")]
+    assert "Goals met: 1 of 3" in text and "next doubling" not in text
+    # the next doubling is reported beside the goals once its cells are committed
+    _fake_cell(tmp_path / "full-x2", "multimnist", "uwl", 0, {t: paper("multimnist", t, "uwl")
+                                                              for t in ("top_left", "bottom_right")})
+    text = mtl.goals_section(tmp_path, "full")
+    assert "next doubling" in text and "| multimnist | uwl (full-x2) | 1 |" in text
+    assert mtl.goals_section(tmp_path, "cpu") is None              # the cpu preset sets no goals

@@ -97,6 +97,24 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     },
 }
 
+
+def doubled(preset: Dict[str, Any]) -> Dict[str, Any]:
+    """``preset`` with every epoch count doubled (the top-level one and each data set's):
+    what the next doubling of a budget buys, everything else equal."""
+    out = {**preset, "epochs": 2 * preset["epochs"]}
+    out["data"] = {d: ({**opts, "epochs": 2 * opts["epochs"]} if "epochs" in opts else dict(opts))
+                   for d, opts in preset["data"].items()}
+    return out
+
+
+def doubled_name(name: str) -> str:
+    """The name of preset ``name`` at twice its epochs."""
+    return f"{name}-x2"
+
+
+#: ``full-x2``: the full preset at twice its epochs (the report's "next doubling" check).
+PRESETS[doubled_name("full")] = doubled(PRESETS["full"])
+
 _TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_beta1", "lr_decay", "lr_decay_epochs",
                   "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas",
                   "loop", "precision")

@@ -72,7 +72,7 @@ SEARCH_JSON = "gs-search.json"
 #: Epochs of every trial of the GS grid search, per preset (the search may use a
 #: smaller budget than the final run; the report says which). cpu: 1 of the run's 3
 #: epochs (MTFL's 20-point grid at 3 epochs costs over half an hour on 2 cores).
-SEARCH_EPOCHS = {"smoke": 1, "cpu": 1, "full": 4, "paper": 20}
+SEARCH_EPOCHS = {"smoke": 1, "cpu": 1, "full": 4, "full-x2": 4, "paper": 20}
 #: Share of the training split held out as the search's validation split.
 SEARCH_VAL_FRACTION = 0.1
 #: The search runs once per data set (seed 0); every GS seed trains with its choice.
@@ -85,6 +85,7 @@ SUBSET_SEED = 0
 #: Table V), MultiMNIST/MultiFashion 2,000 of their 10,000.
 DEFAULT_EXAMPLES = 2000
 PRESET_EXAMPLES = {"cpu": {"mtfl": 300}, "full": {"mtfl": 0}}
+PRESET_EXAMPLES["full-x2"] = PRESET_EXAMPLES["full"]
 #: Facts of a data set's test split (majority-class rate per task), in docs/results/<preset>/<dataset>/.
 TEST_FACTS_JSON = "test-labels.json"
 #: The setting set beside the paper's tables: the first one present. The paper's
@@ -608,6 +609,112 @@ def dataset_section(results_dir: pathlib.Path, preset: str, dataset: str, models
     return "\n\n".join(parts), data
 
 
+# --------------------------------------------------------------------------
+# A preset's accuracy and time goals (from the committed JSON)
+# --------------------------------------------------------------------------
+#: Goals of a preset, per data set: each model's clean per-task accuracy (mean mode, whole
+#: test split) at most ``below`` points under the paper's (its Tables III-V at eta 0);
+#: with ``majority``, also above the test split's majority-class rate on every task.
+#: The full preset's (its issue): MultiMNIST within 2 points of Table III, MultiFashion
+#: within 3 of Table IV, MTFL above the majority rate and at or above Table V; and no
+#: model's training longer than about ``hours``.
+PRESET_GOALS: Dict[str, Dict[str, Any]] = {
+    "full": {"hours": 2.0, "datasets": {"multimnist": {"below": 2.0}, "multifashion": {"below": 3.0},
+                                         "mtfl": {"below": 0.0, "majority": True}}},
+}
+def cell_times(cell: pathlib.Path) -> Tuple[float, float]:
+    """(training seconds, robustness-evaluation seconds) of one committed cell, from its
+    metrics.json (seconds per epoch) and robustness JSON (settings reused via ``same_as`` cost nothing)."""
+    met = runs.read_json(cell / runs.METRICS)
+    train = sum(met.get("seconds_per_epoch", []))
+    evaluation = 0.0
+    for path in cell.glob("robustness-*.json"):
+        r = runs.read_json(path)["result"]
+        if not r.get("same_as"):
+            evaluation += r.get("seconds", 0.0)
+    return train, evaluation
+
+
+def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], tables, width: int,
+              label: str = "") -> List[Tuple[str, bool]]:
+    """One markdown row per model of ``data`` (``width`` task columns) and whether it meets ``goal``."""
+    from .paper import paper_value
+
+    dataset = data["dataset"]
+    tasks = get_spec(dataset).task_names
+    rates = (data["facts"] or {}).get("majority", {})
+    rows = []
+    for m in [m for m in MODELS if m in data["metrics"]]:
+        mets = data["metrics"][m]
+        ok, cells = True, []
+        for t in tasks:
+            ours = [100 * met["test"]["mean"][t] for met in mets]
+            paper = paper_value(tables, dataset, t, 0.0, m)
+            diff = statistics.fmean(ours) - paper
+            ok &= diff >= -goal["below"]
+            text = f"{fmt_spread(ours)} ({paper:.1f}, {diff:+.1f})"
+            if goal.get("majority"):
+                rate = 100 * rates[t]["rate"] if t in rates else None
+                above = rate is not None and min(ours) > rate
+                ok &= above
+                text += "" if above else " **<= majority**"
+            cells.append(text)
+        cells += [""] * (width - len(tasks))
+        times = [cell_times(c) for c in data["cells"][m].values()]
+        train_h = max(t for t, _ in times) / 3600
+        eval_min = statistics.fmean(e for _, e in times) / 60
+        rows.append((f"| {dataset} | {m}{label} | {len(mets)} | " + " | ".join(cells)
+                     + f" | {train_h:.2f} | {eval_min:.0f} | {'met' if ok else 'missed'} |", ok))
+    return rows
+
+
+def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> Optional[str]:
+    """The preset's goals (:data:`PRESET_GOALS`), model by model, with the measured time per
+    model and, when committed, what the next doubling of the budget bought (the preset at twice
+    its epochs, train.py's ``doubled_name(preset)``, e.g. ``full-x2``); None when the
+    preset sets no goals."""
+    from ..train import doubled_name
+    from .paper import TABLE_NUMBER, load_paper_tables
+
+    spec = PRESET_GOALS.get(preset)
+    if spec is None:
+        return None
+    tables = load_paper_tables()
+    width = max(len(get_spec(d).task_names) for d in datasets)
+    lines = [f"### Goals of the {preset} preset", "",
+             "Each model's clean per-task accuracy (mean mode, whole test split; with several seeds, mean "
+             "(min-max)), then in parentheses the paper's (its table at eta 0) and ours minus the paper's. "
+             + " ".join(f"{d}: at most {g['below']:g} points under Table {TABLE_NUMBER[d]}"
+                        + (", and above the majority-class rate on every task (every seed)" if g.get("majority") else "")
+                        + "." for d, g in spec["datasets"].items() if d in datasets)
+             + f" Time: the longest seed's training (hours; the goal is about {spec['hours']:g} h per model) and "
+             "the mean robustness evaluation (minutes, all settings), from the runs' own timings on this machine "
+             "(which other jobs may have shared).", "",
+             "| data set | model | seeds | " + " | ".join(f"task {i + 1}" for i in range(width))
+             + " | train h | eval min | goal |", "|---|---|---:|" + "---|" * width + "---:|---:|---|"]
+    met = missed = 0
+    doubled = []
+    for d in datasets:
+        goal = spec["datasets"].get(d)
+        if goal is None:
+            continue
+        data = load_dataset_results(results_dir, preset, d, MODELS)
+        if data["metrics"]:
+            names = list(get_spec(d).task_names)
+            lines.append(f"| {d} | (tasks) | - | " + " | ".join(names + [""] * (width - len(names))) + " | - | - | - |")
+        for row, ok in goal_rows(data, goal, tables, width):
+            lines.append(row)
+            met, missed = met + ok, missed + (not ok)
+        more = load_dataset_results(results_dir, doubled_name(preset), d, MODELS)
+        if more["metrics"]:
+            doubled += [row for row, _ in goal_rows(more, goal, tables, width, label=f" ({doubled_name(preset)})")]
+    lines += ["", f"Goals met: {met} of {met + missed} committed model rows."]
+    if doubled:
+        lines += ["", f"The next doubling of the budget (the `{doubled_name(preset)}` preset: every epoch count "
+                  f"doubled), on the models it was run for:", "", lines[4], lines[5], *doubled]
+    return "\n".join(lines)
+
+
 def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS,
                  models: Sequence[str] = ALL_MODELS) -> str:
     """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone
@@ -617,6 +724,9 @@ def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str]
     tables = load_paper_tables()
     sections = [f"Generated by `python -m tf_mtvib.reproduce mtl --preset {preset}` from the JSON committed under "
                 f"`docs/results/{preset}/`. Accuracies in %."]
+    goals = goals_section(results_dir, preset, datasets)
+    if goals:
+        sections.append(goals)
     for d in datasets:
         body, _ = dataset_section(results_dir, preset, d, models, tables)
         sections.append(body)

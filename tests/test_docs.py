@@ -68,3 +68,21 @@ def test_robustness_page_protocol_block_is_the_committed_study():
     assert block == P.render_markdown(doc).strip("\n")
     for d in doc["datasets"].values():
         assert (DOCS / d["plot"]).exists()
+
+
+def test_results_verdicts_and_goals_are_the_committed_json():
+    """Each preset's verdict block in RESULTS.md is ``verdict`` of the JSON committed under
+    docs/results/<preset>/, and the preset's goals table (if it sets goals) is in its block verbatim."""
+    from tf_mtvib.reproduce import mtl
+
+    text = (DOCS / "RESULTS.md").read_text()
+    presets = re.findall(r"<!-- BEGIN GENERATED VERDICT: python -m tf_mtvib\.reproduce mtl --preset (\S+) -->", text)
+    assert "cpu" in presets
+    for preset in presets:
+        begin, end = mtl.markers(preset, "VERDICT")
+        block = text[text.index(begin) + len(begin):text.index(end)].strip()
+        assert block == mtl.verdict(DOCS / "results", preset).strip(), preset
+        goals = mtl.goals_section(DOCS / "results", preset)
+        if goals is not None:
+            begin, end = mtl.markers(preset)
+            assert goals in text[text.index(begin):text.index(end)], preset

@@ -279,7 +279,15 @@ def test_robustness_images_default_per_preset_and_data_set():
     assert mtl.default_examples("full", "multimnist") is None      # every full-preset test split whole
     assert mtl.default_examples("smoke", "multimnist") == mtl.DEFAULT_EXAMPLES
     assert mtl.default_examples("cpu", "mtfl") == 300               # what the committed cpu cells used
-    assert mtl.default_examples("full-x2", "mtfl") is None
+    assert mtl.default_examples("full-x2", "mtfl") is None          # a doubled preset: its base's images
+    assert mtl.search_epochs("full-x2") == mtl.search_epochs("full") == mtl.SEARCH_EPOCHS["full"]
+    assert mtl.search_epochs("cpu-x2") == mtl.SEARCH_EPOCHS["cpu"]
+
+
+def test_in_order_follows_the_given_order_unknown_names_last():
+    assert mtl.in_order(["uwl", "zeta", "stl", "dwa", "alpha"], mtl.ALL_MODELS) == ["stl", "uwl", "dwa", "alpha", "zeta"]
+    items = {"mtfl": 1, "multimnist": 2}.items()
+    assert mtl.in_order(items, mtl.DATASETS, key=lambda kv: kv[0]) == [("multimnist", 2), ("mtfl", 1)]
 
 
 def _fake_cell(base, dataset, model, seed, accuracy, seconds=(60.0, 60.0), eval_seconds=None):
@@ -312,15 +320,22 @@ def test_goals_table_checks_each_model_against_the_papers_table_and_the_majority
                     {"majority": {t: {"rate": 0.9 if t == "glasses" else 0.5} for t in tasks}})
     text = mtl.goals_section(tmp_path, "full")
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
-    assert rows[("multimnist", "mtvib")].rstrip(" |").endswith("met")
+    assert rows[("multimnist", "mtvib")].rstrip(" |").endswith("| met")
     assert "| 0.03 | 2 | met |" in rows[("multimnist", "mtvib")]      # 120 s training, 120 s evaluation
-    assert rows[("multimnist", "uwl")].rstrip(" |").endswith("missed") and "-2.5)" in rows[("multimnist", "uwl")]
-    assert rows[("mtfl", "gs")].rstrip(" |").endswith("missed") and "**<= majority**" in rows[("mtfl", "gs")]
-    assert "| 2.00 |" in rows[("mtfl", "gs")]
-    assert "Goals met: 1 of 3" in text and "next doubling" not in text
+    assert rows[("multimnist", "uwl")].rstrip(" |").endswith("missed (accuracy)") and "-2.5)" in rows[("multimnist", "uwl")]
+    assert rows[("mtfl", "gs")].rstrip(" |").endswith("missed (accuracy)") and "**<= majority**" in rows[("mtfl", "gs")]
+    assert "| 2.00 |" in rows[("mtfl", "gs")]                           # 2 h of training: within the goal
+    # above the paper and the majority rates, but 2.5 h of training: the time goal is missed
+    _fake_cell(full, "mtfl", "uwl", 0, {t: 0.95 for t in tasks}, seconds=[4500.0, 4500.0])
+    text = mtl.goals_section(tmp_path, "full")
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows[("mtfl", "uwl")].rstrip(" |").endswith("| 2.50 | 0 | missed (time)")
+    assert "Goals met: 1 of 4" in text and "next doubling" not in text
     # the next doubling is reported beside the goals once its cells are committed
     _fake_cell(tmp_path / "full-x2", "multimnist", "uwl", 0, {t: paper("multimnist", t, "uwl")
                                                               for t in ("top_left", "bottom_right")})
     text = mtl.goals_section(tmp_path, "full")
     assert "next doubling" in text and "| multimnist | uwl (full-x2) | 1 |" in text
+    doubling = text[text.index("next doubling"):]
+    assert "| data set | model | seeds | task 1 |" in doubling           # the doubled rows under their own header
     assert mtl.goals_section(tmp_path, "cpu") is None              # the cpu preset sets no goals

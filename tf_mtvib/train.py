@@ -107,9 +107,17 @@ def doubled(preset: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+DOUBLED_SUFFIX = "-x2"
+
+
 def doubled_name(name: str) -> str:
     """The name of preset ``name`` at twice its epochs."""
-    return f"{name}-x2"
+    return f"{name}{DOUBLED_SUFFIX}"
+
+
+def base_name(name: str) -> str:
+    """The preset a doubled preset was made from (``full-x2`` -> ``full``); others are their own."""
+    return name[:-len(DOUBLED_SUFFIX)] if name.endswith(DOUBLED_SUFFIX) else name
 
 
 #: ``full-x2``: the full preset at twice its epochs (the report's "next doubling" check).

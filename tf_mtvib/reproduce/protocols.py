@@ -346,8 +346,7 @@ def _pct(x: Optional[float]) -> str:
 
 def _model_order(per_model: Dict[str, Any]):
     """``per_model``'s items in the paper's model order (the JSON keeps its keys sorted)."""
-    order = {m: i for i, m in enumerate(mtl.ALL_MODELS)}
-    return sorted(per_model.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return mtl.in_order(per_model.items(), mtl.ALL_MODELS, key=lambda kv: kv[0])
 
 
 def render_markdown(doc: Dict[str, Any]) -> str:
@@ -359,8 +358,7 @@ def render_markdown(doc: Dict[str, Any]) -> str:
              f"set; the masking check on {doc['masking']['examples']} of them (drawn the same way). Distances in accuracy points against the paper's "
              f"Tables III-V (the cells of the models present); a protocol comes close at a distance of at most "
              f"{CLOSE:g} points.", ""]
-    order = {name: i for i, name in enumerate(mtl.DATASETS)}   # the paper's order, whatever the JSON's key order
-    for _, d in sorted(doc["datasets"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+    for _, d in mtl.in_order(doc["datasets"].items(), mtl.DATASETS, key=lambda kv: kv[0]):
         c, cs = d["closest"], d["closest_shape"]
         lines += [f"### {d['dataset']} ({', '.join(d['models'])}; {d['num_examples']} images)", ""]
         if c["comes_close"]:
@@ -431,7 +429,7 @@ def train_run(path: pathlib.Path, dataset: str, model: str, preset: str, seed: i
     if (path / runs.MODEL).exists():
         return
     if model == "gs":
-        search = mtl.ensure_gs_search(root, results_dir, preset, dataset, epochs=mtl.SEARCH_EPOCHS.get(preset, 3),
+        search = mtl.ensure_gs_search(root, results_dir, preset, dataset, epochs=mtl.search_epochs(preset),
                                       grid=list(DEFAULT_GRID), data_dir=data_dir, verbose=0)
         config = mtl.gs_config(dataset, preset, seed, search)
     else:

@@ -339,3 +339,22 @@ def test_goals_table_checks_each_model_against_the_papers_table_and_the_majority
     doubling = text[text.index("next doubling"):]
     assert "| data set | model | seeds | task 1 |" in doubling           # the doubled rows under their own header
     assert mtl.goals_section(tmp_path, "cpu") is None              # the cpu preset sets no goals
+
+
+def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
+    """``--dry-run`` prices every training still to run from the committed cells' own epoch
+    times (median seconds per epoch x the preset's epochs), and says which it cannot price."""
+    results = tmp_path / "results"
+    _fake_cell(results / "full", "multimnist", "mtvib", 0, {"top_left": 0.9, "bottom_right": 0.9},
+               seconds=[100.0, 120.0, 600.0])       # median 120 s per epoch
+    argv = ["--preset", "full", "--datasets", "multimnist", "--models", "mtvib,uwl", "--seeds", "0,1",
+            "--root", str(tmp_path / "runs"), "--results-dir", str(results), "--report", str(tmp_path / "R.md"),
+            "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    epochs = mtl.train_config("multimnist", "mtvib", "full", 1)["training"]["epochs"]
+    hours = 120.0 * epochs / 3600
+    assert f"would run multimnist mtvib seed 1: train {epochs} epochs (about {hours:.1f} h" in out
+    assert "would run multimnist uwl seed 0: train" in out and "no committed seed to time it" in out
+    assert f"4 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing

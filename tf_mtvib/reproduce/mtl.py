@@ -652,6 +652,15 @@ def cell_times(cell: pathlib.Path) -> Tuple[float, float]:
     return train, evaluation
 
 
+def training_estimate(results_dir: pathlib.Path, preset: str, dataset: str, model: str,
+                      epochs: int) -> Optional[float]:
+    """Hours of training one more seed of ``model`` would take at ``epochs``: the median seconds
+    per epoch of its committed cells at ``preset`` on ``dataset`` (None when none is committed)."""
+    per_epoch = [t for c in collect(results_dir, preset, dataset, [model]).get(model, {}).values()
+                 for t in runs.read_json(c / runs.METRICS).get("seconds_per_epoch", [])]
+    return statistics.median(per_epoch) * epochs / 3600 if per_epoch else None
+
+
 def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, width: int,
               label: str = "") -> List[Tuple[str, bool]]:
     """One markdown row per model of ``data`` (``width`` task columns) and whether it meets
@@ -1022,6 +1031,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     root = args.root or default_root()
     trial_epochs = args.search_epochs or search_epochs(args.preset)
 
+    estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]
@@ -1036,9 +1046,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         continue
                     need_training = not ((cell / runs.METRICS).exists() and (path / runs.MODEL).exists())
                     if args.dry_run:
-                        todo = ["train" if need_training else None] + [
-                            n for n in ([] if args.train_only else names)
-                            if cached_robustness(cell, n, all_settings[n], examples) is None]
+                        train = None
+                        if need_training:
+                            epochs = train_config(d, m, args.preset, s)["training"]["epochs"]
+                            hours = training_estimate(args.results_dir, args.preset, d, m, epochs)
+                            train = f"train {epochs} epochs (" + (
+                                f"about {hours:.1f} h at its committed seeds' median epoch time)" if hours is not None
+                                else "no committed seed to time it)")
+                            estimates.append(hours)
+                        todo = [train] + [n for n in ([] if args.train_only else names)
+                                          if cached_robustness(cell, n, all_settings[n], examples) is None]
                         print(f"[reproduce] would run {d} {m} seed {s}: {', '.join(t for t in todo if t)}", flush=True)
                         continue
                     if need_training:
@@ -1056,6 +1073,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     for name in names:
                         ensure_robustness(path, cell, name, all_settings[name], examples, args.data_dir, label=m)
         if args.dry_run:
+            timed = [h for h in estimates if h is not None]
+            if estimates:
+                print(f"[reproduce] {len(estimates)} training(s) to run; the {len(timed)} timed from committed seeds: "
+                      f"about {sum(timed):.1f} h (training only, on the machine that timed them)", flush=True)
             return 0
 
     write_section(args.report, build_report(args.results_dir, args.preset, datasets), *markers(args.preset))

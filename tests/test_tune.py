@@ -128,6 +128,8 @@ def test_gs_grid_search_on_multimnist(tmp_path, data_dir, recorded_splits, capsy
     trials = best["trials"]
     assert sorted(t["values"]["task_weights"] for t in trials) == ["0.2,0.8", "0.5,0.5", "0.8,0.2"]
     assert all(t["status"] == "COMPLETED" for t in trials)
+    assert all(t["seconds"] > 0 for t in trials)                # each trial's fit time, from its epochs
+    assert best["seconds"] == pytest.approx(sum(t["seconds"] for t in trials))
     assert {tuple(t["hparams"]["task_weights"][k] for k in TASKS) for t in trials} == {(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)}
     n = train.PRESETS["smoke"]["data"]["multimnist"]["num_train"]
     assert (best["num_train"], best["num_val"]) == (n - round(0.1 * n), round(0.1 * n))
@@ -143,6 +145,7 @@ def test_gs_grid_search_on_multimnist(tmp_path, data_dir, recorded_splits, capsy
     table = capsys.readouterr().out
     rows = [l for l in table.splitlines() if l[:1] in (" ", "*") and "COMPLETED" in l]
     assert len(rows) == 3 and [l for l in rows if l.startswith("*" + top["trial_id"])]
+    assert all(l.split()[-2] == f"{t['seconds']:.0f}" for l, t in zip(rows, trials))   # the seconds column
 
     # train.py --hparams best.json trains with the chosen weights
     cfg = train.build_config(train.parse_args(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke",

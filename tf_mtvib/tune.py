@@ -36,9 +36,11 @@ import math
 import pathlib
 import shutil
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 
 from . import runs
 from . import train as train_module
@@ -48,10 +50,12 @@ from .datasets.spec import SPECS, get_spec
 from .precision import PRECISIONS
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
-           "decode_weights", "MeanTaskAccuracy", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
+           "decode_weights", "EpochSeconds", "MeanTaskAccuracy", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
 
 #: What the tuner maximises (added to the logs by :class:`MeanTaskAccuracy`).
 OBJECTIVE = "val_mean_task_accuracy"
+#: The epoch log (and trial metric) of an epoch's wall-clock seconds (:class:`EpochSeconds`).
+EPOCH_SECONDS = "epoch_seconds"
 #: The hyper-parameters searched for each model.
 SEARCH_SPACES: Dict[str, Tuple[str, ...]] = {
     "gs": ("task_weights",),
@@ -164,6 +168,18 @@ class MeanTaskAccuracy(keras.callbacks.Callback):
                 logs[f"{prefix}mean_task_accuracy"] = float(sum(float(logs[k]) for k in keys) / len(keys))
 
 
+class EpochSeconds(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (the epoch's wall-clock seconds, validation included) to the
+    epoch logs, which keras-tuner keeps per trial: what each trial of a search cost."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[EPOCH_SECONDS] = time.perf_counter() - self._start
+
+
 def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, ranges: Dict[str, Any],
                     weight_points: Sequence[str], steps_per_epoch: int, keep_models: bool = False):
     """A ``kt.HyperModel``: ``build(hp)`` returns the compiled model of ``config['model']``
@@ -207,7 +223,8 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
             if not keep_models:
                 checkpoint = trial_checkpoint_callback_class()
                 callbacks = [c for c in callbacks if not isinstance(c, checkpoint)]
-            callbacks = [MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(), *callbacks]
+            callbacks = [EpochSeconds(), MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(),
+                         *callbacks]
             return model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)  # tf.data shuffles
 
     return MultiTaskHyperModel(name=f"{config['model']}_{config['dataset']}")
@@ -254,13 +271,22 @@ def _trial_records(tuner, space, spec) -> List[Dict[str, Any]]:
         hparams = {k: decode_weights(v, spec.task_names) if k == "task_weights" else v for k, v in values.items()}
         row = {"trial_id": trial_id, "status": str(trial.status), "hparams": hparams, "values": values,
                "objective": None if trial.score is None else float(trial.score),
-               "best_epoch": None if trial.score is None else int(trial.best_step) + 1, "val_accuracy": {}}
+               "best_epoch": None if trial.score is None else int(trial.best_step) + 1, "val_accuracy": {},
+               # the fit's seconds (every epoch's); None for a trial run before trials were timed
+               "seconds": (sum(float(np.mean(o.value)) for o in trial.metrics.get_history(EPOCH_SECONDS))
+                           if trial.metrics.exists(EPOCH_SECONDS) else None)}
         for t in spec.task_names:
             name = f"val_{t}_accuracy"
             if trial.metrics.exists(name):
                 row["val_accuracy"][t] = float(trial.metrics.get_last_value(name))  # recorded at the best epoch
         rows.append(row)
     return rows
+
+
+def search_seconds(trials: Sequence[Dict[str, Any]]) -> Optional[float]:
+    """The fit seconds of a whole search (its trials'), None unless every trial was timed."""
+    seconds = [t.get("seconds") for t in trials]
+    return None if not seconds or None in seconds else float(sum(seconds))
 
 
 def _fmt(value) -> str:
@@ -275,13 +301,15 @@ def trial_table(trials: Sequence[Dict[str, Any]], space: Sequence[str], task_nam
                 best_id: Optional[str] = None) -> str:
     """A plain-text table of the trials (the best one marked with ``*``)."""
     header = ["trial"] + [f"task_weights ({','.join(task_names)})" if k == "task_weights" else k for k in space]
-    header += [OBJECTIVE, "epoch"] + [f"val_{t}_acc" for t in task_names] + ["status"]
+    header += [OBJECTIVE, "epoch"] + [f"val_{t}_acc" for t in task_names] + ["seconds", "status"]
     lines = []
     for r in trials:
         cells = [("*" if r["trial_id"] == best_id else " ") + r["trial_id"]]
         cells += [_fmt(r["values"].get(k)) for k in space]
         cells += [_fmt(r["objective"]), _fmt(r["best_epoch"])]
-        cells += [_fmt(r["val_accuracy"].get(t)) for t in task_names] + [r["status"]]
+        seconds = r.get("seconds")
+        cells += [_fmt(r["val_accuracy"].get(t)) for t in task_names]
+        cells += ["-" if seconds is None else f"{seconds:.0f}", r["status"]]
         lines.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *lines]]
@@ -385,6 +413,7 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
               "best_trial": best["trial_id"], "best_epoch": best["best_epoch"], "trials": trials,
               "dataset": dataset, "model": model, "preset": config["preset"], "search": search,
               "num_train": len(train_split), "num_val": len(val_split), "config": config,
+              "seconds": search_seconds(trials),
               "tuner_dir": TUNER_DIR}
     runs.write_json(output_dir / BEST, result)
     print(trial_table(trials, space, spec.task_names, best["trial_id"]), flush=True)

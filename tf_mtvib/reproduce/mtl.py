@@ -231,8 +231,9 @@ def ensure_gs_search(root: pathlib.Path, results_dir: pathlib.Path, preset: str,
                    "val_fraction": SEARCH_VAL_FRACTION, "trials": len(best["trials"]),
                    "batch_size": config["training"]["batch_size"],
                    "learning_rate": config["training"]["learning_rate"], "seed": SEARCH_SEED},
-        "trials": [{k: t[k] for k in ("trial_id", "hparams", "objective", "best_epoch", "val_accuracy")}
-                   for t in best["trials"]],
+        "trials": [{k: t.get(k) for k in ("trial_id", "hparams", "objective", "best_epoch", "val_accuracy",
+                                          "seconds")} for t in best["trials"]],
+        "seconds": tune.search_seconds(best["trials"]),
     }
     record_path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(record_path, record)
@@ -464,7 +465,15 @@ def search_line(results_dir: pathlib.Path, preset: str, dataset: str) -> Optiona
             f"the grid {{{', '.join(f'{w:g}' for w in rec['search_settings']['grid'])}}}): "
             f"**{weights}** ({rec['objective_name']} {100 * rec['objective']:.2f}%). Search budget: "
             f"{b['epochs_per_trial']} epoch(s) per trial on {b['num_train']:,} training images, scored on "
-            f"{b['num_val']:,} validation images held out from the training split (seed {b['seed']}).")
+            f"{b['num_val']:,} validation images held out from the training split (seed {b['seed']}); "
+            + search_time_text(rec) + ".")
+
+
+def search_time_text(record: Dict[str, Any]) -> str:
+    """What a GS search record says of its cost (the fit time of its trials)."""
+    if record.get("seconds") is None:
+        return "its time was not recorded (an older search)"
+    return f"its {len(record['trials'])} trials took {record['seconds'] / 3600:.2f} h of training"
 
 
 def robustness_results(cells: Dict[str, Dict[int, pathlib.Path]], name: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -690,11 +699,16 @@ def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, 
         times = [cell_times(c) for c in data["cells"][m].values()]
         train_h = max(t for t, _ in times) / 3600
         eval_min = statistics.fmean(e for _, e in times) / 60
+        hours_text = f"{train_h:.2f}"
+        if m == "gs" and data["search"]:           # GS's cost includes the grid search that chose its weights
+            seconds = data["search"].get("seconds")
+            hours_text += " + search untimed" if seconds is None else f" + {seconds / 3600:.2f} search"
+            train_h += (seconds or 0.0) / 3600
         # judged on the hours as printed (two decimals), so that the row reads as its verdict
         in_time = round(train_h, 2) <= hours
         missed = [what for what, ok in (("accuracy", accurate), ("time", in_time)) if not ok]
         rows.append((f"| {dataset} | {m}{label} | {len(mets)} | " + " | ".join(cells)
-                     + f" | {train_h:.2f} | {eval_min:.0f} | "
+                     + f" | {hours_text} | {eval_min:.0f} | "
                      + (f"missed ({', '.join(missed)})" if missed else "met") + " |", not missed))
     return rows
 
@@ -723,7 +737,8 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
              + " ".join(f"{d}: at most {g['below']:g} points under Table {TABLE_NUMBER[d]}"
                         + (", and above the majority-class rate on every task (every seed)" if g.get("majority") else "")
                         + "." for d, g in spec["datasets"].items() if d in datasets)
-             + f" Time: the longest seed's training (hours; the goal is at most {spec['hours']:g} h per model) and "
+             + f" Time: the longest seed's training (hours; for GS, plus the grid search that chose its task weights; "
+             f"the goal is at most {spec['hours']:g} h per model) and "
              "the mean robustness evaluation (minutes, all settings), from the runs' own timings on this machine "
              "(which other jobs may have shared). A row is met when both its accuracy and its training time are.",
              "", *header]

@@ -105,6 +105,34 @@ def test_gs_hypermodel_builds_the_trial_weights(tmp_path):
     assert float(model.optimizer.learning_rate) == pytest.approx(train.PRESETS["smoke"]["learning_rate"])
 
 
+def test_a_trials_seconds_are_its_whole_fit_not_its_best_epoch(tmp_path):
+    """keras-tuner keeps a trial's metrics at its best epoch only: the recorded fit time must
+    still cover every epoch. Each epoch here sleeps 0.3 s on top of a tiny fit."""
+    import time
+
+    import keras
+    import numpy as np
+
+    spec = get_spec("multimnist")
+    points = [tune.encode_weights(w) for w in tune.simplex_grid(2, [0.5])]
+    hypermodel = tune.make_hypermodel(_config("gs"), ("task_weights",), "grid", tune.DEFAULT_RANGES, points, 1)
+    tuner = tune.make_tuner("grid", hypermodel, None, 0, tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, *spec.input_shape), dtype=np.float32)
+    y = {t: rng.integers(0, n, 8) for t, n in spec.num_classes.items()}
+
+    class Slow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.3)
+
+    epochs = 3
+    tuner.search(x, y, validation_data=(x, y), epochs=epochs, batch_size=8, callbacks=[Slow()], verbose=0)
+    (trial,) = tune._trial_records(tuner, ("task_weights",), spec)
+    assert trial["seconds"] >= 0.3 * epochs                     # every epoch's sleep, whichever epoch was best
+    assert tune.search_seconds([trial]) == trial["seconds"]
+    assert tune.search_seconds([trial, {**trial, "seconds": None}]) is None   # an untimed trial: no total
+
+
 @pytest.fixture
 def recorded_splits(monkeypatch):
     """The (data set, split) pairs loaded, whatever route reaches the loaders."""

@@ -40,7 +40,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
-import numpy as np
 
 from . import runs
 from . import train as train_module
@@ -50,12 +49,13 @@ from .datasets.spec import SPECS, get_spec
 from .precision import PRECISIONS
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
-           "decode_weights", "EpochSeconds", "MeanTaskAccuracy", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
+           "decode_weights", "MeanTaskAccuracy", "with_fit_seconds", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
 
 #: What the tuner maximises (added to the logs by :class:`MeanTaskAccuracy`).
 OBJECTIVE = "val_mean_task_accuracy"
-#: The epoch log (and trial metric) of an epoch's wall-clock seconds (:class:`EpochSeconds`).
-EPOCH_SECONDS = "epoch_seconds"
+#: The trial metric holding the wall-clock seconds of the trial's whole fit (every epoch,
+#: validation included, model building not): :func:`with_fit_seconds`.
+FIT_SECONDS = "fit_seconds"
 #: The hyper-parameters searched for each model.
 SEARCH_SPACES: Dict[str, Tuple[str, ...]] = {
     "gs": ("task_weights",),
@@ -168,16 +168,12 @@ class MeanTaskAccuracy(keras.callbacks.Callback):
                 logs[f"{prefix}mean_task_accuracy"] = float(sum(float(logs[k]) for k in keys) / len(keys))
 
 
-class EpochSeconds(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` (the epoch's wall-clock seconds, validation included) to the
-    epoch logs, which keras-tuner keeps per trial: what each trial of a search cost."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs[EPOCH_SECONDS] = time.perf_counter() - self._start
+def with_fit_seconds(history, seconds: float):
+    """``history`` with :data:`FIT_SECONDS` = the whole fit's ``seconds`` at every epoch.
+    keras-tuner keeps a trial's metrics at its best epoch only, so the trial's cost must
+    stand in every epoch's logs to reach its record whichever epoch is best."""
+    history.history[FIT_SECONDS] = [float(seconds)] * len(history.epoch)
+    return history
 
 
 def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, ranges: Dict[str, Any],
@@ -223,9 +219,10 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
             if not keep_models:
                 checkpoint = trial_checkpoint_callback_class()
                 callbacks = [c for c in callbacks if not isinstance(c, checkpoint)]
-            callbacks = [EpochSeconds(), MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(),
-                         *callbacks]
-            return model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)  # tf.data shuffles
+            callbacks = [MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(), *callbacks]
+            start = time.perf_counter()
+            history = model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)  # tf.data shuffles
+            return with_fit_seconds(history, time.perf_counter() - start)
 
     return MultiTaskHyperModel(name=f"{config['model']}_{config['dataset']}")
 
@@ -272,9 +269,9 @@ def _trial_records(tuner, space, spec) -> List[Dict[str, Any]]:
         row = {"trial_id": trial_id, "status": str(trial.status), "hparams": hparams, "values": values,
                "objective": None if trial.score is None else float(trial.score),
                "best_epoch": None if trial.score is None else int(trial.best_step) + 1, "val_accuracy": {},
-               # the fit's seconds (every epoch's); None for a trial run before trials were timed
-               "seconds": (sum(float(np.mean(o.value)) for o in trial.metrics.get_history(EPOCH_SECONDS))
-                           if trial.metrics.exists(EPOCH_SECONDS) else None)}
+               # the fit's seconds; None for a trial run before trials were timed
+               "seconds": (float(trial.metrics.get_last_value(FIT_SECONDS))
+                           if trial.metrics.exists(FIT_SECONDS) else None)}
         for t in spec.task_names:
             name = f"val_{t}_accuracy"
             if trial.metrics.exists(name):

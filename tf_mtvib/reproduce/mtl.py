@@ -472,7 +472,7 @@ def search_line(results_dir: pathlib.Path, preset: str, dataset: str) -> Optiona
 def search_time_text(record: Dict[str, Any]) -> str:
     """What a GS search record says of its cost (the fit time of its trials)."""
     if record.get("seconds") is None:
-        return "its time was not recorded (an older search)"
+        return "its time is not in the record"
     return f"its {len(record['trials'])} trials took {record['seconds'] / 3600:.2f} h of training"
 
 

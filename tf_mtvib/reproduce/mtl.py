@@ -661,13 +661,12 @@ def cell_times(cell: pathlib.Path) -> Tuple[float, float]:
     return train, evaluation
 
 
-def training_estimate(results_dir: pathlib.Path, preset: str, dataset: str, model: str,
-                      epochs: int) -> Optional[float]:
-    """Hours of training one more seed of ``model`` would take at ``epochs``: the median seconds
-    per epoch of its committed cells at ``preset`` on ``dataset`` (None when none is committed)."""
+def epoch_seconds(results_dir: pathlib.Path, preset: str, dataset: str, model: str) -> Optional[float]:
+    """The median seconds per epoch of ``model``'s committed cells at ``preset`` on ``dataset``
+    (None when none is committed): what ``--dry-run`` prices one more training with."""
     per_epoch = [t for c in collect(results_dir, preset, dataset, [model]).get(model, {}).values()
                  for t in runs.read_json(c / runs.METRICS).get("seconds_per_epoch", [])]
-    return statistics.median(per_epoch) * epochs / 3600 if per_epoch else None
+    return statistics.median(per_epoch) if per_epoch else None
 
 
 def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, width: int,
@@ -718,8 +717,8 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
     """The preset's goals (:data:`PRESET_GOALS`), model by model, with the measured time per
     model and, when committed, what the next doubling of the budget bought (the preset at twice
     its epochs, train.py's ``doubled_name(preset)``, e.g. ``full-x2``); None when the
-    preset sets no goals. ``loaded``: data set -> :func:`load_dataset_results` of ``preset``,
-    when the caller has read it already."""
+    preset sets no goals. ``loaded``: data set -> :func:`load_dataset_results` of ``preset``
+    (of at least the paper's models), when the caller has read it already."""
     from ..train import doubled_name
     from .paper import TABLE_NUMBER, load_paper_tables
 
@@ -766,10 +765,9 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
     return "\n".join(lines)
 
 
-def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS,
-                 models: Sequence[str] = ALL_MODELS) -> str:
+def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> str:
     """The generated part of docs/RESULTS.md, from the JSON under ``results_dir/preset`` alone
-    (every committed model, whatever ``--models`` trained this time)."""
+    (every committed model, whatever ``--models`` trained this time), each data set's read once."""
     from .paper import load_paper_tables
 
     tables = load_paper_tables()
@@ -777,10 +775,9 @@ def build_report(results_dir: pathlib.Path, preset: str, datasets: Sequence[str]
                 f"`docs/results/{preset}/`. Accuracies in %."]
     bodies, loaded = [], {}
     for d in datasets:
-        body, loaded[d] = dataset_section(results_dir, preset, d, models, tables)
+        body, loaded[d] = dataset_section(results_dir, preset, d, ALL_MODELS, tables)
         bodies.append(body)
-    # the goals judge every paper model: reuse what was read when it covers them all
-    goals = goals_section(results_dir, preset, datasets, loaded=loaded if set(MODELS) <= set(models) else None)
+    goals = goals_section(results_dir, preset, datasets, loaded=loaded)
     return "\n\n".join([*sections, *([goals] if goals else []), *bodies])
 
 
@@ -1047,6 +1044,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trial_epochs = args.search_epochs or search_epochs(args.preset)
 
     estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
+    per_epoch: Dict[Tuple[str, str], Optional[float]] = {}   # --dry-run: (data set, model) -> median s
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]
@@ -1064,7 +1062,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         train = None
                         if need_training:
                             epochs = train_config(d, m, args.preset, s)["training"]["epochs"]
-                            hours = training_estimate(args.results_dir, args.preset, d, m, epochs)
+                            if (d, m) not in per_epoch:
+                                per_epoch[d, m] = epoch_seconds(args.results_dir, args.preset, d, m)
+                            hours = None if per_epoch[d, m] is None else per_epoch[d, m] * epochs / 3600
                             train = f"train {epochs} epochs (" + (
                                 f"about {hours:.1f} h at its committed seeds' median epoch time)" if hours is not None
                                 else "no committed seed to time it)")

@@ -135,13 +135,26 @@ def test_without_tf_mtvib_keras_cannot_load_then_importing_it_registers(trained,
     assert proc.stdout.split() == ["before:", "True", "after:", "MultiTaskModel"]
 
 
-def test_importing_the_package_and_building_a_parser_does_not_import_tensorflow(tmp_path):
-    code = ("import sys, tf_mtvib, tf_mtvib.export as ex\n"
-            "ex.make_parser().format_help()\n"
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+def test_every_command_answers_help_without_importing_tensorflow(tmp_path):
+    """``--help`` (and a wrong flag) answer at once: no command line imports TensorFlow or
+    Keras to build its parser; the flags of the models and weightings come from tf_mtvib.catalogue."""
+    scripts = _console_scripts()
+    calls = [(target, []) for target in scripts.values()]
+    calls += [("tf_mtvib.reproduce.__main__:main", [sub]) for sub in ("mtl", "vib", "protocols")]
+    code = ("import contextlib, importlib, io, sys\n"
+            f"for target, head in {calls!r}:\n"
+            "    module, func = target.split(':')\n"
+            "    out = io.StringIO()\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(out):\n"
+            "            getattr(importlib.import_module(module), func)(head + ['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "    assert 'usage:' in out.getvalue(), (target, head)\n"
+            "print(len(" + repr(calls) + "), sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     proc = _run(["-c", code], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == "[]"
+    assert proc.stdout.strip().split(maxsplit=1) == [str(len(calls)), "[]"]
 
 
 # --------------------------------------------------------------------------

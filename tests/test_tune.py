@@ -38,10 +38,10 @@ def test_weights_encoding_round_trip():
         tune.decode_weights("0.2,0.3,0.5", TASKS)
 
 
-def test_mean_task_accuracy_callback():
+def test_mean_task_accuracy():
     logs = {"top_left_accuracy": 0.5, "bottom_right_accuracy": 0.7, "val_top_left_accuracy": 0.2,
             "val_bottom_right_accuracy": 0.6, "loss": 1.0}
-    tune.MeanTaskAccuracy(TASKS).on_epoch_end(0, logs)
+    tune.add_mean_task_accuracy(logs, TASKS)
     assert logs["mean_task_accuracy"] == pytest.approx(0.6)
     assert logs[tune.OBJECTIVE] == pytest.approx(0.4)
 

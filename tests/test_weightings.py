@@ -42,7 +42,7 @@ def toy_weighting():
             return {**super().get_config(), "toy_power": self.toy_power}
 
     yield PowerWeighting
-    del W.WEIGHTINGS["toy_power"]
+    W.unregister_weighting("toy_power")
 
 
 def test_a_new_weighting_is_one_class_and_one_registry_entry(toy_weighting, tmp_path):
@@ -73,6 +73,25 @@ def test_a_new_weighting_is_one_class_and_one_registry_entry(toy_weighting, tmp_
                              "--toy-power", "0.5"])
     assert tune.build_config(targs)["hparams"] == {"weighting": "toy_power", "toy_power": 0.5}
     assert "--toy-power" in train.make_parser().format_help()
+
+
+def test_every_declared_weighting_has_its_class_and_the_catalogue_is_tensorflow_free():
+    """The command lines' catalogue and the Keras registry name the same weightings, with the
+    same hyper-parameters; the catalogue module imports neither TensorFlow nor Keras."""
+    import ast
+    import pathlib
+
+    from tf_mtvib import catalogue, models
+
+    assert list(W.WEIGHTINGS) == list(catalogue.WEIGHTING_CATALOGUE)
+    for name, cls in W.WEIGHTINGS.items():
+        assert cls.HPARAMS is catalogue.WEIGHTING_CATALOGUE[name].hparams, name
+    assert tuple(models._NETWORKS) == catalogue.MODEL_NAMES
+    assert all(e.weighting in catalogue.WEIGHTING_CATALOGUE for e in catalogue.MODEL_CATALOGUE.values())
+    tree = ast.parse(pathlib.Path(catalogue.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"tensorflow", "keras", "tensorflow_probability", "numpy"}, imported
 
 
 def test_registry_refuses_clashes():

@@ -23,6 +23,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from .catalogue import LATENT_HEADS
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -44,10 +46,6 @@ _PACKAGE = "tf_mtvib"
 #: few hundred steps then predicts at chance in inference. 0.9 (PyTorch's
 #: momentum=0.1, which the MTL reference code uses) settles within ~50 steps.
 BN_MOMENTUM = 0.9
-
-#: The Gaussian latent's heads (see :class:`GaussianLatent`).
-LATENT_HEADS = ("paper", "linear")
-
 
 def batch_normalization(synchronized: bool = False, name=None, **kwargs) -> keras.layers.BatchNormalization:
     """The BatchNormalization of every ``BN`` in Tables I-II (momentum :data:`BN_MOMENTUM`).

@@ -6,7 +6,7 @@ latent, task decoders) is built as one functional network mapping an image in
 fixed weights, learned uncertainty, ...) is a separate loss layer.
 :class:`MultiTaskModel` joins the two and owns the training loss. A baseline
 is therefore a choice of network shape and weighting, never a copy of the
-model. Each model's recipe names its default weighting; any registered
+model. Each model's catalogue entry (:mod:`tf_mtvib.catalogue`) names its default weighting; any registered
 weighting can replace it (``build_model(name, spec, weighting="uncertainty")``):
 
 ========  ==========================================  ======================
@@ -35,8 +35,10 @@ import keras
 import tensorflow as tf
 
 from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
-from .layers import BN_MOMENTUM, LATENT_HEADS, GaussianLatent, batch_normalization, latent_layers, posterior_sampling
-from .weightings import get_weighting, owner_of, weighting_hparams
+from .catalogue import (DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES, check_weighting,
+                        default_weighting, hparam_defaults, model_entry)
+from .layers import BN_MOMENTUM, GaussianLatent, batch_normalization, latent_layers, posterior_sampling
+from .weightings import get_weighting
 
 __all__ = [
     "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS",
@@ -77,21 +79,8 @@ VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN 
 # scale, latent_head="paper") are in GaussianLatent.
 MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST: FC + ReLU, no BN
 
-#: The network's hyper-parameters and their defaults. The weighting's come from
-#: its class (:func:`hparam_defaults` lists both).
-DEFAULT_HPARAMS = {
-    "latent_dim": 256,
-    "beta": 1e-3,
-    "latent_head": "paper",    # GaussianLatent heads: "paper" (Tables I-II) or "linear" (Alemi et al.)
-    "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
-}
-
-
-def hparam_defaults() -> dict:
-    """Every hyper-parameter ``build_model`` accepts, with its default: the
-    network's (:data:`DEFAULT_HPARAMS`), ``weighting`` (None: the model's own)
-    and each registered weighting's (:mod:`tf_mtvib.weightings`)."""
-    return {**DEFAULT_HPARAMS, "weighting": None, **{k: h.default for k, h in weighting_hparams().items()}}
+# The network's hyper-parameters and their defaults (DEFAULT_HPARAMS), the models' names and
+# their default weightings are in tf_mtvib.catalogue, which the command lines read without TensorFlow.
 
 
 def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
@@ -213,34 +202,20 @@ def _equal_weights(spec):
     return {"task_weights": {t: 1.0 / len(spec.tasks) for t in spec.task_names}}
 
 
-@dataclasses.dataclass(frozen=True)
-class _Recipe:
-    network: Callable
-    weighting: str                                  # the default weighting (a key of weightings.WEIGHTINGS)
-    description: str = ""
-    defaults: Mapping = dataclasses.field(default_factory=dict)   # overrides of DEFAULT_HPARAMS
-    weighting_defaults: Optional[Callable] = None   # spec -> overrides of the default weighting's HPARAMS
-
-
-_RECIPES: Dict[str, _Recipe] = {
-    "stl": _Recipe(_net_single_task_towers, "fixed", "single-task networks, one per task"),
-    "gs": _Recipe(_net_shared_deterministic, "fixed", "shared network, fixed (grid-searched) task weights",
-                  weighting_defaults=_equal_weights),
-    "uwl": _Recipe(_net_shared_deterministic, "uncertainty", "shared network, learned uncertainty weights"),
-    "stvib": _Recipe(_net_stvib, "fixed", "single-task VIB networks, one per task"),
-    "mtvib": _Recipe(_net_mtvib, "uncertainty", "multi-task VIB with learned uncertainty weights"),
-    # Alemi et al.'s Deep VIB is not in Tables I-II: its latent keeps their linear head
-    "vib_mlp": _Recipe(_net_vib_mlp, "fixed", "Deep VIB MLP (Alemi et al. 2017)", {"latent_head": "linear"}),
-    "mlp": _Recipe(_net_mlp, "fixed", "deterministic twin of vib_mlp", {"latent_head": "linear"}),
+#: name -> the network builder of each model of :data:`~tf_mtvib.catalogue.MODEL_CATALOGUE`
+#: (its default weighting, description and hyper-parameter overrides are there).
+_NETWORKS: Dict[str, Callable] = {
+    "stl": _net_single_task_towers,
+    "gs": _net_shared_deterministic,
+    "uwl": _net_shared_deterministic,
+    "stvib": _net_stvib,
+    "mtvib": _net_mtvib,
+    "vib_mlp": _net_vib_mlp,
+    "mlp": _net_mlp,
 }
-MODEL_NAMES = tuple(_RECIPES)
-
-
-def default_weighting(name: str) -> str:
-    """The weighting model ``name`` is trained with unless told otherwise."""
-    if name not in _RECIPES:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return _RECIPES[name].weighting
+#: name -> spec -> overrides of the model's default weighting's hyper-parameters.
+_WEIGHTING_DEFAULTS: Dict[str, Callable] = {"gs": _equal_weights}
+assert tuple(_NETWORKS) == MODEL_NAMES, "every model of the catalogue needs a network, and only those"
 
 
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
@@ -251,49 +226,35 @@ def _resolve_hparams(name: str, hparams: Mapping) -> dict:
         raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
                         f"known: {sorted(known)}")
     hp = dict(DEFAULT_HPARAMS)
-    hp.update(_RECIPES[name].defaults)
+    hp.update(model_entry(name).defaults)
     hp.update({k: v for k, v in hparams.items() if v is not None and k in DEFAULT_HPARAMS})
     if hp["latent_head"] not in LATENT_HEADS:
         raise ValueError(f"unknown latent_head {hp['latent_head']!r}; choose one of: {', '.join(LATENT_HEADS)}")
     return hp
 
 
-def check_weighting(name: str, weighting: Optional[str], hparams: Mapping) -> str:
-    """The weighting model ``name`` uses (``weighting`` or the recipe's); ValueError
-    for an unknown weighting or a hyper-parameter of another weighting. No TensorFlow work."""
-    wname = weighting or default_weighting(name)
-    cls = get_weighting(wname)
-    foreign = sorted(k for k, v in hparams.items() if v is not None and owner_of(k) not in (None, wname))
-    if foreign:
-        raise ValueError(", ".join(f"{k} is a hyper-parameter of the {owner_of(k)!r} weighting" for k in foreign)
-                         + f", not of {cls.registry_name!r} (model {name!r})")
-    return wname
-
-
 def build_weighting(name: str, spec: DatasetSpec, weighting: Optional[str] = None, **hparams):
     """The task weighting of model ``name`` for ``spec``: ``weighting`` (default
-    the recipe's) with its hyper-parameters from ``hparams``, else the recipe's
+    the model's own) with its hyper-parameters from ``hparams``, else the model's
     defaults for its own weighting, else the class's (:attr:`TaskWeighting.HPARAMS`).
 
     A hyper-parameter of another weighting than the chosen one is a ValueError.
     """
-    recipe = _RECIPES[name]
     wname = check_weighting(name, weighting, hparams)
     cls = get_weighting(wname)
     given = {k: v for k, v in hparams.items() if v is not None and k in cls.HPARAMS}
     whp = {k: h.default for k, h in cls.HPARAMS.items()}
-    if wname == recipe.weighting and recipe.weighting_defaults is not None:
-        whp.update(recipe.weighting_defaults(spec))
+    if wname == default_weighting(name) and name in _WEIGHTING_DEFAULTS:
+        whp.update(_WEIGHTING_DEFAULTS[name](spec))
     whp.update(given)
     return cls.from_hparams(spec.task_names, name=f"{wname}_weighting", **whp)
 
 
 def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
     """The functional network of model ``name``: image -> {task: logits}."""
-    if name not in _RECIPES:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    model_entry(name)                           # ValueError for an unknown name
     hp = _resolve_hparams(name, hparams)
-    inputs, outputs = _RECIPES[name].network(spec, hp)
+    inputs, outputs = _NETWORKS[name](spec, hp)
     return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
 
 
@@ -312,8 +273,7 @@ def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] =
     ``{task: w}`` dict or a list in task order; ``init_log_sigma`` of
     ``uncertainty``). The model records the resolved values in ``hparams``.
     """
-    if name not in _RECIPES:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    model_entry(name)                           # ValueError for an unknown name
     hp = _resolve_hparams(name, hparams)
     loss_weighting = build_weighting(name, dataset_spec, weighting, **hparams)
     network = build_network(name, dataset_spec, **hp)

@@ -26,11 +26,11 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed, runs
+from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_weighting_arguments, check_weighting,
+                        hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
-from . import weightings
 from .metrics import MC_SAMPLES
-from .models import LATENT_HEADS, MODEL_NAMES, check_weighting, hparam_defaults
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
@@ -172,7 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=[n for n in SPECS], help="data set")
     p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
-                   help="model: MTVIB (the paper's) or a baseline")
+                   help="model: " + "; ".join(f"{n} = {e.description}" for n, e in MODEL_CATALOGUE.items()))
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="training budget")
     p.add_argument("--hparams", type=pathlib.Path, help="JSON file of hyper-parameters (e.g. best.json from tf_mtvib.tune)")
     g = p.add_argument_group("hyper-parameters (override the preset and --hparams)")
@@ -190,7 +190,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--latent-head", choices=LATENT_HEADS,
                    help="heads of the Gaussian latent (VIB models): paper = FC + BN + ReLU for mean and scale "
                         "(Tables I-II; stvib/mtvib default), linear = one Dense (Alemi et al.; vib_mlp default)")
-    weightings.add_arguments(g)   # --weighting and each weighting's hyper-parameters
+    add_weighting_arguments(g)   # --weighting and each weighting's hyper-parameters
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across replicas")
     d = p.add_argument_group("data")

@@ -39,19 +39,17 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import keras
-
-from . import runs
+from . import catalogue, runs
 from . import train as train_module
-from . import weightings
 from .datasets import to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
 from .precision import PRECISIONS
 
 __all__ = ["OBJECTIVE", "SEARCH_SPACES", "DEFAULT_GRID", "DEFAULT_RANGES", "simplex_grid", "encode_weights",
-           "decode_weights", "MeanTaskAccuracy", "with_fit_seconds", "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
+           "decode_weights", "add_mean_task_accuracy", "mean_task_accuracy_callback", "with_fit_seconds",
+           "make_hypermodel", "make_tuner", "tune", "trial_table", "main", "parse_args"]
 
-#: What the tuner maximises (added to the logs by :class:`MeanTaskAccuracy`).
+#: What the tuner maximises (added to the logs by :func:`mean_task_accuracy_callback`).
 OBJECTIVE = "val_mean_task_accuracy"
 #: The trial metric holding the wall-clock seconds of the trial's whole fit (every epoch,
 #: validation included, model building not): :func:`with_fit_seconds`.
@@ -150,22 +148,24 @@ def declare(hp, space: Sequence[str], search: str, ranges: Dict[str, Any], weigh
 # --------------------------------------------------------------------------
 # Keras pieces
 # --------------------------------------------------------------------------
-class MeanTaskAccuracy(keras.callbacks.Callback):
-    """Adds ``mean_task_accuracy`` and ``val_mean_task_accuracy`` (mean of the
-    ``<task>_accuracy`` logs) to the epoch logs; list it before the callbacks
-    that read them (History, the tuner's)."""
+def add_mean_task_accuracy(logs: Optional[Dict[str, Any]], task_names: Sequence[str]) -> None:
+    """Add ``mean_task_accuracy`` and ``val_mean_task_accuracy`` (mean of the
+    ``<task>_accuracy`` logs) to an epoch's ``logs``, where all its tasks' are there."""
+    if logs is None:
+        return
+    for prefix in ("", "val_"):
+        keys = [f"{prefix}{t}_accuracy" for t in task_names]
+        if all(k in logs for k in keys):
+            logs[f"{prefix}mean_task_accuracy"] = float(sum(float(logs[k]) for k in keys) / len(keys))
 
-    def __init__(self, task_names: Sequence[str]):
-        super().__init__()
-        self.task_names = tuple(task_names)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        for prefix in ("", "val_"):
-            keys = [f"{prefix}{t}_accuracy" for t in self.task_names]
-            if all(k in logs for k in keys):
-                logs[f"{prefix}mean_task_accuracy"] = float(sum(float(logs[k]) for k in keys) / len(keys))
+def mean_task_accuracy_callback(task_names: Sequence[str]):
+    """A Keras callback running :func:`add_mean_task_accuracy` at every epoch's end; list it
+    before the callbacks that read the mean (History, the tuner's)."""
+    import keras
+
+    names = tuple(task_names)
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: add_mean_task_accuracy(logs, names))
 
 
 def with_fit_seconds(history, seconds: float):
@@ -179,7 +179,8 @@ def with_fit_seconds(history, seconds: float):
 def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, ranges: Dict[str, Any],
                     weight_points: Sequence[str], steps_per_epoch: int, keep_models: bool = False):
     """A ``kt.HyperModel``: ``build(hp)`` returns the compiled model of ``config['model']``
-    with the searched values; ``fit`` adds :class:`MeanTaskAccuracy`."""
+    with the searched values; ``fit`` adds :func:`mean_task_accuracy_callback`."""
+    import keras
     import keras_tuner as kt
 
     from .models import build_model
@@ -219,7 +220,7 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
             if not keep_models:
                 checkpoint = trial_checkpoint_callback_class()
                 callbacks = [c for c in callbacks if not isinstance(c, checkpoint)]
-            callbacks = [MeanTaskAccuracy(spec.task_names), keras.callbacks.TerminateOnNaN(), *callbacks]
+            callbacks = [mean_task_accuracy_callback(spec.task_names), keras.callbacks.TerminateOnNaN(), *callbacks]
             start = time.perf_counter()
             history = model.fit(*args, callbacks=callbacks, shuffle=False, **kwargs)  # tf.data shuffles
             return with_fit_seconds(history, time.perf_counter() - start)
@@ -339,16 +340,14 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     space = tuple(k for k in SEARCH_SPACES[model] if k not in fixed)
     if not space:
         raise TuneError(f"nothing to search: {', '.join(SEARCH_SPACES[model])} fixed by flags")
-    from .models import check_weighting
-
     try:
-        wname = check_weighting(model, config["hparams"].get("weighting"), config["hparams"])
+        wname = catalogue.check_weighting(model, config["hparams"].get("weighting"), config["hparams"])
     except ValueError as e:
         raise TuneError(str(e)) from None
-    foreign = [k for k in space if weightings.owner_of(k) not in (None, wname)]
+    foreign = [k for k in space if catalogue.owner_of(k) not in (None, wname)]
     if foreign:
         raise TuneError(f"{model}'s search space has {', '.join(foreign)}, a hyper-parameter of the "
-                        f"{weightings.owner_of(foreign[0])!r} weighting, not of {wname!r}")
+                        f"{catalogue.owner_of(foreign[0])!r} weighting, not of {wname!r}")
     ranges = {**DEFAULT_RANGES, **(ranges or {})}
     for name in ("beta", "learning_rate"):
         low, high = ranges[name]
@@ -379,6 +378,8 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
                         f"use --overwrite or another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(config_path, settings)
+
+    import keras
 
     full = runs.load_split(config, "train", data_dir)
     train_split, val_split = train_val_split(full, val_fraction, seed=training["seed"])
@@ -491,7 +492,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--learning-rate", type=pos_float)
     g.add_argument("--beta", type=train_module.nonneg_float)
     g.add_argument("--latent-dim", type=pos_int)
-    weightings.add_arguments(g)   # --weighting and each weighting's hyper-parameters
+    catalogue.add_weighting_arguments(g)   # --weighting and each weighting's hyper-parameters
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     d.add_argument("--num-train", type=pos_int, help="MultiMNIST/MultiFashion: training composites to generate")

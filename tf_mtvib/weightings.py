@@ -31,42 +31,35 @@ Registered weightings (:data:`WEIGHTINGS`):
 * ``dwa`` (:class:`DynamicWeightAverage`): dynamic weight average (Liu, Johns
   and Davison 2019), per-epoch state.
 
+The package's own weightings are declared (name, summary, hyper-parameters)
+in :mod:`tf_mtvib.catalogue`, which the command lines read without importing
+TensorFlow; their classes here take their ``HPARAMS`` from it. A user's
+weighting declares its ``HPARAMS`` on the class, and :func:`register_weighting`
+adds it to the catalogue (so registering it before a parser is built gives it
+its flags).
+
 Every class is registered for ``.keras`` saving under the ``tf_mtvib``
 package, with the class names of the releases that defined the first two in
 :mod:`tf_mtvib.layers`, so models saved then load unchanged.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Type
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Type
 
 import keras
 import tensorflow as tf
 
+from .catalogue import (WEIGHTING_CATALOGUE, HParam, declare_weighting, owner_of, parse_task_weights,
+                        weighting_hparams)
+from .catalogue import add_weighting_arguments as add_arguments
+
 __all__ = [
-    "HParam", "TaskWeighting", "WEIGHTINGS", "register_weighting", "get_weighting", "weighting_hparams",
-    "owner_of", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "EndEpoch", "add_arguments",
-    "parse_task_weights",
+    "HParam", "TaskWeighting", "WEIGHTINGS", "register_weighting", "unregister_weighting", "get_weighting",
+    "weighting_hparams", "owner_of", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "EndEpoch",
+    "add_arguments", "parse_task_weights",
 ]
 
 _PACKAGE = "tf_mtvib"
-
-
-@dataclasses.dataclass(frozen=True)
-class HParam:
-    """One hyper-parameter of a weighting.
-
-    ``default`` is used when neither the caller nor the model's recipe sets
-    it; ``parse`` turns a command-line string into the value (it may raise
-    ``argparse.ArgumentTypeError`` or ``ValueError``); ``help`` is the flag's help.
-    """
-
-    default: Any
-    help: str
-    parse: Callable[[str], Any] = float
-    metavar: Optional[str] = None
-
 
 #: name -> weighting class, in registration order.
 WEIGHTINGS: Dict[str, Type["TaskWeighting"]] = {}
@@ -75,22 +68,34 @@ WEIGHTINGS: Dict[str, Type["TaskWeighting"]] = {}
 def register_weighting(name: str):
     """Class decorator: register a :class:`TaskWeighting` subclass as ``name``
     (for ``build_model(..., weighting=name)`` and ``--weighting name``) and for
-    ``.keras`` saving. Hyper-parameter names must be unique across weightings
-    (they share the run config's ``hparams`` with the network's)."""
+    ``.keras`` saving.
+
+    A class declared in :mod:`tf_mtvib.catalogue` (the package's own) takes its
+    ``HPARAMS`` from there; any other is declared there from its own ``HPARAMS``
+    and the first line of its docstring. Hyper-parameter names must be unique
+    across weightings (they share the run config's ``hparams`` with the network's)."""
     def decorate(cls):
         if not (isinstance(cls, type) and issubclass(cls, TaskWeighting)):
             raise TypeError(f"{cls!r} is not a TaskWeighting subclass")
         if name in WEIGHTINGS and WEIGHTINGS[name] is not cls:
             raise ValueError(f"a weighting named {name!r} is registered already ({WEIGHTINGS[name].__name__})")
-        for other_name, other in WEIGHTINGS.items():
-            clash = set(other.HPARAMS) & set(cls.HPARAMS)
-            if clash and other is not cls:
-                raise ValueError(f"hyper-parameter(s) {sorted(clash)} of weighting {name!r} are "
-                                 f"{other_name!r}'s already")
+        declared = WEIGHTING_CATALOGUE.get(name)
+        if declared is not None and "HPARAMS" not in vars(cls):
+            cls.HPARAMS = declared.hparams
+        else:
+            summary = (cls.__doc__ or name).strip().splitlines()[0].rstrip(".")
+            declare_weighting(name, summary, cls.HPARAMS)   # ValueError on a clash
         cls.registry_name = name
         WEIGHTINGS[name] = keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
         return cls
     return decorate
+
+
+def unregister_weighting(name: str) -> None:
+    """Remove weighting ``name`` from the registry and the catalogue (e.g. a test's or
+    a notebook's own weighting, before defining it again)."""
+    WEIGHTINGS.pop(name, None)
+    WEIGHTING_CATALOGUE.pop(name, None)
 
 
 def get_weighting(name: str) -> Type["TaskWeighting"]:
@@ -99,16 +104,6 @@ def get_weighting(name: str) -> Type["TaskWeighting"]:
         return WEIGHTINGS[name]
     except KeyError:
         raise ValueError(f"unknown weighting {name!r}; choose one of: {', '.join(WEIGHTINGS)}") from None
-
-
-def weighting_hparams() -> Dict[str, HParam]:
-    """Every registered weighting's hyper-parameters, name -> :class:`HParam`."""
-    return {k: h for cls in WEIGHTINGS.values() for k, h in cls.HPARAMS.items()}
-
-
-def owner_of(hparam: str) -> Optional[str]:
-    """The name of the weighting that declares ``hparam`` (None for a non-weighting key)."""
-    return next((n for n, cls in WEIGHTINGS.items() if hparam in cls.HPARAMS), None)
 
 
 class TaskWeighting(keras.layers.Layer):
@@ -192,35 +187,6 @@ class EndEpoch(keras.callbacks.Callback):
 
 
 # --------------------------------------------------------------------------
-# Command line: one flag per hyper-parameter, generated from the registry
-# --------------------------------------------------------------------------
-def parse_task_weights(text: str):
-    """'0.3,0.7' (task order) or 'top_left=0.3,bottom_right=0.7'."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    try:
-        if all("=" in p for p in parts):
-            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
-        return [float(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
-
-
-def add_arguments(group) -> None:
-    """Add ``--weighting`` and one flag per registered hyper-parameter to an argparse (group).
-
-    Every flag defaults to None (= the model's recipe, then the weighting's default).
-    """
-    group.add_argument("--weighting", choices=list(WEIGHTINGS),
-                       help="task weighting (default: the model's own: " + ", ".join(
-                           f"{n} = {cls.__doc__.strip().splitlines()[0].rstrip('.')}" for n, cls in WEIGHTINGS.items())
-                       + ")")
-    for wname, cls in WEIGHTINGS.items():
-        for key, h in cls.HPARAMS.items():
-            group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
-                               help=f"{h.help} ({wname} weighting)")
-
-
-# --------------------------------------------------------------------------
 # The weightings
 # --------------------------------------------------------------------------
 @register_weighting("fixed")
@@ -230,9 +196,6 @@ class FixedWeighting(TaskWeighting):
     ``weights`` maps task names to w_k (or lists them in task order);
     ``None`` gives every task weight 1. Hyper-parameter ``task_weights``.
     """
-
-    HPARAMS = {"task_weights": HParam(None, "fixed task weights: 0.5,0.5 (task order) or name=w,...; "
-                                            "default 1 per task (gs: 1/K each)", parse_task_weights, "W,...")}
 
     def __init__(self, task_names: Sequence[str], weights: Mapping[str, float] | Iterable[float] | None = None,
                  **kwargs):
@@ -278,8 +241,6 @@ class UncertaintyWeighting(TaskWeighting):
     scalar ``log_sigma_<task>`` per task (Kendall, Gal and Cipolla 2018).
     Logs ``<task>_sigma`` = exp(log_sigma_k).
     """
-
-    HPARAMS = {"init_log_sigma": HParam(0.0, "initial log sigma_k of every task")}
 
     def __init__(self, task_names: Sequence[str], init_log_sigma: float = 0.0, **kwargs):
         super().__init__(task_names, **kwargs)
@@ -334,8 +295,6 @@ class DynamicWeightAverage(TaskWeighting):
     ``tf.distribute`` the accumulators are mean-aggregated over the
     replicas, so ``L(t)`` is the mean over steps of the replicas' mean loss.
     """
-
-    HPARAMS = {"dwa_temperature": HParam(2.0, "temperature T of the softmax over loss ratios")}
 
     def __init__(self, task_names: Sequence[str], dwa_temperature: float = 2.0, **kwargs):
         super().__init__(task_names, **kwargs)

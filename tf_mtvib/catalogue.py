@@ -1,0 +1,211 @@
+"""What can be built, without TensorFlow: the models and the task weightings by name.
+
+The command lines (``train.py``, ``tune``, ``reproduce``) build their flags,
+help and checks from this module alone, so that ``--help`` and a wrong flag
+answer at once instead of after TensorFlow's import. The Keras side reads the
+same facts from here: :mod:`tf_mtvib.models` builds a model of
+:data:`MODEL_NAMES` with the defaults of its :class:`ModelEntry`, and
+:mod:`tf_mtvib.weightings` gives each declared weighting its class.
+
+* **Models** (:data:`MODEL_CATALOGUE`): name -> default weighting,
+  description and overrides of the network's hyper-parameters
+  (:data:`DEFAULT_HPARAMS`). The networks themselves are in
+  :mod:`tf_mtvib.models`, one builder per name.
+* **Weightings** (:data:`WEIGHTING_CATALOGUE`): name -> one-line summary and
+  hyper-parameters (:class:`HParam`). The package's own are declared below;
+  a user's weighting is declared by
+  :func:`tf_mtvib.weightings.register_weighting` from its class's ``HPARAMS``
+  and docstring, so that it stays one class plus one decorator.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, Dict, Mapping, Optional
+
+__all__ = [
+    "HParam", "WeightingEntry", "WEIGHTING_CATALOGUE", "declare_weighting", "weighting_hparams", "owner_of",
+    "add_weighting_arguments", "parse_task_weights", "LATENT_HEADS", "DEFAULT_HPARAMS", "ModelEntry",
+    "MODEL_CATALOGUE", "MODEL_NAMES", "default_weighting", "hparam_defaults", "check_weighting",
+]
+
+
+# --------------------------------------------------------------------------
+# Weightings
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class HParam:
+    """One hyper-parameter of a weighting.
+
+    ``default`` is used when neither the caller nor the model's recipe sets
+    it; ``parse`` turns a command-line string into the value (it may raise
+    ``argparse.ArgumentTypeError`` or ``ValueError``); ``help`` is the flag's help.
+    """
+
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = float
+    metavar: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightingEntry:
+    """A weighting's name, one-line summary (for ``--help``) and hyper-parameters."""
+
+    name: str
+    summary: str
+    hparams: Mapping[str, HParam]
+
+
+#: name -> declared weighting, in declaration order.
+WEIGHTING_CATALOGUE: Dict[str, WeightingEntry] = {}
+
+
+def declare_weighting(name: str, summary: str, hparams: Mapping[str, HParam]) -> WeightingEntry:
+    """Declare weighting ``name`` (declaring it again with the same hyper-parameters
+    does nothing). Hyper-parameter names must be unique across weightings: they share
+    the run config's ``hparams`` with the network's."""
+    old = WEIGHTING_CATALOGUE.get(name)
+    if old is not None:
+        if dict(old.hparams) != dict(hparams):
+            raise ValueError(f"a weighting named {name!r} is declared already, with hyper-parameters "
+                             f"{sorted(old.hparams)}")
+        return old
+    for other in WEIGHTING_CATALOGUE.values():
+        clash = set(other.hparams) & set(hparams)
+        if clash:
+            raise ValueError(f"hyper-parameter(s) {sorted(clash)} of weighting {name!r} are {other.name!r}'s already")
+    clash = set(hparams) & set(DEFAULT_HPARAMS)
+    if clash:
+        raise ValueError(f"hyper-parameter(s) {sorted(clash)} of weighting {name!r} are the network's")
+    entry = WeightingEntry(name, summary, dict(hparams))
+    WEIGHTING_CATALOGUE[name] = entry
+    return entry
+
+
+def weighting_hparams() -> Dict[str, HParam]:
+    """Every declared weighting's hyper-parameters, name -> :class:`HParam`."""
+    return {k: h for e in WEIGHTING_CATALOGUE.values() for k, h in e.hparams.items()}
+
+
+def owner_of(hparam: str) -> Optional[str]:
+    """The name of the weighting that declares ``hparam`` (None for a non-weighting key)."""
+    return next((e.name for e in WEIGHTING_CATALOGUE.values() if hparam in e.hparams), None)
+
+
+def parse_task_weights(text: str):
+    """'0.3,0.7' (task order) or 'top_left=0.3,bottom_right=0.7'."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+        return [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"task weights must be numbers, e.g. 0.5,0.5 or gender=1,smile=2; got {text!r}")
+
+
+def add_weighting_arguments(group) -> None:
+    """Add ``--weighting`` and one flag per declared hyper-parameter to an argparse (group).
+
+    Every flag defaults to None (= the model's recipe, then the weighting's default).
+    """
+    group.add_argument("--weighting", choices=list(WEIGHTING_CATALOGUE),
+                       help="task weighting (default: the model's own: "
+                            + ", ".join(f"{e.name} = {e.summary}" for e in WEIGHTING_CATALOGUE.values()) + ")")
+    for e in WEIGHTING_CATALOGUE.values():
+        for key, h in e.hparams.items():
+            group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
+                               help=f"{h.help} ({e.name} weighting)")
+
+
+# --------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------
+#: Heads of the Gaussian latent (:class:`tf_mtvib.layers.GaussianLatent`):
+#: "paper" = FC + BN + ReLU for the mean and for the scale (Tables I-II),
+#: "linear" = one Dense each (Alemi et al. 2017).
+LATENT_HEADS = ("paper", "linear")
+
+#: The network's hyper-parameters and their defaults. The weightings' come from
+#: their declarations (:func:`hparam_defaults` lists both).
+DEFAULT_HPARAMS = {
+    "latent_dim": 256,
+    "beta": 1e-3,
+    "latent_head": "paper",    # GaussianLatent heads, one of LATENT_HEADS
+    "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A model's default weighting (a key of :data:`WEIGHTING_CATALOGUE`), its
+    description and its overrides of :data:`DEFAULT_HPARAMS`."""
+
+    weighting: str
+    description: str = ""
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: name -> model, the paper's five first (in its tables' order), then Alemi et
+#: al.'s Deep VIB and its deterministic twin. :mod:`tf_mtvib.models` holds one
+#: network builder per name.
+MODEL_CATALOGUE: Dict[str, ModelEntry] = {
+    "stl": ModelEntry("fixed", "single-task networks, one per task"),
+    "gs": ModelEntry("fixed", "shared network, fixed (grid-searched) task weights"),
+    "uwl": ModelEntry("uncertainty", "shared network, learned uncertainty weights"),
+    "stvib": ModelEntry("fixed", "single-task VIB networks, one per task"),
+    "mtvib": ModelEntry("uncertainty", "multi-task VIB with learned uncertainty weights"),
+    # Alemi et al.'s Deep VIB is not in Tables I-II: its latent keeps their linear head
+    "vib_mlp": ModelEntry("fixed", "Deep VIB MLP (Alemi et al. 2017)", {"latent_head": "linear"}),
+    "mlp": ModelEntry("fixed", "deterministic twin of vib_mlp", {"latent_head": "linear"}),
+}
+MODEL_NAMES = tuple(MODEL_CATALOGUE)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The catalogue entry of model ``name`` (ValueError listing the choices otherwise)."""
+    try:
+        return MODEL_CATALOGUE[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}") from None
+
+
+def default_weighting(name: str) -> str:
+    """The weighting model ``name`` is trained with unless told otherwise."""
+    return model_entry(name).weighting
+
+
+def hparam_defaults() -> dict:
+    """Every hyper-parameter ``build_model`` accepts, with its default: the
+    network's (:data:`DEFAULT_HPARAMS`), ``weighting`` (None: the model's own)
+    and each declared weighting's."""
+    return {**DEFAULT_HPARAMS, "weighting": None, **{k: h.default for k, h in weighting_hparams().items()}}
+
+
+def check_weighting(name: str, weighting: Optional[str], hparams: Mapping) -> str:
+    """The weighting model ``name`` uses (``weighting`` or its default); ValueError
+    for an unknown weighting or a hyper-parameter of another weighting."""
+    wname = weighting or default_weighting(name)
+    if wname not in WEIGHTING_CATALOGUE:
+        raise ValueError(f"unknown weighting {wname!r}; choose one of: {', '.join(WEIGHTING_CATALOGUE)}")
+    foreign = sorted(k for k, v in hparams.items() if v is not None and owner_of(k) not in (None, wname))
+    if foreign:
+        raise ValueError(", ".join(f"{k} is a hyper-parameter of the {owner_of(k)!r} weighting" for k in foreign)
+                         + f", not of {wname!r} (model {name!r})")
+    return wname
+
+
+# --------------------------------------------------------------------------
+# The package's weightings (their classes: tf_mtvib.weightings)
+# --------------------------------------------------------------------------
+declare_weighting("fixed", "Fixed task weights: ``sum_k w_k * CE_k`` (the grid-search baseline, GS)", {
+    "task_weights": HParam(None, "fixed task weights: 0.5,0.5 (task order) or name=w,...; "
+                                 "default 1 per task (gs: 1/K each)", parse_task_weights, "W,..."),
+})
+declare_weighting("uncertainty", "Learned homoscedastic-uncertainty weighting (MTVIB eq. 22-23)", {
+    "init_log_sigma": HParam(0.0, "initial log sigma_k of every task"),
+})
+declare_weighting("dwa", "Dynamic weight average (Liu, Johns and Davison 2019, \"End-to-End Multi-Task "
+                         "Learning with Attention\")", {
+    "dwa_temperature": HParam(2.0, "temperature T of the softmax over loss ratios"),
+})

@@ -77,7 +77,7 @@ def test_a_new_weighting_is_one_class_and_one_registry_entry(toy_weighting, tmp_
 
 def test_every_declared_weighting_has_its_class_and_the_catalogue_is_tensorflow_free():
     """The command lines' catalogue and the Keras registry name the same weightings, with the
-    same hyper-parameters; the catalogue module imports neither TensorFlow nor Keras."""
+    same hyper-parameters and summaries; the catalogue module imports neither TensorFlow nor Keras."""
     import ast
     import pathlib
 
@@ -86,6 +86,8 @@ def test_every_declared_weighting_has_its_class_and_the_catalogue_is_tensorflow_
     assert list(W.WEIGHTINGS) == list(catalogue.WEIGHTING_CATALOGUE)
     for name, cls in W.WEIGHTINGS.items():
         assert cls.HPARAMS is catalogue.WEIGHTING_CATALOGUE[name].hparams, name
+        # a built-in class's docstring opens with the catalogue's summary (the --help text)
+        assert cls.__doc__.strip().splitlines()[0].rstrip(".") == catalogue.WEIGHTING_CATALOGUE[name].summary, name
     assert tuple(models._NETWORKS) == catalogue.MODEL_NAMES
     assert all(e.weighting in catalogue.WEIGHTING_CATALOGUE for e in catalogue.MODEL_CATALOGUE.values())
     tree = ast.parse(pathlib.Path(catalogue.__file__).read_text())

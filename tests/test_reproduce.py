@@ -366,3 +366,32 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert "would run multimnist uwl seed 0: train" in out and "no committed seed to time it" in out
     assert f"4 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing
+
+
+def test_an_untimed_grid_search_leaves_the_gs_time_goal_unknown(tmp_path):
+    """A GS row counts as met only when its grid search was timed: an untimed search (an
+    older record) leaves the time unknown, unless the training alone is already over."""
+    tables = load_paper_tables()
+    tasks = ("top_left", "bottom_right")
+    base = tmp_path / "full" / "multimnist"
+    _fake_cell(tmp_path / "full", "multimnist", "gs", 0,
+               {t: paper_value(tables, "multimnist", t, 0.0, "gs") / 100 for t in tasks}, seconds=[1800.0, 1800.0])
+
+    def gs_row(search_seconds):
+        runs.write_json(base / SEARCH_JSON, {"trials": [{}] * 4, "seconds": search_seconds})
+        text = mtl.goals_section(tmp_path, "full", ["multimnist"])
+        row = next(line for line in text.splitlines() if line.startswith("| multimnist | gs |"))
+        return row.rstrip(" |"), text.split("Goals met: ")[1]
+
+    row, summary = gs_row(None)
+    assert row.endswith("| 1.00 + search untimed | 0 | accuracy met, time unknown (search untimed)")
+    assert summary.startswith("0 of 1 committed model rows; 1 more met the accuracy goal, with the time unknown.")
+    row, summary = gs_row(3600.0)                                    # 1 h + 1 h: within the 2 h goal
+    assert row.endswith("| 1.00 + 1.00 search | 0 | met") and summary.startswith("1 of 1 committed model rows.")
+    row, _ = gs_row(4000.0)
+    assert row.endswith("missed (time)")
+    (base / "gs-s0" / runs.METRICS).unlink()                          # 2.5 h of training alone: over, searched or not
+    _fake_cell(tmp_path / "full", "multimnist", "gs", 1,
+               {t: paper_value(tables, "multimnist", t, 0.0, "gs") / 100 for t in tasks}, seconds=[4500.0, 4500.0])
+    row, _ = gs_row(None)
+    assert row.endswith("| 2.50 + search untimed | 0 | missed (time)")

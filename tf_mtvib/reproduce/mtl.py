@@ -670,9 +670,11 @@ def epoch_seconds(results_dir: pathlib.Path, preset: str, dataset: str, model: s
 
 
 def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, width: int,
-              label: str = "") -> List[Tuple[str, bool]]:
+              label: str = "") -> List[Tuple[str, str]]:
     """One markdown row per model of ``data`` (``width`` task columns) and whether it meets
-    ``goal`` (accuracy) and the ``hours`` of training (the longest seed's)."""
+    ``goal`` (accuracy) and the ``hours`` of training (the longest seed's): ``"met"``,
+    ``"missed"``, or ``"unknown"`` when only the time is in doubt (a GS whose grid search
+    was not timed and whose training alone is within the hours)."""
     from .paper import paper_value
 
     dataset = data["dataset"]
@@ -698,17 +700,21 @@ def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, 
         times = [cell_times(c) for c in data["cells"][m].values()]
         train_h = max(t for t, _ in times) / 3600
         eval_min = statistics.fmean(e for _, e in times) / 60
-        hours_text = f"{train_h:.2f}"
+        hours_text, untimed = f"{train_h:.2f}", False
         if m == "gs" and data["search"]:           # GS's cost includes the grid search that chose its weights
             seconds = data["search"].get("seconds")
-            hours_text += " + search untimed" if seconds is None else f" + {seconds / 3600:.2f} search"
+            untimed = seconds is None
+            hours_text += " + search untimed" if untimed else f" + {seconds / 3600:.2f} search"
             train_h += (seconds or 0.0) / 3600
-        # judged on the hours as printed (two decimals), so that the row reads as its verdict
+        # judged on the hours as printed (two decimals), so that the row reads as its verdict;
+        # an untimed search leaves the time unknown unless the training alone is over
         in_time = round(train_h, 2) <= hours
         missed = [what for what, ok in (("accuracy", accurate), ("time", in_time)) if not ok]
+        status = "missed" if missed else "unknown" if untimed else "met"
+        text = {"missed": f"missed ({', '.join(missed)})", "met": "met",
+                "unknown": "accuracy met, time unknown (search untimed)"}[status]
         rows.append((f"| {dataset} | {m}{label} | {len(mets)} | " + " | ".join(cells)
-                     + f" | {hours_text} | {eval_min:.0f} | "
-                     + (f"missed ({', '.join(missed)})" if missed else "met") + " |", not missed))
+                     + f" | {hours_text} | {eval_min:.0f} | {text} |", status))
     return rows
 
 
@@ -739,9 +745,10 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
              + f" Time: the longest seed's training (hours; for GS, plus the grid search that chose its task weights; "
              f"the goal is at most {spec['hours']:g} h per model) and "
              "the mean robustness evaluation (minutes, all settings), from the runs' own timings on this machine "
-             "(which other jobs may have shared). A row is met when both its accuracy and its training time are.",
+             "(which other jobs may have shared). A row is met when both its accuracy and its training time are; "
+             "a GS row whose grid search was not timed has its time unknown.",
              "", *header]
-    met = missed = 0
+    counts = {"met": 0, "missed": 0, "unknown": 0}
     doubled = []
     for d in datasets:
         goal = spec["datasets"].get(d)
@@ -751,14 +758,16 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
         if data["metrics"]:
             names = list(get_spec(d).task_names)
             lines.append(f"| {d} | (tasks) | - | " + " | ".join(names + [""] * (width - len(names))) + " | - | - | - |")
-        for row, ok in goal_rows(data, goal, spec["hours"], tables, width):
+        for row, status in goal_rows(data, goal, spec["hours"], tables, width):
             lines.append(row)
-            met, missed = met + ok, missed + (not ok)
+            counts[status] += 1
         more = load_dataset_results(results_dir, doubled_name(preset), d, MODELS)
         if more["metrics"]:
             label = f" ({doubled_name(preset)})"
             doubled += [row for row, _ in goal_rows(more, goal, spec["hours"], tables, width, label=label)]
-    lines += ["", f"Goals met: {met} of {met + missed} committed model rows."]
+    unknown = (f"; {counts['unknown']} more met the accuracy goal, with the time unknown" if counts["unknown"]
+               else "")
+    lines += ["", f"Goals met: {counts['met']} of {sum(counts.values())} committed model rows{unknown}."]
     if doubled:
         lines += ["", f"The next doubling of the budget (the `{doubled_name(preset)}` preset: every epoch count "
                   f"doubled), on the models it was run for:", "", *header, *doubled]

@@ -367,6 +367,24 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert f"4 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing
 
+    # GS says when its grid search would have to run first, and stops saying so once the
+    # search with these settings is committed.
+    gs_argv = argv[:argv.index("--models") + 1] + ["gs"] + argv[argv.index("--models") + 2:]
+    assert main(gs_argv) == 0
+    out = capsys.readouterr().out
+    assert "would run multimnist gs seed 0: keras-tuner grid search first" in out
+    from tf_mtvib.tune import DEFAULT_GRID
+
+    trial_epochs = mtl.search_epochs("full")
+    settings = mtl._plain({"config": mtl.search_config("multimnist", "full", trial_epochs), "search": "grid",
+                           "grid": list(DEFAULT_GRID)})
+    runs.write_json(results / "full" / "multimnist" / SEARCH_JSON, {"search_settings": settings})
+    assert mtl.finished_search(results, "full", "multimnist", epochs=trial_epochs, grid=DEFAULT_GRID) is not None
+    assert mtl.finished_search(results, "full", "multimnist", epochs=trial_epochs + 1, grid=DEFAULT_GRID) is None
+    assert main(gs_argv) == 0
+    out = capsys.readouterr().out
+    assert "would run multimnist gs seed 0: train" in out and "grid search" not in out
+
 
 def test_an_untimed_grid_search_leaves_the_gs_time_goal_unknown(tmp_path):
     """A GS row counts as met only when its grid search was timed: an untimed search (an

@@ -204,6 +204,18 @@ def search_config(dataset: str, preset: str, epochs: int) -> Dict[str, Any]:
     return config
 
 
+def finished_search(results_dir: pathlib.Path, preset: str, dataset: str, *,
+                    epochs: int, grid: Sequence[float]) -> Optional[Dict[str, Any]]:
+    """The committed record of GS's grid search on ``dataset`` when it was run with
+    these settings (``docs/results/<preset>/<dataset>/gs-search.json``), else None."""
+    record_path = pathlib.Path(results_dir) / preset / dataset / SEARCH_JSON
+    if not record_path.exists():
+        return None
+    wanted = _plain({"config": search_config(dataset, preset, epochs), "search": "grid", "grid": list(grid)})
+    record = runs.read_json(record_path)
+    return record if record.get("search_settings") == wanted else None
+
+
 def ensure_gs_search(root: pathlib.Path, results_dir: pathlib.Path, preset: str, dataset: str, *,
                      epochs: int, grid: Sequence[float], data_dir=None, verbose: int = 2) -> Dict[str, Any]:
     """GS's task weights for ``dataset``: the record of a finished search with these
@@ -214,11 +226,10 @@ def ensure_gs_search(root: pathlib.Path, results_dir: pathlib.Path, preset: str,
     config = search_config(dataset, preset, epochs)
     wanted = _plain({"config": config, "search": "grid", "grid": list(grid)})
     record_path = pathlib.Path(results_dir) / preset / dataset / SEARCH_JSON
-    if record_path.exists():
-        record = runs.read_json(record_path)
-        if record.get("search_settings") == wanted:
-            print(f"[reproduce] GS grid search on {dataset}: finished, reused ({record_path})", flush=True)
-            return record
+    record = finished_search(results_dir, preset, dataset, epochs=epochs, grid=grid)
+    if record is not None:
+        print(f"[reproduce] GS grid search on {dataset}: finished, reused ({record_path})", flush=True)
+        return record
     out = pathlib.Path(root) / preset / dataset / f"gs-search-e{epochs}"
     print(f"[reproduce] GS grid search on {dataset} ({epochs} epoch(s) per trial) -> {out}", flush=True)
     best = tune.tune(config, out, search="grid", grid=grid, data_dir=data_dir, verbose=min(verbose, 1))
@@ -1078,6 +1089,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 f"about {hours:.1f} h at its committed seeds' median epoch time)" if hours is not None
                                 else "no committed seed to time it)")
                             estimates.append(hours)
+                            if m == "gs" and finished_search(args.results_dir, args.preset, d, epochs=trial_epochs,
+                                                             grid=args.search_grid) is None:
+                                train = (f"keras-tuner grid search first ({trial_epochs} epoch(s) per trial, "
+                                         f"not priced), then " + train)
                         todo = [train] + [n for n in ([] if args.train_only else names)
                                           if cached_robustness(cell, n, all_settings[n], examples) is None]
                         print(f"[reproduce] would run {d} {m} seed {s}: {', '.join(t for t in todo if t)}", flush=True)

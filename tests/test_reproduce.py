@@ -1,5 +1,7 @@
 """The reproduction driver: GS grid search, persistent results, skipping, report regeneration."""
 import json
+import pathlib
+import re
 
 import pytest
 
@@ -356,8 +358,8 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     _fake_cell(results / "full", "multimnist", "mtvib", 0, {"top_left": 0.9, "bottom_right": 0.9},
                seconds=[100.0, 120.0, 600.0])       # median 120 s per epoch
     argv = ["--preset", "full", "--datasets", "multimnist", "--models", "mtvib,uwl", "--seeds", "0,1",
-            "--root", str(tmp_path / "runs"), "--results-dir", str(results), "--report", str(tmp_path / "R.md"),
-            "--dry-run"]
+            "--seeds-for", "none", "--root", str(tmp_path / "runs"), "--results-dir", str(results),
+            "--report", str(tmp_path / "R.md"), "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     epochs = mtl.train_config("multimnist", "mtvib", "full", 1)["training"]["epochs"]
@@ -384,6 +386,40 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert main(gs_argv) == 0
     out = capsys.readouterr().out
     assert "would run multimnist gs seed 0: train" in out and "grid search" not in out
+
+
+def test_the_full_preset_plans_three_seeds_of_the_headline_models(tmp_path, capsys):
+    """The full preset's cells (its issue): seed 0 of every model on every data set, and seeds
+    1 and 2 of MTVIB, UWL and GS on MultiMNIST and MTFL. The CLI runs that plan by default,
+    ``--seeds-for`` replaces it, and the verdict's progress line lists what is not committed."""
+    import shutil
+
+    planned = mtl.planned_cells("full")
+    assert {d: sorted(m for m, s in v.items() if s == [0, 1, 2]) for d, v in planned.items()} == {
+        "multimnist": ["gs", "mtvib", "uwl"], "multifashion": [], "mtfl": ["gs", "mtvib", "uwl"]}
+    assert all(s in ([0], [0, 1, 2]) for v in planned.values() for s in v.values())
+    assert mtl.planned_cells("cpu") == {d: {m: [0] for m in mtl.MODELS} for d in mtl.DATASETS}
+
+    # A complete committed cell (a real one, copied) counts; metrics without robustness do not.
+    results = tmp_path / "results"
+    real = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results" / "full" / "mtfl" / "mtvib-s0"
+    shutil.copytree(real, results / "full" / "mtfl" / "mtvib-s1")
+    _fake_cell(results / "full", "mtfl", "uwl", 2, {"gender": 0.8})
+    missing = mtl.missing_cells(results, "full", ["mtfl"])
+    assert missing["mtfl"]["mtvib"] == [0, 2] and missing["mtfl"]["uwl"] == [0, 1, 2]
+    line = mtl.progress_line(results, "full", ["mtfl"])
+    assert line.startswith("Progress: 1 of the 11 planned cells") and "mtvib 0/2" in line
+
+    base = ["--preset", "full", "--datasets", "mtfl", "--models", "mtvib", "--root", str(tmp_path / "runs"),
+            "--results-dir", str(results), "--report", str(tmp_path / "R.md"), "--dry-run"]
+
+    def seeds_run(*extra):
+        assert main(base + list(extra)) == 0
+        return sorted(int(x) for x in re.findall(r"would run mtfl mtvib seed (\d+)", capsys.readouterr().out))
+
+    assert seeds_run() == [0, 2]                           # the plan (seed 1 is committed)
+    assert seeds_run("--seeds-for", "none") == [0]         # --seeds alone
+    assert seeds_run("--seeds-for", "mtvib=1,3") == [0, 3]  # a rule replaces the plan
 
 
 def test_an_untimed_grid_search_leaves_the_gs_time_goal_unknown(tmp_path):

@@ -156,9 +156,12 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
-def parse_seed_rule(text: str) -> Tuple[Tuple[str, ...], Tuple[str, ...], List[int]]:
+def parse_seed_rule(text: str) -> Optional[Tuple[Tuple[str, ...], Tuple[str, ...], List[int]]]:
     """``MODELS[@DATASETS]=SEEDS``, e.g. ``mtvib,uwl,gs@multimnist,mtfl=1,2``: these
-    seeds as well for these models (on these data sets; all when omitted)."""
+    seeds as well for these models (on these data sets; all when omitted). ``none``: no
+    rule (None), to run ``--seeds`` alone where a preset plans more."""
+    if text.strip().lower() == "none":
+        return None
     head, sep, seeds = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected MODELS[@DATASETS]=SEEDS, got {text!r}")
@@ -182,6 +185,52 @@ def cell_seeds(dataset: str, model: str, seeds: Sequence[int],
         if model in models and dataset in datasets:
             out.update(extra)
     return sorted(out)
+
+
+#: The seeds a preset plans beyond seed 0, as ``--seeds-for`` rules (its default): the full
+#: preset's issue asks for seeds 1 and 2 of MTVIB, UWL and GS on MultiMNIST and MTFL.
+PRESET_SEEDS_FOR: Dict[str, Tuple[str, ...]] = {"full": ("mtvib,uwl,gs@multimnist,mtfl=1,2",)}
+
+
+def planned_cells(preset: str, datasets: Sequence[str] = DATASETS,
+                  models: Sequence[str] = MODELS) -> Dict[str, Dict[str, List[int]]]:
+    """data set -> model -> seeds: every cell the preset plans (seed 0 of the paper's models,
+    plus :data:`PRESET_SEEDS_FOR`), what ``--preset P`` with no seed flags runs."""
+    rules = [parse_seed_rule(r) for r in PRESET_SEEDS_FOR.get(preset, ())]
+    return {d: {m: cell_seeds(d, m, [0], rules) for m in models} for d in datasets}
+
+
+def missing_cells(results_dir: pathlib.Path, preset: str,
+                  datasets: Sequence[str] = DATASETS) -> Dict[str, Dict[str, List[int]]]:
+    """The planned cells (:func:`planned_cells`) whose metrics and default robustness
+    settings are not all committed: data set -> model -> seeds (only those with some missing)."""
+    all_settings = settings()
+    out: Dict[str, Dict[str, List[int]]] = {}
+    for d, per_model in planned_cells(preset, datasets).items():
+        examples = default_examples(preset, d)
+        for m, seeds in per_model.items():
+            left = [s for s in seeds if not cell_complete(cell_dir(results_dir, preset, d, m, s),
+                                                          DEFAULT_SETTINGS, all_settings, examples)]
+            if left:
+                out.setdefault(d, {})[m] = left
+    return out
+
+
+def progress_line(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> str:
+    """One sentence: how many of the preset's planned cells are committed, which are not, and
+    the command that fills them."""
+    planned = sum(len(s) for per_model in planned_cells(preset, datasets).values() for s in per_model.values())
+    missing = missing_cells(results_dir, preset, datasets)
+    left = sum(len(s) for per_model in missing.values() for s in per_model.values())
+    rules = "".join(f" --seeds-for {r}" for r in PRESET_SEEDS_FOR.get(preset, ()))
+    plan = "seed 0 of every model" + (f", plus `{rules.strip()}`" if rules else "")
+    if not left:
+        return f"Progress: all {planned} planned cells ({plan}) are committed."
+    listed = "; ".join(f"{d}: " + ", ".join(f"{m} {'/'.join(map(str, s))}" for m, s in per_model.items())
+                       for d, per_model in missing.items())
+    return (f"Progress: {planned - left} of the {planned} planned cells ({plan}) are committed. Still to run: "
+            f"{listed}. `python -m tf_mtvib.reproduce mtl --preset {preset}` runs them (committed cells are "
+            f"skipped; `--dry-run` prices them).")
 
 
 # --------------------------------------------------------------------------
@@ -892,6 +941,7 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
                 " Every cell here has one seed, so no spread is known: the verdicts below describe this one "
                 "measurement and are not yet findings.")
              + " A row missing a baseline is marked incomplete and left out of the claim's verdict.", ""]
+    lines += [progress_line(results_dir, preset, datasets), ""]
 
     # Claim 1: clean accuracy on par.
     rows, verdicts = [], []
@@ -996,9 +1046,12 @@ def make_parser() -> argparse.ArgumentParser:
                         + "; beyond the paper " + ", ".join(f"{v} (--model {n} {' '.join(f)})"
                                                            for v, (n, f) in VARIANTS.items()))
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds of every cell")
-    p.add_argument("--seeds-for", type=parse_seed_rule, action="append", default=[],
+    p.add_argument("--seeds-for", type=parse_seed_rule, action="append", default=None,
                    metavar="MODELS[@DATASETS]=SEEDS",
-                   help="more seeds for some models (and data sets), e.g. mtvib,uwl,gs@multimnist,mtfl=1,2; repeatable")
+                   help="more seeds for some models (and data sets), e.g. mtvib,uwl,gs@multimnist,mtfl=1,2; "
+                        "repeatable; replaces the preset's planned seeds ("
+                        + "; ".join(f"{k}: {' '.join(v)}" for k, v in PRESET_SEEDS_FOR.items())
+                        + "); 'none' for --seeds alone")
     p.add_argument("--root", type=pathlib.Path, default=None,
                    help="where run directories and checkpoints go (default: $TF_MTVIB_RUNS_DIR/reproduce "
                         "or ~/.cache/tf_mtvib/runs/reproduce)")
@@ -1044,6 +1097,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models = comma_choices(p, args.models, ALL_MODELS, "model")
     if (args.examples is not None and args.examples < 0) or args.eot_samples < 1:
         p.error("--examples must be >= 0 and --eot-samples >= 1")
+    if args.seeds_for is None:
+        args.seeds_for = [parse_seed_rule(r) for r in PRESET_SEEDS_FOR.get(args.preset, ())]
+    args.seeds_for = [r for r in args.seeds_for if r is not None]
     all_settings = settings(args.eot_samples)
     chosen = [s for s in args.settings.split(",") if s]
     per_dataset = {d: (chosen, default_examples(args.preset, d) if args.examples is None else args.examples or None)

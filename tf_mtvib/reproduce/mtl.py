@@ -1148,7 +1148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             if m == "gs" and finished_search(args.results_dir, args.preset, d, epochs=trial_epochs,
                                                              grid=args.search_grid) is None:
                                 train = (f"keras-tuner grid search first ({trial_epochs} epoch(s) per trial, "
-                                         f"not priced), then " + train)
+                                         "not priced), then " + train)
                         todo = [train] + [n for n in ([] if args.train_only else names)
                                           if cached_robustness(cell, n, all_settings[n], examples) is None]
                         print(f"[reproduce] would run {d} {m} seed {s}: {', '.join(t for t in todo if t)}", flush=True)

@@ -399,6 +399,7 @@ def test_the_full_preset_plans_three_seeds_of_the_headline_models(tmp_path, caps
         "multimnist": ["gs", "mtvib", "uwl"], "multifashion": [], "mtfl": ["gs", "mtvib", "uwl"]}
     assert all(s in ([0], [0, 1, 2]) for v in planned.values() for s in v.values())
     assert mtl.planned_cells("cpu") == {d: {m: [0] for m in mtl.MODELS} for d in mtl.DATASETS}
+    assert mtl.planned_cells("full-x2") == {}            # a doubled preset: models chosen by hand
 
     # A complete committed cell (a real one, copied) counts; metrics without robustness do not.
     results = tmp_path / "results"
@@ -409,6 +410,9 @@ def test_the_full_preset_plans_three_seeds_of_the_headline_models(tmp_path, caps
     assert missing["mtfl"]["mtvib"] == [0, 2] and missing["mtfl"]["uwl"] == [0, 1, 2]
     line = mtl.progress_line(results, "full", ["mtfl"])
     assert line.startswith("Progress: 1 of the 11 planned cells") and "mtvib 0/2" in line
+    shutil.copytree(real, results / "full-x2" / "mtfl" / "mtvib-s0")
+    assert mtl.progress_line(results, "full-x2", ["mtfl"]) is None
+    assert "Progress" not in mtl.verdict(results, "full-x2", ["mtfl"])
 
     base = ["--preset", "full", "--datasets", "mtfl", "--models", "mtvib", "--root", str(tmp_path / "runs"),
             "--results-dir", str(results), "--report", str(tmp_path / "R.md"), "--dry-run"]

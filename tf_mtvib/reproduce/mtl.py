@@ -195,7 +195,12 @@ PRESET_SEEDS_FOR: Dict[str, Tuple[str, ...]] = {"full": ("mtvib,uwl,gs@multimnis
 def planned_cells(preset: str, datasets: Sequence[str] = DATASETS,
                   models: Sequence[str] = MODELS) -> Dict[str, Dict[str, List[int]]]:
     """data set -> model -> seeds: every cell the preset plans (seed 0 of the paper's models,
-    plus :data:`PRESET_SEEDS_FOR`), what ``--preset P`` with no seed flags runs."""
+    plus :data:`PRESET_SEEDS_FOR`), what ``--preset P`` with no seed flags runs. A doubled
+    preset (``full-x2``) plans none: it prices the next doubling on models chosen by hand."""
+    from ..train import base_name
+
+    if base_name(preset) != preset:
+        return {}
     rules = [parse_seed_rule(r) for r in PRESET_SEEDS_FOR.get(preset, ())]
     return {d: {m: cell_seeds(d, m, [0], rules) for m in models} for d in datasets}
 
@@ -216,10 +221,12 @@ def missing_cells(results_dir: pathlib.Path, preset: str,
     return out
 
 
-def progress_line(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> str:
+def progress_line(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DATASETS) -> Optional[str]:
     """One sentence: how many of the preset's planned cells are committed, which are not, and
-    the command that fills them."""
+    the command that fills them; None for a preset that plans no cells (:func:`planned_cells`)."""
     planned = sum(len(s) for per_model in planned_cells(preset, datasets).values() for s in per_model.values())
+    if not planned:
+        return None
     missing = missing_cells(results_dir, preset, datasets)
     left = sum(len(s) for per_model in missing.values() for s in per_model.values())
     rules = "".join(f" --seeds-for {r}" for r in PRESET_SEEDS_FOR.get(preset, ()))
@@ -941,7 +948,8 @@ def verdict(results_dir: pathlib.Path, preset: str, datasets: Sequence[str] = DA
                 " Every cell here has one seed, so no spread is known: the verdicts below describe this one "
                 "measurement and are not yet findings.")
              + " A row missing a baseline is marked incomplete and left out of the claim's verdict.", ""]
-    lines += [progress_line(results_dir, preset, datasets), ""]
+    progress = progress_line(results_dir, preset, datasets)
+    lines += [progress, ""] if progress else []
 
     # Claim 1: clean accuracy on par.
     rows, verdicts = [], []

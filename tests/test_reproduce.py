@@ -375,6 +375,7 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert main(gs_argv) == 0
     out = capsys.readouterr().out
     assert "would run multimnist gs seed 0: keras-tuner grid search first" in out
+    assert out.count("grid search first") == 1 and "seed 1: train" in out   # one search serves every seed
     from tf_mtvib.tune import DEFAULT_GRID
 
     trial_epochs = mtl.search_epochs("full")

@@ -1129,6 +1129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
     per_epoch: Dict[Tuple[str, str], Optional[float]] = {}   # --dry-run: (data set, model) -> median s
+    searching: set = set()                    # --dry-run: data sets whose GS search it announced (once each)
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]
@@ -1153,8 +1154,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 f"about {hours:.1f} h at its committed seeds' median epoch time)" if hours is not None
                                 else "no committed seed to time it)")
                             estimates.append(hours)
-                            if m == "gs" and finished_search(args.results_dir, args.preset, d, epochs=trial_epochs,
-                                                             grid=args.search_grid) is None:
+                            if m == "gs" and d in searching:
+                                train += " with the grid search's choice"
+                            elif m == "gs" and finished_search(args.results_dir, args.preset, d, epochs=trial_epochs,
+                                                               grid=args.search_grid) is None:
+                                searching.add(d)        # the search runs once per data set, for every seed
                                 train = (f"keras-tuner grid search first ({trial_epochs} epoch(s) per trial, "
                                          "not priced), then " + train)
                         todo = [train] + [n for n in ([] if args.train_only else names)

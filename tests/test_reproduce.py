@@ -376,6 +376,7 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "would run multimnist gs seed 0: keras-tuner grid search first" in out
     assert out.count("grid search first") == 1 and "seed 1: train" in out   # one search serves every seed
+    assert "2 training(s) to run; none has a committed seed to time it" in out
     from tf_mtvib.tune import DEFAULT_GRID
 
     trial_epochs = mtl.search_epochs("full")

@@ -1182,8 +1182,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.dry_run:
             timed = [h for h in estimates if h is not None]
             if estimates:
-                print(f"[reproduce] {len(estimates)} training(s) to run; the {len(timed)} timed from committed seeds: "
-                      f"about {sum(timed):.1f} h (training only, on the machine that timed them)", flush=True)
+                priced = (f"the {len(timed)} timed from committed seeds: about {sum(timed):.1f} h (training only, "
+                          "on the machine that timed them)" if timed else "none has a committed seed to time it")
+                print(f"[reproduce] {len(estimates)} training(s) to run; {priced}", flush=True)
             return 0
 
     write_section(args.report, build_report(args.results_dir, args.preset, datasets), *markers(args.preset))

@@ -427,6 +427,17 @@ def test_the_full_preset_plans_three_seeds_of_the_headline_models(tmp_path, caps
     assert seeds_run("--seeds-for", "none") == [0]         # --seeds alone
     assert seeds_run("--seeds-for", "mtvib=1,3") == [0, 3]  # a rule replaces the plan
 
+    # A doubled preset plans nothing, so with no --models it refuses (usage error) instead of
+    # training every model at twice the budget; with --models it runs the named ones.
+    doubled = ["--preset", "full-x2"] + [a for a in base[2:] if a not in ("--models", "mtvib")]
+    with pytest.raises(SystemExit) as e:
+        main(doubled)
+    assert e.value.code == 2 and "--models" in capsys.readouterr().err
+    assert main(doubled + ["--models", "mtvib,uwl"]) == 0
+    out = capsys.readouterr().out                      # its committed mtvib cell (above) is skipped
+    assert "mtfl mtvib seed 0: results committed" in out and "would run mtfl uwl seed 0" in out
+    assert "seed 1" not in out                         # seed 0 only: the doubled preset plans no seeds
+
 
 def test_an_untimed_grid_search_leaves_the_gs_time_goal_unknown(tmp_path):
     """A GS row counts as met only when its grid search was timed: an untimed search (an

@@ -43,7 +43,7 @@ import pathlib
 import shutil
 import statistics
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .. import runs
 from ..datasets.paths import runs_dir
@@ -1049,8 +1049,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce mtl", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu", choices=list(train_module.PRESETS))
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
-    p.add_argument("--models", default=",".join(MODELS),
-                   help="comma-separated models to train and evaluate: the paper's " + ", ".join(MODELS)
+    p.add_argument("--models", default=None,
+                   help="comma-separated models to train and evaluate (default: the paper's, except under a "
+                        "doubled preset such as full-x2, which prices the next doubling on models named here): "
+                        "the paper's " + ", ".join(MODELS)
                         + "; beyond the paper " + ", ".join(f"{v} (--model {n} {' '.join(f)})"
                                                            for v, (n, f) in VARIANTS.items()))
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds of every cell")
@@ -1099,10 +1101,15 @@ def comma_choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..train import base_name
+
     p = make_parser()
     args = p.parse_args(argv)
     datasets = comma_choices(p, args.datasets, DATASETS, "data set")
-    models = comma_choices(p, args.models, ALL_MODELS, "model")
+    if args.models is None and base_name(args.preset) != args.preset and not args.report_only:
+        p.error(f"--preset {args.preset} doubles {base_name(args.preset)}'s budget to price the next doubling "
+                "on chosen models: name them with --models (e.g. --models mtvib)")
+    models = comma_choices(p, args.models or ",".join(MODELS), ALL_MODELS, "model")
     if (args.examples is not None and args.examples < 0) or args.eot_samples < 1:
         p.error("--examples must be >= 0 and --eot-samples >= 1")
     if args.seeds_for is None:
@@ -1129,7 +1136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
     per_epoch: Dict[Tuple[str, str], Optional[float]] = {}   # --dry-run: (data set, model) -> median s
-    searching: set = set()                    # --dry-run: data sets whose GS search it announced (once each)
+    searching: Set[str] = set()               # --dry-run: data sets whose GS search it announced (once each)
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]

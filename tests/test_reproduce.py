@@ -90,7 +90,16 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
             "--results-dir", str(results), "--report", str(report), "--settings", "fgsm,fgsm-sampled",
             "--examples", "64", "--search-grid", "0.3", "0.5", "0.7", "--data-dir", str(data_dir), "--verbose", "0",
             "--seeds-for", "gs@multimnist=1"]
+    # --search-only records the grid search and trains nothing else; the full run then reuses it.
+    assert main(argv + ["--search-only", "--dry-run"]) == 0
+    assert "would run GS's grid search on multimnist (1 epoch(s) per trial)" in capsys.readouterr().out
+    assert main(argv + ["--search-only"]) == 0
+    assert (results / "smoke" / "multimnist" / SEARCH_JSON).exists() and not root.joinpath("smoke", "multimnist",
+                                                                                           "gs-s0").exists()
+    assert not (results / "smoke" / "multimnist" / "gs-s0").exists() and not report.exists()
+    capsys.readouterr()
     assert main(argv) == 0
+    assert "GS grid search on multimnist: finished, reused" in capsys.readouterr().out
 
     # The grid search ran on a validation split of the training data, and GS trained with its choice.
     search = json.loads((results / "smoke" / "multimnist" / SEARCH_JSON).read_text())

@@ -1083,6 +1083,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-grid", type=float, nargs="+", default=list(DEFAULT_GRID), metavar="W",
                    help="GS weight values; K tasks: w_1..w_{K-1} from the grid, w_K = 1 - their sum")
     p.add_argument("--train-only", action="store_true", help="train (and publish metrics) only")
+    p.add_argument("--search-only", action="store_true",
+                   help="run GS's grid search on each data set and record it (gs-search.json, which every GS "
+                        "seed reuses), and train nothing else: a search fits in a sitting where a whole GS cell "
+                        "does not")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the report from the committed JSON; train and evaluate nothing")
     p.add_argument("--dry-run", action="store_true", help="list what would be trained or evaluated, and stop")
@@ -1137,6 +1141,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
     per_epoch: Dict[Tuple[str, str], Optional[float]] = {}   # --dry-run: (data set, model) -> median s
     searching: Set[str] = set()               # --dry-run: data sets whose GS search it announced (once each)
+    if args.search_only and not args.report_only:
+        for d in datasets:
+            if not args.dry_run:
+                ensure_gs_search(root, args.results_dir, args.preset, d, epochs=trial_epochs, grid=args.search_grid,
+                                 data_dir=args.data_dir, verbose=args.verbose)
+            elif finished_search(args.results_dir, args.preset, d, epochs=trial_epochs, grid=args.search_grid):
+                print(f"[reproduce] GS grid search on {d}: finished, recorded", flush=True)
+            else:
+                print(f"[reproduce] would run GS's grid search on {d} ({trial_epochs} epoch(s) per trial)", flush=True)
+        return 0
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]

@@ -1110,7 +1110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     datasets = comma_choices(p, args.datasets, DATASETS, "data set")
-    if args.models is None and base_name(args.preset) != args.preset and not args.report_only:
+    if args.models is None and base_name(args.preset) != args.preset and not (args.report_only or args.search_only):
         p.error(f"--preset {args.preset} doubles {base_name(args.preset)}'s budget to price the next doubling "
                 "on chosen models: name them with --models (e.g. --models mtvib)")
     models = comma_choices(p, args.models or ",".join(MODELS), ALL_MODELS, "model")

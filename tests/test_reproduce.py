@@ -378,6 +378,19 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert f"4 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing
 
+    # MultiFashion trains the same network on as many 36x36 images as MultiMNIST, so a model
+    # untimed there is priced from MultiMNIST's seeds, and says so; MTFL (150x150) is not.
+    assert mtl.same_training("full", "multifashion", "mtvib") == ["multimnist"]
+    assert mtl.same_training("full", "mtfl", "mtvib") == []
+    mf_argv = argv[:argv.index("--datasets") + 1] + ["multifashion,mtfl"] + argv[argv.index("--datasets") + 2:]
+    assert main(mf_argv) == 0
+    out = capsys.readouterr().out
+    assert (f"would run multifashion mtvib seed 0: train {epochs} epochs (about {hours:.1f} h at multimnist's "
+            "committed mtvib seeds' (the same network and budget) median epoch time)") in out
+    assert "would run multifashion uwl seed 0: train" in out and "would run mtfl mtvib seed 0: train" in out
+    assert out.count("no committed seed to time it") == 6           # seeds 0, 1 of mf uwl, mtfl mtvib, uwl
+    assert f"8 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
+
     # GS says when its grid search would have to run first, and stops saying so once the
     # search with these settings is committed.
     gs_argv = argv[:argv.index("--models") + 1] + ["gs"] + argv[argv.index("--models") + 2:]

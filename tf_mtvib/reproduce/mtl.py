@@ -736,6 +736,32 @@ def epoch_seconds(results_dir: pathlib.Path, preset: str, dataset: str, model: s
     return statistics.median(per_epoch) if per_epoch else None
 
 
+def same_training(preset: str, dataset: str, model: str) -> List[str]:
+    """The other data sets on which ``model`` at ``preset`` is the same computation as on
+    ``dataset``: the same input shape and the same training configuration but for the data
+    set's name (MultiMNIST and MultiFashion). Their epoch times price each other's."""
+    def key(d: str) -> Tuple[Tuple[int, ...], str]:
+        config = dict(train_config(d, model, preset, 0))
+        config.pop("dataset")
+        return tuple(get_spec(d).input_shape), json.dumps(config, sort_keys=True, default=str)
+
+    mine = key(dataset)
+    return [d for d in DATASETS if d != dataset and key(d) == mine]
+
+
+def price_epoch(results_dir: pathlib.Path, preset: str, dataset: str,
+                model: str) -> Tuple[Optional[float], Optional[str]]:
+    """(median seconds per epoch, the data set that timed it) for one more training of
+    ``model`` on ``dataset``: its own committed seeds (:func:`epoch_seconds`), else those of a
+    data set where it is the same computation (:func:`same_training`); (None, None) when
+    neither has a committed seed."""
+    for d in [dataset] + same_training(preset, dataset, model):
+        seconds = epoch_seconds(results_dir, preset, d, model)
+        if seconds is not None:
+            return seconds, d
+    return None, None
+
+
 def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, width: int,
               label: str = "") -> List[Tuple[str, str]]:
     """One markdown row per model of ``data`` (``width`` task columns) and whether it meets
@@ -1139,7 +1165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trial_epochs = args.search_epochs or search_epochs(args.preset)
 
     estimates: List[Optional[float]] = []     # --dry-run: hours of each training to run (None: untimed)
-    per_epoch: Dict[Tuple[str, str], Optional[float]] = {}   # --dry-run: (data set, model) -> median s
+    per_epoch: Dict[Tuple[str, str], Tuple[Optional[float], Optional[str]]] = {}   # --dry-run: price_epoch
     searching: Set[str] = set()               # --dry-run: data sets whose GS search it announced (once each)
     if args.search_only and not args.report_only:
         for d in datasets:
@@ -1169,10 +1195,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         if need_training:
                             epochs = train_config(d, m, args.preset, s)["training"]["epochs"]
                             if (d, m) not in per_epoch:
-                                per_epoch[d, m] = epoch_seconds(args.results_dir, args.preset, d, m)
-                            hours = None if per_epoch[d, m] is None else per_epoch[d, m] * epochs / 3600
+                                per_epoch[d, m] = price_epoch(args.results_dir, args.preset, d, m)
+                            seconds, timer = per_epoch[d, m]
+                            hours = None if seconds is None else seconds * epochs / 3600
+                            whose = ("its committed seeds'" if timer == d else
+                                     f"{timer}'s committed {m} seeds' (the same network and budget)")
                             train = f"train {epochs} epochs (" + (
-                                f"about {hours:.1f} h at its committed seeds' median epoch time)" if hours is not None
+                                f"about {hours:.1f} h at {whose} median epoch time)" if hours is not None
                                 else "no committed seed to time it)")
                             estimates.append(hours)
                             if m == "gs" and d in searching:

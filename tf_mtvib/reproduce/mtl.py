@@ -740,10 +740,10 @@ def same_training(preset: str, dataset: str, model: str) -> List[str]:
     """The other data sets on which ``model`` at ``preset`` is the same computation as on
     ``dataset``: the same input shape and the same training configuration but for the data
     set's name (MultiMNIST and MultiFashion). Their epoch times price each other's."""
-    def key(d: str) -> Tuple[Tuple[int, ...], str]:
+    def key(d: str) -> Tuple[Tuple[int, ...], Dict[str, Any]]:
         config = dict(train_config(d, model, preset, 0))
         config.pop("dataset")
-        return tuple(get_spec(d).input_shape), json.dumps(config, sort_keys=True, default=str)
+        return tuple(get_spec(d).input_shape), config
 
     mine = key(dataset)
     return [d for d in DATASETS if d != dataset and key(d) == mine]

@@ -126,6 +126,7 @@ def machine() -> Dict[str, Any]:
         "numpy": np.__version__,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "load_average_at_start": _load_average(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),   # tf_mtvib.runtime: allocator thresholds
     }
     try:
         import tensorflow_probability as tfp
@@ -295,7 +296,7 @@ README = HERE / "README.md"
 README_BEGIN = "<!-- BEGIN GENERATED: python benchmarks/common.py --readme -->"
 README_END = "<!-- END GENERATED: python benchmarks/common.py --readme -->"
 #: The order of the README's sections (results files not named here follow, by name).
-README_ORDER = ("train", "torch", "precision", "precision_tta", "precision_float16", "pipeline", "inference", "robustness", "multiworker")
+README_ORDER = ("train", "allocator", "torch", "precision", "precision_tta", "precision_float16", "pipeline", "inference", "robustness", "multiworker")
 
 
 def results_files(results_dir: pathlib.Path = RESULTS) -> List[pathlib.Path]:

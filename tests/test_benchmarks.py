@@ -73,6 +73,26 @@ def test_bench_train_quick(tmp_path):
     assert doc["results"]["peak"]["fp32_peak_flops"] > 0
 
 
+def test_bench_allocator_quick(tmp_path):
+    from tf_mtvib.runtime import MALLOC_TUNABLES, allocator_tuned, uses_glibc
+
+    if not uses_glibc():
+        pytest.skip("glibc's allocator only")
+    doc = _run("bench_allocator", tmp_path, "--models", "gs")
+    res = doc["results"]
+    procs = res["processes"]
+    assert [p["variant"] for p in procs] == ["default", "tuned"] and res["rounds"] == 1
+    assert procs[0]["glibc_tunables"] is None
+    assert allocator_tuned({"GLIBC_TUNABLES": procs[1]["glibc_tunables"]})
+    assert all(k in procs[1]["glibc_tunables"] for k in MALLOC_TUNABLES)
+    for p in procs:
+        assert p["minor_page_faults"] > 0 and p["user_seconds"] > 0 and p["images_per_second"]["gs"] > 0
+    (row,) = res["rows"]
+    assert row["model"] == "gs"
+    _derived(row["tuned_vs_default"], row["images_per_second"]["tuned"], row["images_per_second"]["default"])
+    assert res["min_tuned_vs_default"] == row["tuned_vs_default"]["median_of_round_ratios"]
+
+
 def test_bench_torch_quick(tmp_path):
     pytest.importorskip("torch")
     doc = _run("bench_torch", tmp_path)

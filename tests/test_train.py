@@ -235,8 +235,9 @@ def test_sample_weight_weights_each_example_cross_entropy():
     assert history.history["loss"] == [0.0]
 
 
-def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, data_dir):
+def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, data_dir, monkeypatch):
     """The one "train a run" driver of reproduce mtl (isolate=True), reproduce vib and the benchmarks."""
+    from tf_mtvib import runtime
     from tf_mtvib.train import RunConflict, ensure_run
 
     config = build_config(parse_args(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "1",
@@ -255,6 +256,10 @@ def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, da
     with pytest.raises(RunConflict, match="not a run directory"):
         ensure_run(config, tmp_path / "junk", data_dir=data_dir, verbose=0)
     (run / "metrics.json").unlink()          # interrupted after training: resumed, in a fresh process
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(runtime.OPT_OUT, raising=False)
     assert ensure_run(config, run, data_dir=data_dir, verbose=0, isolate=True, log=logs.append) == "resumed"
-    assert (run / "metrics.json").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    if runtime.uses_glibc():                 # the fresh process started with the allocator thresholds raised
+        assert runtime.allocator_tuned({"GLIBC_TUNABLES": metrics["glibc_tunables_this_process"]})
     assert [m.split()[1] for m in logs] == ["training", str(run) + ":", "resuming"]

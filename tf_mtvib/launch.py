@@ -4,7 +4,8 @@ Starts ``--workers`` processes of ``python -m tf_mtvib.train <arguments>
 --strategy multi-worker``, each with its own ``TF_CONFIG`` naming free
 localhost ports, each pinned to its share of this process's CPU cores
 (``os.sched_setaffinity``) and told to use that many threads
-(``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREADS``).
+(``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREADS``),
+with glibc's allocator thresholds raised (:mod:`tf_mtvib.runtime`).
 The chief's output is streamed to this terminal; the other workers' output
 goes to ``<log-dir>/worker-<i>.log`` (shown when a worker fails). If a
 worker fails, or on Ctrl-C / SIGTERM, every worker is stopped, and the exit
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import runs
 from .distributed import MULTI_WORKER, tf_config
+from .runtime import child_environment
 
 __all__ = ["free_ports", "core_shares", "worker_command", "main"]
 
@@ -174,8 +176,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         for i in range(args.workers):
             threads = str(len(shares[i]))
-            env = dict(os.environ, TF_CONFIG=tf_config(addresses, i), PYTHONUNBUFFERED="1",
-                       TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads, OMP_NUM_THREADS=threads)
+            env = child_environment(TF_CONFIG=tf_config(addresses, i), PYTHONUNBUFFERED="1",
+                                    TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
+                                    OMP_NUM_THREADS=threads)
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             if i == 0:
                 out = err = None   # the chief streams to this terminal

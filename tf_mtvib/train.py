@@ -525,6 +525,8 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                                "epochs": training["epochs"], "replicas": strategy.num_replicas_in_sync,
                                "loop": loop, "workers": distributed.num_workers(strategy),
                                "train_seconds_this_process": train_seconds,
+                               # the allocator thresholds the timings above ran with (tf_mtvib.runtime)
+                               "glibc_tunables_this_process": os.environ.get("GLIBC_TUNABLES"),
                                "seconds_per_epoch": [r["seconds"] for r in history]}
     if model.is_stochastic and training.get("eval_samples", 0) > 0:
         n = training["eval_samples"]
@@ -578,7 +580,8 @@ def ensure_run(config: Dict[str, Any], run_dir, *, data_dir=None, verbose: int =
     directory holds another configuration or other files, :class:`RunFailed` when
     training fails. ``isolate=True`` trains in a fresh Python process
     (``python -m tf_mtvib.train --resume``), so that TensorFlow's memory does not
-    pile up over many runs; otherwise in this process, after
+    pile up over many runs, with glibc's allocator thresholds raised
+    (:func:`tf_mtvib.runtime.child_environment`); otherwise in this process, after
     ``keras.backend.clear_session()``. Either way the run is trained by
     :func:`main` from the ``config.json`` written here.
     """
@@ -608,7 +611,9 @@ def ensure_run(config: Dict[str, Any], run_dir, *, data_dir=None, verbose: int =
     if isolate:
         import subprocess
 
-        rc = subprocess.run([sys.executable, "-m", "tf_mtvib.train", *argv]).returncode
+        from tf_mtvib.runtime import child_environment
+
+        rc = subprocess.run([sys.executable, "-m", "tf_mtvib.train", *argv], env=child_environment()).returncode
     else:
         import keras
 

@@ -45,7 +45,7 @@ import statistics
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .. import runs
+from .. import runs, runtime
 from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
@@ -1177,6 +1177,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 print(f"[reproduce] would run GS's grid search on {d} ({trial_epochs} epoch(s) per trial)", flush=True)
         return 0
+    if not (args.report_only or args.dry_run) and runtime.uses_glibc() and not runtime.allocator_tuned():
+        print("[reproduce] trainings run in child processes with glibc's allocator thresholds raised; the "
+              "evaluations in this process run at glibc's defaults: start it with "
+              f"GLIBC_TUNABLES={runtime.tunables_string()} to speed them up (tf_mtvib/runtime.py)", flush=True)
     if not args.report_only:
         for d in datasets:
             names, examples = per_dataset[d]

@@ -1,0 +1,71 @@
+"""tf_mtvib.runtime: glibc's allocator thresholds for the processes the library starts."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tf_mtvib import runtime
+
+# A child that mallocs, touches and frees a 96 MiB buffer ten times and prints its minor page faults.
+# With glibc's defaults a buffer above the mmap threshold (at most 32 MiB) is mapped afresh each time,
+# so every round faults its 24,576 pages in again; with MALLOC_TUNABLES it is reused from the heap.
+FAULTS = r"""
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 96 << 20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_child_environment_adds_the_tunables_and_keeps_the_users():
+    env = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=7:glibc.malloc.arena_max=2"}
+    out = runtime.child_environment(env, TF_CONFIG="{}")
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.trim_threshold=7:glibc.malloc.arena_max=2"   # not mutated
+    assert out["PATH"] == "/bin" and out["TF_CONFIG"] == "{}"
+    if runtime.uses_glibc():
+        given = runtime.parse_tunables(out["GLIBC_TUNABLES"])
+        assert given == {"glibc.malloc.trim_threshold": "7", "glibc.malloc.arena_max": "2",
+                         "glibc.malloc.mmap_threshold": str(runtime.MALLOC_TUNABLES["glibc.malloc.mmap_threshold"])}
+        assert runtime.allocator_tuned(out) and not runtime.allocator_tuned(env)
+        fresh = runtime.child_environment({})
+        assert runtime.parse_tunables(fresh["GLIBC_TUNABLES"]) == {k: str(v) for k, v in runtime.MALLOC_TUNABLES.items()}
+    off = runtime.child_environment({runtime.OPT_OUT: "0"})
+    assert "GLIBC_TUNABLES" not in off
+
+
+def test_parse_tunables():
+    assert runtime.parse_tunables(None) == {}
+    assert runtime.parse_tunables("a=1:b=x=y::c") == {"a": "1", "b": "x=y"}
+
+
+def _faults(env):
+    proc = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not runtime.uses_glibc(), reason="glibc's allocator only")
+def test_the_tunables_reach_glibc_and_stop_refaulting_large_buffers():
+    """Not a timing: page-fault counts, which do not depend on the machine's load."""
+    base = runtime.child_environment({"PATH": "/usr/bin:/bin", runtime.OPT_OUT: "0"})
+    default = _faults(base)
+    tuned = _faults(runtime.child_environment(base, **{runtime.OPT_OUT: "1"}))
+    pages = 10 * (96 << 20) // 4096
+    assert default > 0.8 * pages, json.dumps({"default": default, "tuned": tuned})   # refaulted every round
+    assert tuned < 0.3 * pages, json.dumps({"default": default, "tuned": tuned})     # faulted in once, reused
+
+
+def test_readme_gives_the_tunables_the_library_sets():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"export GLIBC_TUNABLES={runtime.tunables_string({})}\n" in readme

@@ -1,0 +1,84 @@
+"""Process settings for long TensorFlow runs on the CPU: glibc's allocator thresholds.
+
+TensorFlow's CPU allocator takes every tensor from ``malloc``. With glibc's
+defaults a large buffer (above the mmap threshold, which adapts up to
+32 MiB) is mapped and unmapped on every step, and the free top of the heap
+is handed back to the kernel (trim); each training step then faults its
+activations and gradients back in, page by page. Where a page fault is
+dear (a virtual machine's nested paging), that kernel time is a large share
+of a step: ``benchmarks/bench_allocator.py`` times the same training step
+with and without :data:`MALLOC_TUNABLES`, in alternating processes.
+
+Raising both thresholds keeps the memory in the process. The cost: a
+process does not return freed heap to the kernel, so its resident size stays
+at its peak; for a training or evaluation process, which reaches its peak
+in the first steps and stays there, nothing changes.
+
+glibc reads these settings only when a process starts (``GLIBC_TUNABLES``);
+``mallopt()`` at run time caps ``M_MMAP_THRESHOLD`` at 32 MiB, which does not
+help. So the library sets them in the environment of the processes it starts
+itself (:func:`child_environment`): the isolated trainings of
+``python -m tf_mtvib.reproduce`` (:func:`tf_mtvib.train.ensure_run`) and the
+workers of ``python -m tf_mtvib.launch``. A process you start yourself gets
+them from its environment::
+
+    export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
+
+``TF_MTVIB_MALLOC_TUNING=0`` turns :func:`child_environment` off; a name
+already in ``GLIBC_TUNABLES`` keeps the value given there.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Dict, Mapping, Optional
+
+#: glibc tunables set in the environment of the processes the library starts.
+MALLOC_TUNABLES: Dict[str, int] = {
+    "glibc.malloc.mmap_threshold": 1 << 30,   # 1 GiB: no per-step mmap/munmap of large tensors
+    "glibc.malloc.trim_threshold": 1 << 32,   # 4 GiB: freed heap stays in the process
+}
+
+#: Set to ``0`` to leave the allocator of child processes at glibc's defaults.
+OPT_OUT = "TF_MTVIB_MALLOC_TUNING"
+
+
+def uses_glibc() -> bool:
+    """Whether this Python runs on glibc (where ``GLIBC_TUNABLES`` means something)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def parse_tunables(text: Optional[str]) -> Dict[str, str]:
+    """``"a=1:b=2"`` -> ``{"a": "1", "b": "2"}`` (glibc's ``GLIBC_TUNABLES`` syntax)."""
+    out: Dict[str, str] = {}
+    for item in (text or "").split(":"):
+        name, sep, value = item.partition("=")
+        if name.strip() and sep:
+            out[name.strip()] = value.strip()
+    return out
+
+
+def tunables_string(env: Optional[Mapping[str, str]] = None) -> str:
+    """``GLIBC_TUNABLES`` of ``env`` (default: this process's) with every entry of
+    :data:`MALLOC_TUNABLES` that it does not name added; values given there win."""
+    env = os.environ if env is None else env
+    merged = parse_tunables(env.get("GLIBC_TUNABLES"))
+    for name, value in MALLOC_TUNABLES.items():
+        merged.setdefault(name, str(value))
+    return ":".join(f"{k}={v}" for k, v in merged.items())
+
+
+def child_environment(env: Optional[Mapping[str, str]] = None, **extra: str) -> Dict[str, str]:
+    """The environment for a TensorFlow child process: ``env`` (default: this
+    process's) plus ``extra``, with :data:`MALLOC_TUNABLES` merged into
+    ``GLIBC_TUNABLES`` on glibc unless ``TF_MTVIB_MALLOC_TUNING=0``."""
+    out = dict(os.environ if env is None else env, **extra)
+    if out.get(OPT_OUT, "1").strip() != "0" and uses_glibc():
+        out["GLIBC_TUNABLES"] = tunables_string(out)
+    return out
+
+
+def allocator_tuned(env: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether ``env`` (default: this process's) sets every name of :data:`MALLOC_TUNABLES`."""
+    given = parse_tunables((os.environ if env is None else env).get("GLIBC_TUNABLES"))
+    return all(name in given for name in MALLOC_TUNABLES)

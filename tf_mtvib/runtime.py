@@ -11,12 +11,11 @@ with and without :data:`MALLOC_TUNABLES`, in alternating processes.
 
 Raising both thresholds keeps the memory in the process. The cost: a
 process does not return freed heap to the kernel, so its resident size stays
-at its peak; for a training or evaluation process, which reaches its peak
-in the first steps and stays there, nothing changes.
+at its peak (not measured here).
 
 glibc reads these settings only when a process starts (``GLIBC_TUNABLES``);
-``mallopt()`` at run time caps ``M_MMAP_THRESHOLD`` at 32 MiB, which does not
-help. So the library sets them in the environment of the processes it starts
+``mallopt()`` at run time caps ``M_MMAP_THRESHOLD`` at 32 MiB, which did not
+speed up the GS step when tried (one process each way). So the library sets them in the environment of the processes it starts
 itself (:func:`child_environment`): the isolated trainings of
 ``python -m tf_mtvib.reproduce`` (:func:`tf_mtvib.train.ensure_run`) and the
 workers of ``python -m tf_mtvib.launch``. A process you start yourself gets

@@ -243,6 +243,7 @@ def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, da
     config = build_config(parse_args(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "1",
                                       "--num-train", "64", "--num-test", "32", "--eval-samples", "0"]))
     run, logs = tmp_path / "run", []
+    tunables_before = os.environ.get("GLIBC_TUNABLES")
     assert ensure_run(config, run, data_dir=data_dir, verbose=0, log=logs.append) == "trained"
     assert json.loads((run / "config.json").read_text()) == json.loads(json.dumps(config))
     assert (run / "model.keras").exists() and (run / "metrics.json").exists()
@@ -262,4 +263,6 @@ def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, da
     metrics = json.loads((run / "metrics.json").read_text())
     if runtime.uses_glibc():                 # the fresh process started with the allocator thresholds raised
         assert runtime.allocator_tuned({"GLIBC_TUNABLES": metrics["glibc_tunables_this_process"]})
+    # each epoch records the setting of the process that trained it: here the one epoch, trained in this process
+    assert [r["glibc_tunables"] for r in json.loads((run / "history.json").read_text())] == [tunables_before]
     assert [m.split()[1] for m in logs] == ["training", str(run) + ":", "resuming"]

@@ -365,7 +365,10 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[Checkpo
             if not math.isfinite(logs.get("loss", 0.0)):
                 return
             seconds = time.perf_counter() - self._t0
-            self.rows.append({"epoch": epoch, "seconds": seconds, "images_per_second": n_train / seconds, **logs})
+            self.rows.append({"epoch": epoch, "seconds": seconds, "images_per_second": n_train / seconds,
+                              # the allocator thresholds this epoch's timing ran with (tf_mtvib.runtime); a
+                              # resumed run's epochs may come from processes started with other settings
+                              "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), **logs})
             runs.write_json(run_dir / runs.HISTORY, self.rows)
 
     class NaNGuard(keras.callbacks.Callback):

@@ -14,7 +14,9 @@ rounds) and the tuned/default ratio (median [quartiles] of the per-round
 ratios: the two processes of a round run a minute apart). Per process, from
 ``os.wait4``: minor page faults and user / system CPU seconds of the whole
 process (import, model building and both models' steps), whose system
-share is the kernel time the thresholds save.
+share is the kernel time the thresholds save, and its peak resident size
+(``ru_maxrss``), the memory the thresholds cost: a tuned process keeps the
+heap it freed.
 
     python benchmarks/bench_allocator.py [--quick] [--rounds 4] [--models gs,mtvib] [--steps 20]
 """
@@ -71,6 +73,7 @@ def _one_process(variant: str, args, workdir: pathlib.Path, index: int) -> dict:
         "user_seconds": usage.ru_utime,
         "system_seconds": usage.ru_stime,
         "minor_page_faults": usage.ru_minflt,
+        "peak_resident_mib": usage.ru_maxrss / 1024,   # Linux reports ru_maxrss in KiB
     }
 
 
@@ -103,7 +106,8 @@ def main(argv=None) -> int:
                 common.log(f"  {variant}: " + ", ".join(f"{m} {v:.0f} images/s"
                                                         for m, v in run["images_per_second"].items())
                            + f"; {run['minor_page_faults']:,} minor faults, "
-                             f"{run['system_seconds']:.1f} s system / {run['user_seconds']:.1f} s user")
+                             f"{run['system_seconds']:.1f} s system / {run['user_seconds']:.1f} s user, "
+                             f"peak resident {run['peak_resident_mib']:.0f} MiB")
 
     by = {v: sorted((p_ for p_ in processes if p_["variant"] == v), key=lambda p_: p_["round"]) for v in VARIANTS}
     models = list(by["default"][0]["images_per_second"])
@@ -124,12 +128,15 @@ def main(argv=None) -> int:
             "system_seconds": common.median([p_["system_seconds"] for p_ in by[v]]),
             "user_seconds": common.median([p_["user_seconds"] for p_ in by[v]]),
             "system_share": common.median([p_["system_seconds"] / c for p_, c in zip(by[v], cpu)]),
+            "peak_resident_mib": common.median([p_["peak_resident_mib"] for p_ in by[v]]),
         }
     tables = [
         common.table(["model", "default images/s", "tuned images/s", "tuned / default"], table_rows),
-        common.table(["variant", "minor page faults", "system CPU s", "user CPU s", "system share"],
+        common.table(["variant", "minor page faults", "system CPU s", "user CPU s", "system share",
+                      "peak resident MiB"],
                      [[v, per_process[v]["minor_page_faults"], per_process[v]["system_seconds"],
-                       per_process[v]["user_seconds"], per_process[v]["system_share"]] for v in VARIANTS]),
+                       per_process[v]["user_seconds"], per_process[v]["system_share"],
+                       per_process[v]["peak_resident_mib"]] for v in VARIANTS]),
     ]
     notes = [
         f"{rounds} round(s); each round one process per variant, order alternating; each process times "
@@ -139,9 +146,12 @@ def main(argv=None) -> int:
         "tuned: GLIBC_TUNABLES=" + ":".join(f"{k}={v}" for k, v in MALLOC_TUNABLES.items())
         + " (tf_mtvib.runtime.child_environment); default: GLIBC_TUNABLES unset",
         "second table: medians over each variant's processes of the whole process's rusage (os.wait4), "
-        "import and model building included; system share = system / (user + system) CPU seconds",
+        "import and model building included; system share = system / (user + system) CPU seconds; "
+        "peak resident MiB: ru_maxrss, the process's largest resident set",
     ]
     results = {"rounds": rounds, "steps": args.steps, "rows": rows, "per_process": per_process,
+               "tuned_vs_default_peak_resident": per_process["tuned"]["peak_resident_mib"]
+               / per_process["default"]["peak_resident_mib"],
                "processes": processes,
                "min_tuned_vs_default": min(r["tuned_vs_default"]["median_of_round_ratios"] for r in rows)}
     common.write_results(args.output, "bench_allocator", args, info, results, tables, notes, started)

@@ -87,6 +87,9 @@ def test_bench_allocator_quick(tmp_path):
     assert all(k in procs[1]["glibc_tunables"] for k in MALLOC_TUNABLES)
     for p in procs:
         assert p["minor_page_faults"] > 0 and p["user_seconds"] > 0 and p["images_per_second"]["gs"] > 0
+        assert 100 < p["peak_resident_mib"] < 64 * 1024   # TensorFlow alone is over 100 MiB; MiB, not KiB
+    assert res["tuned_vs_default_peak_resident"] == pytest.approx(
+        procs[1]["peak_resident_mib"] / procs[0]["peak_resident_mib"])
     (row,) = res["rows"]
     assert row["model"] == "gs"
     _derived(row["tuned_vs_default"], row["images_per_second"]["tuned"], row["images_per_second"]["default"])

@@ -791,9 +791,11 @@ def goal_rows(data: Dict[str, Any], goal: Dict[str, Any], hours: float, tables, 
             cells.append(text)
         cells += [""] * (width - len(tasks))
         times = [cell_times(c) for c in data["cells"][m].values()]
-        train_h = max(t for t, _ in times) / 3600
+        train_h, shortest_h = max(t for t, _ in times) / 3600, min(t for t, _ in times) / 3600
         eval_min = statistics.fmean(e for _, e in times) / 60
         hours_text, untimed = f"{train_h:.2f}", False
+        if f"{shortest_h:.2f}" != hours_text:      # seeds that ran on machines (or sittings) of other speeds
+            hours_text += f" (shortest {shortest_h:.2f})"
         if m == "gs" and data["search"]:           # GS's cost includes the grid search that chose its weights
             seconds = data["search"].get("seconds")
             untimed = seconds is None
@@ -837,8 +839,10 @@ def goals_section(results_dir: pathlib.Path, preset: str, datasets: Sequence[str
                         + "." for d, g in spec["datasets"].items() if d in datasets)
              + f" Time: the longest seed's training (hours; for GS, plus the grid search that chose its task weights; "
              f"the goal is at most {spec['hours']:g} h per model) and "
-             "the mean robustness evaluation (minutes, all settings), from the runs' own timings on this machine "
-             "(which other jobs may have shared). A row is met when both its accuracy and its training time are; "
+             "the mean robustness evaluation (minutes, all settings), from the runs' own timings on the machine "
+             "each ran on (cells ran in different sittings, on machines of different speeds, which other jobs "
+             "may have shared); with several seeds whose times differ, the shortest seed's training follows in "
+             "parentheses. A row is met when both its accuracy and its training time are; "
              "a GS row whose grid search was not timed has its time unknown.",
              "", *header]
     counts = {"met": 0, "missed": 0, "unknown": 0}

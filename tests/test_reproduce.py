@@ -382,6 +382,26 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert f"4 training(s) to run; the 2 timed from committed seeds: about {2 * hours:.1f} h" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing
 
+    # An interrupted training is priced by the epochs its resume checkpoint still lacks.
+    from tf_mtvib.train import Checkpoint
+
+    backup = tmp_path / "runs" / "full" / "multimnist" / "mtvib-s1" / runs.BACKUP
+    backup.mkdir(parents=True)
+    runs.write_json(backup / Checkpoint.METADATA, {"epoch": 6})
+    assert mtl.resumable_epochs(backup.parent) == 6
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    left = 120.0 * (epochs - 6) / 3600
+    assert (f"would run multimnist mtvib seed 1: resume from its epoch-6 checkpoint and train the last "
+            f"{epochs - 6} of {epochs} epochs (about {left:.1f} h") in out
+    assert f"4 training(s) to run; the 2 timed from committed seeds: about {hours + left:.1f} h" in out
+    (backup / Checkpoint.METADATA).write_text("{")          # unreadable: priced from scratch
+    assert mtl.resumable_epochs(backup.parent) == 0
+    assert mtl.resumable_epochs(tmp_path / "nowhere") == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+
     # MultiFashion trains the same network on as many 36x36 images as MultiMNIST, so a model
     # untimed there is priced from MultiMNIST's seeds, and says so; MTFL (150x150) is not.
     assert mtl.same_training("full", "multifashion", "mtvib") == ["multimnist"]

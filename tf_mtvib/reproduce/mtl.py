@@ -736,6 +736,17 @@ def epoch_seconds(results_dir: pathlib.Path, preset: str, dataset: str, model: s
     return statistics.median(per_epoch) if per_epoch else None
 
 
+def resumable_epochs(path: pathlib.Path) -> int:
+    """The epochs done by the interrupted training at ``path`` that its resume checkpoint
+    holds (0 when there is none): the epochs ``--dry-run`` leaves out of its price."""
+    from ..train import Checkpoint
+
+    try:
+        return Checkpoint(pathlib.Path(path) / runs.BACKUP).epochs_done()
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0                 # an unreadable record: the training is priced from scratch
+
+
 def same_training(preset: str, dataset: str, model: str) -> List[str]:
     """The other data sets on which ``model`` at ``preset`` is the same computation as on
     ``dataset``: the same input shape and the same training configuration but for the data
@@ -1201,14 +1212,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if args.dry_run:
                         train = None
                         if need_training:
-                            epochs = train_config(d, m, args.preset, s)["training"]["epochs"]
+                            total = train_config(d, m, args.preset, s)["training"]["epochs"]
+                            done = min(resumable_epochs(path), total)
+                            epochs = total - done
                             if (d, m) not in per_epoch:
                                 per_epoch[d, m] = price_epoch(args.results_dir, args.preset, d, m)
                             seconds, timer = per_epoch[d, m]
                             hours = None if seconds is None else seconds * epochs / 3600
                             whose = ("its committed seeds'" if timer == d else
                                      f"{timer}'s committed {m} seeds' (the same network and budget)")
-                            train = f"train {epochs} epochs (" + (
+                            train = (f"resume from its epoch-{done} checkpoint and train the last {epochs} of "
+                                     f"{total} epochs (" if done else f"train {epochs} epochs (") + (
                                 f"about {hours:.1f} h at {whose} median epoch time)" if hours is not None
                                 else "no committed seed to time it)")
                             estimates.append(hours)

@@ -53,10 +53,13 @@ candidates, each a small function composed with the others:
   input), on ``pixel255`` values in [0, 255], or on ``standardized`` inputs
   ``(x - mean) / std`` with per-channel training-split statistics;
 * clipping: ``clip_min``/``clip_max`` of ``None`` leave the result unclipped;
-* loss: :func:`sum_of_task_losses`, :func:`training_loss` or
+* loss: :func:`sum_of_task_losses`, :func:`training_loss`,
   :func:`clipped_probability_ce` (cross-entropy of softmax probabilities
   clipped to ``[epsilon, 1 - epsilon]`` as Keras does, whose gradient is
-  exactly 0 on saturated examples);
+  exactly 0 on saturated examples) or one task's (:func:`task_loss`,
+  :func:`clipped_task_loss`); ``per_task`` attacks every task with its own
+  loss and scores it alone (:func:`own_task_losses`), as a single-task
+  network is attacked;
 * gradient mode: mean (z = posterior mean), sampled (one draw of z,
   ``posterior_logits(network, 1)``) or EOT (``M`` draws);
 * BatchNorm: inference statistics (:func:`network_logits`) or the attacked
@@ -88,7 +91,8 @@ from .precision import float32_compute
 
 __all__ = [
     "ATTACKS", "LOSSES", "SPACES", "BATCHNORM", "fgsm", "fgsm_direction", "pgd", "random_sign", "loss_gradient",
-    "sum_of_task_losses", "task_loss", "training_loss", "clipped_probability_ce", "make_loss",
+    "sum_of_task_losses", "task_loss", "training_loss", "clipped_probability_ce", "clipped_task_loss", "make_loss",
+    "PER_TASK", "is_clipped", "is_per_task", "own_task_losses", "check_loss_name", "zero_gradient",
     "InputSpace", "input_space", "in_space", "clip",
     "network_logits", "posterior_logits", "batch_statistics", "split_at_latents", "model_fn_for",
     "grad_mode_name", "compile_attack",
@@ -165,6 +169,15 @@ def training_loss(model) -> LossFn:
     return loss
 
 
+def _clipped_ce(labels, logits) -> tf.Tensor:
+    """``-log clip(softmax(logits), epsilon, 1 - epsilon)_y`` per example (Keras's
+    ``from_logits=False`` formula, written out), shape ``logits.shape[:-1]``."""
+    epsilon = keras.config.epsilon()
+    probs = tf.clip_by_value(tf.nn.softmax(_at_least_float32(logits)), epsilon, 1.0 - epsilon)
+    labels = tf.broadcast_to(tf.cast(labels, tf.int32), tf.shape(probs)[:-1])
+    return -tf.math.log(tf.gather(probs, labels, axis=-1, batch_dims=len(probs.shape) - 1))
+
+
 def clipped_probability_ce(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.Tensor]) -> tf.Tensor:
     """``sum_k CE_k`` computed from clipped probabilities, as Keras computes a
     cross-entropy from probabilities (``from_logits=False``)::
@@ -172,9 +185,10 @@ def clipped_probability_ce(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.T
         p = clip(softmax(logits), epsilon, 1 - epsilon);   CE = -log p_y
 
     with ``epsilon = keras.config.epsilon()`` (1e-7). Where the true class's
-    probability is at or above ``1 - epsilon`` (a saturated, confidently right
-    example) the clip cuts the gradient: it is exactly 0, and FGSM leaves the
-    image where it is.
+    probability is above ``1 - epsilon`` in float32 (a saturated, confidently
+    right example; :mod:`tf_mtvib.saturation`) the clip cuts the gradient: it
+    is exactly 0, and FGSM leaves the image where it is. ``tf.clip_by_value``
+    passes the gradient at equality, so ``p_y == 1 - epsilon`` still moves.
 
     The clip is written out rather than left to
     ``keras.ops.sparse_categorical_crossentropy``: inside a traced function
@@ -182,28 +196,80 @@ def clipped_probability_ce(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.T
     switches to the logits (no clip), so the same call would behave
     differently eagerly and in a ``tf.function``.
     """
-    epsilon = keras.config.epsilon()
-    total = []
-    for t in logits:
-        probs = tf.clip_by_value(tf.nn.softmax(_at_least_float32(logits[t])), epsilon, 1.0 - epsilon)
-        labels = tf.broadcast_to(tf.cast(y[t], tf.int32), tf.shape(probs)[:-1])
-        per_example = -tf.math.log(tf.gather(probs, labels, axis=-1, batch_dims=len(probs.shape) - 1))
-        total.append(_sum_over_batch_mean_over_samples(per_example))
-    return tf.add_n(total)
+    return tf.add_n([_sum_over_batch_mean_over_samples(_clipped_ce(y[t], logits[t])) for t in logits])
+
+
+def clipped_task_loss(task: str) -> LossFn:
+    """The clipped-probability cross-entropy of one task only (``clipped_prob_ce:TASK``):
+    the gradient of task ``task`` alone is exactly 0 on its saturated images."""
+    def loss(y, logits):
+        if task not in logits:
+            raise ValueError(f"no task {task!r}; tasks: {', '.join(logits)}")
+        return _sum_over_batch_mean_over_samples(_clipped_ce(y[task], logits[task]))
+    loss.__name__ = f"clipped_task_loss_{task}"
+    return loss
+
+
+#: the per-task attack: each task attacked by its own loss and scored on that task alone
+PER_TASK = "per_task"
+CLIPPED = "clipped_prob_ce"
+
+
+def is_clipped(name: str) -> bool:
+    """Whether the loss ``name`` is a clipped-probability cross-entropy (a gradient-masking one)."""
+    return name == CLIPPED or name.startswith(CLIPPED + ":")
+
+
+def is_per_task(name: str) -> bool:
+    """``per_task`` or ``clipped_prob_ce:per_task``: one attack per task, with that task's own loss."""
+    return name in (PER_TASK, f"{CLIPPED}:{PER_TASK}")
+
+
+def own_task_losses(name: str, tasks: Sequence[str]) -> Dict[str, LossFn]:
+    """``{task: that task's own loss}`` of the kind of the loss ``name``: the
+    clipped-probability cross-entropy for a clipped loss, the logits
+    cross-entropy otherwise (``sum``, ``training``, ``per_task``, a task name)."""
+    make = clipped_task_loss if is_clipped(name) else task_loss
+    return {t: make(t) for t in tasks}
+
+
+def check_loss_name(name: str, tasks: Sequence[str]) -> str:
+    """``name`` if :func:`make_loss` (or the per-task attack) understands it, else a ValueError."""
+    if name in LOSSES or is_per_task(name) or name in tasks:
+        return name
+    if name.startswith(CLIPPED + ":") and name.split(":", 1)[1] in tasks:
+        return name
+    raise ValueError(f"unknown attack loss {name!r}; choose {', '.join(LOSSES)}, {PER_TASK}, "
+                     f"{CLIPPED}:{PER_TASK}, a task ({', '.join(tasks)}) or {CLIPPED}:TASK")
 
 
 def make_loss(name: str, model) -> LossFn:
-    """``"sum"`` (default), ``"training"``, ``"clipped_prob_ce"`` or a task name of ``model``."""
+    """``"sum"`` (default), ``"training"``, ``"clipped_prob_ce"``, a task name of
+    ``model`` or ``"clipped_prob_ce:TASK"``. (The per-task attacks, ``per_task``
+    and ``clipped_prob_ce:per_task``, take :func:`own_task_losses` instead.)"""
+    check_loss_name(name, model.task_names)
+    if is_per_task(name):
+        raise ValueError(f"{name!r} is one attack per task: take own_task_losses({name!r}, tasks)")
     if name == "sum":
         return sum_of_task_losses
     if name == "training":
         return training_loss(model)
-    if name == "clipped_prob_ce":
+    if name == CLIPPED:
         return clipped_probability_ce
-    if name in model.task_names:
-        return task_loss(name)
-    raise ValueError(f"unknown attack loss {name!r}; choose {', '.join(LOSSES)} or a task "
-                     f"({', '.join(model.task_names)})")
+    if name.startswith(CLIPPED + ":"):
+        return clipped_task_loss(name.split(":", 1)[1])
+    return task_loss(name)
+
+
+def zero_gradient(model_fn: ModelFn, x, y, loss_fn: LossFn) -> tf.Tensor:
+    """Per image, whether ``grad_x L`` is exactly 0 in every pixel (FGSM's
+    ``sign`` then leaves it unmoved at every eps): a bool ``(B,)``.
+
+    The loss is a sum over examples and, with BatchNorm in inference mode,
+    each image's gradient is that of its own term.
+    """
+    grad = loss_gradient(model_fn, x, y, loss_fn)
+    return tf.reduce_all(tf.equal(tf.reshape(grad, [tf.shape(grad)[0], -1]), 0.0), axis=1)
 
 
 # --------------------------------------------------------------------------

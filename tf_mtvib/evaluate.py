@@ -36,17 +36,20 @@ Python: :func:`evaluate_robustness` (one model, one data set) and
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
 import pathlib
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .metrics import accuracies, correct_from_probs
+from .saturation import MASKING_WARN_SHARE, saturation_of, summarize
 
 __all__ = [
     "DEFAULT_EPS", "JSON_NAME", "TABLE_NAME", "PLOT_NAME", "evaluate_robustness", "parse_eps",
@@ -199,6 +202,49 @@ def _batches(dataset, batch_size: int, max_examples: Optional[int], seed: Option
                     f"got {type(dataset).__name__}")
 
 
+class GradientMaskingWarning(UserWarning):
+    """More than :data:`tf_mtvib.saturation.MASKING_WARN_SHARE` of the attacked images
+    have an input gradient of exactly 0: the attack cannot move them."""
+
+
+def masked_shares(result: Dict[str, Any]) -> Dict[str, float]:
+    """``{what: share}`` of a robustness result's zero-gradient shares above the warning
+    share: per task under its own loss (``zero_gradient.<task>``) and under the attack's loss."""
+    m = result.get("masking")
+    if not m:
+        return {}
+    shares = {f"zero_gradient.{t}": v for t, v in m["zero_gradient"].items()}
+    shares["attack_loss_zero_gradient"] = m["attack_loss_zero_gradient"]
+    return {k: v for k, v in shares.items() if v > MASKING_WARN_SHARE}
+
+
+def warn_if_masked(result: Dict[str, Any]) -> None:
+    """Warn (:class:`GradientMaskingWarning`) when an attack's gradient is exactly 0 on
+    more than 1 % of the images: FGSM/PGD leave them unmoved, so the accuracy under
+    attack is an upper bound there, not a robustness figure."""
+    high = masked_shares(result)
+    if not high:
+        return
+    from .attacks import is_clipped
+
+    m = result["masking"]
+    what = ", ".join(f"{k} {100 * v:.1f} %" for k, v in high.items())
+    sat = ", ".join(f"{t} {100 * v:.1f} %" for t, v in m["S"].items())
+    if is_clipped(result["loss"]):
+        remedy = ("the loss clips probabilities (Keras's from_logits=False), whose gradient is 0 on every "
+                  f"image with p_true > 1 - 1e-7 (S_k: {sat}); attack with a logits loss "
+                  "(--loss sum or per_task)")
+    else:
+        remedy = ("the logits are so large that the cross-entropy's gradient underflows in float32; "
+                  "check with the gradient-free control (--attack random_sign) and PGD with random "
+                  "restarts (--attack pgd --restarts N), which do not rest on this gradient")
+    warnings.warn(GradientMaskingWarning(
+        f"{result.get('model')} on {result.get('dataset')}: {result['attack'].upper()} (loss={result['loss']}) "
+        f"has an input gradient of exactly 0 on more than {100 * MASKING_WARN_SHARE:g} % of the images "
+        f"({what}); those images are never moved, so the accuracy under attack overstates robustness. "
+        f"Remedy: {remedy}."), stacklevel=3)
+
+
 def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence[float] = DEFAULT_EPS,
                         eval_samples: Optional[int] = None, eot_samples: Optional[int] = None, loss: str = "sum",
                         steps: int = 10, step_size: Optional[float] = None, random_start: bool = True,
@@ -221,7 +267,11 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     loss:         ``"sum"`` (unweighted sum of the tasks' cross-entropies, the default),
                   ``"training"`` (the model's own loss: task weights and ``beta * KL``),
                   ``"clipped_prob_ce"`` (the sum of cross-entropies of probabilities clipped
-                  as Keras does: zero gradient on saturated examples) or a task name.
+                  as Keras does: zero gradient on saturated examples), a task name or
+                  ``"clipped_prob_ce:TASK"`` (one task's loss; every task is scored), or
+                  ``"per_task"`` / ``"clipped_prob_ce:per_task"``: each task attacked with
+                  its own loss and scored alone, as a single-task network is attacked (the
+                  result then has no joint accuracy).
     space:        where the attack and eps act: ``"unit"`` (pixels in [0, 1], the default),
                   ``"pixel255"`` ([0, 255]) or ``"standardized"`` ((x - mean) / std per
                   channel; ``input_stats = {"mean": [...], "std": [...]}`` in [0, 1] units,
@@ -244,9 +294,13 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     Returns a JSON-able dict: ``eps``, ``accuracy`` ({task: [one per eps], "joint": [...]}),
     ``clean`` ({task: acc, "joint": acc}), ``eval``, ``attack_grad``, ``mode``, ``attack``,
     ``loss``, ``space`` (with ``input_stats`` when standardized), ``clip``, ``batchnorm``,
-    ``num_examples``, ``model``, ``dataset``, ``tasks``, for FGSM ``zero_gradient`` (the
-    fraction of examples whose input gradient is exactly 0 everywhere) and, for PGD /
-    random_sign, their settings.
+    ``num_examples``, ``model``, ``dataset``, ``tasks``, for FGSM and PGD ``zero_gradient``
+    (the fraction of examples whose input gradient under the attack's loss, at the clean
+    image, is exactly 0 everywhere; per task, the largest) and ``masking``: that share per
+    task under the task's own loss of the same kind, ``S`` (S_k, :mod:`tf_mtvib.saturation`),
+    the confidently-wrong share, the share saturated on every task and the true-class
+    logit-margin quantiles; a :class:`GradientMaskingWarning` when a zero-gradient share
+    exceeds 1 %. For PGD / random_sign, their settings.
     """
     import keras
     import tensorflow as tf
@@ -272,15 +326,29 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         tf.random.set_seed(seed)
 
     tasks = list(model.task_names)
+    A.check_loss_name(loss, tasks)
+    per_task = A.is_per_task(loss)
     model_fn = A.in_space(A.model_fn_for(model, eot_samples, batchnorm), in_space)
-    loss_fn = A.make_loss(loss, model)
+    # the attack's loss: one for all tasks, or (per_task) each task's own, that task alone scored
+    loss_fns = A.own_task_losses(loss, tasks) if per_task else {None: A.make_loss(loss, model)}
     low, high = in_space.bounds() if clip else (None, None)
     attacked = [e for e in eps_list if e > 0]
     if attack == "fgsm":
-        direction_fn = tf.function(lambda x, y: A.fgsm_direction(model_fn, x, y, loss_fn), reduce_retracing=True)
-    else:
-        attack_fn = A.compile_attack(attack, model_fn, loss_fn, steps=steps, step_size=step_size,
-                                     random_start=random_start, seed=None, clip_min=low, clip_max=high)
+        direction_fns = {k: tf.function(functools.partial(A.fgsm_direction, model_fn, loss_fn=f),
+                                        reduce_retracing=True) for k, f in loss_fns.items()}
+    elif attack == "pgd" or attack == "random_sign":
+        attack_fns = {k: A.compile_attack(attack, model_fn, f, steps=steps, step_size=step_size,
+                                          random_start=random_start, seed=None, clip_min=low, clip_max=high)
+                      for k, f in loss_fns.items()}
+    checked = attack != "random_sign"
+    if checked:   # the masking check: zero input gradients per task and S_k (tf_mtvib.saturation)
+        own = A.own_task_losses(loss, tasks)
+        zero_fns = {t: tf.function(functools.partial(A.zero_gradient, model_fn, loss_fn=own[t]),
+                                   reduce_retracing=True) for t in tasks}
+        if not per_task:
+            zero_fns[None] = tf.function(functools.partial(A.zero_gradient, model_fn, loss_fn=loss_fns[None]),
+                                         reduce_retracing=True)
+        mean_logits = tf.function(A.network_logits(model.network), reduce_retracing=True)
 
     def correct(images, labels):
         probs = model.probabilities(images, samples=eval_samples)
@@ -291,7 +359,8 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}
     adv_parts = {e: {t: [] for t in tasks} for e in attacked}
-    zero_gradient = []
+    zero_parts: Dict[Any, list] = {k: [] for k in (zero_fns if checked else {})}
+    saturation_parts = []
     seen = 0
     start = time.time()
     for images, labels in batches:
@@ -307,20 +376,25 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         for t, c in correct(images, labels_np).items():       # eps = 0: once per batch
             clean_parts[t].append(c)
         x = in_space.from_unit(images)                        # the attack works in its input space
-        if attack == "fgsm" and attacked:
-            direction = direction_fn(x, labels)                # sign(grad): the same for every eps
-            zero_gradient.append(np.all(direction.numpy().reshape(len(direction), -1) == 0, axis=1))
+        if checked and attacked:
+            for k, fn in zero_fns.items():
+                zero_parts[k].append(fn(x, labels).numpy())
+            logits = mean_logits(images)
+            saturation_parts.append(saturation_of({t: logits[t].numpy() for t in tasks}, labels_np))
+        if attack == "fgsm" and attacked:                     # sign(grad): the same for every eps
+            directions = {k: fn(x, labels) for k, fn in direction_fns.items()}
         for e in attacked:
-            ok = None
-            for _ in range(int(restarts)):
-                if attack == "fgsm":
-                    x_adv = A.clip(x + e * direction, low, high)   # eq. 25
-                else:
-                    x_adv = attack_fn(x, labels, tf.constant(e, tf.float32))
-                c = correct(in_space.to_unit(x_adv), labels_np)
-                ok = c if ok is None else {t: ok[t] & c[t] for t in tasks}   # right after every restart
-            for t in tasks:
-                adv_parts[e][t].append(ok[t])
+            for k in loss_fns:   # k: None (one attack, every task scored) or the task attacked and scored
+                ok = None
+                for _ in range(int(restarts)):
+                    if attack == "fgsm":
+                        x_adv = A.clip(x + e * directions[k], low, high)   # eq. 25
+                    else:
+                        x_adv = attack_fns[k](x, labels, tf.constant(e, tf.float32))
+                    c = correct(in_space.to_unit(x_adv), labels_np)
+                    ok = c if ok is None else {t: ok[t] & c[t] for t in tasks}   # right after every restart
+                for t in (tasks if k is None else [k]):
+                    adv_parts[e][t].append(ok[t])
         if progbar is not None:   # the clean joint accuracy so far
             so_far = accuracies({t: np.concatenate(v) for t, v in clean_parts.items()})[JOINT]
             progbar.add(1, [("clean_joint", so_far)])
@@ -330,6 +404,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     clean = accuracies({t: np.concatenate(v) for t, v in clean_parts.items()})
     per_eps = {e: (clean if e == 0 else accuracies({t: np.concatenate(v) for t, v in adv_parts[e].items()}))
                for e in eps_list}
+    keys = tasks if per_task else tasks + [JOINT]   # per task: no one perturbation fools every task at once
     spec = getattr(model, "dataset_spec", None)
     result: Dict[str, Any] = {
         "model": getattr(model, "model_name", model.name),
@@ -345,7 +420,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         "batchnorm": batchnorm,
         "eps": eps_list,
         "num_examples": seen,
-        "accuracy": {k: [per_eps[e][k] for e in eps_list] for k in tasks + [JOINT]},
+        "accuracy": {k: [per_eps[e][k] for e in eps_list] for k in keys},
         "clean": clean,
         "seconds": round(time.time() - start, 2),
     }
@@ -356,8 +431,18 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                             "max_examples": int(max_examples)}
     if space == "standardized":
         result["input_stats"] = {"mean": list(in_space.shift), "std": list(in_space.scale)}
-    if zero_gradient:
-        result["zero_gradient"] = float(np.mean(np.concatenate(zero_gradient)))
+    if saturation_parts:
+        shares = {k: float(np.mean(np.concatenate(v))) for k, v in zero_parts.items()}
+        sat = summarize(saturation_parts, tasks)
+        result["zero_gradient"] = shares[None] if None in shares else max(shares[t] for t in tasks)
+        result["masking"] = {
+            "zero_gradient": {t: shares[t] for t in tasks},
+            "attack_loss_zero_gradient": result["zero_gradient"],
+            "task_loss": "clipped_prob_ce:TASK" if A.is_clipped(loss) else "TASK (logits)",
+            "S": sat["S"], "saturated_wrong": sat["saturated_wrong"],
+            "all_tasks_saturated": sat["all_tasks_saturated"], "margin_quantiles": sat["margin_quantiles"],
+        }
+        warn_if_masked(result)
     if attack == "pgd":
         result["pgd"] = {"steps": int(steps), "random_start": bool(random_start),
                          "step_size": "2.5*eps/steps" if step_size is None else float(step_size)}
@@ -434,7 +519,7 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
         lines.append("| Task | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
     for r in results:
-        for task in list(r["tasks"]) + [JOINT]:
+        for task in [k for k in list(r["tasks"]) + [JOINT] if k in r["accuracy"]]:
             cells = " | ".join(f"{100.0 * a:.2f}" for a in r["accuracy"][task])
             head = f"{_label(r)} [{_mode(r)}] | {task}" if several else task
             lines.append(f"| {head} | {cells} |")
@@ -470,7 +555,7 @@ def save_accuracy_panels(fig, axes, title: str, path, xlabel: str = "eps", legen
 def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
     """Accuracy vs eps, one panel per task plus joint, one line per result (Fig. 5); a PNG."""
     results = list(results)
-    panels = list(results[0]["tasks"]) + [JOINT]
+    panels = [k for k in list(results[0]["tasks"]) + [JOINT] if all(k in r["accuracy"] for r in results)]
     fig, axes = accuracy_panels(len(panels))
     for ax, task in zip(axes, panels):
         for r in results:
@@ -518,8 +603,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="0: attack gradient in mean mode; M: averaged over M posterior samples (attack_grad=eotM)")
     p.add_argument("--loss", default="sum",
                    help="attack loss: sum (unweighted sum of task cross-entropies), training (the model's "
-                        "own loss), clipped_prob_ce (cross-entropy of probabilities clipped as Keras does) "
-                        "or a task name (default: %(default)s)")
+                        "own loss), clipped_prob_ce (cross-entropy of probabilities clipped as Keras does), "
+                        "a task name or clipped_prob_ce:TASK (that task's loss), or per_task / "
+                        "clipped_prob_ce:per_task (each task attacked with its own loss and scored alone) "
+                        "(default: %(default)s)")
     p.add_argument("--space", choices=("unit", "standardized", "pixel255"), default="unit",
                    help="where the attack and eps act: [0, 1] pixels, (x - mean) / std with the training "
                         "split's per-channel statistics, or [0, 255] (default: %(default)s)")
@@ -558,7 +645,7 @@ def _labels(runs) -> List[str]:
 
 
 def _run(args) -> int:
-    from .attacks import LOSSES, grad_mode_name
+    from .attacks import check_loss_name, grad_mode_name
     from .runs import load_run
 
     eps = parse_eps(args.eps, 1.0 if args.space == "unit" else None)
@@ -581,8 +668,10 @@ def _run(args) -> int:
                          + ", ".join(f"{r.path} ({r.dataset})" for r in runs))
     dataset = datasets[0]
     tasks = runs[0].spec.task_names
-    if args.loss not in LOSSES and args.loss not in tasks:
-        raise ValueError(f"unknown --loss {args.loss!r}; choose {', '.join(LOSSES)} or a task ({', '.join(tasks)})")
+    try:
+        check_loss_name(args.loss, tasks)
+    except ValueError as e:
+        raise ValueError(f"--loss: {e}") from None
     if args.output:
         out = pathlib.Path(args.output)
     elif len(runs) == 1:

@@ -81,3 +81,42 @@ def allocator_tuned(env: Optional[Mapping[str, str]] = None) -> bool:
     """Whether ``env`` (default: this process's) sets every name of :data:`MALLOC_TUNABLES`."""
     given = parse_tunables((os.environ if env is None else env).get("GLIBC_TUNABLES"))
     return all(name in given for name in MALLOC_TUNABLES)
+
+
+#: The ISA flags that decide how fast (and in which arithmetic) TensorFlow's CPU kernels run
+ISA_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512f", "avx2", "fma")
+
+
+def machine() -> Dict[str, object]:
+    """The CPU a measurement ran on: model name, the ISA flags of :data:`ISA_FLAGS`
+    it has, the usable cores, whether two of them are SMT siblings, and the
+    1-minute load average at the call (Linux; elsewhere what ``platform`` gives)."""
+    info: Dict[str, object] = {"cpu": platform.processor() or platform.machine(), "isa": []}
+    flags: set = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and info["cpu"] in ("", platform.machine(), platform.processor()):
+                    info["cpu"] = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    info["isa"] = [f for f in ISA_FLAGS if f in flags]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    info["cores"] = len(cores)
+    siblings = set()
+    for c in cores:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                siblings.add(f.read().strip())
+        except OSError:
+            siblings.add(str(c))
+    info["smt_siblings"] = len(siblings) < len(cores)
+    try:
+        info["load_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    return info

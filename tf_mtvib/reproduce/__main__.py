@@ -3,7 +3,7 @@ import importlib
 import sys
 
 COMMANDS = {"mtl": "tf_mtvib.reproduce.mtl", "vib": "tf_mtvib.reproduce.vib",
-            "protocols": "tf_mtvib.reproduce.protocols"}
+            "protocols": "tf_mtvib.reproduce.protocols", "saturation": "tf_mtvib.reproduce.saturation"}
 
 
 def main(argv=None) -> int:
@@ -13,7 +13,8 @@ def main(argv=None) -> int:
         print(f"usage: python -m tf_mtvib.reproduce {{{','.join(COMMANDS)}}} [options]\n"
               "  mtl  the MTVIB paper's five models on MultiMNIST, MultiFashion and MTFL (default)\n"
               "  vib  Deep VIB on MNIST: beta sweep, Fig. 1 of Alemi et al. 2017\n"
-              "  protocols  which FGSM protocol gives the paper's curves (on mtl's trained runs)")
+              "  protocols  which FGSM protocol gives the paper's curves (on mtl's trained runs)\n"
+              "  saturation  S_k and the masked (clipped-loss) FGSM on mtl's trained runs: the flat-curve hypothesis")
         return 0
     return importlib.import_module(COMMANDS[name]).main(argv)
 

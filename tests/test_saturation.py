@@ -1,0 +1,194 @@
+"""S_k (tf_mtvib.saturation), the per-task clipped loss, the per-task attack and the
+gradient-masking check of evaluate_robustness, on small constructed cases."""
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_mtvib import attacks as A
+from tf_mtvib import saturation
+from tf_mtvib.evaluate import GradientMaskingWarning, evaluate_robustness, markdown_table
+
+from test_attacks import SPEC, tiny_model
+
+
+def _images(n=240, seed=3):
+    return np.random.default_rng(seed).random((n,) + SPEC.input_shape).astype(np.float32)
+
+
+def _scaled(scale_a, scale_b=1.0, seed=0):
+    """A tiny deterministic model whose task heads' kernels and biases are multiplied:
+    the logit margins grow in proportion."""
+    model = tiny_model(seed=seed)
+    for task, c in (("a", scale_a), ("b", scale_b)):
+        head = model.network.get_layer(task)
+        head.kernel.assign(head.kernel * c)
+        head.bias.assign(head.bias * c)
+    return model
+
+
+def _margins(model, x, task):
+    logits = model.network(tf.constant(x), training=False)[task].numpy()
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def _predicted(model, x):
+    logits = model.network(tf.constant(x), training=False)
+    return {t: np.argmax(v.numpy(), axis=1) for t, v in logits.items()}
+
+
+def _dataset(x, y, batch=60):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def test_thresholds_are_the_float32_clip_bounds():
+    assert saturation.upper_threshold() == np.float32(1.0 - 1e-7)
+    assert float(saturation.upper_threshold()) < 1.0
+    # the next float32 above the threshold is the first saturated probability
+    assert np.nextafter(saturation.upper_threshold(), np.float32(2)) > saturation.upper_threshold()
+    # a logit margin of 15 is below it, 17 above it (the note's table)
+    two = saturation.saturation_of({"a": np.array([[15.0, 0.0], [17.0, 0.0]], np.float32)}, {"a": np.array([0, 0])})
+    assert two["a"]["saturated"].tolist() == [False, True]
+
+
+def test_S_k_equals_the_share_of_exactly_zero_gradients_under_the_task_clipped_loss():
+    x = _images()
+    base = _margins(tiny_model(), x, "a")
+    model = _scaled(16.0 / np.median(base))   # about half the images beyond a margin of 16 on task a
+    y = _predicted(model, x)                   # every image right: no confidently wrong one
+    s = saturation.measure(model, _dataset(x, y))
+    assert 0.2 < s["S"]["a"] < 0.8, s          # a real mix of saturated and unsaturated images
+    zero = A.zero_gradient(A.network_logits(model.network), tf.constant(x), y, A.clipped_task_loss("a")).numpy()
+    assert zero.mean() == s["S"]["a"]
+    # image by image: the zero-gradient images are exactly the saturated ones
+    sat = saturation.saturation_of({"a": model.network(tf.constant(x), training=False)["a"].numpy()}, y)
+    assert np.array_equal(zero, sat["a"]["saturated"])
+    # the logits loss moves every one of them, and task b's clipped loss is not saturated
+    assert not A.zero_gradient(A.network_logits(model.network), tf.constant(x), y, A.task_loss("a")).numpy().any()
+    assert not A.zero_gradient(A.network_logits(model.network), tf.constant(x), y,
+                               A.clipped_task_loss("b")).numpy().any()
+    assert s["S"]["b"] == 0.0
+
+
+def test_confidently_wrong_images_have_a_zero_gradient_but_do_not_count_in_S():
+    x = _images()
+    model = _scaled(16.0 / np.median(_margins(tiny_model(), x, "a")))
+    y = _predicted(model, x)
+    y["a"] = (y["a"] + 1) % 3                  # every label wrong now
+    s = saturation.measure(model, _dataset(x, y))
+    zero = A.zero_gradient(A.network_logits(model.network), tf.constant(x), y, A.clipped_task_loss("a")).numpy()
+    assert s["S"]["a"] == 0.0 and s["correct"]["a"] == 0.0
+    assert 0.0 < s["saturated_wrong"]["a"] and zero.mean() == s["S"]["a"] + s["saturated_wrong"]["a"]
+
+
+def test_clipped_task_loss_is_one_term_of_the_summed_clipped_loss():
+    x = _images(12)
+    model = _scaled(3.0)
+    y = _predicted(model, x)
+    logits = model.network(tf.constant(x), training=False)
+    total = float(A.clipped_probability_ce(y, logits))
+    parts = sum(float(A.make_loss(f"clipped_prob_ce:{t}", model)(y, logits)) for t in SPEC.task_names)
+    assert total == pytest.approx(parts, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown attack loss"):
+        A.make_loss("clipped_prob_ce:nope", model)
+    with pytest.raises(ValueError, match="one attack per task"):
+        A.make_loss("per_task", model)
+
+
+def test_masking_check_warns_on_huge_logits_and_records_the_share():
+    x = _images(400)
+    base = tiny_model()
+    x = x[(_margins(base, x, "a") > 0.05) & (_margins(base, x, "b") > 0.05)][:120]
+    model = _scaled(1e4, 1e4)                  # margins above 500: softmax is exactly one-hot
+    y = _predicted(model, x)
+    with pytest.warns(GradientMaskingWarning, match=r"zero_gradient\.a 100\.0 %.*Remedy"):
+        r = evaluate_robustness(model, _dataset(x, y), "fgsm", [0.0, 0.1, 0.3], loss="sum", verbose=0)
+    m = r["masking"]
+    assert m["zero_gradient"] == {"a": 1.0, "b": 1.0} and m["attack_loss_zero_gradient"] == 1.0
+    assert m["S"] == {"a": 1.0, "b": 1.0}
+    assert r["accuracy"]["a"] == [1.0, 1.0, 1.0]          # never moved
+    # PGD records the same check, at the clean image
+    with pytest.warns(GradientMaskingWarning):
+        p = evaluate_robustness(model, _dataset(x, y), "pgd", [0.0, 0.1], loss="sum", steps=2, verbose=0)
+    assert p["masking"]["zero_gradient"] == {"a": 1.0, "b": 1.0}
+
+
+def test_no_warning_on_an_ordinary_model_and_the_clipped_loss_warns_where_logits_do_not():
+    x = _images(120)
+    y = _predicted(tiny_model(), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientMaskingWarning)
+        r = evaluate_robustness(tiny_model(), _dataset(x, y), "fgsm", [0.0, 0.1], verbose=0)
+    assert r["masking"]["zero_gradient"] == {"a": 0.0, "b": 0.0} and r["zero_gradient"] == 0.0
+    base = _margins(tiny_model(), x, "a")
+    keep = (base > 0.6 * np.median(base)) & (base < 2.5 * np.median(base))
+    x, y = x[keep], {t: v[keep] for t, v in y.items()}
+    model = _scaled(30.0 / np.median(base))    # margins from 18 to 75: beyond the clip, short of exp underflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientMaskingWarning)
+        evaluate_robustness(model, _dataset(x, y), "fgsm", [0.0, 0.1], loss="per_task", verbose=0)
+    with pytest.warns(GradientMaskingWarning, match="clips probabilities"):
+        c = evaluate_robustness(model, _dataset(x, y), "fgsm", [0.0, 0.1], loss="clipped_prob_ce:per_task",
+                                verbose=0)
+    assert c["masking"]["zero_gradient"]["a"] == c["masking"]["S"]["a"] > 0.5
+
+
+def test_per_task_attack_scores_each_task_under_its_own_loss():
+    x = _images(90)
+    model = tiny_model()
+    y = _predicted(model, x)
+    eps = [0.0, 0.2]
+    per_task = evaluate_robustness(model, _dataset(x, y), "fgsm", eps, loss="per_task", verbose=0)
+    assert "joint" not in per_task["accuracy"]
+    for t in SPEC.task_names:
+        alone = evaluate_robustness(model, _dataset(x, y), "fgsm", eps, loss=t, verbose=0)
+        assert per_task["accuracy"][t] == alone["accuracy"][t]
+    summed = evaluate_robustness(model, _dataset(x, y), "fgsm", eps, loss="sum", verbose=0)
+    assert per_task["accuracy"] != {t: summed["accuracy"][t] for t in SPEC.task_names}
+    table = markdown_table([per_task])
+    assert "| a |" in table and "joint" not in table
+
+
+# --------------------------------------------------------------------------
+# python -m tf_mtvib.reproduce saturation, end to end on a smoke run
+# --------------------------------------------------------------------------
+def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(data_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from tf_mtvib.reproduce import saturation as R
+    from tf_mtvib.train import main as train_main
+
+    root, results = tmp_path / "runs", tmp_path / "results"
+    run = root / "smoke" / "multimnist" / "mtvib-s0"
+    assert train_main(["--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--epochs", "1",
+                       "--num-train", "64", "--num-test", "40", "--output-dir", str(run), "--verbose", "0",
+                       "--data-dir", str(data_dir)]) == 0
+    cell = results / "smoke" / "multimnist" / "mtvib-s0"
+    cell.mkdir(parents=True)
+    for name in ("config.json", "metrics.json"):
+        shutil.copyfile(run / name, cell / name)
+    argv = ["--preset", "smoke", "--cells", "multimnist/mtvib-s0", "--results-dir", str(results), "--root", str(root),
+            "--sweeps", "logits-sum,clipped-per_task,clipped-per_task-sampled", "--data-dir", str(data_dir)]
+    assert R.main(argv) == 0
+    doc = json.loads((cell / "saturation.json").read_text())
+    assert doc["saturation"]["n"] == 40 and set(doc["saturation"]["S"]) == {"top_left", "bottom_right"}
+    assert set(doc["sweeps"]) == {"logits-sum", "clipped-per_task", "clipped-per_task-sampled"}
+    assert doc["agreement"]["ok"] and all(r["diff"] == 0 for r in doc["agreement"]["tasks"].values())
+    assert set(doc["mechanism"]["tasks"]) == {"top_left", "bottom_right"}
+    assert not doc["run"]["retrained_here"] and doc["run"]["machine"]["cores"] >= 1
+    masked = doc["sweeps"]["clipped-per_task"]["masking"]
+    assert masked["task_loss"] == "clipped_prob_ce:TASK" and "joint" not in doc["sweeps"]["clipped-per_task"]["accuracy"]
+    report = (results / "smoke" / "saturation.md").read_text()
+    assert "## multimnist" in report and "| mtvib-s0 | 40 |" in report and "Mechanism check" in report
+
+    # the checkpoint is gone: reported, then retrained from the committed config with --retrain
+    shutil.rmtree(run)
+    assert R.main(argv) == 0
+    assert "--retrain retrains it" in capsys.readouterr().out
+    assert R.main(argv + ["--retrain"]) == 0
+    again = json.loads((cell / "saturation.json").read_text())
+    assert again["run"]["retrained_here"]
+    assert set(again["sweeps"]) == set(doc["sweeps"])

@@ -1,0 +1,392 @@
+"""``python -m tf_mtvib.reproduce saturation``: does gradient saturation explain the paper's flat FGSM curves?
+
+The hypothesis (docs/robustness.md, "Why the curves differ"): the paper's FGSM
+took the gradient of Keras's cross-entropy on softmax probabilities, clipped
+to ``[1e-7, 1 - 1e-7]``; on every image whose float32 ``p_true`` is above the
+clip the input gradient is exactly 0 and FGSM never moves it, so the curve
+drops at the first eta and then stays at ``S_k`` (:mod:`tf_mtvib.saturation`).
+
+For each committed cell of ``mtl``'s preset (``docs/results/<preset>/<dataset>/<model>-s<seed>/``)
+this command
+
+1. finds the trained run (``--root``, the layout ``reproduce mtl`` trains into);
+   where its checkpoint is gone and ``--retrain`` is given, retrains it from the
+   cell's committed ``config.json`` (resumable: an interrupted one resumes);
+2. checks that run's clean accuracy against the committed cell, per task,
+   within ``max(the seeds' range, 2 binomial standard errors)``;
+3. measures ``S_k`` on the whole test split (mean mode);
+4. runs FGSM at the paper's eta (``[0, 1]`` pixels, clipped) with the logits
+   loss (summed, as today's protocol, and per task, each task attacked by
+   its own loss) and with the clipped loss (per task and summed), in mean
+   mode and, for stochastic models, in the sampled mode;
+5. applies the mechanism check: the masked (clipped, per-task) accuracy at
+   every eta >= 0.1 within 2 binomial standard errors of ``S_k``;
+
+and writes it all to the cell's ``saturation.json`` after each step, so an
+interrupted run keeps what it finished. ``--report-only`` renders the tables
+(``docs/results/<preset>/saturation.md``) from the committed JSON.
+
+The masked protocol is a diagnostic only: the library's robustness figures
+stay the logits loss's (``reproduce mtl``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import pathlib
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from .. import runs, runtime
+from ..evaluate import DEFAULT_EPS
+from . import mtl
+from .paper import TABLES_CSV
+
+SATURATION_JSON = "saturation.json"
+REPORT = "saturation.md"
+
+#: The FGSM sweeps: name -> evaluate_robustness options. ``sampled`` ones run on stochastic models only.
+SWEEPS = {
+    "logits-sum": {"loss": "sum", "mode": "mean"},
+    "logits-per_task": {"loss": "per_task", "mode": "mean"},
+    "clipped-per_task": {"loss": "clipped_prob_ce:per_task", "mode": "mean"},
+    "clipped-sum": {"loss": "clipped_prob_ce", "mode": "mean"},
+    "clipped-per_task-sampled": {"loss": "clipped_prob_ce:per_task", "mode": "sampled"},
+    "clipped-sum-sampled": {"loss": "clipped_prob_ce", "mode": "sampled"},
+}
+#: The sweep the mechanism check and the distance to the paper rest on
+MASKED = "clipped-per_task"
+#: eta from which the masked curve should sit on S_k
+PLATEAU_FROM = 0.1
+#: a paper curve is a plateau when its cells at eta 0.1-0.3 span at most this many points
+PAPER_PLATEAU_SPAN = 3.0
+
+
+def two_se(p: float, n: int) -> float:
+    """Two binomial standard errors of a share ``p`` on ``n`` images (at least ``1 / n``)."""
+    return max(2.0 * math.sqrt(max(p * (1.0 - p), 0.0) / n), 1.0 / n)
+
+
+def seeds_range(results_dir: pathlib.Path, preset: str, dataset: str, model: str) -> Dict[str, float]:
+    """Per task, max - min of the committed cells' clean accuracy (mean mode) over seeds (0 for one seed)."""
+    accs: Dict[str, List[float]] = {}
+    for cell in sorted((pathlib.Path(results_dir) / preset / dataset).glob(f"{model}-s*")):
+        m = cell / runs.METRICS
+        if m.exists():
+            for t, v in runs.read_json(m)["test"]["mean"].items():
+                accs.setdefault(t, []).append(v)
+    return {t: max(v) - min(v) for t, v in accs.items()}
+
+
+def agreement(ours: Dict[str, float], committed: Dict[str, float], spread: Dict[str, float], n: int,
+              tasks: Sequence[str]) -> Dict[str, Any]:
+    """Per task: our clean accuracy, the committed cell's, the difference and the tolerance
+    ``max(seeds' range, 2 SE)``; ``ok`` when every task is within its tolerance."""
+    rows = {}
+    for t in tasks:
+        tol = max(spread.get(t, 0.0), two_se(committed[t], n))
+        diff = ours[t] - committed[t]
+        rows[t] = {"ours": ours[t], "committed": committed[t], "diff": diff, "tolerance": tol,
+                   "ok": abs(diff) <= tol + 1e-12}
+    return {"tasks": rows, "ok": all(r["ok"] for r in rows.values())}
+
+
+def mechanism_check(sweep: Dict[str, Any], S: Dict[str, float], n: int) -> Dict[str, Any]:
+    """Per task: does the masked accuracy at every eta >= 0.1 lie within 2 binomial
+    standard errors of ``S_k``? (``max_gap``: the largest |accuracy - S_k|, points.)"""
+    eps = sweep["eps"]
+    rows = {}
+    for t, s in S.items():
+        accs = [a for e, a in zip(eps, sweep["accuracy"][t]) if e >= PLATEAU_FROM - 1e-9]
+        tol = two_se(s, n)
+        gap = max(abs(a - s) for a in accs)
+        rows[t] = {"S": s, "accuracy": accs, "tolerance": tol, "max_gap": gap, "pass": gap <= tol + 1e-12}
+    return {"tasks": rows, "pass": all(r["pass"] for r in rows.values()), "from_eta": PLATEAU_FROM}
+
+
+def paper_plateaus(dataset: str, path=TABLES_CSV) -> Dict[str, Dict[str, Any]]:
+    """``{model: {task: {"plateau": bool, "span": points, "level": mean %}}}`` of the
+    paper's cells at eta 0.1-0.3 (a plateau spans at most :data:`PAPER_PLATEAU_SPAN`)."""
+    from .protocols import paper_curves
+
+    out: Dict[str, Dict[str, Any]] = {}
+    for model, by_task in paper_curves(dataset, path).items():
+        for task, curve in by_task.items():
+            cells = [a for e, a in zip(DEFAULT_EPS, curve) if e >= PLATEAU_FROM - 1e-9]
+            span = max(cells) - min(cells)
+            out.setdefault(model, {})[task] = {"plateau": span <= PAPER_PLATEAU_SPAN, "span": span,
+                                               "level": statistics.fmean(cells)}
+    return out
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _trim(result: Dict[str, Any]) -> Dict[str, Any]:
+    keep = ("loss", "mode", "eval", "attack_grad", "eps", "accuracy", "clean", "num_examples", "seconds",
+            "zero_gradient", "masking", "space", "clip", "batchnorm")
+    return {k: result[k] for k in keep if k in result}
+
+
+def measure_cell(results_dir: pathlib.Path, root: pathlib.Path, preset: str, dataset: str, model: str, seed: int,
+                 *, retrain: bool = False, data_dir=None, sweeps: Sequence[str] = tuple(SWEEPS),
+                 log=print) -> Optional[Dict[str, Any]]:
+    """Everything this study records for one cell, written to its ``saturation.json``
+    step by step; None (and a message) when the run is gone and ``retrain`` is False."""
+    from .. import saturation, train as train_module
+    from ..evaluate import evaluate_robustness
+
+    cell = mtl.cell_dir(results_dir, preset, dataset, model, seed)
+    if not (cell / runs.CONFIG).exists():
+        log(f"[saturation] {cell}: no committed cell; run reproduce mtl first")
+        return None
+    path = mtl.run_dir(root, preset, dataset, model, seed)
+    finished = (path / runs.METRICS).exists() and (path / runs.MODEL).exists()
+    retrained = None
+    if not finished:
+        if not retrain:
+            log(f"[saturation] {path}: no finished run (checkpoint gone?); --retrain retrains it from "
+                f"{cell / runs.CONFIG}")
+            return None
+        start = time.time()
+        train_module.ensure_run(runs.read_json(cell / runs.CONFIG), path, data_dir=data_dir, isolate=True,
+                                log=lambda m: log(m.replace("[tf_mtvib]", "[saturation]")))
+        retrained = {"seconds": round(time.time() - start, 1)}
+    out_path = cell / SATURATION_JSON
+    digest = _file_digest(path / runs.MODEL)
+    doc = runs.read_json(out_path) if out_path.exists() else {}
+    if doc.get("model_digest") != digest:   # another training: start the record anew
+        doc = {"model_digest": digest, "sweeps": {}}
+    run = runs.load_run(path)
+    if retrained is not None or "run" not in doc:
+        doc["run"] = {"retrained_here": retrained is not None, "retrain": retrained,
+                      "trained": runs.read_json(path / runs.METRICS).get("train_seconds_this_process"),
+                      "machine": runtime.machine(), "measured": time.strftime("%Y-%m-%d")}
+    split = run.load_split("test", data_dir)
+    n = len(split)
+    keras_model = run.model
+    tasks = list(keras_model.task_names)
+
+    def save():
+        runs.write_json(out_path, doc)
+
+    if "saturation" not in doc:
+        doc["saturation"] = saturation.measure(keras_model, split)
+        save()
+        log(f"[saturation] {dataset}/{model}-s{seed}: S = "
+            + ", ".join(f"{t} {100 * v:.1f} %" for t, v in doc["saturation"]["S"].items()))
+    for name in sweeps:
+        kw = SWEEPS[name]
+        if name in doc["sweeps"] or (kw["mode"] == "sampled" and not keras_model.is_stochastic):
+            continue
+        r = evaluate_robustness(keras_model, split, "fgsm", list(DEFAULT_EPS), verbose=0, seed=0, **kw)
+        doc["sweeps"][name] = _trim(r)
+        save()
+        log(f"[saturation] {dataset}/{model}-s{seed} {name}: "
+            + "; ".join(f"{t} " + " ".join(f"{100 * a:.1f}" for a in r["accuracy"][t]) for t in tasks))
+    ours = doc["sweeps"]["logits-sum"]["clean"] if "logits-sum" in doc["sweeps"] else None
+    if ours is not None:
+        committed = runs.read_json(cell / runs.METRICS)["test"]["mean"]
+        doc["agreement"] = agreement(ours, committed, seeds_range(results_dir, preset, dataset, model), n, tasks)
+    if MASKED in doc["sweeps"]:
+        doc["mechanism"] = mechanism_check(doc["sweeps"][MASKED], doc["saturation"]["S"], n)
+    save()
+    return doc
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+def collect(results_dir: pathlib.Path, preset: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """``{dataset: {"<model>-s<seed>": saturation.json}}`` of every committed record."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for dataset in mtl.DATASETS:
+        for f in sorted((pathlib.Path(results_dir) / preset / dataset).glob(f"*-s*/{SATURATION_JSON}")):
+            out.setdefault(dataset, {})[f.parent.name] = runs.read_json(f)
+    return out
+
+
+def _pct(v: Optional[float], digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}"
+
+
+def _model_seed(name: str):
+    model, seed = name.rsplit("-s", 1)
+    return model, int(seed)
+
+
+def _order(names):
+    return sorted(names, key=lambda n: (mtl.ALL_MODELS.index(_model_seed(n)[0])
+                                        if _model_seed(n)[0] in mtl.ALL_MODELS else 99, _model_seed(n)[1]))
+
+
+def curves_of(records: Dict[str, Dict[str, Any]], sweep: str) -> Dict[str, Dict[str, List[float]]]:
+    """``{model: {task: [accuracy %]}}`` of ``sweep``, seed 0 of each model (the paper's models only)."""
+    out = {}
+    for name in _order(records):
+        model, seed = _model_seed(name)
+        r = records[name]["sweeps"].get(sweep)
+        if seed == 0 and r is not None and model in mtl.MODELS:
+            out[model] = {t: [100 * a for a in r["accuracy"][t]] for t in r["accuracy"] if t != "joint"}
+    return out
+
+
+def render(results_dir: pathlib.Path, preset: str) -> str:
+    """The Markdown report of every committed ``saturation.json`` of ``preset``."""
+    from .protocols import distances, paper_curves
+
+    data = collect(results_dir, preset)
+    lines = [f"# Saturated gradients: S_k and the masked FGSM protocol ({preset} preset)", "",
+             f"Generated by `python -m tf_mtvib.reproduce saturation --preset {preset} --report-only` from the "
+             f"`{SATURATION_JSON}` files under `docs/results/{preset}/`. S_k: the share of test images, for task k, "
+             "with float32 p_true > float32(1 - 1e-7) in mean mode (all of them correct); under a cross-entropy of "
+             "clipped probabilities their input gradient is exactly 0. Masked protocol: FGSM with that clipped "
+             "loss, each task attacked by its own (per task) or all summed, [0, 1] pixels, clipped; a diagnostic "
+             "only. Every figure is on the whole test split of one seed's model unless stated.", ""]
+    if not data:
+        return "\n".join(lines + ["No record yet.", ""])
+    for dataset, records in data.items():
+        tasks = None
+        lines += [f"## {dataset}", ""]
+        head = None
+        rows = []
+        for name in _order(records):
+            d = records[name]
+            s = d.get("saturation")
+            if not s:
+                continue
+            tasks = list(s["S"])
+            if head is None:
+                head = ("| cell | n | " + " | ".join(f"S {t}" for t in tasks) + " | all tasks | "
+                        + " | ".join(f"margin p50 {t}" for t in tasks) + " | clean vs committed | retrained here |")
+                rows += [head, "|---|---:|" + "---:|" * (2 * len(tasks) + 1) + "---|---|"]
+            ag = d.get("agreement")
+            agtxt = "-" if not ag else ("within tolerance" if ag["ok"] else "OUTSIDE: " + ", ".join(
+                f"{t} {100 * r['diff']:+.1f} (tol {100 * r['tolerance']:.1f})"
+                for t, r in ag["tasks"].items() if not r["ok"]))
+            rows.append(f"| {name} | {s['n']} | " + " | ".join(_pct(s["S"][t]) for t in tasks)
+                        + f" | {_pct(s['all_tasks_saturated'])} | "
+                        + " | ".join(f"{s['margin_quantiles'][t]['0.5']:.1f}" for t in tasks)
+                        + f" | {agtxt} | {'yes' if d.get('run', {}).get('retrained_here') else 'no'} |")
+        lines += rows + [""]
+        # the sweeps, per cell
+        lines += ["Accuracy (%) at eta " + ", ".join(f"{e:g}" for e in DEFAULT_EPS) + " per sweep "
+                  "(logits-sum: today's protocol on this model; per_task: each task attacked by its own loss; "
+                  "clipped: the masked protocol).", ""]
+        for name in _order(records):
+            d = records[name]
+            if not d.get("sweeps"):
+                continue
+            lines += [f"**{name}**", "", "| sweep | task | " + " | ".join(f"{e:g}" for e in DEFAULT_EPS)
+                      + " | zero-grad share |", "|---|---|" + "---:|" * (len(DEFAULT_EPS) + 1)]
+            for sname, r in d["sweeps"].items():
+                for t in [k for k in r["accuracy"] if k != "joint"]:
+                    z = r.get("masking", {}).get("zero_gradient", {}).get(t)
+                    lines.append(f"| {sname} | {t} | " + " | ".join(_pct(a) for a in r["accuracy"][t])
+                                 + f" | {_pct(z)} |")
+            lines.append("")
+        # the mechanism check
+        mech = [(n, records[n]["mechanism"]) for n in _order(records) if records[n].get("mechanism")]
+        if mech:
+            lines += ["**Mechanism check**: the masked per-task accuracy at every eta >= 0.1 within 2 binomial "
+                      "standard errors of S_k.", "", "| cell | task | S_k | masked accuracy at 0.1-0.3 | max gap "
+                      "| 2 SE | pass |", "|---|---|---:|---|---:|---:|---|"]
+            for n, m in mech:
+                for t, r in m["tasks"].items():
+                    lines.append(f"| {n} | {t} | {_pct(r['S'])} | " + ", ".join(_pct(a) for a in r["accuracy"])
+                                 + f" | {_pct(r['max_gap'])} | {_pct(r['tolerance'])} | "
+                                 + ("yes" if r["pass"] else "no") + " |")
+            lines.append("")
+        # against the paper
+        plateaus = paper_plateaus(dataset)
+        rows = []
+        for name in _order(records):
+            model, seed = _model_seed(name)
+            s = records[name].get("saturation")
+            if seed != 0 or not s or model not in plateaus:
+                continue
+            for t, v in s["S"].items():
+                p = plateaus[model][t]
+                rows.append(f"| {model} | {t} | {_pct(v)} | {p['level']:.1f} | {p['span']:.1f} | "
+                            + (f"{abs(100 * v - p['level']):.1f}" if p["plateau"] else "(no plateau)") + " |")
+        if rows:
+            lines += ["**S_k against the paper's plateau** (the paper's mean at eta 0.1-0.3; a plateau when those "
+                      f"cells span at most {PAPER_PLATEAU_SPAN:g} points). A possible confound: if the authors also "
+                      "trained through the clipped loss, their margins stopped growing near 16, while ours, trained "
+                      "on logits, keep growing.", "",
+                      "| model | task | S_k | paper level | paper span | abs(S_k - level) |",
+                      "|---|---|---:|---:|---:|---:|", *rows, ""]
+        paper = paper_curves(dataset)
+        drows = []
+        for sweep in ("logits-sum", "logits-per_task", MASKED, "clipped-sum"):
+            curves = curves_of(records, sweep)
+            if curves:
+                d = distances(curves, {m: paper[m] for m in curves})
+                drows.append(f"| {sweep} | {', '.join(curves)} | {d['mad']:.1f} | {d['shape']:.1f} | {d['cells']} |")
+        if drows:
+            lines += ["**Distance to the paper's cells** (mean absolute difference in points over every model, "
+                      "task and eta present; shape: after anchoring each curve at its own clean accuracy, eta > 0).",
+                      "", "| sweep | models (seed 0) | distance | shape distance | cells |", "|---|---|---:|---:|---:|",
+                      *drows, ""]
+    return "\n".join(lines)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce saturation",
+                                description="S_k and the masked FGSM protocol on mtl's trained runs.")
+    p.add_argument("--preset", default="full")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated DATASET/MODEL-sSEED, e.g. mtfl/gs-s0,mtfl/stl-s0 "
+                        "(default: seed 0 of every committed cell, MTFL first)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain a cell whose run is gone, from its committed config.json")
+    p.add_argument("--sweeps", default=",".join(SWEEPS), help="comma-separated subset of " + ", ".join(SWEEPS))
+    p.add_argument("--root", type=pathlib.Path, default=None, help="where mtl's runs are (default: its own)")
+    p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--data-dir", type=pathlib.Path)
+    return p
+
+
+def default_cells(results_dir: pathlib.Path, preset: str) -> List[str]:
+    order = ("mtfl", "multimnist", "multifashion")
+    out = []
+    for dataset in order:
+        for model in mtl.MODELS:
+            if (mtl.cell_dir(results_dir, preset, dataset, model, 0) / runs.CONFIG).exists():
+                out.append(f"{dataset}/{model}-s0")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    sweeps = [s for s in args.sweeps.split(",") if s]
+    bad = [s for s in sweeps if s not in SWEEPS]
+    if bad:
+        make_parser().error(f"unknown sweep(s) {', '.join(bad)}; choose from {', '.join(SWEEPS)}")
+    report = args.results_dir / args.preset / REPORT
+    if not args.report_only:
+        cells = args.cells.split(",") if args.cells else default_cells(args.results_dir, args.preset)
+        root = args.root or mtl.default_root()
+        for item in cells:
+            dataset, name = item.split("/")
+            model, seed = _model_seed(name)
+            measure_cell(args.results_dir, root, args.preset, dataset, model, seed, retrain=args.retrain,
+                         data_dir=args.data_dir, sweeps=sweeps, log=lambda m: print(m, flush=True))
+            report.write_text(render(args.results_dir, args.preset) + "\n")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render(args.results_dir, args.preset) + "\n")
+    print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -192,3 +192,27 @@ def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(da
     again = json.loads((cell / "saturation.json").read_text())
     assert again["run"]["retrained_here"]
     assert set(again["sweeps"]) == set(doc["sweeps"])
+
+
+def test_measure_at_writes_S_and_the_sweeps_at_the_chosen_epochs_and_keeps_them_out_of_epoch_times(data_dir, tmp_path):
+    import json
+
+    from tf_mtvib.train import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "2",
+                       "--num-train", "64", "--num-test", "30", "--output-dir", str(run), "--verbose", "0",
+                       "--measure-at", "2,1", "--data-dir", str(data_dir)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["training"]["measure_at"] == [1, 2]
+    along = json.loads((run / "along.json").read_text())
+    assert sorted(along["epochs"]) == ["1", "2"]
+    for record in along["epochs"].values():
+        assert record["saturation"]["n"] == 30
+        assert set(record["sweeps"]) == {"logits-sum", "clipped-per_task", "clipped-sum"}
+        assert record["sweeps"]["clipped-per_task"]["masking"]["S"] == record["saturation"]["S"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # the last epoch's clean accuracy under the sweeps is the run's test accuracy
+    assert along["epochs"]["2"]["sweeps"]["logits-sum"]["clean"] == metrics["test"]["mean"]
+    assert metrics["measure_seconds_this_process"] > 0
+    assert metrics["train_seconds_this_process"] > metrics["measure_seconds_this_process"]

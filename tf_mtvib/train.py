@@ -156,6 +156,16 @@ def positive(kind):
     return parse
 
 
+def epoch_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+    return values
+
+
 def nonneg_float(text):
     """An argparse ``type``: a float >= 0."""
     try:
@@ -219,6 +229,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="float32 (default), or a Keras mixed-precision policy: mixed_bfloat16 (CPUs with "
                         "AVX512_BF16, TPUs, recent GPUs) or mixed_float16 (GPUs; with loss scaling)")
     r.add_argument("--eval-samples", type=int, help="posterior samples for the MC test accuracy of VIB models")
+    r.add_argument("--measure-at", type=epoch_list, metavar="E1,E2,...",
+                   help="after these epochs, measure S_k (saturated images) and FGSM sweeps with the logits "
+                        "and the clipped loss on the whole test split, into <run>/along.json "
+                        "(tf_mtvib.saturation; the fit loop only)")
     r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
     return p
 
@@ -292,6 +306,10 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         training["loop"] = "custom"
     if training["loop"] == "custom" and training["jit_compile"]:
         raise SystemExit("train.py: error: --jit-compile is not supported by the custom loop")
+    if getattr(args, "measure_at", None):
+        if training["loop"] != "fit":
+            raise SystemExit("train.py: error: --measure-at works with the fit loop only")
+        training["measure_at"] = sorted(set(args.measure_at))
     return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
             "subsets": runs.subsets_record(training["seed"]), "hparams": hparams, "training": training}
 
@@ -507,6 +525,12 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
             checkpoint = Checkpoint(run_dir / runs.BACKUP)
             initial_epoch = checkpoint.restore(model)
         callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
+        along = None
+        if training.get("measure_at"):   # after the history row, before the checkpoint (see _callbacks)
+            from .saturation import along_training_callback
+
+            along = along_training_callback(run_dir, test_split, training["measure_at"])
+            callbacks.insert(2, along)
         model.fit(train_ds, epochs=training["epochs"], initial_epoch=initial_epoch, validation_data=val_ds,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
     train_seconds = time.perf_counter() - t0
@@ -531,6 +555,8 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                                # the allocator thresholds the timings above ran with (tf_mtvib.runtime)
                                "glibc_tunables_this_process": os.environ.get("GLIBC_TUNABLES"),
                                "seconds_per_epoch": [r["seconds"] for r in history]}
+    if loop != "custom" and along is not None:   # inside train_seconds_this_process, outside seconds_per_epoch
+        metrics["measure_seconds_this_process"] = along.seconds
     if model.is_stochastic and training.get("eval_samples", 0) > 0:
         n = training["eval_samples"]
         metrics["test"][f"mc{n}"] = evaluate_accuracy(model, test_ds, samples=n)

@@ -22,6 +22,15 @@ def test_results_prose_states_no_measured_figure():
     assert re.findall(r"\d", text) == [], re.findall(r".{30}\d.{30}", text)
 
 
+def test_readme_and_results_state_no_time_in_words():
+    """A duration in words ("about two hours") is a measured figure too: it comes from JSON or not at all."""
+    words = r"(one|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|forty|sixty|a few|several|half an?)"
+    for page in (DOCS.parent / "README.md", DOCS / "RESULTS.md"):
+        text = re.sub(r"<!-- BEGIN GENERATED.*?<!-- END GENERATED[^>]*-->", "", page.read_text(), flags=re.S)
+        found = re.findall(rf"\b{words}\s+(?:hours?|minutes?)\b", text, flags=re.I)
+        assert not found, (page.name, found)
+
+
 def test_vib_page_states_no_measured_figure_and_its_schedules_match_the_code():
     """vib.md's prose has no result (no percentage, bits or seconds); its schedule table is SCHEDULES."""
     text = prose((DOCS / "vib.md").read_text())

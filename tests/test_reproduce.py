@@ -1,12 +1,13 @@
 """The reproduction driver: GS grid search, persistent results, skipping, report regeneration."""
 import json
+from fractions import Fraction
 import pathlib
 import re
 
 import pytest
 
 from tf_mtvib import runs
-from tf_mtvib.reproduce import mtl
+from tf_mtvib.reproduce import mtl, verdicts
 from tf_mtvib.reproduce.mtl import (SEARCH_JSON, TEST_FACTS_JSON, aggregate, markers,
                                     cell_seeds, main, parse_seed_rule, write_section)
 from tf_mtvib.reproduce.paper import (PAPER_MODELS, PAPER_TEXT_MTVIB_CLEAN_AVERAGE, TABLES_CSV, load_paper_tables,
@@ -168,10 +169,13 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     diff = avg(metrics["mtvib"][0]) - sum(gs) / 2
     assert cells[5].startswith(f"{diff:+.1f} (")
     # Only GS and MTVIB were trained: the row cannot judge the claim against every baseline.
-    assert cells[-1] == "incomplete (no STL, STVIB, UWL)"
-    on_par = diff >= -(0.5 + max(gs) - min(gs))
-    judged = mtl._judge([avg(metrics["mtvib"][0])], gs, lambda a, o, s: a >= o - s, mtl.ON_PAR_POINTS)
-    assert judged == ("reproduced" if on_par else "not reproduced")
+    assert cells[-3] == "incomplete (no STL, STVIB, UWL)"
+    n = metrics["mtvib"][0]["num_test"]
+    exact = lambda met: verdicts.clean_average(met["test"]["mean"], n, ("top_left", "bottom_right"))
+    gs_exact = [exact(m) for m in metrics["gs"]]
+    on_par = exact(metrics["mtvib"][0]) >= sum(gs_exact) / 2 - (Fraction(1, 200) + max(gs_exact) - min(gs_exact))
+    judged = verdicts.judge([exact(metrics["mtvib"][0])], gs_exact, "not_below", Fraction(1, 200))
+    assert judged[0] == ("reproduced" if on_par else "not reproduced")
     assert any(line.startswith("| multimnist | fgsm-sampled |") for line in verdict.splitlines())
 
     facts = json.loads((results / "smoke" / "multimnist" / TEST_FACTS_JSON).read_text())
@@ -265,12 +269,53 @@ def test_cosine_schedule_decays_to_its_floor_over_the_run():
 
 
 def test_row_verdict_incomplete_rows_judge_nothing():
-    assert mtl._row_verdict(["reproduced", "reproduced"], []) == ("reproduced", "reproduced")
-    assert mtl._row_verdict(["reproduced", "not reproduced"], []) == ("mixed", "mixed")
-    assert mtl._row_verdict(["reproduced"], ["stvib", "gs"]) == ("incomplete (no STVIB, GS)", "no data")
-    # the claim's verdict ignores incomplete rows
-    assert mtl._combine(["no data", "not reproduced"]) == "not reproduced"
-    assert mtl._combine(["no data"]) == "no data"
+    R, N = verdicts.REPRODUCED, verdicts.NOT
+    assert verdicts.row({"stl": (R, False), "gs": (R, False)}) == (R, R)
+    assert verdicts.row({"stl": (R, False), "gs": (N, False)}) == ("mixed", "mixed")
+    assert verdicts.row({"stl": (R, False)}, ["stvib", "gs"]) == ("incomplete (no STVIB, GS)", "no data")
+    assert verdicts.row({"stl": (R, True), "gs": (R, False)}) == ("reproduced (tie with STL)", R)
+
+
+def test_headline_is_mixed_only_when_some_rows_are_reproduced_and_some_not():
+    R, N, M = verdicts.REPRODUCED, verdicts.NOT, verdicts.MIXED
+    assert verdicts.headline([R, R, "no data"]) == R
+    assert verdicts.headline([N, M, M]) == N          # no row reproduced: not reproduced, however many are mixed
+    assert verdicts.headline([R, M]) == M and verdicts.headline([R, N]) == M
+    assert verdicts.headline(["no data"]) == "no data"
+
+
+def test_exact_counts_turn_the_mtfl_knife_edge_into_a_tie():
+    """MTFL mean row at d5f97e6: MTVIB minus STL is exactly -1.175, the slack exactly 0.5 + 0.675."""
+    n = 1000
+    mtvib = [Fraction(x, 4 * n) for x in (3290, 3301, 3303)]      # seed means over 4 tasks, exact counts
+    spread = max(mtvib) - min(mtvib)
+    stl = [verdicts.mean(mtvib) + Fraction(1, 200) + spread]     # exactly on the boundary
+    verdict, tie = verdicts.judge(mtvib, stl, "not_below", Fraction(1, 200))
+    assert tie and verdict == verdicts.REPRODUCED                 # "no more than 0.5 below" includes it
+    assert verdicts.judge(mtvib, [stl[0] + Fraction(1, 4 * n)], "not_below", Fraction(1, 200)) == (verdicts.NOT, False)
+    # "by more than" excludes the boundary
+    assert verdicts.judge([Fraction(1, 10)], [Fraction(2, 10)], "below", Fraction(1, 10)) == (verdicts.NOT, True)
+    # float accuracies read back exactly
+    assert verdicts.exact(0.851, 1000) == Fraction(851, 1000) and verdicts.exact(0.9425, 10000) == Fraction(9425, 10000)
+
+
+def test_decay_forms_and_the_papers_own_tables():
+    r = {"eps": [0, 0.1, 0.2], "num_examples": 10, "accuracy": {"a": [0.8, 0.4, 0.2], "b": [1.0, 1.0, 0.5]}}
+    f = verdicts.decay_forms(r, ["a", "b"])
+    assert f["decay"] == Fraction(1, 2) * (Fraction(5, 10) + Fraction(25, 100))
+    assert f["level"] == Fraction(1, 2) * (Fraction(3, 10) + Fraction(75, 100))
+    assert f["retention"] == Fraction(1, 2) * (Fraction(3, 8) + Fraction(3, 4))
+    # the paper's Claim 2 on MultiMNIST by the project's own rule: mixed (MTVIB 14.6 against STL 14.5, STVIB 14.2)
+    from tf_mtvib.reproduce.paper import load_paper_tables
+
+    tables = load_paper_tables()
+    tasks = ("top_left", "bottom_right")
+    eps = sorted({k[2] for k in tables if k[0] == "multimnist"})
+    forms = {m: verdicts.decay_forms(verdicts.paper_result(tables, "multimnist", m, tasks, eps), tasks)
+             for m in ("mtvib", "stl", "stvib", "gs", "uwl")}
+    label, verdict = verdicts.row({b: verdicts.judge([forms["mtvib"]["decay"]], [forms[b]["decay"]], "below")
+                                   for b in ("stl", "stvib", "gs", "uwl")})
+    assert verdict == "mixed" and round(100 * float(forms["mtvib"]["decay"]), 1) == 14.6
 
 
 def test_doubled_preset_doubles_every_epoch_count_and_nothing_else():

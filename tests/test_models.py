@@ -421,3 +421,26 @@ def test_all_sublayers_reaches_layers_held_as_attributes_and_in_sub_models():
     assert len({id(l) for l in found}) == len(found)
     outer = keras.Sequential([keras.Input((2,)), keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(1)])])
     assert sum(isinstance(l, keras.layers.Dense) for l in all_sublayers(outer)) == 2
+
+
+def test_mean_mode_probabilities_are_the_mean_even_when_first_traced_inside_a_sampling_scope():
+    """The graph cache of ``probabilities`` is keyed by the sample count; samples=0 must be the
+    posterior mean whatever scope is active when it is first traced (design review, section 5)."""
+    import numpy as np
+
+    from tf_mtvib.layers import posterior_sampling
+    from test_attacks import batch, tiny_model
+
+    model = tiny_model(stochastic=True, scale_bias=1.0)
+    x, _ = batch(16)
+    with posterior_sampling(model.network):
+        inside = model.probabilities(x, samples=0)["a"].numpy()
+    outside = [model.probabilities(x, samples=0)["a"].numpy() for _ in range(2)]
+    mean = tf.nn.softmax(model.network(tf.constant(x), training=False)["a"]).numpy()
+    np.testing.assert_array_equal(outside[0], outside[1])
+    np.testing.assert_allclose(inside, mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outside[0], mean, rtol=1e-6, atol=1e-7)
+    # a sampled pass in the same scope does differ from the mean: the test can fail
+    with posterior_sampling(model.network):
+        sampled = tf.nn.softmax(model.network(tf.constant(x), training=False)["a"]).numpy()
+    assert np.max(np.abs(sampled - mean)) > 1e-3

@@ -482,8 +482,9 @@ def split_at_latents(network: keras.Model):
 def probabilities_of(network: keras.Model, images, samples: int = 0) -> Dict[str, tf.Tensor]:
     """Softmax probabilities of ``network`` (mean mode if ``samples == 0``,
     else averaged over ``samples`` posterior draws, drawn in one batched pass)."""
-    if samples == 0:
-        logits = network(images, training=False)
+    if samples == 0:   # the mean, whatever posterior_sampling scope is active while this is traced
+        with posterior_sampling(network, enabled=False):
+            logits = network(images, training=False)
         return {t: tf.nn.softmax(l) for t, l in logits.items()}
     return {t: tf.reduce_mean(tf.nn.softmax(l), axis=0) for t, l in sampled_logits(network, images, samples).items()}
 

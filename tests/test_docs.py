@@ -95,3 +95,17 @@ def test_results_verdicts_and_goals_are_the_committed_json():
         if goals is not None:
             begin, end = mtl.markers(preset)
             assert goals in text[text.index(begin):text.index(end)], preset
+
+
+def test_saturation_blocks_are_the_committed_json():
+    """docs/robustness.md's saturation block and RESULTS.md's "Why the curves differ" are
+    generated from the committed saturation.json / along.json files."""
+    from tf_mtvib.reproduce import saturation as S
+
+    page = (DOCS / "robustness.md").read_text()
+    block = page[page.index(S.BEGIN) + len(S.BEGIN):page.index(S.END)].strip("\n")
+    assert block == S.render(DOCS / "results", "full").split("\n", 2)[2].strip("\n")
+    text = (DOCS / "RESULTS.md").read_text()
+    why = text[text.index(S.WHY_BEGIN) + len(S.WHY_BEGIN):text.index(S.WHY_END)].strip("\n")
+    assert why == S.why_section(DOCS / "results", "full").strip("\n")
+    assert (DOCS / "results" / "full" / S.REPORT).read_text().strip("\n") == S.render(DOCS / "results", "full").strip("\n")

@@ -69,3 +69,15 @@ def test_readme_gives_the_tunables_the_library_sets():
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"export GLIBC_TUNABLES={runtime.tunables_string({})}\n" in readme
+
+
+def test_machine_names_the_cpu_its_isa_and_the_cores():
+    from tf_mtvib.runtime import ISA_FLAGS, machine
+
+    m = machine()
+    assert m["cpu"] and isinstance(m["cpu"], str)
+    assert set(m["isa"]) <= set(ISA_FLAGS)
+    assert m["cores"] >= 1 and isinstance(m["smt_siblings"], bool)
+    import json
+
+    json.dumps(m)   # JSON-able, for metrics.json and every benchmark

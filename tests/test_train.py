@@ -73,6 +73,9 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     assert set(metrics["test"]) == {"mean", "mc12"}
     assert set(metrics["test"]["mean"]) == {"top_left", "bottom_right", "joint"}
     assert metrics["num_test"] == 128 and metrics["test"]["mean"]["joint"] <= metrics["test"]["mean"]["top_left"]
+    # every run names its machine: the CPU, its ISA flags, the cores; each epoch its load average
+    assert metrics["machine"]["cpu"] and metrics["machine"]["cores"] >= 1 and "isa" in metrics["machine"]
+    assert all("load_1min" in r for r in history)
     tb = list((run / "logs").rglob("events.out.tfevents.*"))
     assert tb, "no TensorBoard event file"
     # the same directory again without --resume is refused

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import distributed, runs
+from . import distributed, runs, runtime
 from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_weighting_arguments, check_weighting,
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
@@ -378,6 +378,7 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[Checkpo
                 return
             seconds = time.perf_counter() - self._t0
             self.rows.append({"epoch": epoch, "seconds": seconds, "images_per_second": n_train / seconds,
+                              "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                               # the allocator thresholds this epoch's timing ran with (tf_mtvib.runtime); a
                               # resumed run's epochs may come from processes started with other settings
                               "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), **logs})
@@ -548,7 +549,9 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                                "train_seconds_this_process": train_seconds,
                                # the allocator thresholds the timings above ran with (tf_mtvib.runtime)
                                "glibc_tunables_this_process": os.environ.get("GLIBC_TUNABLES"),
-                               "seconds_per_epoch": [r["seconds"] for r in history]}
+                               "seconds_per_epoch": [r["seconds"] for r in history],
+                               # the CPU, its ISA flags, the usable cores and the load at the end (tf_mtvib.runtime)
+                               "machine": runtime.machine()}
     if loop != "custom" and along is not None:   # inside train_seconds_this_process, outside seconds_per_epoch
         metrics["measure_seconds_this_process"] = along.seconds
     if model.is_stochastic and training.get("eval_samples", 0) > 0:

@@ -21,3 +21,9 @@ def tmp_cache(tmp_path, monkeypatch) -> pathlib.Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("TF_MTVIB_CACHE_DIR", str(path))
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: end-to-end runs (multi-worker kill and resume, reproduce, benchmark scripts, "
+                   "old/new code comparison); the fast tier is `-m 'not slow'`")

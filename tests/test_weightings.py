@@ -88,7 +88,10 @@ def test_every_declared_weighting_has_its_class_and_the_catalogue_is_tensorflow_
         assert cls.HPARAMS is catalogue.WEIGHTING_CATALOGUE[name].hparams, name
         # a built-in class's docstring opens with the catalogue's summary (the --help text)
         assert cls.__doc__.strip().splitlines()[0].rstrip(".") == catalogue.WEIGHTING_CATALOGUE[name].summary, name
-    assert tuple(models._NETWORKS) == catalogue.MODEL_NAMES
+    from tf_mtvib.families import PACKAGE_FAMILIES, builder_of, get_family
+
+    assert catalogue.MODEL_NAMES == PACKAGE_FAMILIES
+    assert all(callable(builder_of(get_family(n))) for n in PACKAGE_FAMILIES)
     assert all(e.weighting in catalogue.WEIGHTING_CATALOGUE for e in catalogue.MODEL_CATALOGUE.values())
     tree = ast.parse(pathlib.Path(catalogue.__file__).read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 __all__ = [
     "HParam", "WeightingEntry", "WEIGHTING_CATALOGUE", "declare_weighting", "weighting_hparams", "owner_of",
-    "add_weighting_arguments", "parse_task_weights", "LATENT_HEADS", "DEFAULT_HPARAMS", "ModelEntry",
+    "add_weighting_arguments", "add_family_arguments", "parse_task_weights", "LATENT_HEADS", "DEFAULT_HPARAMS", "ModelEntry",
     "MODEL_CATALOGUE", "MODEL_NAMES", "default_weighting", "hparam_defaults", "check_weighting",
 ]
 
@@ -33,19 +33,7 @@ __all__ = [
 # --------------------------------------------------------------------------
 # Weightings
 # --------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class HParam:
-    """One hyper-parameter of a weighting.
-
-    ``default`` is used when neither the caller nor the model's recipe sets
-    it; ``parse`` turns a command-line string into the value (it may raise
-    ``argparse.ArgumentTypeError`` or ``ValueError``); ``help`` is the flag's help.
-    """
-
-    default: Any
-    help: str
-    parse: Callable[[str], Any] = float
-    metavar: Optional[str] = None
+from .hparams import HParam  # noqa: E402  (one definition, shared with tf_mtvib.families)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,28 +134,19 @@ class ModelEntry:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-#: name -> model, the paper's five first (in its tables' order), then Alemi et
-#: al.'s Deep VIB and its deterministic twin. :mod:`tf_mtvib.models` holds one
-#: network builder per name.
-MODEL_CATALOGUE: Dict[str, ModelEntry] = {
-    "stl": ModelEntry("fixed", "single-task networks, one per task"),
-    "gs": ModelEntry("fixed", "shared network, fixed (grid-searched) task weights"),
-    "uwl": ModelEntry("uncertainty", "shared network, learned uncertainty weights"),
-    "stvib": ModelEntry("fixed", "single-task VIB networks, one per task"),
-    "mtvib": ModelEntry("uncertainty", "multi-task VIB with learned uncertainty weights"),
-    # Alemi et al.'s Deep VIB is not in Tables I-II: its latent keeps their linear head
-    "vib_mlp": ModelEntry("fixed", "Deep VIB MLP (Alemi et al. 2017)", {"latent_head": "linear"}),
-    "mlp": ModelEntry("fixed", "deterministic twin of vib_mlp", {"latent_head": "linear"}),
-}
-MODEL_NAMES = tuple(MODEL_CATALOGUE)
+#: name -> model of the package's own families (:mod:`tf_mtvib.families`, one file each),
+#: the paper's five first (in its tables' order), then Alemi et al.'s Deep VIB and its
+#: deterministic twin; filled at the end of this module from the families' specs.
+MODEL_CATALOGUE: Dict[str, ModelEntry] = {}
+MODEL_NAMES: tuple = ()
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The catalogue entry of model ``name`` (ValueError listing the choices otherwise)."""
-    try:
-        return MODEL_CATALOGUE[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}") from None
+    """The catalogue entry of model ``name``, a registered family (ValueError listing the choices otherwise)."""
+    from .families import get_family
+
+    spec = get_family(name)
+    return ModelEntry(spec.default_weighting, spec.description, dict(spec.defaults))
 
 
 def default_weighting(name: str) -> str:
@@ -179,7 +158,20 @@ def hparam_defaults() -> dict:
     """Every hyper-parameter ``build_model`` accepts, with its default: the
     network's (:data:`DEFAULT_HPARAMS`), ``weighting`` (None: the model's own)
     and each declared weighting's."""
-    return {**DEFAULT_HPARAMS, "weighting": None, **{k: h.default for k, h in weighting_hparams().items()}}
+    from .families import families
+
+    own = {k: h.default for f in families().values() for k, h in f.hparams.items()}
+    return {**DEFAULT_HPARAMS, "weighting": None, **{k: h.default for k, h in weighting_hparams().items()}, **own}
+
+
+def add_family_arguments(group) -> None:
+    """One flag per family's own hyper-parameter (:attr:`FamilySpec.hparams`), default None."""
+    from .families import families
+
+    for f in families().values():
+        for key, h in f.hparams.items():
+            group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
+                               help=f"{h.help} ({f.name} family; default {h.default})")
 
 
 def check_weighting(name: str, weighting: Optional[str], hparams: Mapping) -> str:
@@ -209,3 +201,13 @@ declare_weighting("dwa", "Dynamic weight average (Liu, Johns and Davison 2019, \
                          "Learning with Attention\")", {
     "dwa_temperature": HParam(2.0, "temperature T of the softmax over loss ratios"),
 })
+
+
+# --------------------------------------------------------------------------
+# The package's families (tf_mtvib/families/<name>.py): their catalogue entries
+# --------------------------------------------------------------------------
+from . import families as _families_pkg  # noqa: E402  (after the weightings: the specs name them)
+
+_families_pkg._load_package_families()
+MODEL_CATALOGUE.update({n: model_entry(n) for n in _families_pkg.PACKAGE_FAMILIES})
+MODEL_NAMES = tuple(MODEL_CATALOGUE)

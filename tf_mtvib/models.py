@@ -50,172 +50,11 @@ __all__ = [
 _PACKAGE = "tf_mtvib"
 
 
-# --------------------------------------------------------------------------
-# The architecture tables (Tables I and II). Everything below reads these.
-# --------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ConvTrunk:
-    """Two blocks of Conv(filters, kernel, stride, 'valid') + BN + ReLU + MaxPool(2)."""
-
-    kernel: int
-    stride: int
-    filters: int = 64
-    blocks: int = 2
-    pool: int = 2
-
-
-#: input height/width -> trunk. 36x36 (MultiMNIST/MultiFashion, Table I):
-#: 36 -> 34 -> 17 -> 15 -> 7, flatten 7*7*64 = 3136. 150x150 (MTFL, Table II):
-#: 150 -> 73 -> 36 -> 16 -> 8, flatten 8*8*64 = 4096.
-CONV_TRUNKS: Dict[int, ConvTrunk] = {36: ConvTrunk(kernel=3, stride=1), 150: ConvTrunk(kernel=5, stride=2)}
-
-# Every hidden fully connected layer of Tables I-II is FC + BN + ReLU (only
-# the classifier, FC 192 x classes, has neither); BN momentum: BN_MOMENTUM.
-SHARED_FC = 384            # GS / UWL / STL: FC flatten x 384 + BN + ReLU after the trunk
-TASK_FC = 192              # GS / UWL / STL: per-task FC 384 x 192 + BN + ReLU before the classifier
-VIB_ENCODER_FC = (1024, 1024, 1024)   # MTVIB / STVIB: FC ... x 1024 + BN + ReLU, three times
-VIB_DECODER_FC = (384, 192)           # MTVIB / STVIB decoders: FC 256x384 + BN + ReLU, FC 384x192 + BN + ReLU
-# The latent's heads (FC 1024 x 256 + BN + ReLU for the mean and for the
-# scale, latent_head="paper") are in GaussianLatent.
-MLP_ENCODER_FC = (1024, 1024)         # Deep VIB (Alemi et al. 2017) on MNIST: FC + ReLU, no BN
-
-# The network's hyper-parameters and their defaults (DEFAULT_HPARAMS), the models' names and
-# their default weightings are in tf_mtvib.catalogue, which the command lines read without TensorFlow.
-
-
-def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str = ""):
-    """The shared convolutional trunk of Tables I/II, ending in Flatten."""
-    size = spec.input_shape[0]
-    if size not in CONV_TRUNKS:
-        raise ValueError(f"no convolutional trunk for {spec.input_shape[0]}x{spec.input_shape[1]} inputs "
-                         f"(data set {spec.name!r}); the paper's tables define {sorted(CONV_TRUNKS)}")
-    t = CONV_TRUNKS[size]
-    for i in range(1, t.blocks + 1):
-        x = keras.layers.Conv2D(t.filters, t.kernel, strides=t.stride, padding="valid", name=f"{prefix}conv{i}")(x)
-        x = batch_normalization(sync_batchnorm, f"{prefix}conv{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"{prefix}conv{i}_relu")(x)
-        x = keras.layers.MaxPooling2D(t.pool, name=f"{prefix}pool{i}")(x)
-    return keras.layers.Flatten(name=f"{prefix}flatten")(x)
-
-
-def flatten_size(spec: DatasetSpec) -> int:
-    """Width of the trunk's flattened output, from the layers' own shape arithmetic."""
-    x = keras.Input(spec.input_shape)
-    return int(conv_trunk(x, spec).shape[-1])
-
-
-def _dense_stack(x, units: Sequence[int], prefix: str, batchnorm: bool = True, sync: bool = False):
-    """``FC + BN + ReLU`` per entry of ``units`` (Tables I-II); ``FC + ReLU`` if not ``batchnorm``."""
-    for i, u in enumerate(units, start=1):
-        x = keras.layers.Dense(u, name=f"{prefix}fc{i}")(x)
-        if batchnorm:
-            x = batch_normalization(sync, f"{prefix}fc{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"{prefix}fc{i}_relu")(x)
-    return x
-
-
-def _classifier(x, spec: DatasetSpec, task: str):
-    # float32 logits under a mixed-precision policy (the Keras guide's rule for the
-    # last layer), so that softmax and the cross-entropy are computed in float32
-    return keras.layers.Dense(spec.task(task).num_classes, name=f"{task}_logits", dtype="float32")(x)
-
-
-# --------------------------------------------------------------------------
-# Networks: image in [0, 1] -> {task: logits}
-# --------------------------------------------------------------------------
-def _image_input(spec):
-    return keras.Input(spec.input_shape, name="image")
-
-
-def _net_shared_deterministic(spec, hp):
-    """GS / UWL: shared trunk + FC 384, per-task FC 192 + classifier."""
-    image = _image_input(spec)
-    sync = hp["sync_batchnorm"]
-    h = _dense_stack(conv_trunk(image, spec, sync), [SHARED_FC], "shared_", sync=sync)
-    outputs = {t: _classifier(_dense_stack(h, [TASK_FC], f"{t}_", sync=sync), spec, t) for t in spec.task_names}
-    return image, outputs
-
-
-def _net_single_task_towers(spec, hp):
-    """STL: one independent trunk + FC 384 + FC 192 + classifier per task."""
-    image = _image_input(spec)
-    outputs = {}
-    for t in spec.task_names:
-        h = conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_")
-        outputs[t] = _classifier(_dense_stack(h, [SHARED_FC, TASK_FC], f"{t}_", sync=hp["sync_batchnorm"]), spec, t)
-    return image, outputs
-
-
-def _vib_decoder(z, spec, task, sync):
-    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + BN + ReLU, classifier."""
-    return _classifier(_dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", sync=sync), spec, task)
-
-
-def _latent(hp, name):
-    """The Gaussian latent of the VIB models, with the head ``hp["latent_head"]``."""
-    return GaussianLatent(hp["latent_dim"], hp["beta"], head=hp["latent_head"], synchronized=hp["sync_batchnorm"],
-                          name=name)
-
-
-def _net_mtvib(spec, hp):
-    """MTVIB: shared trunk + FC 1024 x3 + Gaussian latent, one decoder per task."""
-    image = _image_input(spec)
-    h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"]), VIB_ENCODER_FC, "enc_", sync=hp["sync_batchnorm"])
-    z = _latent(hp, "latent")(h)
-    outputs = {t: _vib_decoder(z, spec, t, hp["sync_batchnorm"]) for t in spec.task_names}
-    return image, outputs
-
-
-def _net_stvib(spec, hp):
-    """STVIB: one independent VIB tower (trunk, FC 1024 x3, latent, decoder) per task."""
-    image = _image_input(spec)
-    outputs = {}
-    for t in spec.task_names:
-        h = _dense_stack(conv_trunk(image, spec, hp["sync_batchnorm"], prefix=f"{t}_"), VIB_ENCODER_FC, f"{t}_enc_",
-                         sync=hp["sync_batchnorm"])
-        z = _latent(hp, f"{t}_latent")(h)
-        outputs[t] = _vib_decoder(z, spec, t, hp["sync_batchnorm"])
-    return image, outputs
-
-
-def _mlp_trunk(spec):
-    image = _image_input(spec)
-    return image, _dense_stack(keras.layers.Flatten(name="flatten")(image), MLP_ENCODER_FC, "enc_", batchnorm=False)
-
-
-def _net_vib_mlp(spec, hp):
-    """Deep VIB (Alemi et al. 2017): MLP 1024-1024, K-dim Gaussian, logistic-regression decoder."""
-    image, h = _mlp_trunk(spec)
-    z = _latent(hp, "latent")(h)
-    return image, {t: _classifier(z, spec, t) for t in spec.task_names}
-
-
-def _net_mlp(spec, hp):
-    """Deterministic twin of vib_mlp: z is the mean (a linear K-dim layer), no KL."""
-    image, h = _mlp_trunk(spec)
-    z = keras.layers.Dense(hp["latent_dim"], name="latent_mean")(h)
-    return image, {t: _classifier(z, spec, t) for t in spec.task_names}
-
-
-def _equal_weights(spec):
-    """GS's default task weights: 1/K each (they sum to 1, as the grid's points)."""
-    return {"task_weights": {t: 1.0 / len(spec.tasks) for t in spec.task_names}}
-
-
-#: name -> the network builder of each model of :data:`~tf_mtvib.catalogue.MODEL_CATALOGUE`
-#: (its default weighting, description and hyper-parameter overrides are there).
-_NETWORKS: Dict[str, Callable] = {
-    "stl": _net_single_task_towers,
-    "gs": _net_shared_deterministic,
-    "uwl": _net_shared_deterministic,
-    "stvib": _net_stvib,
-    "mtvib": _net_mtvib,
-    "vib_mlp": _net_vib_mlp,
-    "mlp": _net_mlp,
-}
-#: name -> spec -> overrides of the model's default weighting's hyper-parameters.
-_WEIGHTING_DEFAULTS: Dict[str, Callable] = {"gs": _equal_weights}
-assert tuple(_NETWORKS) == MODEL_NAMES, "every model of the catalogue needs a network, and only those"
+# The architecture tables (Tables I and II) and the blocks built from them are in
+# tf_mtvib.blocks; each model's network is its family's builder (tf_mtvib.families).
+from .blocks import (CONV_TRUNKS, MLP_ENCODER_FC, SHARED_FC, TASK_FC, VIB_DECODER_FC,  # noqa: E402,F401
+                     VIB_ENCODER_FC, ConvTrunk, conv_trunk, flatten_size)
+from .families import builder_of, get_family, weighting_overrides  # noqa: E402
 
 
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
@@ -225,9 +64,11 @@ def _resolve_hparams(name: str, hparams: Mapping) -> dict:
     if unknown:
         raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
                         f"known: {sorted(known)}")
+    family = get_family(name)
     hp = dict(DEFAULT_HPARAMS)
-    hp.update(model_entry(name).defaults)
-    hp.update({k: v for k, v in hparams.items() if v is not None and k in DEFAULT_HPARAMS})
+    hp.update({k: h.default for k, h in family.hparams.items()})
+    hp.update(family.defaults)
+    hp.update({k: v for k, v in hparams.items() if v is not None and (k in DEFAULT_HPARAMS or k in family.hparams)})
     if hp["latent_head"] not in LATENT_HEADS:
         raise ValueError(f"unknown latent_head {hp['latent_head']!r}; choose one of: {', '.join(LATENT_HEADS)}")
     return hp
@@ -244,17 +85,19 @@ def build_weighting(name: str, spec: DatasetSpec, weighting: Optional[str] = Non
     cls = get_weighting(wname)
     given = {k: v for k, v in hparams.items() if v is not None and k in cls.HPARAMS}
     whp = {k: h.default for k, h in cls.HPARAMS.items()}
-    if wname == default_weighting(name) and name in _WEIGHTING_DEFAULTS:
-        whp.update(_WEIGHTING_DEFAULTS[name](spec))
+    if wname == default_weighting(name):
+        whp.update(weighting_overrides(get_family(name), spec))
     whp.update(given)
     return cls.from_hparams(spec.task_names, name=f"{wname}_weighting", **whp)
 
 
 def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
-    """The functional network of model ``name``: image -> {task: logits}."""
-    model_entry(name)                           # ValueError for an unknown name
+    """The functional network of model ``name`` (its family's builder): image -> {task: logits}."""
+    family = get_family(name)                   # ValueError for an unknown name
+    if family.datasets is not None and spec.name not in family.datasets:
+        raise ValueError(f"model {name!r} does not take data set {spec.name!r}; it takes: {', '.join(family.datasets)}")
     hp = _resolve_hparams(name, hparams)
-    inputs, outputs = _NETWORKS[name](spec, hp)
+    inputs, outputs = builder_of(family)(spec, hp)
     return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
 
 

@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed, runs, runtime
-from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_weighting_arguments, check_weighting,
+from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_family_arguments, add_weighting_arguments, check_weighting,
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
@@ -175,8 +175,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=[n for n in SPECS], help="data set")
-    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
-                   help="model: " + "; ".join(f"{n} = {e.description}" for n, e in MODEL_CATALOGUE.items()))
+    from .families import families
+
+    fams = families()   # the package's and the registered ones (entry point tf_mtvib.families)
+    p.add_argument("--model", choices=list(fams), default=DEFAULT_MODEL,
+                   help="model (a family, tf_mtvib/families/): " + "; ".join(f"{n} = {f.description}"
+                                                                             for n, f in fams.items()))
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="training budget")
     p.add_argument("--hparams", type=pathlib.Path, help="JSON file of hyper-parameters (e.g. best.json from tf_mtvib.tune)")
     g = p.add_argument_group("hyper-parameters (override the preset and --hparams)")
@@ -195,6 +199,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="heads of the Gaussian latent (VIB models): paper = FC + BN + ReLU for mean and scale "
                         "(Tables I-II; stvib/mtvib default), linear = one Dense (Alemi et al.; vib_mlp default)")
     add_weighting_arguments(g)   # --weighting and each weighting's hyper-parameters
+    add_family_arguments(g)      # each family's own hyper-parameters
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across replicas")
     d = p.add_argument_group("data")

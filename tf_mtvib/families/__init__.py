@@ -1,0 +1,195 @@
+"""Model families as plugins: one file per family, found by name.
+
+A family is a network shape, ``image -> {task: logits}``, with its default
+task weighting and its hyper-parameters. Each is one file,
+``tf_mtvib/families/<name>.py``, holding
+
+* ``SPEC``, a :class:`FamilySpec`: the name, a one-line description, the
+  default weighting, the family's own hyper-parameters (:class:`HParam`, with
+  defaults and help), the data sets it accepts, the batch extras it needs, and
+  whether it is stochastic; and
+* ``build(dataset_spec, hp)``, the builder, returning ``(inputs, outputs)``
+  of a functional network; ``hp`` holds every resolved hyper-parameter.
+
+Importing a family file imports neither TensorFlow nor Keras: the builder
+imports them when it is called, so ``train.py --help`` and the commands' flags
+(generated from the specs) answer at once.
+
+A family outside this package registers in one of two ways, and then reaches
+``train``, ``evaluate``, ``export``, ``tune`` and ``reproduce`` with no edit to
+tf_mtvib:
+
+* the entry-point group ``tf_mtvib.families`` of its distribution, naming a
+  module that defines ``SPEC`` (and ``build``), or a :class:`FamilySpec`::
+
+      [project.entry-points."tf_mtvib.families"]
+      toy = "my_package.toy"
+
+* :func:`register_family` from code that runs before the command builds its parser.
+
+See docs/families.md ("Write your own family").
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ..hparams import HParam
+
+__all__ = ["FamilySpec", "HParam", "register_family", "get_family", "family_names", "families", "builder_of",
+           "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
+
+#: The entry-point group through which other distributions register families
+ENTRY_POINT_GROUP = "tf_mtvib.families"
+
+#: The package's own families, in the paper's tables' order, then Alemi et al.'s Deep VIB and its twin
+PACKAGE_FAMILIES = ("stl", "gs", "uwl", "stvib", "mtvib", "vib_mlp", "mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """What the commands know of a family without building it.
+
+    ``builder``: ``"module:function"`` (imported when called; default: ``build`` in
+    the module that defines the spec). ``hparams``: the family's *own*
+    hyper-parameters (flags ``--<name>`` are generated from them); they share the
+    run configuration's ``hparams`` with the network's common ones
+    (:data:`tf_mtvib.catalogue.DEFAULT_HPARAMS`) and the weightings', so their names
+    must not clash. ``defaults``: the family's overrides of the common ones (e.g.
+    ``latent_head``). ``weighting_defaults``: ``"module:function"`` mapping a
+    :class:`~tf_mtvib.datasets.spec.DatasetSpec` to overrides of the default
+    weighting's hyper-parameters (GS: 1/K per task). ``datasets``: the data sets it
+    accepts (None: any). ``needs``: the per-example batch extras it reads beyond
+    the image and the labels. ``stochastic``: its predictions sample (a posterior).
+    """
+
+    name: str
+    description: str
+    default_weighting: str = "fixed"
+    hparams: Mapping[str, HParam] = dataclasses.field(default_factory=dict)
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    builder: Optional[str] = None
+    weighting_defaults: Optional[str] = None
+    datasets: Optional[Tuple[str, ...]] = None
+    inputs: str = "image"
+    needs: Tuple[str, ...] = ()
+    stochastic: bool = False
+    module: Optional[str] = None       # where the spec was defined (set on registration)
+
+
+_FAMILIES: Dict[str, FamilySpec] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_family(spec: FamilySpec, module: Optional[str] = None) -> FamilySpec:
+    """Register ``spec`` (again with an equal spec: nothing happens). ``module`` names
+    where its ``build`` lives when ``spec.builder`` is not given."""
+    from ..catalogue import DEFAULT_HPARAMS, WEIGHTING_CATALOGUE, weighting_hparams
+
+    if not isinstance(spec, FamilySpec):
+        raise TypeError(f"register_family takes a FamilySpec, got {type(spec).__name__}")
+    if module and not spec.module:
+        spec = dataclasses.replace(spec, module=module)
+    if spec.builder is None and spec.module is None:
+        raise ValueError(f"family {spec.name!r}: give builder='module:function' or register it from its module")
+    old = _FAMILIES.get(spec.name)
+    if old is not None:
+        if old == spec:
+            return old
+        raise ValueError(f"a family named {spec.name!r} is registered already (from {old.module or old.builder})")
+    if spec.default_weighting not in WEIGHTING_CATALOGUE:
+        raise ValueError(f"family {spec.name!r}: unknown default weighting {spec.default_weighting!r}; "
+                         f"choose one of: {', '.join(WEIGHTING_CATALOGUE)}")
+    taken = set(DEFAULT_HPARAMS) | set(weighting_hparams()) | {"weighting"}
+    for other in _FAMILIES.values():
+        taken |= set(other.hparams)
+    clash = sorted(set(spec.hparams) & taken)
+    if clash:
+        raise ValueError(f"family {spec.name!r}: hyper-parameter name(s) {clash} are taken (the network's common "
+                         "ones, a weighting's or another family's)")
+    unknown = sorted(set(spec.defaults) - set(DEFAULT_HPARAMS) - set(spec.hparams))
+    if unknown:
+        raise ValueError(f"family {spec.name!r}: defaults for unknown hyper-parameter(s) {unknown}")
+    _FAMILIES[spec.name] = spec
+    return spec
+
+
+def _load_package_families() -> None:
+    for name in PACKAGE_FAMILIES:
+        if name not in _FAMILIES:
+            mod = importlib.import_module(f"{__name__}.{name}")
+            register_family(mod.SPEC, module=mod.__name__)
+
+
+def _load_entry_points() -> None:
+    """Register every family of the ``tf_mtvib.families`` entry-point group (once)."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, FamilySpec):
+            register_family(obj)
+        elif hasattr(obj, "SPEC"):
+            register_family(obj.SPEC, module=obj.__name__)
+        else:
+            raise TypeError(f"entry point {ep.name} = {ep.value} of {ENTRY_POINT_GROUP!r} is neither a FamilySpec "
+                            "nor a module with a SPEC")
+
+
+def refresh_entry_points() -> None:
+    """Look the entry points up again (a distribution installed in this process)."""
+    global _ENTRY_POINTS_LOADED
+    _ENTRY_POINTS_LOADED = False
+    _load_entry_points()
+
+
+def families() -> Dict[str, FamilySpec]:
+    """name -> spec of every family: the package's, then the registered and entry-point ones."""
+    _load_package_families()
+    _load_entry_points()
+    return dict(_FAMILIES)
+
+
+def family_names() -> Tuple[str, ...]:
+    return tuple(families())
+
+
+def get_family(name: str) -> FamilySpec:
+    """The spec of family ``name`` (ValueError listing the choices otherwise)."""
+    _load_package_families()
+    if name not in _FAMILIES:
+        _load_entry_points()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(family_names())}") from None
+
+
+def _resolve(path: str) -> Callable:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def builder_of(spec: FamilySpec) -> Callable:
+    """The builder of ``spec``: ``(dataset_spec, hp) -> (inputs, outputs)`` (imports its module)."""
+    return _resolve(spec.builder or f"{spec.module}:build")
+
+
+def weighting_overrides(spec: FamilySpec, dataset_spec) -> Dict[str, Any]:
+    """The family's overrides of its default weighting's hyper-parameters for ``dataset_spec``."""
+    return dict(_resolve(spec.weighting_defaults)(dataset_spec)) if spec.weighting_defaults else {}
+
+
+def import_family(name: str) -> None:
+    """Import the module of family ``name`` (its custom Keras layers register for ``.keras``
+    loading); nothing for an unknown name."""
+    try:
+        spec = get_family(name)
+    except ValueError:
+        return
+    importlib.import_module((spec.builder or f"{spec.module}:build").partition(":")[0])

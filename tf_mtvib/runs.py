@@ -151,6 +151,9 @@ class Run:
             import keras
 
             from . import models  # noqa: F401  (registers the custom objects)
+            from .families import import_family
+
+            import_family(self.model_name)   # a family's own layers register for loading
 
             path = self.path / MODEL
             if not path.exists():

@@ -54,14 +54,22 @@ OBJECTIVE = "val_mean_task_accuracy"
 #: The trial metric holding the wall-clock seconds of the trial's whole fit (every epoch,
 #: validation included, model building not): :func:`with_fit_seconds`.
 FIT_SECONDS = "fit_seconds"
-#: The hyper-parameters searched for each model.
-SEARCH_SPACES: Dict[str, Tuple[str, ...]] = {
-    "gs": ("task_weights",),
-    "mtvib": ("beta", "learning_rate", "latent_dim"),
-    "uwl": ("learning_rate",),
-}
-#: The search used when --search is not given.
-DEFAULT_SEARCH = {"gs": "grid", "mtvib": "bayesian", "uwl": "bayesian"}
+def search_spaces() -> Dict[str, Tuple[str, ...]]:
+    """The hyper-parameters searched for each tunable family (its spec's ``search``)."""
+    from .families import families
+
+    return {n: f.search for n, f in families().items() if f.search}
+
+
+def default_search(model: str) -> str:
+    """The search used when --search is not given (the family's ``default_search``)."""
+    from .families import get_family
+
+    return get_family(model).default_search
+
+
+#: The package's search spaces (gs, uwl, mtvib), read from their family specs.
+SEARCH_SPACES: Dict[str, Tuple[str, ...]] = search_spaces()
 DEFAULT_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: Ranges of the continuous hyper-parameters (log scale) and the latent dimensions.
 DEFAULT_RANGES: Dict[str, Any] = {"beta": (1e-5, 1e-1), "learning_rate": (1e-5, 1e-2), "latent_dim": (64, 128, 256)}
@@ -328,18 +336,19 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     ``learning_rate`` when named in ``fixed``. Returns the content of best.json.
     """
     model, dataset = config["model"], config["dataset"]
-    if model not in SEARCH_SPACES:
-        raise TuneError(f"no search space for model {model!r}; choose one of: {', '.join(SEARCH_SPACES)}")
-    search = search or DEFAULT_SEARCH[model]
+    spaces = search_spaces()
+    if model not in spaces:
+        raise TuneError(f"no search space for model {model!r}; choose one of: {', '.join(spaces)}")
+    search = search or default_search(model)
     if search not in DEFAULT_MAX_TRIALS:
         raise TuneError(f"search must be one of {', '.join(DEFAULT_MAX_TRIALS)}; got {search!r}")
     if search == "bayesian" and importlib.util.find_spec("sklearn") is None:
         raise TuneError("keras-tuner's Bayesian optimisation needs scikit-learn (pip install scikit-learn); "
                         "or use --search random")
     fixed = set(config["hparams"]) | set(fixed)
-    space = tuple(k for k in SEARCH_SPACES[model] if k not in fixed)
+    space = tuple(k for k in spaces[model] if k not in fixed)
     if not space:
-        raise TuneError(f"nothing to search: {', '.join(SEARCH_SPACES[model])} fixed by flags")
+        raise TuneError(f"nothing to search: {', '.join(spaces[model])} fixed by flags")
     try:
         wname = catalogue.check_weighting(model, config["hparams"].get("weighting"), config["hparams"])
     except ValueError as e:
@@ -467,7 +476,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.tune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True, choices=list(SPECS), help="data set")
-    p.add_argument("--model", required=True, choices=list(SEARCH_SPACES), help="model")
+    p.add_argument("--model", required=True, choices=list(search_spaces()),
+                   help="model (a family whose spec names what to search)")
     p.add_argument("--preset", choices=list(train_module.PRESETS), default="paper",
                    help="train.py's budget (data size, epochs, batch size, learning rate) for every trial")
     s = p.add_argument_group("search")

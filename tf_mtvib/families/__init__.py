@@ -62,6 +62,7 @@ class FamilySpec:
     weighting's hyper-parameters (GS: 1/K per task). ``datasets``: the data sets it
     accepts (None: any). ``needs``: the per-example batch extras it reads beyond
     the image and the labels. ``stochastic``: its predictions sample (a posterior).
+    ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
 
     name: str
@@ -75,6 +76,8 @@ class FamilySpec:
     inputs: str = "image"
     needs: Tuple[str, ...] = ()
     stochastic: bool = False
+    search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
+    default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
     module: Optional[str] = None       # where the spec was defined (set on registration)
 
 

@@ -7,7 +7,8 @@ from . import FamilySpec
 
 SPEC = FamilySpec(
     name="gs", description="shared network, fixed (grid-searched) task weights",
-    default_weighting="fixed", weighting_defaults=f"{__name__}:equal_weights")
+    default_weighting="fixed", weighting_defaults=f"{__name__}:equal_weights", search=("task_weights",),
+    default_search="grid")
 
 
 def equal_weights(dataset_spec):

@@ -7,7 +7,8 @@ losses weighted by learned uncertainty (eq. 22-23).
 from . import FamilySpec
 
 SPEC = FamilySpec(name="mtvib", description="multi-task VIB with learned uncertainty weights",
-                  default_weighting="uncertainty", stochastic=True)
+                  default_weighting="uncertainty", stochastic=True,
+                  search=("beta", "learning_rate", "latent_dim"))
 
 
 def build(dataset_spec, hp):

@@ -2,4 +2,5 @@
 from . import FamilySpec
 
 SPEC = FamilySpec(name="uwl", description="shared network, learned uncertainty weights",
-                  default_weighting="uncertainty", builder="tf_mtvib.families.gs:build")
+                  default_weighting="uncertainty", builder="tf_mtvib.families.gs:build",
+                  search=("learning_rate",))

@@ -139,14 +139,19 @@ def sum_of_task_losses(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.Tenso
     return tf.add_n([_sum_over_batch_mean_over_samples(_per_example_ce(y[t], logits[t])) for t in logits])
 
 
-def task_loss(task: str) -> LossFn:
-    """The cross-entropy of one task only."""
+def _one_task(task: str, per_example, name: str) -> LossFn:
+    """The loss of task ``task`` alone, from a per-example loss ``(labels, logits) -> (..., B)``."""
     def loss(y, logits):
         if task not in logits:
             raise ValueError(f"no task {task!r}; tasks: {', '.join(logits)}")
-        return _sum_over_batch_mean_over_samples(_per_example_ce(y[task], logits[task]))
-    loss.__name__ = f"task_loss_{task}"
+        return _sum_over_batch_mean_over_samples(per_example(y[task], logits[task]))
+    loss.__name__ = f"{name}_{task}"
     return loss
+
+
+def task_loss(task: str) -> LossFn:
+    """The cross-entropy of one task only."""
+    return _one_task(task, _per_example_ce, "task_loss")
 
 
 def training_loss(model) -> LossFn:
@@ -202,12 +207,7 @@ def clipped_probability_ce(y: Mapping[str, tf.Tensor], logits: Mapping[str, tf.T
 def clipped_task_loss(task: str) -> LossFn:
     """The clipped-probability cross-entropy of one task only (``clipped_prob_ce:TASK``):
     the gradient of task ``task`` alone is exactly 0 on its saturated images."""
-    def loss(y, logits):
-        if task not in logits:
-            raise ValueError(f"no task {task!r}; tasks: {', '.join(logits)}")
-        return _sum_over_batch_mean_over_samples(_clipped_ce(y[task], logits[task]))
-    loss.__name__ = f"clipped_task_loss_{task}"
-    return loss
+    return _one_task(task, _clipped_ce, "clipped_task_loss")
 
 
 #: the per-task attack: each task attacked by its own loss and scored on that task alone

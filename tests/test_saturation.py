@@ -188,9 +188,11 @@ def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(da
     shutil.rmtree(run)
     assert R.main(argv) == 0
     assert "--retrain retrains it" in capsys.readouterr().out
-    assert R.main(argv + ["--retrain"]) == 0
+    assert R.main(argv + ["--retrain", "--measure-at", "1"]) == 0
     again = json.loads((cell / "saturation.json").read_text())
     assert again["run"]["retrained_here"]
+    along = json.loads((cell / "along.json").read_text())   # S_k along the retraining, copied into the cell
+    assert list(along["epochs"]) == ["1"] and along["epochs"]["1"]["saturation"]["n"] == 40
     assert set(again["sweeps"]) == set(doc["sweeps"])
 
 

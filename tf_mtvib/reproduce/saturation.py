@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import math
 import pathlib
+import shutil
 import statistics
 import sys
 import time
@@ -143,9 +144,12 @@ def _trim(result: Dict[str, Any]) -> Dict[str, Any]:
 
 def measure_cell(results_dir: pathlib.Path, root: pathlib.Path, preset: str, dataset: str, model: str, seed: int,
                  *, retrain: bool = False, data_dir=None, sweeps: Sequence[str] = tuple(SWEEPS),
-                 log=print) -> Optional[Dict[str, Any]]:
+                 measure_at: Sequence[int] = (), log=print) -> Optional[Dict[str, Any]]:
     """Everything this study records for one cell, written to its ``saturation.json``
-    step by step; None (and a message) when the run is gone and ``retrain`` is False."""
+    step by step; None (and a message) when the run is gone and ``retrain`` is False.
+    ``measure_at``: a retrain also records S_k and the sweeps at these epochs
+    (``train.py --measure-at``, into the run's ``along.json``, copied into the cell);
+    it changes what is measured, not how the model trains."""
     from .. import saturation, train as train_module
     from ..evaluate import evaluate_robustness
 
@@ -162,9 +166,16 @@ def measure_cell(results_dir: pathlib.Path, root: pathlib.Path, preset: str, dat
                 f"{cell / runs.CONFIG}")
             return None
         start = time.time()
-        train_module.ensure_run(runs.read_json(cell / runs.CONFIG), path, data_dir=data_dir, isolate=True,
+        config = runs.read_json(cell / runs.CONFIG)
+        if measure_at:
+            config["training"]["measure_at"] = sorted(set(int(e) for e in measure_at))
+        train_module.ensure_run(config, path, data_dir=data_dir, isolate=True,
                                 log=lambda m: log(m.replace("[tf_mtvib]", "[saturation]")))
         retrained = {"seconds": round(time.time() - start, 1)}
+    from ..saturation import ALONG_JSON
+
+    if (path / ALONG_JSON).exists():     # S_k along this retraining
+        shutil.copyfile(path / ALONG_JSON, cell / ALONG_JSON)
     out_path = cell / SATURATION_JSON
     digest = _file_digest(path / runs.MODEL)
     doc = runs.read_json(out_path) if out_path.exists() else {}
@@ -447,6 +458,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "(default: seed 0 of every committed cell, MTFL first)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain a cell whose run is gone, from its committed config.json")
+    p.add_argument("--measure-at", default="", metavar="E1,E2,...",
+                   help="with --retrain: also record S_k and the sweeps at these epochs (along.json), e.g. 1,3,10,30")
     p.add_argument("--sweeps", default=",".join(SWEEPS), help="comma-separated subset of " + ", ".join(SWEEPS))
     p.add_argument("--root", type=pathlib.Path, default=None, help="where mtl's runs are (default: its own)")
     p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
@@ -482,7 +495,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             dataset, name = item.split("/")
             model, seed = _model_seed(name)
             measure_cell(args.results_dir, root, args.preset, dataset, model, seed, retrain=args.retrain,
-                         data_dir=args.data_dir, sweeps=sweeps, log=lambda m: print(m, flush=True))
+                         data_dir=args.data_dir, sweeps=sweeps, log=lambda m: print(m, flush=True),
+                         measure_at=[int(e) for e in args.measure_at.split(",") if e.strip()])
             report.write_text(render(args.results_dir, args.preset) + "\n")
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render(args.results_dir, args.preset) + "\n")

@@ -51,6 +51,7 @@ def _derived(recorded, num, den, scale=1.0):
         assert recorded[k] == pytest.approx(v, rel=1e-9), k
 
 
+@pytest.mark.slow
 def test_bench_train_quick(tmp_path):
     doc = _run("bench_train", tmp_path)
     rows = doc["results"]["rows"]
@@ -73,6 +74,7 @@ def test_bench_train_quick(tmp_path):
     assert doc["results"]["peak"]["fp32_peak_flops"] > 0
 
 
+@pytest.mark.slow
 def test_bench_allocator_quick(tmp_path):
     from tf_mtvib.runtime import MALLOC_TUNABLES, allocator_tuned, uses_glibc
 
@@ -96,6 +98,7 @@ def test_bench_allocator_quick(tmp_path):
     assert res["min_tuned_vs_default"] == row["tuned_vs_default"]["median_of_round_ratios"]
 
 
+@pytest.mark.slow
 def test_bench_torch_quick(tmp_path):
     pytest.importorskip("torch")
     doc = _run("bench_torch", tmp_path)
@@ -113,6 +116,7 @@ def test_bench_torch_quick(tmp_path):
     assert doc["machine"]["torch_threads"] == doc["machine"]["cpus_usable"]
 
 
+@pytest.mark.slow
 def test_bench_precision_quick(tmp_path, data_dir):
     doc = _run("bench_precision", tmp_path, "--models", "gs", "--seeds", "0,1", data_dir=data_dir)
     parity, tta = doc["results"]["parity"], doc["results"]["tta"]
@@ -131,6 +135,7 @@ def test_bench_precision_quick(tmp_path, data_dir):
     assert len(doc["tables"]) == 2
 
 
+@pytest.mark.slow
 def test_bench_pipeline_quick(tmp_path, data_dir):
     doc = _run("bench_pipeline", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]
@@ -148,6 +153,7 @@ def test_bench_pipeline_quick(tmp_path, data_dir):
         st["median_of_round_ratios"] for st in r["pipeline_vs_training"].values())
 
 
+@pytest.mark.slow
 def test_bench_inference_quick(tmp_path, data_dir):
     doc = _run("bench_inference", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]
@@ -167,6 +173,7 @@ def test_bench_inference_quick(tmp_path, data_dir):
             _derived(m["speed_vs_savedmodel"][k], per_call["savedmodel"], per_call[k])
 
 
+@pytest.mark.slow
 def test_bench_robustness_quick(tmp_path, data_dir):
     doc = _run("bench_robustness", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]
@@ -185,6 +192,7 @@ def test_bench_robustness_quick(tmp_path, data_dir):
                for i, j in enumerate(r["accuracy"]["joint"]))
 
 
+@pytest.mark.slow
 def test_bench_multiworker_quick(tmp_path, data_dir):
     doc = _run("bench_multiworker", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]

@@ -143,6 +143,7 @@ def test_launcher_refuses_a_strategy_flag(procs):
     assert procs.wait(p, timeout=120) == 2 and "--strategy" in output(p)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker(procs, tmp_path):
     p = _launch(procs, "interrupted", ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke",
                                        "--output-dir", tmp_path / "run"])
@@ -156,6 +157,7 @@ def test_ctrl_c_stops_every_worker(procs, tmp_path):
     assert not any(_alive(pid) for pid in pids), "a worker outlived the launcher"
 
 
+@pytest.mark.slow
 def test_two_worker_smoke_run_writes_one_run_directory(procs, tmp_path, data_dir):
     """No --output-dir: the launcher picks one for both workers; only the chief writes it."""
     p = _launch(procs, "smoke", ["--dataset", "multimnist", "--model", "uwl", "--preset", "smoke", "--sync-batchnorm",
@@ -196,6 +198,7 @@ def _max_diff(a, b, a_prefix="w_", b_prefix="w_"):
     return max(float(np.max(np.abs(a[f"{a_prefix}{k}"] - b[f"{b_prefix}{k}"]))) for k in range(n))
 
 
+@pytest.mark.slow
 def test_two_workers_match_mirrored_strategy_and_the_loop_matches_fit(procs, tmp_path):
     """UWL with synchronised BatchNorm, SGD, 8 steps of global batch 16 from the same initial weights:
     2 worker processes give the weights of 2 mirrored devices in one process (the same global batch,
@@ -256,6 +259,7 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path):
     assert (backup / "checkpoint").read_text() != state
 
 
+@pytest.mark.slow
 def test_kill_a_worker_mid_epoch_then_resume(procs, tmp_path, data_dir):
     run = tmp_path / "run"
     epochs, train, batch = 4, 512, 32

@@ -60,6 +60,7 @@ def test_masking_verdict_rule():
     assert v["verdict"] == "overshoot" and v["fgsm_rises"] == [0.1, 0.15, 0.2, 0.25, 0.3]
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys,
                                                                                monkeypatch):
     assert COMMANDS["protocols"] == "tf_mtvib.reproduce.protocols"

@@ -85,6 +85,7 @@ def test_unknown_setting_is_a_usage_error(tmp_path):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, capsys):
     results, root, report = tmp_path / "results", tmp_path / "runs", tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs,mtvib", "--root", str(root),
@@ -204,6 +205,7 @@ def test_reproduce_smoke_searches_gs_persists_and_skips(tmp_path, data_dir, caps
     assert report.read_text() == text
 
 
+@pytest.mark.slow
 def test_reproduce_trains_a_weighting_variant_beside_the_papers_rows(tmp_path, data_dir):
     """``--models dwa``: the GS network with the DWA weighting, reported beside the paper's
     models with no paper figure, and kept out of the verdict."""

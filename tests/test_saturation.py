@@ -154,6 +154,7 @@ def test_per_task_attack_scores_each_task_under_its_own_loss():
 # --------------------------------------------------------------------------
 # python -m tf_mtvib.reproduce saturation, end to end on a smoke run
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(data_dir, tmp_path, capsys):
     import json
     import shutil

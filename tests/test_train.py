@@ -82,6 +82,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     assert main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--output-dir", str(run)]) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     run = tmp_path / "run"
     args = ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "8", "--num-train", "2000",
@@ -155,6 +156,7 @@ def test_mirrored_step_mtvib_scales_kl_and_log_sigma_terms():
         assert b == pytest.approx(a, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_train_cli_on_two_logical_cpus(tmp_path, data_dir):
     run = tmp_path / "run"
     _train("--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--epochs", "1", "--cpu-replicas", "2",

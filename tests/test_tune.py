@@ -145,6 +145,7 @@ def recorded_splits(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_gs_grid_search_on_multimnist(tmp_path, data_dir, recorded_splits, capsys):
     out = tmp_path / "tune"
     argv = ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "1",
@@ -209,6 +210,7 @@ def _mtvib_search(tmp_path, data_dir, *extra):
     return out / tune.BEST, best, top
 
 
+@pytest.mark.slow
 def test_mtvib_random_search_records_beta_lr_latent(tmp_path, data_dir, recorded_splits):
     path, best, top = _mtvib_search(tmp_path, data_dir, "--search", "random")
     assert best["search"] == "random"

@@ -180,6 +180,7 @@ def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(da
     assert doc["agreement"]["ok"] and all(r["diff"] == 0 for r in doc["agreement"]["tasks"].values())
     assert set(doc["mechanism"]["tasks"]) == {"top_left", "bottom_right"}
     assert not doc["run"]["retrained_here"] and doc["run"]["machine"]["cores"] >= 1
+    assert doc["run"]["same_model_as_cell"]     # the cell's own run: the same test accuracies
     masked = doc["sweeps"]["clipped-per_task"]["masking"]
     assert masked["task_loss"] == "clipped_prob_ce:TASK" and "joint" not in doc["sweeps"]["clipped-per_task"]["accuracy"]
     report = (results / "smoke" / "saturation.md").read_text()

@@ -186,6 +186,9 @@ def measure_cell(results_dir: pathlib.Path, root: pathlib.Path, preset: str, dat
         doc["run"] = {"retrained_here": retrained is not None, "retrain": retrained,
                       "trained": runs.read_json(path / runs.METRICS).get("train_seconds_this_process"),
                       "machine": runtime.machine(), "measured": time.strftime("%Y-%m-%d")}
+    # the committed cell's model, or another training of its config (a retrain: its test accuracy differs)
+    doc["run"]["same_model_as_cell"] = (runs.read_json(path / runs.METRICS)["test"]
+                                        == runs.read_json(cell / runs.METRICS)["test"])
     split = run.load_split("test", data_dir)
     n = len(split)
     keras_model = run.model
@@ -244,6 +247,14 @@ def _order(names):
                                         if _model_seed(n)[0] in mtl.ALL_MODELS else 99, _model_seed(n)[1]))
 
 
+def _provenance(run: Dict[str, Any]) -> str:
+    """Which model a record measured: the committed cell's, or a retraining of its config."""
+    same = run.get("same_model_as_cell")
+    if same is None:
+        return "retrained by this command" if run.get("retrained_here") else "-"
+    return "the cell's" if same else "retrained from the cell's config"
+
+
 def curves_of(records: Dict[str, Dict[str, Any]], sweep: str) -> Dict[str, Dict[str, List[float]]]:
     """``{model: {task: [accuracy %]}}`` of ``sweep``, seed 0 of each model (the paper's models only)."""
     out = {}
@@ -282,7 +293,7 @@ def render(results_dir: pathlib.Path, preset: str) -> str:
             tasks = list(s["S"])
             if head is None:
                 head = ("| cell | n | " + " | ".join(f"S {t}" for t in tasks) + " | all tasks | "
-                        + " | ".join(f"margin p50 {t}" for t in tasks) + " | clean vs committed | retrained here |")
+                        + " | ".join(f"margin p50 {t}" for t in tasks) + " | clean vs committed | model |")
                 rows += [head, "|---|---:|" + "---:|" * (2 * len(tasks) + 1) + "---|---|"]
             ag = d.get("agreement")
             agtxt = "-" if not ag else ("within tolerance" if ag["ok"] else "OUTSIDE: " + ", ".join(
@@ -291,7 +302,7 @@ def render(results_dir: pathlib.Path, preset: str) -> str:
             rows.append(f"| {name} | {s['n']} | " + " | ".join(_pct(s["S"][t]) for t in tasks)
                         + f" | {_pct(s['all_tasks_saturated'])} | "
                         + " | ".join(f"{s['margin_quantiles'][t]['0.5']:.1f}" for t in tasks)
-                        + f" | {agtxt} | {'yes' if d.get('run', {}).get('retrained_here') else 'no'} |")
+                        + f" | {agtxt} | {_provenance(d.get('run', {}))} |")
         lines += rows + [""]
         # the sweeps, per cell
         lines += ["Accuracy (%) at eta " + ", ".join(f"{e:g}" for e in DEFAULT_EPS) + " per sweep "

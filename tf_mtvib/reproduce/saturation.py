@@ -45,6 +45,7 @@ from .. import runs, runtime
 from ..evaluate import DEFAULT_EPS
 from . import mtl
 from .paper import TABLES_CSV
+from .verdicts import two_se
 
 SATURATION_JSON = "saturation.json"
 REPORT = "saturation.md"
@@ -69,11 +70,6 @@ MASKED = "clipped-per_task"
 PLATEAU_FROM = 0.1
 #: a paper curve is a plateau when its cells at eta 0.1-0.3 span at most this many points
 PAPER_PLATEAU_SPAN = 3.0
-
-
-def two_se(p: float, n: int) -> float:
-    """Two binomial standard errors of a share ``p`` on ``n`` images (at least ``1 / n``)."""
-    return max(2.0 * math.sqrt(max(p * (1.0 - p), 0.0) / n), 1.0 / n)
 
 
 def seeds_range(results_dir: pathlib.Path, preset: str, dataset: str, model: str) -> Dict[str, float]:

@@ -4,7 +4,9 @@ Run as a script (the logical devices must be configured before TensorFlow
 starts): prints a JSON dict {model: {"replicas": n, "max_abs_diff": d,
 "max_abs_update": u, ...}} comparing the weights after one step. An argument
 ``model:weighting`` trains that weighting for 3 epochs of 2 steps instead and
-also reports the weighting's non-trainable state on each side.
+also reports the weighting's non-trainable state on each side. A prefix ``custom:``
+(``custom:model:weighting``) trains with the project's custom loop
+(``tf_mtvib.distributed.custom_fit``, the multi-worker path) instead of ``fit``.
 """
 import json
 import sys
@@ -42,39 +44,78 @@ def collapse_posterior(model):
         bias.assign(np.concatenate([bias.numpy()[:k], np.full(k, -40.0, np.float32)]))
 
 
-def one_step(name, strategy, init, weighting=None, epochs=1):
+def custom_steps(model, strategy, epochs):
+    """``epochs`` epochs of the custom loop over the 8 examples, global batch 4, in a temporary run directory."""
+    import tempfile
+    from pathlib import Path
+
+    from tf_mtvib.datasets.split import Split
+    from tf_mtvib.distributed import custom_fit
+
+    split = Split((x * 255).astype(np.uint8), {t: v.astype(np.int64) for t, v in y.items()}, spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        custom_fit(model, strategy, split, batch_size=4, epochs=epochs, run_dir=Path(tmp), verbose=0)
+
+
+def dense_model(weighting):
+    """``dense``: image -> Flatten -> Dense 16 (tanh) -> a Dense head per task, no BatchNorm (whose
+    per-replica statistics would make the sides differ without synchronisation)."""
+    from tf_mtvib.models import MultiTaskModel, build_weighting
+
+    image = keras.Input(spec.input_shape)
+    h = keras.layers.Dense(16, activation="tanh")(keras.layers.Flatten()(image))
+    network = keras.Model(image, {t: keras.layers.Dense(10, name=f"head_{t}")(h) for t in spec.task_names})
+    return MultiTaskModel(network, build_weighting("gs", spec, weighting), spec, model_name="dense")
+
+
+def one_step(name, strategy, init, weighting=None, epochs=1, loop="fit"):
     with strategy.scope():
         extra = {"init_log_sigma": 0.2} if (weighting or default_weighting(name)) == "uncertainty" else {}
-        model = build_model(name, spec, weighting=weighting, sync_batchnorm=True, latent_dim=8, **extra,
-                            **VIB_SETTINGS)
+        model = dense_model(weighting) if name == "dense" else build_model(
+            name, spec, weighting=weighting, sync_batchnorm=True, latent_dim=8, **extra, **VIB_SETTINGS)
         if init is None:
             collapse_posterior(model)
         else:
             model.set_weights(init)
         model.compile(optimizer=keras.optimizers.SGD(0.1 if epochs == 1 else 1e-3))
     before = [w.copy() for w in model.get_weights()]
+    if loop == "custom":
+        custom_steps(model, strategy, epochs)
+        return before, model, strategy.num_replicas_in_sync
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8 if epochs == 1 else 4)
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
     return before, model, strategy.num_replicas_in_sync
 
 
+def trainable_init(model, init):
+    """The initial values of ``model``'s trainable weights, from ``init`` (``get_weights`` order)."""
+    ids = {id(v): i for i, v in enumerate(model.weights)}
+    return [init[ids[id(v)]] for v in model.trainable_weights]
+
+
 out = {}
 for arg in sys.argv[1:]:
     # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state)
-    name, _, weighting = arg.partition(":")
+    loop, _, rest = arg.partition(":") if arg.startswith("custom:") else ("fit", "", arg)
+    name, _, weighting = rest.partition(":")
     epochs = 3 if weighting else 1
     keras.utils.set_random_seed(0)
-    init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs)
+    init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs, loop)
     _, mirrored_model, replicas = one_step(name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init,
-                                           weighting or None, epochs)
+                                           weighting or None, epochs, loop)
     single, mirrored = single_model.get_weights(), mirrored_model.get_weights()
     out[arg] = {
         "replicas": replicas,
         "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single, mirrored)),
         "max_abs_update": max(float(np.max(np.abs(a - b))) for a, b in zip(single, init)),
+        "max_abs_diff_trainable": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                                      for a, b in zip(single_model.trainable_weights, mirrored_model.trainable_weights)),
+        "max_abs_update_trainable": max(float(np.max(np.abs(np.asarray(a) - b)))
+                                        for a, b in zip(single_model.trainable_weights, trainable_init(single_model, init))),
         "log_sigma_update_single": [float(a - b) for a, b, w in zip(single, init, init) if np.ndim(a) == 0],
         "log_sigma_update_mirrored": [float(a - b) for a, b in zip(mirrored, init) if np.ndim(a) == 0],
         "weighting_state_single": {v.name: np.asarray(v).tolist() for v in single_model.weighting.non_trainable_weights},
+        "logs_single": {k: float(v) for k, v in single_model.get_metrics_result().items()},
         "weighting_state_mirrored": {v.name: np.asarray(v).tolist()
                                      for v in mirrored_model.weighting.non_trainable_weights},
     }

@@ -201,6 +201,8 @@ declare_weighting("dwa", "Dynamic weight average (Liu, Johns and Davison 2019, \
                          "Learning with Attention\")", {
     "dwa_temperature": HParam(2.0, "temperature T of the softmax over loss ratios"),
 })
+declare_weighting("pcgrad", "Projecting conflicting gradients (Yu et al. 2020, \"Gradient Surgery for Multi-Task "
+                            "Learning\", Algorithm 1)", {})
 
 
 # --------------------------------------------------------------------------

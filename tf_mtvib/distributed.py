@@ -320,9 +320,12 @@ _NOISE_SEED_STRIDE = 7919
 def _make_train_function(model, strategy):
     import tensorflow as tf
 
+    # as Keras's fit: the step is not converted by autograph (its Python control flow is static)
+    step = tf.autograph.experimental.do_not_convert(model.train_step)
+
     @tf.function
     def train_function(iterator):
-        per_replica = strategy.run(model.train_step, args=(next(iterator),))
+        per_replica = strategy.run(step, args=(next(iterator),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     return train_function
@@ -331,9 +334,11 @@ def _make_train_function(model, strategy):
 def _make_test_function(model, strategy):
     import tensorflow as tf
 
+    step = tf.autograph.experimental.do_not_convert(model.test_step)
+
     @tf.function
     def test_function(iterator):
-        per_replica = strategy.run(model.test_step, args=(next(iterator),))
+        per_replica = strategy.run(step, args=(next(iterator),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
 
     return test_function

@@ -54,7 +54,7 @@ _PACKAGE = "tf_mtvib"
 # tf_mtvib.blocks; each model's network is its family's builder (tf_mtvib.families).
 from .blocks import (CONV_TRUNKS, MLP_ENCODER_FC, SHARED_FC, TASK_FC, VIB_DECODER_FC,  # noqa: E402,F401
                      VIB_ENCODER_FC, ConvTrunk, conv_trunk, flatten_size)
-from .families import builder_of, get_family, weighting_overrides  # noqa: E402
+from .families import builder_of, get_family, terms_of, weighting_overrides  # noqa: E402
 
 
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
@@ -101,7 +101,7 @@ def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
 
 
-def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] = None,
+def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] = None, terms: Sequence = (),
                 **hparams) -> "MultiTaskModel":
     """Build model ``name`` (one of :data:`MODEL_NAMES`) for ``dataset_spec``.
 
@@ -115,13 +115,19 @@ def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] =
     (its class's ``HPARAMS``, e.g. ``task_weights`` of ``fixed``: a
     ``{task: w}`` dict or a list in task order; ``init_log_sigma`` of
     ``uncertainty``). The model records the resolved values in ``hparams``.
+
+    ``terms``: :class:`tf_mtvib.terms.LossTerm` penalties added to the family's own
+    (``FamilySpec.terms``); the batch extras they read must be among the family's ``needs``.
     """
     model_entry(name)                           # ValueError for an unknown name
     hp = _resolve_hparams(name, hparams)
     loss_weighting = build_weighting(name, dataset_spec, weighting, **hparams)
     network = build_network(name, dataset_spec, **hp)
     record = {**hp, "weighting": loss_weighting.registry_name, **loss_weighting.hparams()}
-    return MultiTaskModel(network, loss_weighting, dataset_spec, model_name=name, hparams=record)
+    family = get_family(name)
+    all_terms = [*terms_of(family, dataset_spec, hp), *terms]
+    return MultiTaskModel(network, loss_weighting, dataset_spec, model_name=name, hparams=record, terms=all_terms,
+                          extras=family.needs, partial_labels=family.inputs == "per_task")
 
 
 # --------------------------------------------------------------------------
@@ -153,10 +159,19 @@ class MultiTaskModel(keras.Model):
     """
 
     def __init__(self, network: keras.Model, weighting: keras.layers.Layer, dataset_spec: DatasetSpec,
-                 model_name: str = "custom", hparams: Optional[dict] = None, **kwargs):
+                 model_name: str = "custom", hparams: Optional[dict] = None, terms: Sequence = (),
+                 extras: Sequence[str] = (), partial_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.weighting = weighting
+        self.terms = [keras.saving.deserialize_keras_object(t) if isinstance(t, dict) else t for t in terms]
+        self.extras = tuple(extras)
+        self.partial_labels = bool(partial_labels)
+        for term in self.terms:
+            missing = [k for k in getattr(term, "needs", ()) if k not in self.extras]
+            if missing:
+                raise ValueError(f"loss term {term.name!r} reads batch extra(s) {missing}, which model "
+                                 f"{model_name!r} does not declare (its extras: {list(self.extras)})")
         self.dataset_spec = dataset_spec
         self.model_name = model_name
         self.hparams = dict(hparams or {})
@@ -168,6 +183,7 @@ class MultiTaskModel(keras.Model):
         self._task_acc = [keras.metrics.SparseCategoricalAccuracy(name=f"{t}_accuracy") for t in self.task_names]
         self._joint_acc = keras.metrics.Mean(name="joint_accuracy")
         self._kl = keras.metrics.Mean(name="kl")
+        self._term_trackers = [keras.metrics.Mean(name=term.name) for term in self.terms]
         self._proba_fns = {}
         self.built = True  # the network and the weighting are built already
 
@@ -182,6 +198,10 @@ class MultiTaskModel(keras.Model):
         return bool(self.latent_layers)
 
     def call(self, inputs, training=None):
+        """Logits ``{task: (B, classes)}`` of the images: ``inputs`` is the image batch, or a
+        batch dict ``{"image": images, <extra>: ...}`` (:func:`tf_mtvib.datasets.to_dataset` with extras)."""
+        if isinstance(inputs, Mapping):
+            inputs = inputs["image"]
         return self.network(inputs, training=training)
 
     # -- loss --------------------------------------------------------------
@@ -194,13 +214,26 @@ class MultiTaskModel(keras.Model):
         ("sum_over_batch_size"), so weights of 1 give the plain mean and a
         batch split across replicas adds up to the same global loss.
         """
+        return {t: tf.reduce_mean(ce) if n is None else tf.reduce_sum(ce) / n
+                for t, (ce, n) in self._per_example(y, y_pred, sample_weight).items()}
+
+    def _per_example(self, y, y_pred, sample_weight=None):
+        """``{task: (per-example CE (B,), labelled count or None)}``. With ``partial_labels`` (multi-input
+        batches) a label of -1 means "not this task's example": its CE is 0 and the task's mean runs
+        over its labelled examples only."""
         weights = self._task_sample_weights(sample_weight)
         out = {}
         for t in self.task_names:
-            ce = keras.losses.sparse_categorical_crossentropy(y[t], y_pred[t], from_logits=True)
+            if self.partial_labels:
+                labelled = tf.reshape(y[t], [-1]) >= 0
+                ce = keras.losses.sparse_categorical_crossentropy(tf.maximum(y[t], 0), y_pred[t], from_logits=True)
+                ce = tf.where(labelled, ce, tf.zeros_like(ce))
+                n = tf.maximum(tf.reduce_sum(tf.cast(labelled, ce.dtype)), 1.0)
+            else:
+                ce, n = keras.losses.sparse_categorical_crossentropy(y[t], y_pred[t], from_logits=True), None
             if weights[t] is not None:
                 ce = ce * tf.reshape(tf.cast(weights[t], ce.dtype), [-1])
-            out[t] = tf.reduce_mean(ce)
+            out[t] = (ce, n)
         return out
 
     def _task_sample_weights(self, sample_weight) -> Dict[str, Optional[tf.Tensor]]:
@@ -211,31 +244,115 @@ class MultiTaskModel(keras.Model):
                              f"got {sorted(sample_weight)}")
         return dict(sample_weight)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The training loss (MTVIB eq. 23 for ``mtvib``): the weighting of the per-task cross-entropies plus
-        ``beta * KL`` of each latent. ``sample_weight`` weights each example's
-        cross-entropy (:meth:`task_losses`); the KL term and the accuracies are unweighted."""
-        ce = self.task_losses(y, y_pred, sample_weight)
-        total = self.weighting(ce, training=training)
-        for extra in self.losses:          # beta * KL of each GaussianLatent
-            total = total + tf.cast(extra, total.dtype)
+    def loss_parts(self, x=None, y=None, y_pred=None, sample_weight=None, training=True) -> Dict[str, object]:
+        """The parts of the training loss (:mod:`tf_mtvib.terms`), per replica, and the logs' trackers updated:
+
+        ``task_losses`` ``{task: CE_k}``; ``weighted`` the weighting's combination of them;
+        ``regularisers`` the layers' losses (``beta * KL`` of each latent); ``penalties``
+        ``{name: weight * value}`` of the model's :class:`~tf_mtvib.terms.LossTerm` s; ``total`` their sum.
+        """
+        per_example = self._per_example(y, y_pred, sample_weight)
+        ce = {t: tf.reduce_mean(v) if n is None else tf.reduce_sum(v) / n for t, (v, n) in per_example.items()}
+        weighted = self.weighting(ce, training=training)
+        total = weighted
+        regularisers = [tf.cast(extra, total.dtype) for extra in self.losses]   # beta * KL of each GaussianLatent
+        for extra in regularisers:
+            total = total + extra
         for tracker, t in zip(self._task_loss, self.task_names):
             tracker.update_state(ce[t])
         # the KL for the logs, from what each latent added to the loss: beta * mean KL (eq. 23's rate term)
         kls = [tf.add_n(latent.losses) / latent.beta for latent in self.latent_layers if latent.beta > 0]
         if kls:
             self._kl.update_state(tf.add_n(kls))
+        penalties = {}
+        if self.terms:
+            from .terms import Step
+
+            inputs = x if isinstance(x, Mapping) else {"image": x}
+            step = Step(self, inputs, y, y_pred, {t: v for t, (v, _) in per_example.items()}, ce, bool(training))
+            for term, tracker in zip(self.terms, self._term_trackers):
+                value = term(step)
+                tracker.update_state(value)
+                penalties[term.name] = tf.cast(term.weight * value, total.dtype)
+                total = total + penalties[term.name]
+        return {"task_losses": ce, "weighted": weighted, "regularisers": regularisers, "penalties": penalties,
+                "total": total}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The training loss (MTVIB eq. 23 for ``mtvib``): the weighting of the per-task cross-entropies plus
+        ``beta * KL`` of each latent plus the loss terms' penalties (:meth:`loss_parts`), divided by the
+        number of replicas. ``sample_weight`` weights each example's cross-entropy (:meth:`task_losses`);
+        the KL term and the accuracies are unweighted."""
+        total = self.loss_parts(x, y, y_pred, sample_weight, training)["total"]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if replicas > 1:
             total = total / tf.cast(replicas, total.dtype)
         return total
 
+    def train_step(self, data):
+        """Keras's step; for a weighting of gradients (``uses_task_gradients``, e.g. PCGrad) instead:
+
+        1. each task's gradient of its per-replica mean CE, all-reduced (SUM) and divided by the
+           replicas: the gradient of the global batch's mean, the same on every replica;
+        2. the weighting combines them (``combine_gradients``);
+        3. the gradient of the rest of the loss (regularisers, penalties; per replica, divided by the
+           replicas) is added to the combination divided by the replicas, so that the optimizer's SUM
+           all-reduce gives ``combined + mean(rest)``.
+
+        Under a loss-scale optimizer every differentiated loss is scaled and the optimizer unscales.
+        """
+        if not getattr(self.weighting, "uses_task_gradients", False):
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1 and any(getattr(layer, "synchronized", False) for layer in self.network._flatten_layers()):
+            raise NotImplementedError(
+                f"weighting {self.weighting.registry_name!r} takes one gradient per task, and with synchronized "
+                f"BatchNorm across {replicas} replicas the replicas' BatchNorm collectives are built in a "
+                "different order in each task's backward pass (TensorFlow then aborts with a collective shape "
+                "mismatch); train it without --sync-batchnorm, or on one replica")
+        variables = self.trainable_weights
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            parts = self.loss_parts(x, y, y_pred, sample_weight, training=True)
+            rest = tf.add_n([tf.zeros([])] + parts["regularisers"] + list(parts["penalties"].values()))
+            scaled_tasks = [self.optimizer.scale_loss(parts["task_losses"][t]) for t in self.task_names]
+            scaled_rest = self.optimizer.scale_loss(rest / replicas)
+        images = x["image"] if isinstance(x, Mapping) else x
+        self._loss_tracker.update_state(parts["total"], sample_weight=tf.shape(images)[0])
+        task_grads = [tape.gradient(loss, variables) for loss in scaled_tasks]
+        if replicas > 1:
+            task_grads = _all_reduce_mean(task_grads, replicas)
+        combined = self.weighting.combine_gradients(task_grads, self.optimizer.iterations)
+        rest_grads = tape.gradient(scaled_rest, variables)
+        del tape
+        grads = []
+        for var, c, r in zip(variables, combined, rest_grads):
+            c = None if c is None else (c / replicas if replicas > 1 else c)
+            g = c if r is None else (r if c is None else c + r)
+            grads.append(tf.zeros_like(var) if g is None else g)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        correct = []
+        """Per-task accuracy and the joint accuracy (every task right). With ``partial_labels`` each
+        task's accuracy counts its labelled examples only, and the joint accuracy the examples
+        labelled for every task."""
+        correct, labelled = [], []
         for acc, t in zip(self._task_acc, self.task_names):
-            acc.update_state(y[t], y_pred[t])
-            correct.append(tf.equal(tf.argmax(y_pred[t], axis=-1, output_type=tf.int64), tf.cast(y[t], tf.int64)))
-        self._joint_acc.update_state(tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32))
+            labels = y[t]
+            mask = None
+            if self.partial_labels:
+                mask = tf.reshape(labels, [-1]) >= 0
+                labels = tf.maximum(labels, 0)
+                labelled.append(mask)
+            acc.update_state(labels, y_pred[t], sample_weight=None if mask is None else tf.cast(mask, tf.float32))
+            correct.append(tf.equal(tf.argmax(y_pred[t], axis=-1, output_type=tf.int64), tf.cast(labels, tf.int64)))
+        joint = tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32)
+        if labelled:
+            self._joint_acc.update_state(joint, sample_weight=tf.cast(tf.reduce_all(tf.stack(labelled), axis=0), tf.float32))
+        else:
+            self._joint_acc.update_state(joint)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
@@ -291,6 +408,9 @@ class MultiTaskModel(keras.Model):
             "dataset_spec": spec_to_config(self.dataset_spec),
             "model_name": self.model_name,
             "hparams": self.hparams,
+            **({"terms": [keras.saving.serialize_keras_object(t) for t in self.terms]} if self.terms else {}),
+            **({"extras": list(self.extras)} if self.extras else {}),
+            **({"partial_labels": True} if self.partial_labels else {}),
         }
 
     @classmethod
@@ -300,6 +420,24 @@ class MultiTaskModel(keras.Model):
         weighting = keras.saving.deserialize_keras_object(config.pop("weighting"), custom_objects=custom_objects)
         spec = spec_from_config(config.pop("dataset_spec"))
         return cls(network, weighting, spec, **config)
+
+
+def _all_reduce_mean(task_grads, replicas: int):
+    """Each task's gradients summed over the replicas and divided by their number (None stays None).
+
+    One all-reduce (in replica context, as the optimizer's and synchronized BatchNorm's) of every
+    gradient flattened into one vector. Nothing in the step may ``merge_call`` between these
+    collectives (e.g. assigning a mean-aggregated variable): the replicas' collectives would then
+    be keyed in a thread-dependent order and pair up wrongly."""
+    flat = [g for grads in task_grads for g in grads if g is not None]
+    if not flat:
+        return task_grads
+    vector = tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in flat], axis=0)
+    vector = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, vector) / replicas
+    sizes = [g.shape.num_elements() for g in flat]
+    pieces = iter(tf.cast(tf.reshape(p, tf.shape(g)), g.dtype)
+                  for p, g in zip(tf.split(vector, sizes), flat))
+    return [[None if g is None else next(pieces) for g in grads] for grads in task_grads]
 
 
 def split_at_latents(network: keras.Model):

@@ -56,7 +56,7 @@ from .catalogue import add_weighting_arguments as add_arguments
 __all__ = [
     "HParam", "TaskWeighting", "WEIGHTINGS", "register_weighting", "unregister_weighting", "get_weighting",
     "weighting_hparams", "owner_of", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "EndEpoch",
-    "add_arguments", "parse_task_weights",
+    "add_arguments", "parse_task_weights", "PCGrad",
 ]
 
 _PACKAGE = "tf_mtvib"
@@ -121,6 +121,9 @@ class TaskWeighting(keras.layers.Layer):
     HPARAMS: ClassVar[Mapping[str, HParam]] = {}
     #: set by register_weighting
     registry_name: ClassVar[str] = ""
+    #: True for a weighting of gradients (PCGrad): the train step hands :meth:`combine_gradients`
+    #: each task's gradient, all-reduced over the replicas, instead of differentiating :meth:`call`
+    uses_task_gradients: ClassVar[bool] = False
 
     def __init__(self, task_names: Sequence[str], **kwargs):
         # A weighting computes in float32 whatever the global dtype policy: under
@@ -156,6 +159,16 @@ class TaskWeighting(keras.layers.Layer):
     def logs(self) -> Dict[str, tf.Tensor]:
         """Values added to the training logs each step (e.g. ``<task>_sigma``); none by default."""
         return {}
+
+    def combine_gradients(self, task_gradients: Sequence[Sequence[Optional[tf.Tensor]]],
+                          step: tf.Tensor) -> List[Optional[tf.Tensor]]:
+        """For ``uses_task_gradients`` weightings: one gradient per variable from the tasks'.
+
+        ``task_gradients[k][v]``: the gradient of task k's mean cross-entropy over the
+        *global* batch with respect to trainable variable v (None where task k does not
+        reach v), identical on every replica; ``step``: the optimizer's iteration count.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
 
     def end_epoch(self) -> None:
         """Called at the end of every training epoch; no-op unless the weighting keeps per-epoch state."""
@@ -345,3 +358,82 @@ class DynamicWeightAverage(TaskWeighting):
         config = super().get_config()
         config["dwa_temperature"] = self.dwa_temperature
         return config
+
+
+@register_weighting("pcgrad")
+class PCGrad(TaskWeighting):
+    """Projecting conflicting gradients (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning", Algorithm 1).
+
+    On the shared parameters (the variables that two or more tasks reach), each
+    task's gradient ``g_i`` is projected, in a random order of the other tasks
+    ``j``, onto the normal plane of every ``g_j`` it conflicts with::
+
+        if g_i^PC . g_j < 0:   g_i^PC <- g_i^PC - (g_i^PC . g_j) / ||g_j||^2  g_j
+
+    and the update is ``sum_i g_i^PC``. A variable that one task alone reaches
+    (its decoder) gets that task's gradient unchanged. The ``g_j`` are the
+    original gradients, and every ``g`` is the gradient of the *global* batch's
+    mean loss: the train step all-reduces the per-task gradients before this
+    runs, so the projection is the same on one device and on many. The order is
+    drawn from the step number (the same on every replica).
+
+    The loss it reports, and the one :meth:`call` returns, is ``sum_k CE_k``.
+    Logs ``pcgrad_conflicts``: the share of ordered task pairs ``(i, j)`` whose
+    original gradients conflict (``g_i . g_j < 0``), averaged over the epoch's steps.
+    """
+
+    uses_task_gradients = True
+
+    def __init__(self, task_names: Sequence[str], **kwargs):
+        super().__init__(task_names, **kwargs)
+        # a metric (on-read variables, updated without a merge_call, see models._all_reduce_mean)
+        self.conflicts = keras.metrics.Mean(name="pcgrad_conflicts")
+        self.built = True
+
+    def call(self, task_losses, training=None):
+        return tf.reduce_sum(self._stack(task_losses))
+
+    def logs(self):
+        return {"pcgrad_conflicts": self.conflicts.result()}
+
+    def combine_gradients(self, task_gradients, step):
+        k = len(task_gradients)
+        if k != len(self.task_names):
+            raise ValueError(f"{len(task_gradients)} task gradients for {len(self.task_names)} tasks")
+        n_vars = len(task_gradients[0])
+        reach = [[task_gradients[i][v] is not None for i in range(k)] for v in range(n_vars)]
+        shared = [v for v in range(n_vars) if sum(reach[v]) >= 2]
+        out: List[Optional[tf.Tensor]] = []
+        for v in range(n_vars):               # variables one task (or none) reaches: that task's gradient
+            own = [task_gradients[i][v] for i in range(k) if reach[v][i]]
+            out.append(own[0] if len(own) == 1 else None)
+        if not shared:
+            return out
+        refs = {v: next(task_gradients[i][v] for i in range(k) if reach[v][i]) for v in shared}
+        flat = tf.stack([tf.concat([tf.reshape(tf.cast(task_gradients[i][v], tf.float32) if reach[v][i]
+                                               else tf.zeros_like(refs[v], tf.float32), [-1]) for v in shared], axis=0)
+                         for i in range(k)])                                                 # (K, P)
+        dots = tf.linalg.matmul(flat, flat, transpose_b=True)                                # (K, K)
+        off_diagonal = 1.0 - tf.eye(k)
+        if k > 1:
+            self.conflicts.update_state(tf.reduce_sum(tf.cast(dots < 0.0, tf.float32) * off_diagonal) / (k * (k - 1)))
+        squared = tf.maximum(tf.linalg.diag_part(dots), 1e-20)
+        seed = tf.stack([tf.constant(0, tf.int64), tf.cast(step, tf.int64)])
+        projected = []
+        for i in range(k):
+            g = flat[i]
+            order = tf.random.experimental.stateless_shuffle(tf.range(k), seed=seed + tf.constant([i, 0], tf.int64))
+            for p in range(k):
+                j = order[p]
+                gj = tf.gather(flat, j)
+                dot = tf.reduce_sum(g * gj)
+                coefficient = tf.where(tf.logical_and(tf.not_equal(j, i), dot < 0.0), dot / tf.gather(squared, j), 0.0)
+                g = g - coefficient * gj
+            projected.append(g)
+        total = tf.add_n(projected)
+        offset = 0
+        for v in shared:
+            size = refs[v].shape.num_elements()
+            out[v] = tf.cast(tf.reshape(total[offset:offset + size], tf.shape(refs[v])), refs[v].dtype)
+            offset += size
+        return out

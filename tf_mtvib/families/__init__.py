@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..hparams import HParam
 
 __all__ = ["FamilySpec", "HParam", "register_family", "get_family", "family_names", "families", "builder_of",
-           "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
+           "terms_of", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
 
 #: The entry-point group through which other distributions register families
 ENTRY_POINT_GROUP = "tf_mtvib.families"
@@ -61,7 +61,12 @@ class FamilySpec:
     :class:`~tf_mtvib.datasets.spec.DatasetSpec` to overrides of the default
     weighting's hyper-parameters (GS: 1/K per task). ``datasets``: the data sets it
     accepts (None: any). ``needs``: the per-example batch extras it reads beyond
-    the image and the labels. ``stochastic``: its predictions sample (a posterior).
+    the image and the labels (the training batches' inputs are then
+    ``{"image": ..., <extra>: ...}``). ``inputs``: ``"image"`` (one image, every task
+    labelled) or ``"per_task"`` (multi-input: each task its own images, a batch holds a
+    sub-batch of each with the others' labels -1). ``terms``: ``"module:function"``
+    mapping ``(dataset_spec, hp)`` to the family's loss terms (:mod:`tf_mtvib.terms`).
+    ``stochastic``: its predictions sample (a posterior).
     ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
 
@@ -75,11 +80,15 @@ class FamilySpec:
     datasets: Optional[Tuple[str, ...]] = None
     inputs: str = "image"
     needs: Tuple[str, ...] = ()
+    terms: Optional[str] = None
     stochastic: bool = False
     search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
     default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
     module: Optional[str] = None       # where the spec was defined (set on registration)
 
+
+#: What a family's network reads: one image per example with every task labelled, or each task its own images
+INPUT_KINDS = ("image", "per_task")
 
 _FAMILIES: Dict[str, FamilySpec] = {}
 _ENTRY_POINTS_LOADED = False
@@ -111,6 +120,8 @@ def register_family(spec: FamilySpec, module: Optional[str] = None) -> FamilySpe
     if clash:
         raise ValueError(f"family {spec.name!r}: hyper-parameter name(s) {clash} are taken (the network's common "
                          "ones, a weighting's or another family's)")
+    if spec.inputs not in INPUT_KINDS:
+        raise ValueError(f"family {spec.name!r}: inputs must be one of {INPUT_KINDS}, got {spec.inputs!r}")
     unknown = sorted(set(spec.defaults) - set(DEFAULT_HPARAMS) - set(spec.hparams))
     if unknown:
         raise ValueError(f"family {spec.name!r}: defaults for unknown hyper-parameter(s) {unknown}")
@@ -186,6 +197,11 @@ def builder_of(spec: FamilySpec) -> Callable:
 def weighting_overrides(spec: FamilySpec, dataset_spec) -> Dict[str, Any]:
     """The family's overrides of its default weighting's hyper-parameters for ``dataset_spec``."""
     return dict(_resolve(spec.weighting_defaults)(dataset_spec)) if spec.weighting_defaults else {}
+
+
+def terms_of(spec: FamilySpec, dataset_spec, hp: Mapping[str, Any]) -> list:
+    """The family's loss terms for ``dataset_spec`` and the resolved hyper-parameters ``hp``."""
+    return list(_resolve(spec.terms)(dataset_spec, hp)) if spec.terms else []
 
 
 def import_family(name: str) -> None:

@@ -238,7 +238,8 @@ def _check_batch(global_batch: int, replicas: int) -> None:
                                     f"replicas; change --batch-size")
 
 
-def distributed_batches(strategy, split, global_batch: int, shuffle: bool = False, seed: Optional[int] = None):
+def distributed_batches(strategy, split, global_batch: int, shuffle: bool = False, seed: Optional[int] = None,
+                        extras: Sequence[str] = ()):
     """One epoch of ``split`` in global batches of ``global_batch``, split by data across the replicas
     of every worker, as ``MirroredStrategy`` splits a batch across devices.
 
@@ -258,13 +259,13 @@ def distributed_batches(strategy, split, global_batch: int, shuffle: bool = Fals
         per_replica = context.get_per_replica_batch_size(global_batch)
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
-        ds = to_dataset(split, global_batch, shuffle=shuffle, seed=seed, drop_remainder=replicas > 1)
+        ds = to_dataset(split, global_batch, shuffle=shuffle, seed=seed, drop_remainder=replicas > 1, extras=extras)
         if replicas == 1:
             return ds
 
-        def own_slices(images, labels):
+        def own_slices(inputs, labels):
             mine = lambda t: tf.reshape(t, [replicas, per_replica, *t.shape[1:]])[first:first + local]
-            return tf.data.Dataset.from_tensor_slices((mine(images), {k: mine(v) for k, v in labels.items()}))
+            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(mine, (inputs, labels)))
 
         return ds.flat_map(own_slices)
 
@@ -346,15 +347,15 @@ def _make_test_function(model, strategy):
 
 def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_dir: pathlib.Path,
                callbacks: Sequence[Any] = (), chief_callbacks: Sequence[Any] = (), seed: int = 0,
-               val_split=None, verbose: int = 1) -> Dict[str, Any]:
+               val_split=None, verbose: int = 1, extras: Sequence[str] = ()) -> Dict[str, Any]:
     """Train the compiled ``model`` (built under ``strategy.scope()``) for ``epochs`` epochs.
 
     Resumes from the latest checkpoint in ``run_dir/backup`` if there is one.
     ``callbacks`` run on every worker, ``chief_callbacks`` (history,
     TensorBoard) and the progress bar on the chief only. Epoch ``e`` shuffles
     with seed ``seed + e``, so a resumed run sees the data in the order an
-    uninterrupted one would. Returns ``{"initial_epoch", "steps_per_epoch",
-    "epochs_run"}``.
+    uninterrupted one would. ``extras``: the per-example fields the batches carry
+    (``FamilySpec.needs``). Returns ``{"initial_epoch", "steps_per_epoch", "epochs_run"}``.
     """
     import keras
     import tensorflow as tf
@@ -404,7 +405,8 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
             model.reset_metrics()
             cbs.on_epoch_begin(epoch)
             tf.random.set_seed(seed)   # the same global seed everywhere: the same data order on every worker
-            iterator = iter(distributed_batches(strategy, train_split, batch_size, shuffle=True, seed=seed + epoch))
+            iterator = iter(distributed_batches(strategy, train_split, batch_size, shuffle=True, seed=seed + epoch,
+                                                extras=extras))
             # ... and a different one per worker for the random ops of the step (traced at its first call):
             # otherwise every worker would draw the same z noise for its share of the batch
             tf.random.set_seed(seed + _NOISE_SEED_STRIDE * worker_id(strategy))
@@ -419,7 +421,7 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
             epoch_logs = _pythonify(model.get_metrics_result())
             if test_function is not None and val_steps:
                 model.reset_metrics()
-                val_iterator = iter(distributed_batches(strategy, val_split, batch_size))
+                val_iterator = iter(distributed_batches(strategy, val_split, batch_size, extras=extras))
                 for _ in range(val_steps):
                     test_function(val_iterator)
                 epoch_logs.update({f"val_{k}": v for k, v in _pythonify(model.get_metrics_result()).items()})

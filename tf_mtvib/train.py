@@ -484,6 +484,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     import keras
 
     from .datasets import to_dataset, train_val_split
+    from .families import get_family
     from .metrics import evaluate_accuracy
     from .models import build_model
     from .precision import policy_scope
@@ -497,12 +498,18 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     spec = get_spec(config["dataset"])
     train_split = runs.load_split(config, "train", data_dir)
     test_split = runs.load_split(config, "test", data_dir)
+    family = get_family(config["model"])
+    if family.inputs != "image":
+        raise SystemExit(f"model {config['model']!r} reads each task's own images (inputs {family.inputs!r}); "
+                         "train.py has no multi-input data set yet: train it from Python with "
+                         "tf_mtvib.datasets.to_multi_input_dataset")
+    extras = family.needs      # the batch fields the family's loss terms read (e.g. an environment id)
     val_ds = val_split = None
     if training.get("val_fraction"):
         train_split, val_split = train_val_split(train_split, training["val_fraction"], seed=training["seed"])
-        val_ds = to_dataset(val_split, training["batch_size"])
+        val_ds = to_dataset(val_split, training["batch_size"], extras=extras)
     batch = training["batch_size"]
-    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"], extras=extras)
     steps = (distributed.steps_per_epoch(len(train_split), batch, strategy.num_replicas_in_sync)
              if loop == "custom" else math.ceil(len(train_split) / batch))
 
@@ -519,7 +526,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
         callbacks, guard = _callbacks(run_dir, steps * batch, None)
         distributed.custom_fit(model, strategy, train_split, batch, training["epochs"], run_dir,
                                callbacks=[guard], chief_callbacks=[c for c in callbacks if c is not guard],
-                               seed=training["seed"], val_split=val_split, verbose=verbose)
+                               seed=training["seed"], val_split=val_split, verbose=verbose, extras=extras)
     else:
         with strategy.scope():
             checkpoint = Checkpoint(run_dir / runs.BACKUP)

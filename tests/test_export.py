@@ -323,7 +323,7 @@ def test_every_model_converts_in_mean_mode(name, tmp_path):
 
     spec = get_spec("multimnist")
     model = build_model(name, spec, latent_dim=8)
-    module, signatures = ex.build_serving_module(model.network, spec, mc_samples=2)
+    module, signatures = ex.build_serving_module(model, mc_samples=2)
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures=signatures)
     path = tmp_path / "m.tflite"
     path.write_bytes(convert_saved_model(tmp_path / "sm"))

@@ -78,15 +78,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .models import sampled_logits, split_at_latents
-from .layers import all_sublayers
+from .models import network_logits, posterior_logits, split_at_latents  # noqa: F401 (re-exported)
+from .layers import batch_statistics  # noqa: F401 (re-exported; the model's own scope is model.batch_statistics)
 from .precision import float32_compute
 
 __all__ = [
@@ -275,85 +274,26 @@ def zero_gradient(model_fn: ModelFn, x, y, loss_fn: LossFn) -> tf.Tensor:
 # --------------------------------------------------------------------------
 # Model functions: images -> {task: logits}
 # --------------------------------------------------------------------------
-def network_logits(network: keras.Model) -> ModelFn:
-    """Logits of ``network`` in inference (BatchNorm statistics fixed; z = posterior mean), in float32."""
-    def model_fn(x):
-        with float32_compute(network):
-            return network(x, training=False)
-    return model_fn
-
-
-def posterior_logits(network: keras.Model, samples: int) -> ModelFn:
-    """Logits of ``network`` for ``samples`` posterior draws of z per image, shape
-    ``(samples, B, classes)`` (:func:`tf_mtvib.models.sampled_logits`: the
-    deterministic encoder runs once, so EOT costs little more than one pass)."""
-    samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    parts = split_at_latents(network) or False
-
-    def model_fn(x):
-        with float32_compute(network):
-            return sampled_logits(network, x, samples, parts)
-    return model_fn
-
-
-def _batch_statistics_call(bn: keras.layers.BatchNormalization, inputs, training=None, mask=None):
-    """``bn``'s normalisation with the moments of the batch it is given (its gamma,
-    beta and epsilon), as Keras normalises in training, without updating the
-    moving averages."""
-    x = _at_least_float32(inputs)
-    rank = len(x.shape)
-    channel = bn.axis % rank
-    mean, variance = tf.nn.moments(x, axes=[i for i in range(rank) if i != channel], keepdims=True)
-    shape = [1] * rank
-    shape[channel] = -1
-    beta = tf.reshape(tf.cast(bn.beta, x.dtype), shape) if bn.center else None
-    gamma = tf.reshape(tf.cast(bn.gamma, x.dtype), shape) if bn.scale else None
-    return tf.cast(tf.nn.batch_normalization(x, mean, variance, beta, gamma, bn.epsilon), inputs.dtype)
-
-
-@contextlib.contextmanager
-def batch_statistics(model: keras.layers.Layer, enabled: bool = True):
-    """Within this context every BatchNormalization of ``model`` (nested ones
-    included, e.g. the Gaussian latent's paper head) normalises by the
-    statistics of the batch it sees, as in training, instead of its moving
-    averages; the moving averages are never updated, and everything else
-    (the Gaussian latent's mean or sampled mode) behaves as in inference.
-
-    Like :func:`tf_mtvib.layers.posterior_sampling`, graphs traced inside the
-    context keep the behaviour. Yields the BatchNormalization layers.
-    """
-    layers = [l for l in all_sublayers(model)
-              if isinstance(l, keras.layers.BatchNormalization)] if enabled else []
-    try:
-        for l in layers:   # an instance attribute shadows the class's call; Layer.__call__ uses self.call
-            object.__setattr__(l, "call", functools.partial(_batch_statistics_call, l))
-        yield layers
-    finally:
-        for l in layers:
-            if "call" in l.__dict__:
-                object.__delattr__(l, "call")
-
-
 def model_fn_for(model, eot_samples: int = 0, batchnorm: str = "inference") -> ModelFn:
     """Mean-mode logits (``eot_samples=0``, or a deterministic model) or the
     logits of ``eot_samples`` posterior draws (``1``: the sampled mode, one
     draw per gradient; more: EOT). ``batchnorm="batch"`` normalises with the
-    attacked batch's statistics (:func:`batch_statistics`)."""
+    attacked batch's statistics.
+
+    ``model`` is asked only through the stochastic-model protocol of
+    :class:`tf_mtvib.models.MultiTaskModel` (``is_stochastic``, ``mean_logits``,
+    ``sampled_logits``, ``batch_statistics``, ``float32_compute``): a family
+    whose randomness is not a Gaussian latent is attacked the same way."""
     if batchnorm not in BATCHNORM:
         raise ValueError(f"unknown batchnorm {batchnorm!r}; choose one of: {', '.join(BATCHNORM)}")
-    if eot_samples and model.is_stochastic:
-        fn = posterior_logits(model.network, eot_samples)
-    else:
-        fn = network_logits(model.network)
-    if batchnorm == "inference":
-        return fn
+    samples = int(eot_samples) if eot_samples and model.is_stochastic else 0
+    if samples < 0:
+        raise ValueError(f"eot_samples must be >= 0, got {eot_samples}")
 
-    def with_batch_statistics(x):
-        with batch_statistics(model.network):
-            return fn(x)
-    return with_batch_statistics
+    def model_fn(x):
+        with model.float32_compute(), (model.batch_statistics() if batchnorm == "batch" else contextlib.nullcontext()):
+            return model.sampled_logits(x, samples) if samples else model.mean_logits(x)
+    return model_fn
 
 
 def grad_mode_name(model, eot_samples: int = 0) -> str:

@@ -348,7 +348,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         if not per_task:
             zero_fns[None] = tf.function(functools.partial(A.zero_gradient, model_fn, loss_fn=loss_fns[None]),
                                          reduce_retracing=True)
-        mean_logits = tf.function(A.network_logits(model.network), reduce_retracing=True)
+        mean_logits = tf.function(A.model_fn_for(model), reduce_retracing=True)
 
     def correct(images, labels):
         probs = model.probabilities(images, samples=eval_samples)

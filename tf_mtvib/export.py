@@ -94,35 +94,33 @@ def signature_outputs(task_names: Sequence[str]) -> Dict[str, List[str]]:
     return {SERVING_SIGNATURE: serving, MC_SIGNATURE: mc}
 
 
-def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
-    """A ``tf.Module`` with the network's variables and the two signature functions.
+def build_serving_module(model, mc_samples: int = DEFAULT_MC_SAMPLES):
+    """A ``tf.Module`` with the model's variables and the two signature functions.
 
     Returns ``(module, signatures)`` for ``tf.saved_model.save(module, path,
     signatures=signatures)``. The module tracks the network's ``tf.Variable``
     objects themselves (not the Keras layers), so the SavedModel's object
     graph holds no Keras objects, and the TFLite converter freezes the
-    weights into constants.
+    weights into constants. ``model`` is asked through the stochastic-model
+    protocol (``is_stochastic``, ``mean_logits``, ``sampled_logits``,
+    ``float32_compute``; :class:`tf_mtvib.models.MultiTaskModel`).
     """
     import tensorflow as tf
 
-    from .layers import latent_layers
-    from .models import probabilities_of
-    from .precision import float32_compute
-
     if int(mc_samples) < 1:
         raise ValueError(f"mc_samples must be >= 1; got {mc_samples}")
+    spec = model.dataset_spec
     tasks = tuple(spec.task_names)
-    stochastic = bool(latent_layers(network))
-    samples = int(mc_samples) if stochastic else 0
+    samples = int(mc_samples) if model.is_stochastic else 0
 
     module = tf.Module(name="tf_mtvib_serving")
-    module.model_variables = [_tf_variable(v) for v in network.variables]
+    module.model_variables = [_tf_variable(v) for v in model.network.variables]
     image_spec = tf.TensorSpec([None, *spec.input_shape], tf.float32, name=INPUT_NAME)
 
     @tf.function(input_signature=[image_spec])
     def serve(image):
-        with float32_compute(network):   # float32 arithmetic whatever the training precision
-            probs = probabilities_of(network, image, 0)
+        with model.float32_compute():   # float32 arithmetic whatever the training precision
+            probs = model._probabilities(image, 0)
         out = {}
         for t in tasks:
             out[f"{t}_probs"] = probs[t]
@@ -131,8 +129,8 @@ def build_serving_module(network, spec, mc_samples: int = DEFAULT_MC_SAMPLES):
 
     @tf.function(input_signature=[image_spec])
     def predict_mc(image):
-        with float32_compute(network):
-            probs = probabilities_of(network, image, samples)  # samples > 0: traced with z sampled
+        with model.float32_compute():
+            probs = model._probabilities(image, samples)  # samples > 0: the mean over posterior draws
         out = {}
         for t in tasks:
             p = probs[t]
@@ -522,7 +520,7 @@ def _stage(target: _Target, run, model, mc_samples: int, variants, calibration: 
         target.model_dir.mkdir(exist_ok=True)
         staged.stage = pathlib.Path(tempfile.mkdtemp(dir=target.model_dir, prefix=f"{_TMP_PREFIX}{target.version}-"))
         log(f"writing the SavedModel (signatures {SERVING_SIGNATURE}, {MC_SIGNATURE}) ...")
-        module, signatures = build_serving_module(model.network, model.dataset_spec, mc_samples)
+        module, signatures = build_serving_module(model, mc_samples)
         tf.saved_model.save(module, str(staged.stage), signatures=signatures)
         (staged.stage / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
         runs.write_json(staged.stage / INFO_FILE, _info(run, model, target, mc_samples, variants, calibration))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import List, Optional
 
 import keras
@@ -28,6 +29,7 @@ from .catalogue import LATENT_HEADS
 tfd = tfp.distributions
 
 __all__ = [
+    "batch_statistics",
     "BN_MOMENTUM",
     "LATENT_HEADS",
     "DenseBNReLU",
@@ -315,6 +317,44 @@ def posterior_sampling(model: Optional[keras.layers.Layer] = None, enabled: bool
         yield
     finally:
         _SAMPLING_SCOPES.reset(token)
+
+
+def _batch_statistics_call(bn: keras.layers.BatchNormalization, inputs, training=None, mask=None):
+    """``bn``'s normalisation with the moments of the batch it is given (its gamma,
+    beta and epsilon), as Keras normalises in training, without updating the
+    moving averages."""
+    x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
+    rank = len(x.shape)
+    channel = bn.axis % rank
+    mean, variance = tf.nn.moments(x, axes=[i for i in range(rank) if i != channel], keepdims=True)
+    shape = [1] * rank
+    shape[channel] = -1
+    beta = tf.reshape(tf.cast(bn.beta, x.dtype), shape) if bn.center else None
+    gamma = tf.reshape(tf.cast(bn.gamma, x.dtype), shape) if bn.scale else None
+    return tf.cast(tf.nn.batch_normalization(x, mean, variance, beta, gamma, bn.epsilon), inputs.dtype)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: keras.layers.Layer, enabled: bool = True):
+    """Within this context every BatchNormalization of ``model`` (nested ones
+    included, e.g. the Gaussian latent's paper head) normalises by the
+    statistics of the batch it sees, as in training, instead of its moving
+    averages; the moving averages are never updated, and everything else
+    (the Gaussian latent's mean or sampled mode) behaves as in inference.
+
+    Like :func:`tf_mtvib.layers.posterior_sampling`, graphs traced inside the
+    context keep the behaviour. Yields the BatchNormalization layers.
+    """
+    layers = [l for l in all_sublayers(model)
+              if isinstance(l, keras.layers.BatchNormalization)] if enabled else []
+    try:
+        for l in layers:   # an instance attribute shadows the class's call; Layer.__call__ uses self.call
+            object.__setattr__(l, "call", functools.partial(_batch_statistics_call, l))
+        yield layers
+    finally:
+        for l in layers:
+            if "call" in l.__dict__:
+                object.__delattr__(l, "call")
 
 
 # The loss weightings moved to tf_mtvib.weightings (one module for the family);

@@ -28,6 +28,7 @@ pass over the data.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -44,7 +45,7 @@ __all__ = [
     "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS",
     "hparam_defaults", "default_weighting", "check_weighting", "build_weighting", "MultiTaskModel",
     "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example", "probabilities_of",
-    "sampled_logits", "split_at_latents",
+    "sampled_logits", "split_at_latents", "network_logits", "posterior_logits",
 ]
 
 _PACKAGE = "tf_mtvib"
@@ -193,9 +194,44 @@ class MultiTaskModel(keras.Model):
         """The network's :class:`GaussianLatent` layers (:func:`tf_mtvib.layers.latent_layers`)."""
         return latent_layers(self.network)
 
+    # -- the stochastic-model protocol --------------------------------------
+    # Attacks (mean / sampled / EOT, BatchNorm statistics), Monte-Carlo prediction and
+    # export's predict_mc ask a model through these members only; none of them reaches
+    # into its layers. A family whose randomness lives elsewhere than in GaussianLatent
+    # layers (Bayesian weights, say) overrides them.
     @property
     def is_stochastic(self) -> bool:
+        """Whether predictions sample (a posterior over z): then :meth:`sampled_logits` draws."""
         return bool(self.latent_layers)
+
+    def mean_logits(self, images) -> Dict[str, tf.Tensor]:
+        """``{task: (B, classes)}``: one deterministic pass (z = posterior mean; BatchNorm in inference)."""
+        with posterior_sampling(self.network, enabled=False):
+            return self.network(images, training=False)
+
+    def sampled_logits(self, images, samples: int) -> Dict[str, tf.Tensor]:
+        """``{task: (samples, B, classes)}``: ``samples`` posterior draws per image (BatchNorm in
+        inference; :func:`sampled_logits`, the deterministic encoder run once)."""
+        parts = self.__dict__.get("_latent_parts")
+        if parts is None:      # built once, kept out of Keras's tracking (it is not part of the model)
+            parts = split_at_latents(self.network) or False
+            object.__setattr__(self, "_latent_parts", parts)
+        return sampled_logits(self.network, images, samples, parts)
+
+    @contextlib.contextmanager
+    def batch_statistics(self):
+        """A scope in which BatchNorm normalises by the statistics of the batch it sees (as in
+        training) without updating its moving averages; everything else behaves as in inference."""
+        from .layers import batch_statistics
+
+        with batch_statistics(self.network):
+            yield
+
+    def float32_compute(self):
+        """A scope in which the network computes in float32 whatever its training precision."""
+        from .precision import float32_compute
+
+        return float32_compute(self.network)
 
     def call(self, inputs, training=None):
         """Logits ``{task: (B, classes)}`` of the images: ``inputs`` is the image batch, or a
@@ -395,9 +431,16 @@ class MultiTaskModel(keras.Model):
             samples = 0
         fn = self._proba_fns.get(samples)
         if fn is None:
-            fn = tf.function(lambda x: probabilities_of(self.network, x, samples), reduce_retracing=True)
+            fn = tf.function(lambda x: self._probabilities(x, samples), reduce_retracing=True)
             self._proba_fns[samples] = fn
         return fn(tf.convert_to_tensor(images, tf.float32))
+
+    def _probabilities(self, images, samples: int) -> Dict[str, tf.Tensor]:
+        """Softmax of :meth:`mean_logits` (``samples == 0``), or the mean over ``samples`` draws
+        of the softmax of :meth:`sampled_logits` (through the protocol, for export too)."""
+        if samples == 0:
+            return {t: tf.nn.softmax(l) for t, l in self.mean_logits(images).items()}
+        return {t: tf.reduce_mean(tf.nn.softmax(l), axis=0) for t, l in self.sampled_logits(images, samples).items()}
 
     # -- serialisation -----------------------------------------------------
     def get_config(self):
@@ -492,6 +535,35 @@ def sampled_logits(network: keras.Model, images, samples: int, parts=None) -> Di
     with posterior_sampling(sampled):   # active while this call is traced
         logits = sampled(inputs, training=False)
     return {t: tf.reshape(l, tf.concat([[samples, batch], tf.shape(l)[1:]], axis=0)) for t, l in logits.items()}
+
+
+def network_logits(network: keras.Model) -> Callable:
+    """Logits of ``network`` in inference (BatchNorm statistics fixed; z = posterior mean), in float32."""
+    def model_fn(x):
+        with _float32_compute(network):
+            return network(x, training=False)
+    return model_fn
+
+
+def posterior_logits(network: keras.Model, samples: int) -> Callable:
+    """Logits of ``network`` for ``samples`` posterior draws of z per image, shape
+    ``(samples, B, classes)`` (:func:`tf_mtvib.models.sampled_logits`: the
+    deterministic encoder runs once, so EOT costs little more than one pass)."""
+    samples = int(samples)
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    parts = split_at_latents(network) or False
+
+    def model_fn(x):
+        with _float32_compute(network):
+            return sampled_logits(network, x, samples, parts)
+    return model_fn
+
+
+def _float32_compute(network):
+    from .precision import float32_compute
+
+    return float32_compute(network)
 
 
 def _tile(t, samples: int):

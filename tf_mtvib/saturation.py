@@ -117,7 +117,7 @@ def measure(model, dataset, batch_size: int = 200, max_examples: Optional[int] =
     from .evaluate import _batches
 
     tasks = list(model.task_names)
-    logits_fn = tf.function(A.network_logits(model.network), reduce_retracing=True)
+    logits_fn = tf.function(A.model_fn_for(model), reduce_retracing=True)
     batches, _ = _batches(dataset, batch_size, max_examples, seed)
     parts, seen = [], 0
     for images, labels in batches:

@@ -200,7 +200,7 @@ def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 50
     import tensorflow as tf
 
     from ..datasets import to_dataset
-    from ..models import kl_per_example, sampled_logits, split_at_latents
+    from ..models import kl_per_example
 
     if len(model.task_names) != 1:
         raise ValueError(f"the Deep VIB evaluation is single-task; the model has tasks {list(model.task_names)}")
@@ -208,8 +208,8 @@ def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 50
         raise ValueError("samples must be >= 1")
     task = model.task_names[0]
     keras.utils.set_random_seed(seed)
-    parts = split_at_latents(model.network) or False   # the encoder runs once, its features are tiled
-    sampled = tf.function(lambda images: sampled_logits(model.network, images, samples, parts)[task],
+    # the encoder runs once, its features are tiled (MultiTaskModel.sampled_logits)
+    sampled = tf.function(lambda images: model.sampled_logits(images, samples)[task],
                           reduce_retracing=True)
     wrong_mean, wrong_avg, wrong_shot = [], [], []
     ce_mean, ce_avg, ce_shot, kls = [], [], [], []

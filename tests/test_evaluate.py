@@ -270,7 +270,13 @@ def test_resolve_mode():
     assert E.resolve_mode() == ("mean", 0, 0)
     assert E.resolve_mode("sampled") == ("sampled", 1, 1)
     assert E.resolve_mode(None, 1, 1) == ("sampled", 1, 1)        # what the report helper passes
-    assert E.resolve_mode("eot") == ("eot", 12, 16)
+    from tf_mtvib.metrics import EOT_SAMPLES, MC_SAMPLES
+    from tf_mtvib.reproduce.mtl import settings
+
+    assert E.resolve_mode("eot") == ("eot", MC_SAMPLES, EOT_SAMPLES) == ("eot", 12, 8)
+    # one source for the EOT draw count: evaluate's eot mode and the reproductions' fgsm-eot agree
+    eot = settings()["fgsm-eot"]
+    assert (eot["eval_samples"], eot["eot_samples"]) == E.MODES["eot"]
     assert E.resolve_mode("eot", eot_samples=8) == ("eot", 12, 8)
     assert E.resolve_mode(None, 12, 0)[0] == "mixed"
     with pytest.raises(ValueError, match="sampled"):

@@ -81,7 +81,7 @@ def test_optimizer_wrapping_and_unknown_precision():
     from tf_mtvib.train import TRAINING_DEFAULTS, make_optimizer
 
     for precision, wrapped in (("float32", False), ("mixed_bfloat16", False), ("mixed_float16", True)):
-        opt = make_optimizer(dict(TRAINING_DEFAULTS, learning_rate=1e-3, precision=precision), 10)
+        opt = make_optimizer(dict(TRAINING_DEFAULTS, epochs=1, batch_size=8, learning_rate=1e-3, precision=precision), 10)
         assert isinstance(opt, keras.optimizers.LossScaleOptimizer) == wrapped, precision
         inner = opt.inner_optimizer if wrapped else opt
         assert isinstance(inner, keras.optimizers.Adam)

@@ -177,7 +177,7 @@ def _tiny_gs(seed=0):
     keras.utils.set_random_seed(seed)
     spec = SPECS["multimnist"]  # 36x36: the smallest trunk of the tables
     model = build_model("gs", spec, task_weights=[0.3, 0.7])
-    model.compile(optimizer=make_optimizer(dict(TRAINING_DEFAULTS, learning_rate=1e-2), steps_per_epoch=1))
+    model.compile(optimizer=make_optimizer(dict(TRAINING_DEFAULTS, epochs=1, batch_size=8, learning_rate=1e-2), steps_per_epoch=1))
     return model, spec
 
 

@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .metrics import accuracies, correct_from_probs
+from .metrics import EOT_SAMPLES, MC_SAMPLES, accuracies, correct_from_probs
 from .saturation import MASKING_WARN_SHARE, saturation_of, summarize
 
 __all__ = [
@@ -108,9 +108,9 @@ def eval_mode_name(model, eval_samples: int = 0) -> str:
 #: mode -> (eval_samples, eot_samples). ``mean``: z = posterior mean for the
 #: prediction and the gradient. ``sampled`` (the paper's wording): one fresh
 #: draw of z per prediction, and the attack's gradient through one draw.
-#: ``eot``: predictions averaged over 12 draws (Alemi et al.), gradient
-#: averaged over 16 draws (Athalye et al.); both counts can be overridden.
-MODES: Dict[str, tuple] = {"mean": (0, 0), "sampled": (1, 1), "eot": (12, 16)}
+#: ``eot``: predictions averaged over MC_SAMPLES (12) draws (Alemi et al.), gradient
+#: averaged over EOT_SAMPLES (8) draws (Athalye et al.); both counts can be overridden.
+MODES: Dict[str, tuple] = {"mean": (0, 0), "sampled": (1, 1), "eot": (MC_SAMPLES, EOT_SAMPLES)}
 
 
 def mode_of(eval_samples: int, eot_samples: int) -> str:
@@ -129,7 +129,7 @@ def resolve_mode(mode: Optional[str] = None, eval_samples: Optional[int] = None,
 
     ``mode=None``: the counts (default 0, 0) say it (:func:`mode_of`). ``mean``
     and ``sampled`` fix both counts (an explicit different count is an
-    error); ``eot`` takes its defaults (12, 16) for any count not given.
+    error); ``eot`` takes its defaults (MC_SAMPLES, EOT_SAMPLES) for any count not given.
     """
     for name, value in (("eval_samples", eval_samples), ("eot_samples", eot_samples)):
         if value is not None and int(value) < 0:
@@ -596,7 +596,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated L-inf radii, in [0, 1] for --space unit (default: %(default)s)")
     p.add_argument("--mode", choices=tuple(MODES), default=None,
                    help="mean: z = posterior mean; sampled: one draw of z per prediction and for the gradient; "
-                        "eot: 12-draw predictions, 16-draw gradient (override with the two options below)")
+                        f"eot: {MC_SAMPLES}-draw predictions, {EOT_SAMPLES}-draw gradient (override with the two "
+                        "options below)")
     p.add_argument("--eval-samples", type=int, default=None, metavar="N",
                    help="0: predict with z = posterior mean (eval=mean); N: average N posterior samples (eval=mcN)")
     p.add_argument("--eot-samples", type=int, default=None, metavar="M",

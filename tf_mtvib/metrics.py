@@ -5,13 +5,16 @@ from typing import Dict, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["MC_SAMPLES", "accuracies", "correct_from_probs"]
+__all__ = ["MC_SAMPLES", "EOT_SAMPLES", "accuracies", "correct_from_probs"]
 
 #: Posterior samples of z whose probabilities are averaged in Monte-Carlo
 #: evaluation (Alemi et al. 2017 average 12): the default of train.py's
 #: ``eval_samples`` (the ``mc12`` test accuracy), export's ``predict_mc``
 #: signature and the reproductions.
 MC_SAMPLES = 12
+#: Posterior draws whose loss gradients are averaged in an EOT attack (Athalye et al.
+#: 2018): ``evaluate --mode eot`` and the reproductions' ``fgsm-eot`` setting.
+EOT_SAMPLES = 8
 
 
 def correct_from_probs(probs: Mapping[str, "np.ndarray"], labels: Mapping[str, "np.ndarray"]) -> Dict[str, np.ndarray]:

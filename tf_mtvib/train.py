@@ -30,6 +30,7 @@ from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_family_a
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
+from .config import TRAINING_KEYS, TrainingConfig
 from .metrics import MC_SAMPLES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
@@ -117,12 +118,11 @@ def base_name(name: str) -> str:
 #: ``full-x2``: the full preset at twice its epochs (the report's "next doubling" check).
 PRESETS[doubled_name("full")] = doubled(PRESETS["full"])
 
-_TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "lr_schedule", "adam_beta1", "lr_decay", "lr_decay_epochs",
-                  "ema_momentum", "seed", "jit_compile", "val_fraction", "eval_samples", "strategy", "cpu_replicas",
-                  "loop", "precision")
-TRAINING_DEFAULTS = {"adam_beta1": 0.9, "lr_decay": 1.0, "lr_decay_epochs": 1, "ema_momentum": None, "seed": 0,
-                      "jit_compile": False, "val_fraction": 0.0, "eval_samples": MC_SAMPLES, "strategy": "auto",
-                      "cpu_replicas": 0, "loop": "fit", "precision": DEFAULT_PRECISION}
+_TRAINING_KEYS = TRAINING_KEYS
+#: The defaults written into a new run's config.json: TrainingConfig's, except lr_schedule (written only
+#: when a preset or flag sets it, as before, so that configs compare equal to the committed ones) and
+#: measure_at (written only when asked for).
+TRAINING_DEFAULTS = {k: v for k, v in TrainingConfig.defaults().items() if k not in ("lr_schedule", "measure_at")}
 _LIMIT_KEYS = ("max_train", "max_test")
 #: Learning-rate schedules: constant (a step decay when lr_decay != 1) or cosine
 #: decay from the learning rate to COSINE_FLOOR times it over all the run's steps.
@@ -309,6 +309,10 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if training["loop"] != "fit":
             raise SystemExit("train.py: error: --measure-at works with the fit loop only")
         training["measure_at"] = sorted(set(args.measure_at))
+    try:
+        TrainingConfig.from_dict(training)   # types and ranges, with the one set of defaults
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"train.py: error: {e}")
     return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
             "subsets": runs.subsets_record(training["seed"]), "hparams": hparams, "training": training}
 
@@ -457,30 +461,31 @@ def make_optimizer(training: Dict[str, Any], steps_per_epoch: int):
 
     from .precision import wrap_optimizer
 
-    lr = training["learning_rate"]
-    schedule = training.get("lr_schedule", "constant")
+    training = training if isinstance(training, TrainingConfig) else TrainingConfig.from_dict(training)
+    lr = training.learning_rate
+    schedule = training.lr_schedule
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
     if schedule == "cosine":
-        if training["lr_decay"] != 1.0:
+        if training.lr_decay != 1.0:
             raise ValueError("lr_schedule 'cosine' and a step decay (lr_decay != 1) exclude each other")
         lr = keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, training["epochs"] * steps_per_epoch), alpha=COSINE_FLOOR)
-    elif training["lr_decay"] != 1.0:
+            lr, decay_steps=max(1, training.epochs * steps_per_epoch), alpha=COSINE_FLOOR)
+    elif training.lr_decay != 1.0:
         lr = keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=training["lr_decay_epochs"] * steps_per_epoch, decay_rate=training["lr_decay"],
+            lr, decay_steps=training.lr_decay_epochs * steps_per_epoch, decay_rate=training.lr_decay,
             staircase=True)
-    ema = training.get("ema_momentum")
-    adam = keras.optimizers.Adam(learning_rate=lr, beta_1=training["adam_beta1"],
+    ema = training.ema_momentum
+    adam = keras.optimizers.Adam(learning_rate=lr, beta_1=training.adam_beta1,
                                 use_ema=ema is not None, ema_momentum=ema or 0.99)
-    return wrap_optimizer(adam, training.get("precision", DEFAULT_PRECISION))
+    return wrap_optimizer(adam, training.precision)
 
 
 def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose: int = 1) -> Dict[str, Any]:
     """Train per ``config`` into ``run_dir`` (resuming when it holds a checkpoint); returns metrics.json."""
-    training = config["training"]
-    if training.get("cpu_replicas", 0) > 1:
-        configure_cpu_replicas(training["cpu_replicas"])
+    training = TrainingConfig.from_dict(config["training"])   # typed, missing keys take the one set of defaults
+    if training.cpu_replicas > 1:
+        configure_cpu_replicas(training.cpu_replicas)
     import keras
 
     from .datasets import to_dataset, train_val_split
@@ -490,11 +495,11 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     from .precision import policy_scope
 
     # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any operation
-    strategy = make_strategy(training.get("strategy", "auto"), training.get("cpu_replicas", 0))
+    strategy = make_strategy(training.strategy, training.cpu_replicas)
     chief = distributed.is_chief(strategy)
     verbose = verbose if chief else 0
-    loop = training.get("loop", "fit")
-    keras.utils.set_random_seed(training["seed"])
+    loop = training.loop
+    keras.utils.set_random_seed(training.seed)
     spec = get_spec(config["dataset"])
     train_split = runs.load_split(config, "train", data_dir)
     test_split = runs.load_split(config, "test", data_dir)
@@ -505,40 +510,40 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                          "tf_mtvib.datasets.to_multi_input_dataset")
     extras = family.needs      # the batch fields the family's loss terms read (e.g. an environment id)
     val_ds = val_split = None
-    if training.get("val_fraction"):
-        train_split, val_split = train_val_split(train_split, training["val_fraction"], seed=training["seed"])
-        val_ds = to_dataset(val_split, training["batch_size"], extras=extras)
-    batch = training["batch_size"]
-    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"], extras=extras)
+    if training.val_fraction:
+        train_split, val_split = train_val_split(train_split, training.val_fraction, seed=training.seed)
+        val_ds = to_dataset(val_split, training.batch_size, extras=extras)
+    batch = training.batch_size
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training.seed, extras=extras)
     steps = (distributed.steps_per_epoch(len(train_split), batch, strategy.num_replicas_in_sync)
              if loop == "custom" else math.ceil(len(train_split) / batch))
 
     if verbose:
         print(f"[tf_mtvib] {config['model']} on {config['dataset']}: {len(train_split):,} train / "
               f"{len(test_split):,} test images, {strategy.num_replicas_in_sync} replica(s) "
-              f"({type(strategy).__name__}, {loop} loop), {training.get('precision', DEFAULT_PRECISION)}, "
+              f"({type(strategy).__name__}, {loop} loop), {training.precision}, "
               f"run directory {run_dir}", flush=True)
-    with strategy.scope(), policy_scope(training.get("precision", DEFAULT_PRECISION)):
+    with strategy.scope(), policy_scope(training.precision):
         model = build_model(config["model"], spec, **config["hparams"])
-        model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.get("jit_compile")))
+        model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.jit_compile))
     t0 = time.perf_counter()
     if loop == "custom":
         callbacks, guard = _callbacks(run_dir, steps * batch, None)
-        distributed.custom_fit(model, strategy, train_split, batch, training["epochs"], run_dir,
+        distributed.custom_fit(model, strategy, train_split, batch, training.epochs, run_dir,
                                callbacks=[guard], chief_callbacks=[c for c in callbacks if c is not guard],
-                               seed=training["seed"], val_split=val_split, verbose=verbose, extras=extras)
+                               seed=training.seed, val_split=val_split, verbose=verbose, extras=extras)
     else:
         with strategy.scope():
             checkpoint = Checkpoint(run_dir / runs.BACKUP)
             initial_epoch = checkpoint.restore(model)
         callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
         along = None
-        if training.get("measure_at"):   # after the history row, before the checkpoint (see _callbacks)
+        if training.measure_at:   # after the history row, before the checkpoint (see _callbacks)
             from .saturation import along_training_callback
 
-            along = along_training_callback(run_dir, test_split, training["measure_at"])
+            along = along_training_callback(run_dir, test_split, training.measure_at)
             callbacks.insert(2, along)
-        model.fit(train_ds, epochs=training["epochs"], initial_epoch=initial_epoch, validation_data=val_ds,
+        model.fit(train_ds, epochs=training.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
     train_seconds = time.perf_counter() - t0
     if guard.bad is not None:
@@ -546,7 +551,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
         raise TrainingDiverged(
             f"loss became NaN/inf at epoch {epoch + 1}, batch {step + 1}; training stopped. The last good "
             f"checkpoint (end of epoch {epoch}) is kept in {run_dir / runs.BACKUP}: lower --learning-rate "
-            f"(now {training['learning_rate']}) or --beta and continue with --resume --output-dir {run_dir}")
+            f"(now {training.learning_rate}) or --beta and continue with --resume --output-dir {run_dir}")
 
     distributed.save_model(model, run_dir / runs.MODEL, strategy)   # every worker saves; the chief's file is kept
     if not chief:
@@ -556,7 +561,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     metrics: Dict[str, Any] = {"test": {"mean": evaluate_accuracy(model, test_ds)},
                                "num_train": len(train_split), "num_test": len(test_split),
                                "subsets": runs.subsets_of(config),
-                               "epochs": training["epochs"], "replicas": strategy.num_replicas_in_sync,
+                               "epochs": training.epochs, "replicas": strategy.num_replicas_in_sync,
                                "loop": loop, "workers": distributed.num_workers(strategy),
                                "train_seconds_this_process": train_seconds,
                                # the allocator thresholds the timings above ran with (tf_mtvib.runtime)
@@ -566,8 +571,8 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                                "machine": runtime.machine()}
     if loop != "custom" and along is not None:   # inside train_seconds_this_process, outside seconds_per_epoch
         metrics["measure_seconds_this_process"] = along.seconds
-    if model.is_stochastic and training.get("eval_samples", 0) > 0:
-        n = training["eval_samples"]
+    if model.is_stochastic and training.eval_samples > 0:
+        n = training.eval_samples
         metrics["test"][f"mc{n}"] = evaluate_accuracy(model, test_ds, samples=n)
     runs.write_json(run_dir / runs.METRICS, metrics)
     if verbose:

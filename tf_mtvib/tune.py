@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import catalogue, runs
 from . import train as train_module
+from .config import TrainingConfig
 from .datasets import to_dataset, train_val_split
 from .datasets.spec import SPECS, get_spec
 from .precision import PRECISIONS
@@ -192,7 +193,7 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
     import keras_tuner as kt
 
     from .models import build_model
-    from .precision import DEFAULT_PRECISION, policy_scope
+    from .precision import policy_scope
 
     spec = get_spec(config["dataset"])
 
@@ -216,11 +217,12 @@ def make_hypermodel(config: Dict[str, Any], space: Sequence[str], search: str, r
 
         def build(self, hp):
             hparams, training = self.values(hp)
-            keras.utils.set_random_seed(training["seed"])  # every trial starts from the same initialisation
-            with policy_scope(training.get("precision", DEFAULT_PRECISION)):
+            training = TrainingConfig.from_dict(training)
+            keras.utils.set_random_seed(training.seed)  # every trial starts from the same initialisation
+            with policy_scope(training.precision):
                 model = build_model(config["model"], spec, **hparams)
             model.compile(optimizer=train_module.make_optimizer(training, steps_per_epoch),
-                          jit_compile=bool(training.get("jit_compile")))
+                          jit_compile=bool(training.jit_compile))
             return model
 
         def fit(self, hp, model, *args, callbacks=None, **kwargs):
@@ -366,8 +368,8 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     weight_points = [encode_weights(w) for w in simplex_grid(len(spec.tasks), grid)] if "task_weights" in space else []
     if max_trials is None:
         max_trials = DEFAULT_MAX_TRIALS[search]
-    training = config["training"]
-    val_fraction = training.get("val_fraction") or 0.0
+    training = TrainingConfig.from_dict(config["training"])
+    val_fraction = training.val_fraction
     if not 0 < val_fraction < 1:
         raise TuneError(f"the validation fraction must be in (0, 1); got {val_fraction}")
 
@@ -391,21 +393,21 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     import keras
 
     full = runs.load_split(config, "train", data_dir)
-    train_split, val_split = train_val_split(full, val_fraction, seed=training["seed"])
-    batch = training["batch_size"]
-    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
+    train_split, val_split = train_val_split(full, val_fraction, seed=training.seed)
+    batch = training.batch_size
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training.seed)
     val_ds = to_dataset(val_split, batch)
-    strategy = train_module.make_strategy(training.get("strategy", "auto"))
+    strategy = train_module.make_strategy(training.strategy)
     if verbose:
         print(f"[tf_mtvib] tuning {model} on {dataset} ({search} search over {', '.join(space)}): "
               f"{len(train_split):,} train / {len(val_split):,} validation images from the training split, "
               f"{training['epochs']} epoch(s) per trial, {strategy.num_replicas_in_sync} replica(s)", flush=True)
-    keras.utils.set_random_seed(training["seed"])
+    keras.utils.set_random_seed(training.seed)
     hypermodel = make_hypermodel(config, space, search, ranges, weight_points,
                                  math.ceil(len(train_split) / batch), keep_models=keep_models)
-    tuner = make_tuner(search, hypermodel, max_trials, training["seed"], output_dir,
+    tuner = make_tuner(search, hypermodel, max_trials, training.seed, output_dir,
                        strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
-    tuner.search(train_ds, validation_data=val_ds, epochs=training["epochs"], verbose=verbose)
+    tuner.search(train_ds, validation_data=val_ds, epochs=training.epochs, verbose=verbose)
 
     trials = _trial_records(tuner, space, spec)
     scored = [t for t in trials if t["objective"] is not None and math.isfinite(t["objective"])]
@@ -414,7 +416,7 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
     best = max(scored, key=lambda t: t["objective"])
     hparams = dict(config["hparams"])
     if "learning_rate" in fixed:
-        hparams["learning_rate"] = training["learning_rate"]
+        hparams["learning_rate"] = training.learning_rate
     hparams.update(best["hparams"])
     result = {"hparams": hparams, "objective": best["objective"], "objective_name": OBJECTIVE, "direction": "max",
               "best_trial": best["trial_id"], "best_epoch": best["best_epoch"], "trials": trials,

@@ -50,7 +50,7 @@ from .. import runs, runtime
 from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
-from ..metrics import MC_SAMPLES
+from ..metrics import EOT_SAMPLES, MC_SAMPLES
 from . import verdicts
 from .paper import PAPER_MODELS, TABLE_NUMBER
 
@@ -100,7 +100,7 @@ class ReproduceError(Exception):
     """A run directory or results cell that clashes with what is asked for."""
 
 
-def settings(eot_samples: int = 8) -> Dict[str, Dict[str, Any]]:
+def settings(eot_samples: int = EOT_SAMPLES) -> Dict[str, Dict[str, Any]]:
     """The robustness settings: name -> evaluate_robustness keyword arguments (minus model/data)."""
     return {
         "fgsm": {"attack": "fgsm", "eval_samples": 0, "eot_samples": 0},
@@ -1213,7 +1213,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "or ~/.cache/tf_mtvib/runs/reproduce)")
     p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
     p.add_argument("--report", type=pathlib.Path, default=pathlib.Path("docs/RESULTS.md"))
-    p.add_argument("--eot-samples", type=int, default=8)
+    p.add_argument("--eot-samples", type=int, default=EOT_SAMPLES)
     p.add_argument("--examples", type=int, default=None,
                    help="test images for every robustness setting: one seeded subset shared by all settings "
                         "and models of a data set (0: the whole test split; default: %d, or the preset's "

@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .. import runs, runtime
 from ..datasets.paths import runs_dir
+from .docs import doc_paths, write_section  # noqa: F401 (write_section: re-exported)
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
 from ..metrics import EOT_SAMPLES, MC_SAMPLES
@@ -1167,24 +1168,6 @@ def markers(preset: str, part: str = "") -> Tuple[str, str]:
     return f"<!-- BEGIN {what}: {cmd} -->", f"<!-- END {what}: {cmd} -->"
 
 
-def write_section(report: pathlib.Path, body: str, begin: str, end: str, top: bool = False) -> None:
-    """Replace the generated part of ``report`` (between ``begin`` and ``end``), creating it
-    if needed: at the end, or (``top``) after the report's title line."""
-    text = report.read_text() if report.exists() else "# Results\n\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + block + tail
-    elif top:
-        title, sep, rest = text.partition("\n")
-        text = title + "\n\n" + block + "\n\n" + rest.lstrip("\n")
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
-
-
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
@@ -1211,8 +1194,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=pathlib.Path, default=None,
                    help="where run directories and checkpoints go (default: $TF_MTVIB_RUNS_DIR/reproduce "
                         "or ~/.cache/tf_mtvib/runs/reproduce)")
-    p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
-    p.add_argument("--report", type=pathlib.Path, default=pathlib.Path("docs/RESULTS.md"))
+    p.add_argument("--results-dir", type=pathlib.Path, default=None,
+                   help="the committed results (default: docs/results of the checkout)")
+    p.add_argument("--report", type=pathlib.Path, default=None, help="default: docs/RESULTS.md of the checkout")
     p.add_argument("--eot-samples", type=int, default=EOT_SAMPLES)
     p.add_argument("--examples", type=int, default=None,
                    help="test images for every robustness setting: one seeded subset shared by all settings "
@@ -1255,6 +1239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = make_parser()
     args = p.parse_args(argv)
+    doc_paths(p, args, {"results_dir": "docs/results", "report": "docs/RESULTS.md"})
     datasets = comma_choices(p, args.datasets, DATASETS, "data set")
     if args.models is None and base_name(args.preset) != args.preset and not (args.report_only or args.search_only):
         p.error(f"--preset {args.preset} doubles {base_name(args.preset)}'s budget to price the next doubling "

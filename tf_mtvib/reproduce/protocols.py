@@ -53,6 +53,7 @@ from .. import runs
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
 from . import mtl
+from .docs import doc_paths, write_section
 from .paper import TABLES_CSV, load_paper_tables, paper_value
 
 BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce protocols -->"
@@ -455,9 +456,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=3, help="PGD random restarts in the masking check")
     p.add_argument("--draws", type=int, default=5, help="random-sign draws in the masking check")
     p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
-    p.add_argument("--doc", type=pathlib.Path, default=pathlib.Path("docs/robustness.md"),
-                   help="the document whose generated block is filled (default: %(default)s)")
+    p.add_argument("--results-dir", type=pathlib.Path, default=None,
+                   help="the committed results (default: docs/results of the checkout)")
+    p.add_argument("--doc", type=pathlib.Path, default=None,
+                   help="the document whose generated block is filled (default: docs/robustness.md of the checkout)")
     p.add_argument("--paper-tables", type=pathlib.Path, default=TABLES_CSV)
     p.add_argument("--train", action="store_true",
                    help="train missing runs first, as `python -m tf_mtvib.reproduce mtl --train-only` would "
@@ -469,6 +471,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    doc_paths(parser, args, {"results_dir": "docs/results", "doc": "docs/robustness.md"})
     datasets = mtl.comma_choices(parser, args.datasets, mtl.DATASETS, "data set")
     models = mtl.comma_choices(parser, args.models, mtl.MODELS, "model")
     for flag in ("examples", "masking_examples", "restarts", "draws", "pgd_steps"):
@@ -517,7 +520,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = render_markdown(doc)
     (out / "protocols.md").write_text(text)
     if args.doc:
-        mtl.write_section(args.doc, text, begin=BEGIN, end=END)
+        write_section(args.doc, text, begin=BEGIN, end=END)
     print(text)
     print(f"[protocols] {computed} evaluation(s) computed, the rest from the caches; wrote {out} and {args.doc}",
           flush=True)

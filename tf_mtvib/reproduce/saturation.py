@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .. import runs, runtime
 from ..evaluate import DEFAULT_EPS
 from . import mtl
+from .docs import doc_paths
 from .paper import TABLES_CSV
 from .verdicts import two_se
 
@@ -461,7 +462,7 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
 def write_docs(results_dir: pathlib.Path, preset: str, robustness: pathlib.Path, results_md: pathlib.Path) -> None:
     """Fill docs/robustness.md's block (:func:`render`) and docs/RESULTS.md's "Why the curves
     differ" block (:func:`why_section`) from the committed JSON."""
-    from .mtl import write_section
+    from .docs import write_section
 
     if robustness.exists():
         write_section(robustness, render(results_dir, preset).split("\n", 2)[2].strip("\n"), BEGIN, END)
@@ -482,11 +483,13 @@ def make_parser() -> argparse.ArgumentParser:
                    help="with --retrain: also record S_k and the sweeps at these epochs (along.json), e.g. 1,3,10,30")
     p.add_argument("--sweeps", default=",".join(SWEEPS), help="comma-separated subset of " + ", ".join(SWEEPS))
     p.add_argument("--root", type=pathlib.Path, default=None, help="where mtl's runs are (default: its own)")
-    p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results"))
+    p.add_argument("--results-dir", type=pathlib.Path, default=None,
+                   help="the committed results (default: docs/results of the checkout)")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--robustness-doc", type=pathlib.Path, default=pathlib.Path("docs/robustness.md"))
-    p.add_argument("--report", type=pathlib.Path, default=pathlib.Path("docs/RESULTS.md"),
-                   help="the page whose 'Why the curves differ' block is filled")
+    p.add_argument("--robustness-doc", type=pathlib.Path, default=None,
+                   help="default: docs/robustness.md of the checkout")
+    p.add_argument("--report", type=pathlib.Path, default=None,
+                   help="the page whose 'Why the curves differ' block is filled (default: docs/RESULTS.md of the checkout)")
     p.add_argument("--data-dir", type=pathlib.Path)
     return p
 
@@ -502,7 +505,10 @@ def default_cells(results_dir: pathlib.Path, preset: str) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    doc_paths(parser, args, {"results_dir": "docs/results", "robustness_doc": "docs/robustness.md",
+                             "report": "docs/RESULTS.md"})
     sweeps = [s for s in args.sweeps.split(",") if s]
     bad = [s for s in sweeps if s not in SWEEPS]
     if bad:

@@ -59,7 +59,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..datasets.paths import runs_dir
 from ..metrics import MC_SAMPLES
+from .docs import doc_paths
 
 __all__ = [
     "DATASET", "DEFAULT_BETAS", "SCHEDULES", "PAPER", "JSON_NAME", "TABLE_NAME", "FIGURES", "EVAL_NAME",
@@ -523,11 +525,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the deterministic mlp")
-    p.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("runs/vib"))
-    p.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("docs/results/vib"),
-                   help="where the sweep's JSON, table and figures are published (default: %(default)s)")
-    p.add_argument("--doc", type=pathlib.Path, default=pathlib.Path("docs/vib.md"),
-                   help="the page whose generated part lists every published sweep (default: %(default)s)")
+    p.add_argument("--output-dir", type=pathlib.Path, default=None,
+                   help="run directories and checkpoints (default: $TF_MTVIB_RUNS_DIR/vib or ~/.cache/tf_mtvib/runs/vib)")
+    p.add_argument("--results-dir", type=pathlib.Path, default=None,
+                   help="where the sweep's JSON, table and figures are published (default: docs/results/vib of the "
+                        "checkout)")
+    p.add_argument("--doc", type=pathlib.Path, default=None,
+                   help="the page whose generated part lists every published sweep (default: docs/vib.md of the "
+                        "checkout)")
     p.add_argument("--no-publish", dest="publish", action="store_false", help="write only into --output-dir")
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras progress output")
@@ -537,6 +542,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = runs_dir() / "vib"
+    if args.publish:
+        doc_paths(parser, args, {"results_dir": "docs/results/vib", "doc": "docs/vib.md"})
     try:
         betas = parse_betas(args.betas)
     except ValueError as e:
@@ -562,7 +571,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"[vib] wrote {args.output_dir / JSON_NAME}, {args.output_dir / TABLE_NAME} and "
           f"{', '.join(FIGURES.values())}")
     if args.publish and (result["vib"] or result["baseline"]):
-        from .mtl import write_section
+        from .docs import write_section
 
         dest = publish_sweep(result, args.output_dir, args.results_dir)
         write_section(args.doc, doc_section(args.results_dir, args.doc.parent), DOC_BEGIN, DOC_END)

@@ -193,7 +193,8 @@ def library_model(name: str, spec, learning_rate: float, jit_compile: bool, prec
 
     with policy_scope(precision):
         model = build_model(name, spec)
-    training = dict(TRAINING_DEFAULTS, learning_rate=learning_rate, precision=precision)
+    # a constant learning rate: epochs and batch_size only complete the config (a cosine schedule would use epochs)
+    training = dict(TRAINING_DEFAULTS, epochs=1, batch_size=1, learning_rate=learning_rate, precision=precision)
     model.compile(optimizer=make_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)
     return model
 

@@ -60,6 +60,7 @@ def test_train_defaults_to_mtvib_and_says_so(capsys):
     assert "(default: mtvib)" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow
 def test_train_dataset_flag_trains_mtvib(trained):
     run = runs.load_run(trained)
     assert run.config["model"] == "mtvib" and run.config["preset"] == "smoke"
@@ -71,6 +72,7 @@ def test_train_dataset_flag_trains_mtvib(trained):
 # --------------------------------------------------------------------------
 # export without --run
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_tflite_without_run_takes_the_latest_finished_run(trained, workdir):
     root = workdir / "runs"
     older = root / "older-finished"
@@ -112,6 +114,7 @@ def test_export_without_run_and_no_finished_run_is_a_clear_error(tmp_path, monke
 # import tf_mtvib registers the Keras classes
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("imports", ["import tf_mtvib, keras", "import tf_mtvib.layers, tensorflow; import keras"])
+@pytest.mark.slow
 def test_import_registers_keras_classes_in_a_fresh_process(trained, workdir, imports):
     code = (f"{imports}\n"
             f"m = keras.saving.load_model('runs/{trained.name}/model.keras')\n"
@@ -121,6 +124,7 @@ def test_import_registers_keras_classes_in_a_fresh_process(trained, workdir, imp
     assert proc.stdout.split() == ["MultiTaskModel", "mtvib"]
 
 
+@pytest.mark.slow
 def test_without_tf_mtvib_keras_cannot_load_then_importing_it_registers(trained, workdir):
     code = ("import keras\n"
             f"path = 'runs/{trained.name}/model.keras'\n"

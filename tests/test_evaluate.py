@@ -218,6 +218,7 @@ def smoke_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_cli_compares_runs(smoke_runs, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = E.main(["--run", str(smoke_runs["mtvib"]), "--run", str(smoke_runs["gs"]), "--attack", "fgsm",
@@ -235,6 +236,7 @@ def test_cli_compares_runs(smoke_runs, tmp_path, capsys):
     _check_png(out / "robustness.png", 3 * 200)
 
 
+@pytest.mark.slow
 def test_cli_single_run_writes_into_the_run_directory(smoke_runs, capsys):
     run = smoke_runs["gs"]
     code = E.main(["--run", str(run), "--attack", "pgd", "--steps", "2", "--eps", "0,0.2", "--max-examples", "20",
@@ -354,6 +356,7 @@ def test_restarts_and_draws_take_the_worst_case():
     assert pgd["restarts"] == 2 and "worst of 2 restarts" in E.markdown_table([pgd])
 
 
+@pytest.mark.slow
 def test_cli_protocol_options(smoke_runs, tmp_path, capsys):
     out = tmp_path / "opts"
     code = E.main(["--run", str(smoke_runs["mtvib"]), "--eps", "0,0.5", "--mode", "sampled", "--space",

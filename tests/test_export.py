@@ -237,6 +237,7 @@ def test_mc_signature_probabilities_and_entropy(exported, test_images):
         assert np.mean(p.argmax(-1) == mean[f"{t}_class"].numpy()) > 0.8
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(exported):
     cli = shutil.which("saved_model_cli")
     cmd = [cli] if cli else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]

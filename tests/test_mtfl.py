@@ -235,6 +235,7 @@ def real_pose_histogram(data_dir):
     return np.bincount([int(f[-1]) - 1 for f in lines], minlength=5)
 
 
+@pytest.mark.slow
 def test_real_official(data_dir):
     train = load("mtfl", "train", data_dir, protocol="official", image_size=32)
     test = load("mtfl", "test", data_dir, protocol="official", image_size=32)
@@ -259,6 +260,7 @@ def test_real_paper(data_dir):
             np.bincount(official.labels[task]))
 
 
+@pytest.mark.slow
 def test_real_default_size(data_dir):
     test = load("mtfl", "test", data_dir, protocol="official")
     assert test.images.shape == (2_995, *get_spec("mtfl").input_shape)

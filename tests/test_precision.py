@@ -123,6 +123,7 @@ def test_tune_trials_build_under_the_policy():
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_loss_scale_optimizer_with_custom_loss_under_mirrored_strategy():
     """mixed_float16: LossScaleOptimizer + MultiTaskModel.compute_loss, one device vs two mirrored CPUs."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -198,6 +198,7 @@ def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(da
     assert set(again["sweeps"]) == set(doc["sweeps"])
 
 
+@pytest.mark.slow
 def test_measure_at_writes_S_and_the_sweeps_at_the_chosen_epochs_and_keeps_them_out_of_epoch_times(data_dir, tmp_path):
     import json
 

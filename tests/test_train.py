@@ -132,6 +132,7 @@ def _mirrored(name):
     return json.loads(proc.stdout.strip().splitlines()[-1])[name]
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_single_device_step():
     """Deterministic model with synchronised BatchNorm: the same weights after one SGD step.
     Had the loss not been divided by the 2 replicas, the update would be twice as large."""
@@ -143,6 +144,7 @@ def test_mirrored_step_equals_single_device_step():
         assert b == pytest.approx(a, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_mirrored_step_mtvib_scales_kl_and_log_sigma_terms():
     """MTVIB with its posterior collapsed onto the mean (so the replicas' independent draws of z
     are the same to 1e-5) and beta = 1: the same step on one device and on two replicas. Had the
@@ -240,6 +242,7 @@ def test_sample_weight_weights_each_example_cross_entropy():
     assert history.history["loss"] == [0.0]
 
 
+@pytest.mark.slow
 def test_ensure_run_trains_reuses_resumes_and_refuses_other_configs(tmp_path, data_dir, monkeypatch):
     """The one "train a run" driver of reproduce mtl (isolate=True), reproduce vib and the benchmarks."""
     from tf_mtvib import runtime

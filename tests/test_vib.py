@@ -55,6 +55,7 @@ def smoke_sweep(tmp_path_factory, request):
     return out, argv, proc.stdout
 
 
+@pytest.mark.slow
 def test_sweep_is_published_and_the_page_generated_from_its_json(smoke_sweep):
     out, _, _ = smoke_sweep
     docs = out.parent / "docs"
@@ -67,6 +68,7 @@ def test_sweep_is_published_and_the_page_generated_from_its_json(smoke_sweep):
     assert vib.markdown_table(result) in body and "results/vib/" in body and str(out.parent) not in body
 
 
+@pytest.mark.slow
 def test_sweep_writes_json_table_and_three_pngs(smoke_sweep):
     out, _, stdout = smoke_sweep
     result = json.loads((out / vib.JSON_NAME).read_text())
@@ -87,6 +89,7 @@ def test_sweep_writes_json_table_and_three_pngs(smoke_sweep):
     assert table in stdout and "| mlp | - |" in table and "| vib_mlp | 0.1 |" in table
 
 
+@pytest.mark.slow
 def test_sweep_baseline_is_deterministic_with_no_rate(smoke_sweep):
     out, _, _ = smoke_sweep
     base = json.loads((out / vib.JSON_NAME).read_text())["baseline"]
@@ -97,6 +100,7 @@ def test_sweep_baseline_is_deterministic_with_no_rate(smoke_sweep):
     assert math.isfinite(base["izy_bits"])
 
 
+@pytest.mark.slow
 def test_sweep_reuses_finished_runs_and_refuses_other_configs(smoke_sweep, capsys):
     out, argv, _ = smoke_sweep
     assert vib.main(argv) == 0

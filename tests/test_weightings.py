@@ -261,6 +261,7 @@ def test_dwa_fit_updates_at_epoch_ends_and_logs_the_weights():
     assert float(model.weighting.epochs_done.numpy()) == 4.0
 
 
+@pytest.mark.slow
 def test_dwa_under_mirrored_strategy_matches_one_device():
     import json
     import os

@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .. import runs, runtime
 from ..datasets.paths import runs_dir
+from . import cache
 from .docs import doc_paths, write_section  # noqa: F401 (write_section: re-exported)
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
@@ -391,12 +392,7 @@ def evaluation_split(run: "runs.Run", examples: Optional[int], data_dir=None):
 
 def cached_robustness(cell: pathlib.Path, name: str, kwargs: Dict[str, Any],
                       examples: Optional[int]) -> Optional[Dict[str, Any]]:
-    path = cell / f"robustness-{name}.json"
-    if path.exists():
-        cached = runs.read_json(path)
-        if cached.get("settings") == robustness_key(kwargs, examples):
-            return cached["result"]
-    return None
+    return cache.lookup(cell / f"robustness-{name}.json", robustness_key(kwargs, examples), field="settings")
 
 
 def sampling_free(kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -423,8 +419,7 @@ def ensure_robustness(path: pathlib.Path, cell: pathlib.Path, name: str, kwargs:
         if twin is not None:
             result = dict(ensure_robustness(path, cell, twin, plain, examples, data_dir, label))
             result.update(setting=name, same_as=twin)
-            runs.write_json(cell / f"robustness-{name}.json",
-                            {"settings": robustness_key(kwargs, examples), "result": result})
+            cache.store(cell / f"robustness-{name}.json", robustness_key(kwargs, examples), result, field="settings")
             return result
     test, whole = evaluation_split(run, examples, data_dir)
     print(f"[reproduce] {name} on {path} ({len(test):,} test images)", flush=True)
@@ -433,8 +428,7 @@ def ensure_robustness(path: pathlib.Path, cell: pathlib.Path, name: str, kwargs:
     result["setting"] = name
     result["seed"] = run.config["training"]["seed"]
     result["test_split_size"] = whole
-    cell.mkdir(parents=True, exist_ok=True)
-    runs.write_json(cell / f"robustness-{name}.json", {"settings": robustness_key(kwargs, examples), "result": result})
+    cache.store(cell / f"robustness-{name}.json", robustness_key(kwargs, examples), result, field="settings")
     return result
 
 

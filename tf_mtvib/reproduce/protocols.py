@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import math
 import pathlib
 import statistics
@@ -53,6 +52,7 @@ from .. import runs
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
 from . import mtl
+from . import cache
 from .docs import doc_paths, write_section
 from .paper import TABLES_CSV, load_paper_tables, paper_value
 
@@ -256,18 +256,16 @@ class RunCache:
 
         key = {"kwargs": kwargs, "examples": self.examples, "subset_seed": self.subset_seed, "images": images,
                "eps": list(DEFAULT_EPS), "model_mtime": (self.path / runs.MODEL).stat().st_mtime_ns}
-        cache = self.path / "protocols" / f"{name}.json"
-        if cache.exists():
-            cached = runs.read_json(cache)
-            if cached.get("key") == json.loads(json.dumps(key)):
-                return cached["result"]
+        path = self.path / "protocols" / f"{name}.json"
+        hit = cache.lookup(path, key)
+        if hit is not None:
+            return hit
         split = self.split.sample(images, seed=self.subset_seed)   # the masking check: a subset of the subset
         extra = {"input_stats": self.stats()} if kwargs.get("space") == "standardized" else {}
         print(f"[protocols] {self.path}: {name}", flush=True)
         result = evaluate_robustness(self.run.model, split, eps_list=DEFAULT_EPS, verbose=0, **kwargs, **extra)
         result["test_set"] = _fingerprint(split)
-        cache.parent.mkdir(exist_ok=True)
-        runs.write_json(cache, {"key": key, "result": result})
+        cache.store(path, key, result)
         self.computed += 1
         return result
 

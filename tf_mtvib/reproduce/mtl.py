@@ -49,6 +49,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from .. import runs, runtime
 from ..datasets.paths import runs_dir
 from . import cache
+from .cells import _plain, cell_dir, cell_seeds, parse_seeds, run_dir  # noqa: F401 (re-exported)
+from .cells import collect as _collect_cells
+from .tables import aggregate, fmt_spread, in_order, spread_diff  # noqa: F401 (re-exported)
 from .docs import doc_paths, write_section  # noqa: F401 (write_section: re-exported)
 from ..datasets.spec import get_spec
 from ..evaluate import DEFAULT_EPS
@@ -132,34 +135,9 @@ def default_root() -> pathlib.Path:
     return runs_dir() / "reproduce"
 
 
-def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
-    return pathlib.Path(root) / preset / dataset / f"{model}-s{seed}"
-
-
-def cell_dir(results_dir: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
-    """The committed results of one (data set, model, seed)."""
-    return pathlib.Path(results_dir) / preset / dataset / f"{model}-s{seed}"
-
-
-def _plain(obj):
-    """``obj`` as it reads back from JSON (tuples become lists), to compare with a saved file."""
-    return json.loads(json.dumps(obj, sort_keys=True))
-
-
 # --------------------------------------------------------------------------
 # Seeds
 # --------------------------------------------------------------------------
-def parse_seeds(text: str) -> List[int]:
-    """'0,1,2' -> [0, 1, 2]."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}")
-    if not seeds:
-        raise argparse.ArgumentTypeError("expected at least one seed")
-    return seeds
-
-
 def parse_seed_rule(text: str) -> Optional[Tuple[Tuple[str, ...], Tuple[str, ...], List[int]]]:
     """``MODELS[@DATASETS]=SEEDS``, e.g. ``mtvib,uwl,gs@multimnist,mtfl=1,2``: these
     seeds as well for these models (on these data sets; all when omitted). ``none``: no
@@ -179,16 +157,6 @@ def parse_seed_rule(text: str) -> Optional[Tuple[Tuple[str, ...], Tuple[str, ...
         if d not in DATASETS:
             raise argparse.ArgumentTypeError(f"unknown data set {d!r} in {text!r}; choose from {', '.join(DATASETS)}")
     return models_t, datasets_t, parse_seeds(seeds)
-
-
-def cell_seeds(dataset: str, model: str, seeds: Sequence[int],
-               rules: Iterable[Tuple[Sequence[str], Sequence[str], Sequence[int]]] = ()) -> List[int]:
-    """The seeds of one (data set, model): ``seeds`` plus those of every matching rule."""
-    out = set(seeds)
-    for models, datasets, extra in rules:
-        if model in models and dataset in datasets:
-            out.update(extra)
-    return sorted(out)
 
 
 #: The seeds a preset plans beyond seed 0, as ``--seeds-for`` rules (its default): the full
@@ -442,40 +410,10 @@ def cell_complete(cell: pathlib.Path, names: Sequence[str], all_settings: Dict[s
 # --------------------------------------------------------------------------
 # Aggregation over seeds and the report (from the committed JSON alone)
 # --------------------------------------------------------------------------
-def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean and spread (min, max) of several seeds' results of one model and setting."""
-    first = dict(results[0])
-    n_eps = len(first["eps"])
-    keys = list(first["accuracy"])
-    cols = {k: [[r["accuracy"][k][i] for r in results] for i in range(n_eps)] for k in keys}
-    first["accuracy"] = {k: [statistics.fmean(c) for c in cols[k]] for k in keys}
-    first["accuracy_min"] = {k: [min(c) for c in cols[k]] for k in keys}
-    first["accuracy_max"] = {k: [max(c) for c in cols[k]] for k in keys}
-    first["seeds"] = sorted(r.get("seed", 0) for r in results)
-    if len(results) > 1:
-        first["label"] = f"{first.get('label') or first['model']} (mean of {len(results)} seeds)"
-    return first
-
-
-def fmt_spread(values: Sequence[float], digits: int = 1) -> str:
-    """'77.1' for one value; 'mean (min-max)' for several (values in %)."""
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
-
 def collect(results_dir: pathlib.Path, preset: str, dataset: str,
             models: Sequence[str] = ALL_MODELS) -> Dict[str, Dict[int, pathlib.Path]]:
-    """model -> {seed: results cell} for every committed cell with a metrics.json."""
-    base = pathlib.Path(results_dir) / preset / dataset
-    found: Dict[str, Dict[int, pathlib.Path]] = {}
-    for m in models:
-        for cell in sorted(base.glob(f"{m}-s*")):
-            seed = cell.name[len(m) + 2:]
-            if seed.isdigit() and (cell / runs.METRICS).exists():
-                found.setdefault(m, {})[int(seed)] = cell
-    return {m: dict(sorted(c.items())) for m, c in found.items()}
+    """model -> {seed: results cell} for every committed cell of the paper's models (and variants)."""
+    return _collect_cells(results_dir, preset, dataset, models)
 
 
 def clean_table(dataset: str, metrics: Dict[str, List[Dict[str, Any]]],
@@ -554,25 +492,10 @@ def robustness_results(cells: Dict[str, Dict[int, pathlib.Path]], name: str) -> 
     return out
 
 
-def in_order(names: Iterable[Any], order: Iterable[str], key=lambda n: n) -> List[Any]:
-    """``names`` sorted by their ``key``'s place in ``order`` (the paper's order of models, data
-    sets or settings, whatever a JSON's key order), unknown keys last by name."""
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(names, key=lambda n: (rank.get(key(n), len(rank)), key(n)))
-
-
 def settings_present(cells: Dict[str, Dict[int, pathlib.Path]]) -> List[str]:
     names = {p.name[len("robustness-"):-len(".json")] for by_seed in cells.values() for c in by_seed.values()
              for p in c.glob("robustness-*.json")}
     return in_order(names, settings())
-
-
-def spread_diff(ours: Sequence[float], paper: float) -> str:
-    """Ours minus the paper's (points), e.g. ``+1.2``; in parentheses when it is no larger
-    than the spread (max - min) of our seeds, i.e. not a difference."""
-    d = statistics.fmean(ours) - paper
-    text = f"{d:+.1f}"
-    return f"({text})" if len(ours) > 1 and abs(d) <= max(ours) - min(ours) else text
 
 
 def load_dataset_results(results_dir: pathlib.Path, preset: str, dataset: str,

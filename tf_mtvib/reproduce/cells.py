@@ -1,0 +1,64 @@
+"""The layout every reproduction shares: run directories (checkpoints, outside the
+repository) and results cells (committed JSON), one per (data set, model, seed); the
+seed lists of the command lines; collecting the committed cells.
+
+Imports neither TensorFlow nor Keras.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+from .. import runs
+
+__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect"]
+
+
+def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
+    return pathlib.Path(root) / preset / dataset / f"{model}-s{seed}"
+
+
+def cell_dir(results_dir: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
+    """The committed results of one (data set, model, seed)."""
+    return pathlib.Path(results_dir) / preset / dataset / f"{model}-s{seed}"
+
+
+def _plain(obj):  # noqa: E302
+    """``obj`` as it reads back from JSON (tuples become lists), to compare with a saved file."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def parse_seeds(text: str) -> List[int]:
+    """'0,1,2' -> [0, 1, 2]."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
+def cell_seeds(dataset: str, model: str, seeds: Sequence[int],
+               rules: Iterable[Tuple[Sequence[str], Sequence[str], Sequence[int]]] = ()) -> List[int]:
+    """The seeds of one (data set, model): ``seeds`` plus those of every matching rule."""
+    out = set(seeds)
+    for models, datasets, extra in rules:
+        if model in models and dataset in datasets:
+            out.update(extra)
+    return sorted(out)
+
+
+def collect(results_dir: pathlib.Path, preset: str, dataset: str,
+            models: Sequence[str]) -> Dict[str, Dict[int, pathlib.Path]]:
+    """model -> {seed: results cell} for every committed cell with a metrics.json."""
+    base = pathlib.Path(results_dir) / preset / dataset
+    found: Dict[str, Dict[int, pathlib.Path]] = {}
+    for m in models:
+        for cell in sorted(base.glob(f"{m}-s*")):
+            seed = cell.name[len(m) + 2:]
+            if seed.isdigit() and (cell / runs.METRICS).exists():
+                found.setdefault(m, {})[int(seed)] = cell
+    return {m: dict(sorted(c.items())) for m, c in found.items()}

@@ -1,0 +1,48 @@
+"""Aggregating seeds and formatting the numbers of the reproductions' reports.
+
+Imports neither TensorFlow nor Keras.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Dict, Iterable, List, Sequence
+
+__all__ = ["aggregate", "fmt_spread", "in_order", "spread_diff"]
+
+
+def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and spread (min, max) of several seeds' results of one model and setting."""
+    first = dict(results[0])
+    n_eps = len(first["eps"])
+    keys = list(first["accuracy"])
+    cols = {k: [[r["accuracy"][k][i] for r in results] for i in range(n_eps)] for k in keys}
+    first["accuracy"] = {k: [statistics.fmean(c) for c in cols[k]] for k in keys}
+    first["accuracy_min"] = {k: [min(c) for c in cols[k]] for k in keys}
+    first["accuracy_max"] = {k: [max(c) for c in cols[k]] for k in keys}
+    first["seeds"] = sorted(r.get("seed", 0) for r in results)
+    if len(results) > 1:
+        first["label"] = f"{first.get('label') or first['model']} (mean of {len(results)} seeds)"
+    return first
+
+
+def fmt_spread(values: Sequence[float], digits: int = 1) -> str:
+    """'77.1' for one value; 'mean (min-max)' for several (values in %)."""
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def in_order(names: Iterable[Any], order: Iterable[str], key=lambda n: n) -> List[Any]:
+    """``names`` sorted by their ``key``'s place in ``order`` (the paper's order of models, data
+    sets or settings, whatever a JSON's key order), unknown keys last by name."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda n: (rank.get(key(n), len(rank)), key(n)))
+
+
+def spread_diff(ours: Sequence[float], paper: float) -> str:
+    """Ours minus the paper's (points), e.g. ``+1.2``; in parentheses when it is no larger
+    than the spread (max - min) of our seeds, i.e. not a difference."""
+    d = statistics.fmean(ours) - paper
+    text = f"{d:+.1f}"
+    return f"({text})" if len(ours) > 1 and abs(d) <= max(ours) - min(ours) else text

@@ -185,14 +185,15 @@ def reference_model(name: str, spec, hp: dict, learning_rate: float, jit_compile
     return model
 
 
-def library_model(name: str, spec, learning_rate: float, jit_compile: bool, precision: str = "float32"):
+def library_model(name: str, spec, learning_rate: float, jit_compile: bool, precision: str = "float32",
+                  fused_batchnorm: bool = False):
     """The library model, built and compiled as train.py builds and compiles it (``--precision precision``)."""
     from tf_mtvib.models import build_model
     from tf_mtvib.precision import policy_scope
     from tf_mtvib.train import TRAINING_DEFAULTS, make_optimizer
 
     with policy_scope(precision):
-        model = build_model(name, spec)
+        model = build_model(name, spec, fused_batchnorm=fused_batchnorm or None)
     # a constant learning rate: epochs and batch_size only complete the config (a cosine schedule would use epochs)
     training = dict(TRAINING_DEFAULTS, epochs=1, batch_size=1, learning_rate=learning_rate, precision=precision)
     model.compile(optimizer=make_optimizer(training, steps_per_epoch=100), jit_compile=jit_compile)

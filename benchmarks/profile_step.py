@@ -1,7 +1,8 @@
 """Where a training step's time goes, per op category, in float32 and in mixed bfloat16 (issue "Speed").
 
 Profiles ``train_on_batch`` steps of the library model (as ``bench_train.py``
-builds and compiles it) on one synthetic batch, with TensorFlow's profiler
+builds and compiles it; with Keras's BatchNormalization and with the library's
+``FusedBatchNormalization``, ``--fused-batchnorm``) on one synthetic batch, with TensorFlow's profiler
 (``tf.profiler.experimental``), and sums the executed TensorFlow ops' time
 from the host plane of the trace (``*.xplane.pb``), per category:
 
@@ -34,7 +35,9 @@ from typing import Dict
 import common
 
 CATEGORIES = ("conv", "matmul", "batchnorm", "optimizer", "cast", "other")
-PRECISIONS = ("float32", "mixed_bfloat16")
+#: name -> (precision, fused BatchNorm): Keras's BatchNormalization, then the library's fused one
+VARIANTS = {"float32": ("float32", False), "mixed_bfloat16": ("mixed_bfloat16", False),
+            "float32_fused_bn": ("float32", True), "mixed_bfloat16_fused_bn": ("mixed_bfloat16", True)}
 
 
 def category(name: str) -> str:
@@ -83,14 +86,14 @@ def summarize_trace(logdir: str, steps: int) -> Dict[str, object]:
             "top_op_types_ms_per_step": {k: v / steps for k, v in per_type.most_common(12)}}
 
 
-def profile(dataset: str, model: str, batch: int, steps: int, precision: str) -> Dict[str, object]:
+def profile(dataset: str, model: str, batch: int, steps: int, precision: str, fused: bool = False) -> Dict[str, object]:
     import tensorflow as tf
 
     from bench_train import library_model, synthetic_batch
     from tf_mtvib.datasets.spec import get_spec
 
     spec = get_spec(dataset)
-    net = library_model(model, spec, 1e-3, False, precision)
+    net = library_model(model, spec, 1e-3, False, precision, fused_batchnorm=fused)
     x, y = synthetic_batch(spec, batch)
     for _ in range(3):                     # tracing and warm-up, outside the trace
         net.train_on_batch(x, y)
@@ -124,24 +127,29 @@ def main(argv=None) -> int:
 
     info = dict(common.machine(), **{"cpu_isa": runtime.machine()})
     steps = 2 if args.quick else args.steps
-    results = {prec: profile(args.dataset, args.model, args.batch, steps, prec) for prec in PRECISIONS}
-    f32, bf16 = results["float32"], results["mixed_bfloat16"]
-    rows = [[c, f"{f32['op_ms_per_step'][c]:.1f}", f"{bf16['op_ms_per_step'][c]:.1f}",
-             f"{f32['op_ms_per_step'][c] / bf16['op_ms_per_step'][c]:.2f}" if bf16['op_ms_per_step'][c] else "-"]
-            for c in CATEGORIES]
-    rows.append(["step (wall, unprofiled)", f"{f32['unprofiled_step_ms']:.1f}", f"{bf16['unprofiled_step_ms']:.1f}",
-                 f"{f32['unprofiled_step_ms'] / bf16['unprofiled_step_ms']:.2f}"])
-    table = common.table(["op category (CPU ms per step, summed over threads)", "float32", "mixed_bfloat16",
-                          "float32 / bf16"], rows)
+    results = {name: profile(args.dataset, args.model, args.batch, steps, prec, fused)
+               for name, (prec, fused) in VARIANTS.items()}
+    names = list(VARIANTS)
+    rows = [[c] + [f"{results[n]['op_ms_per_step'][c]:.1f}" for n in names] for c in CATEGORIES]
+    rows.append(["step (wall, unprofiled)"] + [f"{results[n]['unprofiled_step_ms']:.1f}" for n in names])
+    table = common.table(["op category (CPU ms per step, summed over threads)"] + names, rows)
     total = {k: sum(r["op_ms_per_step"].values()) for k, r in results.items()}
     share = {k: {c: r["op_ms_per_step"][c] / total[k] for c in CATEGORIES} for k, r in results.items()}
-    notes = [f"{args.model} on {args.dataset}, batch {args.batch}, {steps} profiled steps per precision after 3 "
-             f"warm-up steps; CPU ISA: {', '.join(info['cpu_isa']['isa'])}.",
-             "Share of op time, float32: " + ", ".join(f"{c} {100 * share['float32'][c]:.0f} %" for c in CATEGORIES)
-             + "; mixed_bfloat16: " + ", ".join(f"{c} {100 * share['mixed_bfloat16'][c]:.0f} %" for c in CATEGORIES)
-             + "."]
+    step = {n: results[n]["unprofiled_step_ms"] for n in names}
+    speedups = {"bf16_over_fp32": step["float32"] / step["mixed_bfloat16"],
+                "fused_bn_fp32": step["float32"] / step["float32_fused_bn"],
+                "fused_bn_bf16": step["mixed_bfloat16"] / step["mixed_bfloat16_fused_bn"],
+                "fused_bn_bf16_over_keras_fp32": step["float32"] / step["mixed_bfloat16_fused_bn"]}
+    notes = [f"{args.model} on {args.dataset}, batch {args.batch}, {steps} profiled steps per variant after 3 "
+             f"warm-up steps, all variants in one process; CPU ISA: {', '.join(info['cpu_isa']['isa'])}.",
+             "Share of op time: " + "; ".join(f"{n}: " + ", ".join(f"{c} {100 * share[n][c]:.0f} %" for c in CATEGORIES)
+                                              for n in names) + ".",
+             f"Step-time ratios (unprofiled, same run): bf16 / fp32 speed-up {speedups['bf16_over_fp32']:.2f}x; "
+             f"fused BatchNorm {speedups['fused_bn_fp32']:.2f}x in fp32 and {speedups['fused_bn_bf16']:.2f}x in bf16; "
+             f"bf16 with fused BatchNorm against Keras's fp32 step {speedups['fused_bn_bf16_over_keras_fp32']:.2f}x."]
     common.write_results(common.RESULTS / "profile_step_quick.json" if args.quick else args.output,
-                         "profile_step", args, info, {"shares": share, **results}, [table], notes, started)
+                         "profile_step", args, info, {"shares": share, "speedups": speedups, **results}, [table], notes,
+                         started)
     return 0
 
 

@@ -121,6 +121,7 @@ DEFAULT_HPARAMS = {
     "beta": 1e-3,
     "latent_head": "paper",    # GaussianLatent heads, one of LATENT_HEADS
     "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
+    "fused_batchnorm": False,  # FusedBatchNormalization (TF's fused kernel) for the unsynchronised BNs
 }
 
 

@@ -30,6 +30,8 @@ tfd = tfp.distributions
 
 __all__ = [
     "batch_statistics",
+    "FusedBatchNormalization",
+    "fused_batchnorm",
     "BN_MOMENTUM",
     "LATENT_HEADS",
     "DenseBNReLU",
@@ -49,13 +51,86 @@ _PACKAGE = "tf_mtvib"
 #: momentum=0.1, which the MTL reference code uses) settles within ~50 steps.
 BN_MOMENTUM = 0.9
 
-def batch_normalization(synchronized: bool = False, name=None, **kwargs) -> keras.layers.BatchNormalization:
+#: Whether :func:`batch_normalization` builds :class:`FusedBatchNormalization` layers (see :func:`fused_batchnorm`).
+_FUSED_BN: contextvars.ContextVar = contextvars.ContextVar("tf_mtvib_fused_batchnorm", default=False)
+
+
+@contextlib.contextmanager
+def fused_batchnorm(enabled: bool = True):
+    """A scope in which :func:`batch_normalization` builds :class:`FusedBatchNormalization`
+    (unsynchronised ones; a synchronized BatchNorm stays Keras's). The ``fused_batchnorm``
+    hyper-parameter of :func:`tf_mtvib.models.build_model` opens it around the builder."""
+    token = _FUSED_BN.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FUSED_BN.reset(token)
+
+
+def batch_normalization(synchronized: bool = False, name=None, fused: Optional[bool] = None,
+                        **kwargs) -> keras.layers.BatchNormalization:
     """The BatchNormalization of every ``BN`` in Tables I-II (momentum :data:`BN_MOMENTUM`).
 
     ``synchronized=True`` pools the batch statistics across the replicas of a
-    ``tf.distribute`` strategy.
+    ``tf.distribute`` strategy. Inside a :func:`fused_batchnorm` scope an
+    unsynchronised one is a :class:`FusedBatchNormalization` (``fused``: say so explicitly instead).
     """
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=synchronized, name=name, **kwargs)
+    fused = _FUSED_BN.get() if fused is None else fused
+    cls = FusedBatchNormalization if fused and not synchronized else keras.layers.BatchNormalization
+    return cls(momentum=BN_MOMENTUM, synchronized=synchronized, name=name, **kwargs)
+
+
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization computed by TensorFlow's fused kernel (``FusedBatchNormV3``,
+    oneDNN on CPU): one op forward and one backward instead of Keras 3's separate reduction and
+    element-wise ops, which take 38 % of an MTVIB step's op time in float32 and 52 % in
+    bfloat16 (benchmarks/results/profile_step.json).
+
+    The same weights (a checkpoint of either loads into the other), the same normalisation
+    (biased batch variance, ``epsilon``) and the same moving-average rule as Keras's layer
+    (the kernel's Bessel-corrected variance is scaled back by ``(n - 1) / n``). Inputs of rank
+    2 (Dense) or 4 (NHWC convolutions) with the last axis normalised, gamma and beta present;
+    anything else (a mask, renorm, synchronisation, another axis) takes Keras's path. The
+    statistics are computed in float32 whatever the input dtype, as Keras does.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        rank = len(inputs.shape)
+        return (mask is None and not self.renorm and not self.synchronized and self.scale and self.center
+                and rank in (2, 4) and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        channels = x.shape[-1]
+        x4 = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
+        gamma = tf.cast(self.gamma, tf.float32)
+        beta = tf.cast(self.beta, tf.float32)
+        if training and self.trainable:
+            y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=self.epsilon,
+                                                                 is_training=True)
+            n = tf.cast(tf.reduce_prod(tf.shape(x4)[:-1]), tf.float32)
+            variance = unbiased * tf.maximum(n - 1.0, 1.0) / tf.maximum(n, 1.0)   # the biased one Keras keeps
+            self.moving_mean.assign(tf.cast(self.moving_mean, tf.float32) * self.momentum
+                                    + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(tf.cast(self.moving_variance, tf.float32) * self.momentum
+                                        + variance * (1.0 - self.momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
+                                                       variance=tf.cast(self.moving_variance, tf.float32),
+                                                       epsilon=self.epsilon, is_training=False)
+        if len(x.shape) != 4:
+            y = tf.reshape(y, shape)
+        return tf.cast(y, self.compute_dtype)
+
+
+# Keras's weight files key each layer by its class name (snake case): under Keras's own name the
+# fused layer's weights are stored where Keras's BatchNormalization's are, so a checkpoint of one
+# loads into the other. Registered for ``.keras`` loading as ``tf_mtvib>BatchNormalization``.
+FusedBatchNormalization.__name__ = FusedBatchNormalization.__qualname__ = "BatchNormalization"
+FusedBatchNormalization = keras.saving.register_keras_serializable(package=_PACKAGE)(FusedBatchNormalization)
 
 
 def gaussian_kl_closed_form(loc, scale):
@@ -77,14 +152,15 @@ class DenseBNReLU(keras.layers.Layer):
     pools the statistics across replicas (see :func:`batch_normalization`).
     """
 
-    def __init__(self, units: int, synchronized: bool = False, **kwargs):
+    def __init__(self, units: int, synchronized: bool = False, fused: Optional[bool] = None, **kwargs):
         super().__init__(**kwargs)
         if units <= 0:
             raise ValueError(f"units must be positive, got {units}")
         self.units = int(units)
         self.synchronized = bool(synchronized)
+        self.fused = bool(_FUSED_BN.get() if fused is None else fused)   # recorded, so that loading keeps it
         self.dense = keras.layers.Dense(self.units, name="dense", dtype=self.dtype_policy)
-        self.batchnorm = batch_normalization(self.synchronized, name="bn", dtype=self.dtype_policy)
+        self.batchnorm = batch_normalization(self.synchronized, name="bn", fused=self.fused, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -99,6 +175,8 @@ class DenseBNReLU(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, synchronized=self.synchronized)
+        if self.fused:
+            config["fused"] = True
         return config
 
 
@@ -170,7 +248,8 @@ class GaussianLatent(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim: int, beta: float = 1e-3, scale_shift: float = 5.0,
-                 min_scale: float = 1e-5, head: str = "linear", synchronized: bool = False, **kwargs):
+                 min_scale: float = 1e-5, head: str = "linear", synchronized: bool = False,
+                 fused_batchnorm: Optional[bool] = None, **kwargs):
         super().__init__(**kwargs)
         if latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {latent_dim}")
@@ -184,12 +263,15 @@ class GaussianLatent(keras.layers.Layer):
         self.min_scale = float(min_scale)
         self.head = head
         self.synchronized = bool(synchronized)
+        # the paper head's BatchNorms: fused or Keras's (default: the fused_batchnorm scope at construction)
+        self.fused_batchnorm = bool(_FUSED_BN.get() if fused_batchnorm is None else fused_batchnorm)
         if head == "linear":
             self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
         else:
-            self.loc_head = DenseBNReLU(self.latent_dim, self.synchronized, name="loc_head", dtype=self.dtype_policy)
-            self.scale_head = DenseBNReLU(self.latent_dim, self.synchronized, name="scale_head",
-                                          dtype=self.dtype_policy)
+            self.loc_head = DenseBNReLU(self.latent_dim, self.synchronized, fused=self.fused_batchnorm,
+                                        name="loc_head", dtype=self.dtype_policy)
+            self.scale_head = DenseBNReLU(self.latent_dim, self.synchronized, fused=self.fused_batchnorm,
+                                          name="scale_head", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if self.head == "linear":
@@ -244,6 +326,8 @@ class GaussianLatent(keras.layers.Layer):
         config = super().get_config()
         config.update(latent_dim=self.latent_dim, beta=self.beta, scale_shift=self.scale_shift,
                       min_scale=self.min_scale, head=self.head, synchronized=self.synchronized)
+        if self.fused_batchnorm:
+            config["fused_batchnorm"] = True
         return config
 
 

@@ -98,7 +98,10 @@ def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
     if family.datasets is not None and spec.name not in family.datasets:
         raise ValueError(f"model {name!r} does not take data set {spec.name!r}; it takes: {', '.join(family.datasets)}")
     hp = _resolve_hparams(name, hparams)
-    inputs, outputs = builder_of(family)(spec, hp)
+    from .layers import fused_batchnorm
+
+    with fused_batchnorm(bool(hp.get("fused_batchnorm"))):
+        inputs, outputs = builder_of(family)(spec, hp)
     return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
 
 

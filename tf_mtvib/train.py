@@ -202,6 +202,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_family_arguments(g)      # each family's own hyper-parameters
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across replicas")
+    g.add_argument("--fused-batchnorm", action="store_true", default=None,
+                   help="compute the unsynchronised BatchNorms with TensorFlow's fused kernel (same weights and "
+                        "arithmetic; faster on CPU, see benchmarks/results/profile_step*.json)")
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     d.add_argument("--num-train", type=positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")

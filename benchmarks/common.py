@@ -128,6 +128,10 @@ def machine() -> Dict[str, Any]:
         "load_average_at_start": _load_average(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),   # tf_mtvib.runtime: allocator thresholds
     }
+    from tf_mtvib.runtime import machine as cpu
+
+    described = cpu()       # the ISA flags (AMX, AVX512_BF16, AVX512_FP16, AVX2, ...) and SMT, as runs record them
+    info.update(isa=described["isa"], smt_siblings=described["smt_siblings"])
     try:
         import tensorflow_probability as tfp
 
@@ -151,7 +155,9 @@ def machine() -> Dict[str, Any]:
 
 def machine_line(info: Mapping[str, Any]) -> str:
     load = info.get("load_average_at_start")
-    return (f"{info['cpu_model']}, {info['cpus_usable']} usable core(s), TF {info['tensorflow']}, "
+    isa = info.get("isa") or (info.get("cpu_isa") or {}).get("isa")
+    flags = f" ({', '.join(isa)})" if isa else ""
+    return (f"{info['cpu_model']}{flags}, {info['cpus_usable']} usable core(s), TF {info['tensorflow']}, "
             f"Keras {info['keras']}" + (f", load average {load[0]:.1f} at start" if load else ""))
 
 

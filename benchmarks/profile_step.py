@@ -123,9 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)
     started = time.perf_counter()
-    from tf_mtvib import runtime
 
-    info = dict(common.machine(), **{"cpu_isa": runtime.machine()})
+    info = common.machine()
     steps = 2 if args.quick else args.steps
     results = {name: profile(args.dataset, args.model, args.batch, steps, prec, fused)
                for name, (prec, fused) in VARIANTS.items()}
@@ -141,7 +140,7 @@ def main(argv=None) -> int:
                 "fused_bn_bf16": step["mixed_bfloat16"] / step["mixed_bfloat16_fused_bn"],
                 "fused_bn_bf16_over_keras_fp32": step["float32"] / step["mixed_bfloat16_fused_bn"]}
     notes = [f"{args.model} on {args.dataset}, batch {args.batch}, {steps} profiled steps per variant after 3 "
-             f"warm-up steps, all variants in one process; CPU ISA: {', '.join(info['cpu_isa']['isa'])}.",
+             f"warm-up steps, all variants in one process; CPU ISA: {', '.join(info['isa'])}.",
              "Share of op time: " + "; ".join(f"{n}: " + ", ".join(f"{c} {100 * share[n][c]:.0f} %" for c in CATEGORIES)
                                               for n in names) + ".",
              f"Step-time ratios (unprofiled, same run): bf16 / fp32 speed-up {speedups['bf16_over_fp32']:.2f}x; "

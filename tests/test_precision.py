@@ -255,3 +255,30 @@ def test_export_of_a_mixed_run_is_float32_in_and_out(mixed_run, tmp_path):
     # the Keras model computes in bfloat16, the export in float32: close, not equal
     assert rows["keras"]["max_abs_diff"] < 0.05 and rows["keras"]["agreement"] >= 0.95
     assert rows["tflite_float32"]["max_abs_diff"] < 1e-4
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_is_warned_about():
+    from tf_mtvib.precision import emulation_warning
+
+    assert emulation_warning("mixed_bfloat16", isa=["avx512f", "avx2", "fma"]) is not None
+    assert "avx512_bf16" in emulation_warning("mixed_bfloat16", isa=["avx2"])
+    assert emulation_warning("mixed_bfloat16", isa=["avx512_bf16", "avx512f"]) is None
+    assert emulation_warning("mixed_bfloat16", isa=["amx_bf16"]) is None
+    assert emulation_warning("mixed_bfloat16", isa=["avx2"], gpus=1) is None
+    assert emulation_warning("float32", isa=[]) is None
+
+
+def test_train_warns_on_emulated_bfloat16(monkeypatch, tmp_path, data_dir):
+    import warnings
+
+    from tf_mtvib import runtime, train
+    from tf_mtvib.precision import EmulatedPrecisionWarning
+
+    monkeypatch.setattr(runtime, "machine", lambda: {"isa": ["avx2", "fma"]})
+    args = ["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--precision", "mixed_bfloat16",
+            "--max-train", "64", "--max-test", "32", "--epochs", "1", "--output-dir", str(tmp_path / "run"),
+            "--data-dir", str(data_dir), "--verbose", "0"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train.main(args) == 0
+    assert any(issubclass(w.category, EmulatedPrecisionWarning) for w in caught)

@@ -23,10 +23,34 @@ import contextlib
 from typing import Iterator
 
 __all__ = ["PRECISIONS", "DEFAULT_PRECISION", "check_precision", "policy_scope", "wrap_optimizer",
-           "model_precision", "float32_compute"]
+           "model_precision", "float32_compute", "EmulatedPrecisionWarning", "emulation_warning", "NATIVE_ISA"]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DEFAULT_PRECISION = "float32"
+
+
+#: The CPU flags (Linux ``/proc/cpuinfo`` names) with which a precision's arithmetic runs natively on
+#: the CPU; without any of them oneDNN emulates it, more slowly than float32.
+NATIVE_ISA = {"mixed_bfloat16": ("avx512_bf16", "amx_bf16"), "mixed_float16": ("avx512_fp16", "amx_fp16")}
+
+
+class EmulatedPrecisionWarning(UserWarning):
+    """The chosen precision has no native support on this CPU: training will be slower than in float32."""
+
+
+def emulation_warning(name: str, isa=None, gpus: int = 0) -> "str | None":
+    """The warning text for ``name`` on a CPU whose flags are ``isa`` (default: this machine's,
+    :func:`tf_mtvib.runtime.machine`), or None where it runs natively (or on a GPU)."""
+    if name not in NATIVE_ISA or gpus:
+        return None
+    if isa is None:
+        from .runtime import machine
+
+        isa = machine()["isa"]
+    if any(flag in isa for flag in NATIVE_ISA[name]):
+        return None
+    return (f"--precision {name}: this CPU has none of {', '.join(NATIVE_ISA[name])}, so oneDNN emulates "
+            f"{name.split('_')[1]} arithmetic, more slowly than float32; use --precision float32 here")
 
 
 def check_precision(name: str) -> str:

@@ -23,6 +23,7 @@ import os
 import pathlib
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed, runs, runtime
@@ -502,6 +503,13 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     chief = distributed.is_chief(strategy)
     verbose = verbose if chief else 0
     loop = training.loop
+    import tensorflow as tf
+
+    from .precision import EmulatedPrecisionWarning, emulation_warning
+
+    emulated = emulation_warning(training.precision, gpus=len(tf.config.list_physical_devices("GPU")))
+    if emulated and chief:
+        warnings.warn(emulated, EmulatedPrecisionWarning, stacklevel=2)
     keras.utils.set_random_seed(training.seed)
     spec = get_spec(config["dataset"])
     train_split = runs.load_split(config, "train", data_dir)

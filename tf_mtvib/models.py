@@ -344,12 +344,6 @@ class MultiTaskModel(keras.Model):
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1 and any(getattr(layer, "synchronized", False) for layer in self.network._flatten_layers()):
-            raise NotImplementedError(
-                f"weighting {self.weighting.registry_name!r} takes one gradient per task, and with synchronized "
-                f"BatchNorm across {replicas} replicas the replicas' BatchNorm collectives are built in a "
-                "different order in each task's backward pass (TensorFlow then aborts with a collective shape "
-                "mismatch); train it without --sync-batchnorm, or on one replica")
         variables = self.trainable_weights
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)

@@ -23,7 +23,10 @@ alternation (A B C D, D C B A, ...) after three untimed warm-up steps each:
   ``--precision mixed_bfloat16``;
 * ``torch_bfloat16``: the same PyTorch step with the forward pass under
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the KL and the losses in
-  float32, as in the library).
+  float32, as in the library);
+* with ``--fused-batchnorm``, also ``keras_float32_fused_bn`` and
+  ``keras_mixed_bfloat16_fused_bn``: the library model built with
+  ``fused_batchnorm=True`` (:class:`tf_mtvib.layers.FusedBatchNormalization`).
 
 Same batch (one synthetic batch of uniform images and random labels held in
 memory), same Adam (learning rate, betas, epsilon 1e-7 as Keras's),
@@ -191,7 +194,8 @@ def torch_counted_flops(module, optimizer, x, y) -> int:
 # --------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------
-def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: float, bf16: bool, peak) -> dict:
+def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: float, bf16: bool, peak,
+              fused: bool = False) -> dict:
     import keras
     import torch
 
@@ -226,6 +230,12 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
         net16.train()
         opt16 = torch.optim.Adam(net16.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=ADAM_EPSILON)
         fns["torch_bfloat16"] = torch_step(net16, opt16, xt, yt, bf16=True)
+    if fused:
+        for v, precision in (("keras_float32_fused_bn", "float32"), ("keras_mixed_bfloat16_fused_bn", "mixed_bfloat16")):
+            if precision == "mixed_bfloat16" and not bf16:
+                continue
+            variants[v] = library_model(name, spec, learning_rate, False, precision=precision, fused_batchnorm=True)
+            fns[v] = lambda m=variants[v]: m.train_on_batch(x, y)
     t0 = time.perf_counter()
     for _ in range(3):   # warm-up: tracing, oneDNN primitive creation, first steps
         for f in fns.values():
@@ -247,6 +257,11 @@ def bench_one(dataset: str, name: str, batch: int, rounds: int, learning_rate: f
         out["keras_vs_torch_bfloat16"] = common.ratio_stats(times["torch_bfloat16"], times["keras_mixed_bfloat16"])
         out["bfloat16_vs_float32_keras"] = common.ratio_stats(times["keras_float32"], times["keras_mixed_bfloat16"])
         out["bfloat16_vs_float32_torch"] = common.ratio_stats(times["torch_float32"], times["torch_bfloat16"])
+    if "keras_float32_fused_bn" in times:
+        out["keras_fused_bn_vs_torch_float32"] = common.ratio_stats(times["torch_float32"], times["keras_float32_fused_bn"])
+    if "keras_mixed_bfloat16_fused_bn" in times:
+        out["keras_fused_bn_vs_torch_bfloat16"] = common.ratio_stats(times["torch_bfloat16"],
+                                                                     times["keras_mixed_bfloat16_fused_bn"])
     keras.backend.clear_session()
     return out
 
@@ -258,6 +273,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=200, help="the paper's minibatch")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="the paper's Adam learning rate")
     p.add_argument("--no-bf16", action="store_true", help="float32 only")
+    p.add_argument("--fused-batchnorm", action="store_true",
+                   help="also time the library models with fused_batchnorm=True")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: the usable cores)")
     p.add_argument("--ghz", type=float, default=None, help="clock for the peak (default: /proc/cpuinfo's cpu MHz)")
     p.add_argument("--fma-bits", type=int, default=None, help="FMA datapath bits per cycle per core for the peak")
@@ -292,9 +309,12 @@ def main(argv=None) -> int:
     for d in datasets:
         for m in models:
             common.log(f"{d}/{m}: building and warming up")
-            results.append(bench_one(d, m, batch, rounds, args.learning_rate, not args.no_bf16, peak))
+            results.append(bench_one(d, m, batch, rounds, args.learning_rate, not args.no_bf16, peak,
+                                     args.fused_batchnorm))
 
     variants = ["keras_float32", "torch_float32"] + ([] if args.no_bf16 else ["keras_mixed_bfloat16", "torch_bfloat16"])
+    if args.fused_batchnorm:
+        variants += ["keras_float32_fused_bn"] + ([] if args.no_bf16 else ["keras_mixed_bfloat16_fused_bn"])
     speed_rows, peak_rows = [], []
     for r in results:
         ips, pct = r["images_per_second"], r["percent_of_peak"]
@@ -303,13 +323,18 @@ def main(argv=None) -> int:
                           + [common.ratio_cell(r["keras_vs_torch_float32"]),
                              common.ratio_cell(r.get("keras_vs_torch_bfloat16")),
                              common.ratio_cell(r.get("bfloat16_vs_float32_keras")),
-                             common.ratio_cell(r.get("bfloat16_vs_float32_torch"))])
+                             common.ratio_cell(r.get("bfloat16_vs_float32_torch"))]
+                          + ([common.ratio_cell(r.get("keras_fused_bn_vs_torch_float32")),
+                              common.ratio_cell(r.get("keras_fused_bn_vs_torch_bfloat16"))]
+                             if args.fused_batchnorm else []))
         fl = r["flops_per_image"]
         peak_rows.append([r["dataset"], r["model"], fl["forward_per_example"] / 1e6, fl["training_per_example"] / 1e6,
                           r["torch_counted_flops_per_image"] / 1e6]
                          + [f"{r['gflops_per_second'][v]:.1f} ({pct[v]:.1f}%)" if v in pct else None for v in variants])
     speed = common.table(["data set", "model", "batch", "params"] + [f"{v} img/s" for v in variants]
-                         + ["keras/torch float32", "keras/torch bfloat16", "bf16/f32 keras", "bf16/f32 torch"],
+                         + ["keras/torch float32", "keras/torch bfloat16", "bf16/f32 keras", "bf16/f32 torch"]
+                         + (["keras fused BN/torch float32", "keras fused BN/torch bfloat16"]
+                            if args.fused_batchnorm else []),
                          speed_rows)
     peaks = common.table(["data set", "model", "MFLOP fwd/img", "MFLOP step/img", "torch-counted MFLOP step/img"]
                          + [f"{v} GFLOP/s (% of peak)" for v in variants], peak_rows)

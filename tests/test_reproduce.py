@@ -430,11 +430,11 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "R.md").exists()   # a dry run writes nothing
 
     # An interrupted training is priced by the epochs its resume checkpoint still lacks.
-    from tf_mtvib.train import Checkpoint
+    from tf_mtvib.checkpoints import STATE_FILE
 
     backup = tmp_path / "runs" / "full" / "multimnist" / "mtvib-s1" / runs.BACKUP
     backup.mkdir(parents=True)
-    runs.write_json(backup / Checkpoint.METADATA, {"epoch": 6})
+    (backup / STATE_FILE).write_text('model_checkpoint_path: "ckpt-6"\nall_model_checkpoint_paths: "ckpt-6"\n')
     assert mtl.resumable_epochs(backup.parent) == 6
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -442,7 +442,7 @@ def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     assert (f"would run multimnist mtvib seed 1: resume from its epoch-6 checkpoint and train the last "
             f"{epochs - 6} of {epochs} epochs (about {left:.1f} h") in out
     assert f"4 training(s) to run; the 2 timed from committed seeds: about {hours + left:.1f} h" in out
-    (backup / Checkpoint.METADATA).write_text("{")          # unreadable: priced from scratch
+    (backup / STATE_FILE).write_text("{")          # unreadable: priced from scratch
     assert mtl.resumable_epochs(backup.parent) == 0
     assert mtl.resumable_epochs(tmp_path / "nowhere") == 0
     import shutil

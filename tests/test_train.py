@@ -107,6 +107,23 @@ def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     assert (run / "model.keras").exists() and (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_a_fit_run_resumes_under_the_custom_loop_from_the_same_checkpoint(tmp_path, data_dir):
+    """Both loops write one checkpoint format, so ``--resume --loop custom`` continues a fit run."""
+    from tf_mtvib.checkpoints import epochs_done
+
+    run = tmp_path / "run"
+    common = ["--output-dir", run, "--data-dir", data_dir]
+    _train("--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "1", "--num-train", "400",
+           "--verbose", "0", *common)
+    assert epochs_done(run / "backup") == 1 and json.loads((run / "config.json").read_text())["training"]["loop"] == "fit"
+    proc = _train("--resume", "--loop", "custom", "--epochs", "2", "--verbose", "1", *common)
+    assert "(end of epoch 1); continuing at epoch 2 of 2" in proc.stdout
+    assert [r["epoch"] for r in json.loads((run / "history.json").read_text())] == [0, 1]
+    assert json.loads((run / "metrics.json").read_text())["loop"] == "custom"
+    assert epochs_done(run / "backup") == 2
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     run = tmp_path / "run"
     # epoch 1 trains normally; from epoch 2 on the learning rate is 1e30: the loss overflows
@@ -119,9 +136,10 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     good = len(history)
     assert 1 <= good < 4 and [r["epoch"] for r in history] == list(range(good))
     assert all(r["loss"] == r["loss"] for r in history)  # no NaN row
-    meta = json.loads((run / "backup" / "training_metadata.json").read_text())
-    assert meta["epoch"] == good  # the checkpoint is the end of the last finite epoch
-    assert (run / "backup" / f"epoch-{good}.weights.h5").exists()
+    from tf_mtvib.checkpoints import epochs_done
+
+    assert epochs_done(run / "backup") == good  # the checkpoint is the end of the last finite epoch
+    assert (run / "backup" / f"ckpt-{good}.index").exists()
     assert not (run / "model.keras").exists()
 
 
@@ -195,24 +213,61 @@ def _tiny_data(spec, n=8):
 def test_checkpoint_restores_weights_and_optimizer_state(tmp_path):
     import numpy as np
 
-    from tf_mtvib.train import Checkpoint
+    from tf_mtvib.checkpoints import ResumeCheckpoint, epochs_done
 
     model, spec = _tiny_gs(seed=0)
     x, y = _tiny_data(spec)
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    checkpoint = Checkpoint(tmp_path / "backup")
-    assert checkpoint.restore(model) == 0  # nothing saved yet: start at epoch 0
-    checkpoint.save(model, 2)
-    checkpoint.save(model, 3)
-    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-3.weights.h5", Checkpoint.METADATA]
+    checkpoint = ResumeCheckpoint(model, tmp_path / "backup")
+    assert checkpoint.restore() == 0 and epochs_done(tmp_path / "backup") == 0  # nothing saved yet
+    checkpoint.save(2)
+    checkpoint.save(3)
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]   # only the newest is kept
+    assert epochs_done(tmp_path / "backup") == 3
     fresh, _ = _tiny_gs(seed=1)
-    assert checkpoint.restore(fresh) == 3
+    assert ResumeCheckpoint(fresh, tmp_path / "backup").restore() == 3
     assert int(fresh.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 4
     for a, b in zip(model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # fit(initial_epoch=3) continues: epochs 3 and 4 only
     history = fresh.fit(x, y, batch_size=4, epochs=5, initial_epoch=3, verbose=0)
     assert history.epoch == [3, 4]
+
+
+def test_checkpoint_of_the_former_fit_format_still_resumes_and_is_replaced(tmp_path):
+    """Runs saved before the one format (``epoch-N.weights.h5`` + ``training_metadata.json``) resume."""
+    import numpy as np
+
+    from tf_mtvib.checkpoints import LEGACY_METADATA, ResumeCheckpoint, epochs_done, legacy_weights
+
+    model, spec = _tiny_gs(seed=0)
+    x, y = _tiny_data(spec)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    model.save_weights(legacy_weights(backup, 2))          # what the fit loop wrote before
+    (backup / LEGACY_METADATA).write_text('{"epoch": 2}')
+    assert epochs_done(backup) == 2
+    fresh, _ = _tiny_gs(seed=1)
+    checkpoint = ResumeCheckpoint(fresh, backup)
+    assert checkpoint.restore() == 2
+    assert int(fresh.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+    for a, b in zip(model.weights + model.optimizer.variables, fresh.weights + fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    checkpoint.save(3)
+    assert sorted(p.name for p in backup.iterdir()) == ["checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert epochs_done(backup) == 3
+
+
+def test_epochs_done_refuses_a_state_file_it_cannot_read(tmp_path):
+    from tf_mtvib.checkpoints import epochs_done
+
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "something-else"\n')
+    with pytest.raises(ValueError, match="not a ckpt-<epochs> checkpoint"):
+        epochs_done(tmp_path)
+    (tmp_path / "checkpoint").write_text("garbage")
+    with pytest.raises(ValueError, match="names no checkpoint"):
+        epochs_done(tmp_path)
 
 
 def test_sample_weight_weights_each_example_cross_entropy():

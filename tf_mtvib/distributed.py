@@ -22,8 +22,9 @@ strategy, so that it can be compared with ``fit``):
 * the callbacks are ``train.py``'s (history, NaN guard, TensorBoard, progress
   bar), run by the chief only, except the NaN guard, which every worker runs
   on the same all-reduced loss so that all of them stop together;
-* fault tolerance: after every epoch a ``tf.train.CheckpointManager``
-  checkpoint of the model, the optimizer and the epoch counter. Every worker
+* fault tolerance: after every epoch the run's resume checkpoint
+  (:class:`tf_mtvib.checkpoints.ResumeCheckpoint`, the format ``fit`` writes
+  too) of the model, the optimizer and the epoch counter. Every worker
   saves (saving reads distributed variables, a collective operation); the
   chief into ``<run>/backup``, the others into a temporary directory that is
   removed afterwards, as TensorFlow requires. The manager writes its
@@ -52,6 +53,7 @@ import tempfile
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from . import runs
+from .checkpoints import ResumeCheckpoint
 
 __all__ = ["MULTI_WORKER", "ClusterConfigError", "DistributedSetupError", "ClusterTask", "cluster_from_env", "tf_config",
            "make_multi_worker_strategy", "is_chief", "worker_id", "num_workers", "steps_per_epoch", "distributed_batches",
@@ -368,22 +370,17 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
                                     f"{batch_size} for {replicas} replicas; lower --batch-size")
     chief = is_chief(strategy)
 
-    with strategy.scope():
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var)
     backup = pathlib.Path(run_dir) / runs.BACKUP
-    latest = tf.train.latest_checkpoint(str(backup)) if backup.is_dir() else None
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    initial_epoch = int(epoch_var.numpy())
+    with strategy.scope():
+        checkpoint = ResumeCheckpoint(model, backup)
+    latest = checkpoint.latest()
+    initial_epoch = checkpoint.restore()
     if not _same_everywhere(strategy, initial_epoch):
         raise DistributedSetupError(
             f"the workers found different checkpoints in {backup} (this worker: epoch {initial_epoch}); "
             f"resuming a multi-worker run needs --output-dir on a file system every worker sees")
-    if verbose and chief and latest:
-        print(f"[tf_mtvib] restored {latest} (end of epoch {initial_epoch}); continuing at epoch "
+    if verbose and chief and initial_epoch:
+        print(f"[tf_mtvib] restored {latest or backup} (end of epoch {initial_epoch}); continuing at epoch "
               f"{initial_epoch + 1} of {epochs}", flush=True)
 
     # the weighting's own callbacks first (DWA's epoch-end update), as MultiTaskModel.fit puts them
@@ -396,7 +393,6 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
     val_steps = steps_per_epoch(len(val_split), batch_size, replicas) if val_split is not None else 0
 
     with write_dir(backup, strategy) as save_dir:
-        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=1)
         model.stop_training = False
         cbs.on_train_begin()
         epoch_logs: Dict[str, float] = {}
@@ -426,8 +422,7 @@ def custom_fit(model, strategy, train_split, batch_size: int, epochs: int, run_d
                     test_function(val_iterator)
                 epoch_logs.update({f"val_{k}": v for k, v in _pythonify(model.get_metrics_result()).items()})
             cbs.on_epoch_end(epoch, epoch_logs)   # history.json first, then the checkpoint (as with fit)
-            epoch_var.assign(epoch + 1)
-            manager.save()
+            checkpoint.save(epoch + 1, save_dir)
             epochs_run += 1
         if epochs_run and model.optimizer is not None:
             model.optimizer.finalize_variable_values(model.trainable_variables)

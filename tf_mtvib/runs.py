@@ -8,8 +8,8 @@ A run directory holds::
     history.json   per-epoch logs, one entry per epoch
     metrics.json   test accuracies per task and joint (all tasks right)
     logs/          TensorBoard
-    backup/        the checkpoint ``--resume`` continues from (``fit``: :class:`tf_mtvib.train.Checkpoint`;
-                   the custom loop: ``tf.train.CheckpointManager``'s)
+    backup/        the checkpoint ``--resume`` continues from, one format for both loops
+                   (:class:`tf_mtvib.checkpoints.ResumeCheckpoint`)
 """
 from __future__ import annotations
 

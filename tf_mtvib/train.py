@@ -27,6 +27,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed, runs, runtime
+from .checkpoints import ResumeCheckpoint
 from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_family_arguments, add_weighting_arguments, check_weighting,
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
@@ -324,50 +325,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
-class Checkpoint:
-    """The resume checkpoint of a run (``backup/``), which survives a kill at any moment.
-
-    After an epoch the weights (with the optimizer state) go to
-    ``epoch-N.weights.h5`` (N epochs done) through a temporary file and a
-    rename; then ``training_metadata.json`` is replaced (also by rename) to
-    point at them; only then is the older file removed. :meth:`restore` loads
-    it before ``fit(initial_epoch=...)`` continues from there.
-    """
-
-    METADATA = "training_metadata.json"
-
-    def __init__(self, directory):
-        self.directory = pathlib.Path(directory)
-
-    def _weights(self, epochs: int) -> pathlib.Path:
-        return self.directory / f"epoch-{epochs}.weights.h5"
-
-    def epochs_done(self) -> int:
-        """The epochs the checkpoint holds (0: there is none)."""
-        meta = self.directory / self.METADATA
-        return int(runs.read_json(meta)["epoch"]) if meta.exists() else 0
-
-    def save(self, model, epochs: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / "partial.weights.h5"
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self._weights(epochs))
-        runs.write_json(self.directory / self.METADATA, {"epoch": epochs})
-        for f in self.directory.glob("epoch-*"):
-            if f != self._weights(epochs):
-                f.unlink()
-
-    def restore(self, model) -> int:
-        """Load the checkpoint into the compiled ``model``; returns the epochs done (the ``initial_epoch``)."""
-        epochs = self.epochs_done()
-        if epochs:
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)  # so that its state loads too
-            model.load_weights(self._weights(epochs))
-        return epochs
-
-
-def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[Checkpoint]):
+def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeCheckpoint]):
     import keras
 
     class HistoryWriter(keras.callbacks.Callback):
@@ -420,12 +378,12 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[Checkpo
         def on_epoch_end(self, epoch, logs=None):
             if logs and not math.isfinite(float(logs.get("loss", 0.0))):
                 return
-            checkpoint.save(self.model, epoch + 1)
+            checkpoint.save(epoch + 1)
 
     history, guard = HistoryWriter(), NaNGuard()
     # Order matters: the history row is written before the checkpoint, so a kill
     # between the two makes the resumed run redo (and rewrite) that epoch.
-    # (checkpoint=None: the custom loop checkpoints with tf.train.CheckpointManager instead.)
+    # (checkpoint=None: the custom loop saves the same checkpoint itself, after its epoch-end callbacks.)
     cbs = [guard, history] + ([SaveCheckpoint()] if checkpoint is not None else []) + \
           [keras.callbacks.TensorBoard(str(run_dir / runs.LOGS), update_freq="epoch", write_graph=False)]
     return cbs, guard
@@ -545,8 +503,8 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
                                seed=training.seed, val_split=val_split, verbose=verbose, extras=extras)
     else:
         with strategy.scope():
-            checkpoint = Checkpoint(run_dir / runs.BACKUP)
-            initial_epoch = checkpoint.restore(model)
+            checkpoint = ResumeCheckpoint(model, run_dir / runs.BACKUP)
+            initial_epoch = checkpoint.restore()
         callbacks, guard = _callbacks(run_dir, len(train_split), checkpoint)
         along = None
         if training.measure_at:   # after the history row, before the checkpoint (see _callbacks)
@@ -689,6 +647,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         if args.epochs is not None:  # allow extending a finished run
             config["training"]["epochs"] = args.epochs
+        if args.loop is not None and args.loop != config["training"].get("loop", "fit"):
+            # both loops write and read the same checkpoint (tf_mtvib.checkpoints), so a run may change loop
+            if args.loop == "fit" and config["training"].get("strategy") == distributed.MULTI_WORKER:
+                print("train.py: error: --loop fit does not work under MultiWorkerMirroredStrategy "
+                      "(keras-team/keras#20585)", file=sys.stderr)
+                return 2
+            if args.loop == "custom" and config["training"].get("jit_compile"):
+                print("train.py: error: --jit-compile is not supported by the custom loop", file=sys.stderr)
+                return 2
+            if args.loop == "custom" and config["training"].get("measure_at"):
+                print("train.py: error: --measure-at works with the fit loop only", file=sys.stderr)
+                return 2
+            config["training"]["loop"] = args.loop
         recorded = config["training"].get("precision", DEFAULT_PRECISION)
         if args.precision is not None and args.precision != recorded:
             print(f"train.py: error: {run_dir} was trained with --precision {recorded}; a resumed run keeps it "

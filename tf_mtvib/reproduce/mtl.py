@@ -659,10 +659,10 @@ def epoch_seconds(results_dir: pathlib.Path, preset: str, dataset: str, model: s
 def resumable_epochs(path: pathlib.Path) -> int:
     """The epochs done by the interrupted training at ``path`` that its resume checkpoint
     holds (0 when there is none): the epochs ``--dry-run`` leaves out of its price."""
-    from ..train import Checkpoint
+    from ..checkpoints import epochs_done
 
     try:
-        return Checkpoint(pathlib.Path(path) / runs.BACKUP).epochs_done()
+        return epochs_done(pathlib.Path(path) / runs.BACKUP)
     except (OSError, ValueError, KeyError, TypeError):
         return 0                 # an unreadable record: the training is priced from scratch
 

@@ -14,6 +14,7 @@ from typing import Dict, Sequence
 import keras
 
 from .datasets.spec import DatasetSpec
+from .families import IncompatibleDataset
 from .layers import GaussianLatent, batch_normalization
 
 __all__ = ["ConvTrunk", "CONV_TRUNKS", "SHARED_FC", "TASK_FC", "VIB_ENCODER_FC", "VIB_DECODER_FC", "MLP_ENCODER_FC",
@@ -49,7 +50,7 @@ def conv_trunk(x, spec: DatasetSpec, sync_batchnorm: bool = False, prefix: str =
     """The shared convolutional trunk of Tables I/II, ending in Flatten."""
     size = spec.input_shape[0]
     if size not in CONV_TRUNKS:
-        raise ValueError(f"no convolutional trunk for {spec.input_shape[0]}x{spec.input_shape[1]} inputs "
+        raise IncompatibleDataset(f"no convolutional trunk for {spec.input_shape[0]}x{spec.input_shape[1]} inputs "
                          f"(data set {spec.name!r}); the paper's tables define {sorted(CONV_TRUNKS)}")
     t = CONV_TRUNKS[size]
     for i in range(1, t.blocks + 1):

@@ -55,7 +55,7 @@ _PACKAGE = "tf_mtvib"
 # tf_mtvib.blocks; each model's network is its family's builder (tf_mtvib.families).
 from .blocks import (CONV_TRUNKS, MLP_ENCODER_FC, SHARED_FC, TASK_FC, VIB_DECODER_FC,  # noqa: E402,F401
                      VIB_ENCODER_FC, ConvTrunk, conv_trunk, flatten_size)
-from .families import builder_of, get_family, terms_of, weighting_overrides  # noqa: E402
+from .families import builder_of, check_dataset, get_family, terms_of, weighting_overrides  # noqa: E402
 
 
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
@@ -95,8 +95,7 @@ def build_weighting(name: str, spec: DatasetSpec, weighting: Optional[str] = Non
 def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
     """The functional network of model ``name`` (its family's builder): image -> {task: logits}."""
     family = get_family(name)                   # ValueError for an unknown name
-    if family.datasets is not None and spec.name not in family.datasets:
-        raise ValueError(f"model {name!r} does not take data set {spec.name!r}; it takes: {', '.join(family.datasets)}")
+    check_dataset(family, spec.name)            # IncompatibleDataset
     hp = _resolve_hparams(name, hparams)
     from .layers import fused_batchnorm
 

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed, runs, runtime
 from .checkpoints import ResumeCheckpoint
+from .families import IncompatibleDataset, check_dataset, get_family
 from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_family_arguments, add_weighting_arguments, check_weighting,
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
@@ -63,6 +64,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
             "multifashion": {"num_train": 10_000, "num_test": 10_000},
             "mtfl": {"max_train": 3_000},
             "mnist": {"max_train": 20_000, "epochs": 5},
+            "pairmnist": {"per_pair": 200},      # MT-CRL's search budget (its issue: 200 images per pair)
+            "pairmnist64": {"per_pair": 200},
         },
     },
     # The full training sets on 2 CPU cores: 120,000 MultiMNIST / MultiFashion
@@ -90,6 +93,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
             "multifashion": {"num_train": 256, "num_test": 128},
             "mtfl": {"max_train": 64, "max_test": 32},
             "mnist": {"max_train": 256, "max_test": 128},
+            "pairmnist": {"per_pair": 4},        # 320 train + valid, 80 test composites
+            "pairmnist64": {"per_pair": 4},
         },
     },
 }
@@ -212,7 +217,11 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-train", type=positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")
     d.add_argument("--num-test", type=positive(int), help="MultiMNIST/MultiFashion: test composites")
     d.add_argument("--protocol", choices=["paper", "official"], help="MTFL split protocol")
-    d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split")
+    d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split / pair shuffle")
+    d.add_argument("--per-pair", type=positive(int), help="pairmnist: composites per label pair (the paper: 10,000)")
+    d.add_argument("--pool", choices=["pooled", "disjoint"],
+                   help="pairmnist: digits drawn from MNIST train + test for every split (pooled, Sun's generator) "
+                        "or train / test digits for train / test composites (disjoint)")
     d.add_argument("--max-train", type=positive(int),
                    help="use N training examples, a random subset stratified on the labels (seeded by --seed)")
     d.add_argument("--max-test", type=positive(int),
@@ -287,10 +296,11 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, k, None) is not None:
             training[k] = getattr(args, k)
     for flag, key in (("num_train", "num_train"), ("num_test", "num_test"), ("protocol", "protocol"),
-                      ("data_seed", "seed")):
+                      ("data_seed", "seed"), ("per_pair", "per_pair"), ("pool", "pool")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     try:
+        check_dataset(get_family(args.model), args.dataset)
         check_weighting(args.model, hparams.get("weighting"), hparams)
     except ValueError as e:
         raise SystemExit(f"train.py: error: {e}")
@@ -696,6 +706,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(config, run_dir, data_dir=args.data_dir, verbose=args.verbose)
     except DataError as e:
         print(f"train.py: data error: {e}", file=sys.stderr)
+        return 2
+    except IncompatibleDataset as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     except runs.RunError as e:
         print(f"train.py: error: {e}", file=sys.stderr)

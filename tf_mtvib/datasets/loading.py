@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Optional
 from .composites import load_composites
 from .mnist import load_mnist
 from .mtfl import PROTOCOLS as _MTFL_PROTOCOLS, load_mtfl
+from .pairs import POOLS as _PAIR_POOLS, load_pairs
 from .paths import PathLike, resolve_data_dir
 from .spec import get_spec
 from .split import Split
@@ -16,12 +17,15 @@ __all__ = ["SPLITS", "OPTIONS", "load"]
 SPLITS = ("train", "test")
 
 _COMPOSITE_OPTIONS = {"num_train": 120_000, "num_test": 10_000, "seed": 0, "max_shift": 4}
+_PAIR_OPTIONS = {"per_pair": 1_000, "seed": 0, "pool": "pooled"}
 
 #: The options of each data set and their defaults.
 OPTIONS: Dict[str, Dict[str, Any]] = {
     "multimnist": _COMPOSITE_OPTIONS,
     "multifashion": _COMPOSITE_OPTIONS,
     "mtfl": {"protocol": "paper", "image_size": get_spec("mtfl").input_shape[0], "seed": 0},
+    "pairmnist": _PAIR_OPTIONS,
+    "pairmnist64": _PAIR_OPTIONS,
     "mnist": {},
 }
 
@@ -40,11 +44,13 @@ def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
         raise TypeError(f"load({name!r}) got unknown option(s) {', '.join(unknown)}; "
                         f"its options are: {', '.join(allowed) or 'none'}")
     options = {**allowed, **given}
-    minimum = {"num_train": 1, "num_test": 1, "seed": 0, "max_shift": 0, "image_size": 1}
+    minimum = {"num_train": 1, "num_test": 1, "seed": 0, "max_shift": 0, "image_size": 1, "per_pair": 1}
     for key in options.keys() & minimum.keys():
         options[key] = _as_int(name, key, options[key], minimum[key])
     if name == "mtfl" and options["protocol"] not in _MTFL_PROTOCOLS:
         raise ValueError(f"load('mtfl'): protocol must be one of {_MTFL_PROTOCOLS}; got {options['protocol']!r}")
+    if "pool" in options and options["pool"] not in _PAIR_POOLS:
+        raise ValueError(f"load({name!r}): pool must be one of {_PAIR_POOLS}; got {options['pool']!r}")
     return options
 
 
@@ -52,6 +58,8 @@ _LOADERS: Dict[str, Callable[..., Split]] = {
     "multimnist": lambda split, data_dir, **o: load_composites("multimnist", split, data_dir, **o),
     "multifashion": lambda split, data_dir, **o: load_composites("multifashion", split, data_dir, **o),
     "mtfl": load_mtfl,
+    "pairmnist": lambda split, data_dir, **o: load_pairs("pairmnist", split, data_dir, **o),
+    "pairmnist64": lambda split, data_dir, **o: load_pairs("pairmnist64", split, data_dir, **o),
     "mnist": load_mnist,
 }
 
@@ -63,6 +71,8 @@ def load(name: str, split: str, data_dir: Optional[PathLike] = None, **options: 
       multimnist / multifashion: num_train=120_000, num_test=10_000, seed=0, max_shift=4;
       mtfl: protocol="paper" (9,000 / 1,000 from training.txt, drawn with ``seed``) or
             "official" (10,000 / 2,995), image_size=150, seed=0;
+      pairmnist / pairmnist64: per_pair=1_000, seed=0, pool="pooled" (or "disjoint"); "train" holds
+            the train and valid label pairs (extra ``environment`` 0 / 1), "test" the test pairs;
       mnist: none.
     Raises ``DataError`` for missing or bad data, TypeError / ValueError for bad arguments.
     """

@@ -75,6 +75,16 @@ SPECS: Dict[str, DatasetSpec] = {
             "MTFL faces (Zhang et al. 2014), four attributes.",
         ),
         DatasetSpec(
+            "pairmnist", (28, 56, 1),
+            (Task("left", _DIGITS), Task("right", _DIGITS)),
+            "Two MNIST digits side by side, label pairs split 3:1:1 across train / valid / test (MT-CRL, Hu et al. 2022).",
+        ),
+        DatasetSpec(
+            "pairmnist64", (64, 64, 1),
+            (Task("left", _DIGITS), Task("right", _DIGITS)),
+            "pairmnist on Sun's 64x64 MultiDigitMNIST canvas (MT-CRL, Hu et al. 2022).",
+        ),
+        DatasetSpec(
             "mnist", (28, 28, 1), (Task("digit", _DIGITS),),
             "MNIST digits, single task (Deep VIB, Alemi et al. 2017).",
         ),

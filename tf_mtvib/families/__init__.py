@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..hparams import HParam
 
-__all__ = ["FamilySpec", "HParam", "register_family", "get_family", "family_names", "families", "builder_of",
+__all__ = ["FamilySpec", "HParam", "IncompatibleDataset", "check_dataset", "register_family", "get_family", "family_names", "families", "builder_of",
            "terms_of", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
 
 #: The entry-point group through which other distributions register families
@@ -85,6 +85,17 @@ class FamilySpec:
     search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
     default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
     module: Optional[str] = None       # where the spec was defined (set on registration)
+
+
+class IncompatibleDataset(ValueError):
+    """A family asked for a data set it cannot take (the commands exit 2 with this message)."""
+
+
+def check_dataset(spec: "FamilySpec", dataset: str) -> None:
+    """Raise :class:`IncompatibleDataset` unless ``spec`` takes the data set ``dataset``."""
+    if spec.datasets is not None and dataset not in spec.datasets:
+        raise IncompatibleDataset(f"model {spec.name!r} does not take data set {dataset!r}; "
+                                  f"it takes: {', '.join(spec.datasets)}")
 
 
 #: What a family's network reads: one image per example with every task labelled, or each task its own images

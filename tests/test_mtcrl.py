@@ -1,0 +1,188 @@
+"""MT-CRL's equations against NumPy on fixed tensors (Hu et al. 2022, eqs. 1-3 and 7-9)."""
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from tf_mtvib import mtcrl  # noqa: E402
+
+
+def _z(b=12, k=3, m=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(b, k, m))
+
+
+def test_pearson_correlation_is_numpys_corrcoef_block():
+    z = _z()
+    zi, zj = z[:, 0], z[:, 2]
+    expected = np.corrcoef(np.concatenate([zi, zj], axis=1), rowvar=False)[:2, 2:]
+    np.testing.assert_allclose(mtcrl.pearson_correlation(zi, zj).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_decorrelation_sums_squared_frobenius_norms_over_module_pairs():
+    z = _z(k=4, m=3)
+    expected = 0.0
+    for i in range(4):
+        for j in range(i + 1, 4):
+            rho = np.corrcoef(np.concatenate([z[:, i], z[:, j]], axis=1), rowvar=False)[:3, 3:]
+            expected += np.sum(rho ** 2)
+    assert float(mtcrl.decorrelation(z)) == pytest.approx(expected, rel=1e-5)
+    same = np.repeat(z[:, :1], 2, axis=1)            # two identical modules of 3 dimensions
+    assert float(mtcrl.decorrelation(same)) == pytest.approx(np.sum(np.corrcoef(z[:, 0], rowvar=False) ** 2), rel=1e-5)
+
+
+def test_graph_terms_are_l1_and_the_entropy_of_module_shares():
+    a = np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.3]])
+    assert float(mtcrl.graph_sparsity(a)) == pytest.approx(a.sum(), rel=1e-6)
+    p = a.sum(0) / a.sum()
+    assert float(mtcrl.graph_balance(a)) == pytest.approx(-(p * np.log(p)).sum(), rel=1e-5)
+    assert float(mtcrl.graph_balance(np.ones((2, 4)))) == pytest.approx(np.log(4), rel=1e-5)   # used alike: log K
+    assert float(mtcrl.graph_loss(a, 0.1, 0.5)) == pytest.approx(0.1 * a.sum() + 0.5 * (p * np.log(p)).sum(), rel=1e-5)
+
+
+def test_aggregate_sum_and_weighted_concatenation():
+    z = _z(b=5, k=3, m=2)
+    a_t = np.array([0.2, 0.5, 1.0])
+    np.testing.assert_allclose(mtcrl.aggregate(a_t, z, "sum").numpy(), np.einsum("k,bkm->bm", a_t, z), rtol=1e-6)
+    np.testing.assert_allclose(mtcrl.aggregate(a_t, z, "concat").numpy(), (a_t[None, :, None] * z).reshape(5, 6),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        mtcrl.aggregate(a_t, z, "max")
+
+
+def test_g_irm_norm_and_var_from_gradients():
+    g = np.random.default_rng(1).normal(size=(2, 3, 4))                 # (E, T, K)
+    assert float(mtcrl.g_irm(g, "norm")) == pytest.approx(np.sum(g ** 2), rel=1e-5)
+    var = np.sum((g - g.mean(0, keepdims=True)) ** 2) / 2
+    assert float(mtcrl.g_irm(g, "var")) == pytest.approx(var, rel=1e-5)
+    # an environment absent from the batch adds nothing: Var over one environment is 0
+    assert float(mtcrl.g_irm(g, "var", present=[True, False])) == pytest.approx(0.0, abs=1e-7)
+    assert float(mtcrl.g_irm(g, "norm", present=[True, False])) == pytest.approx(np.sum(g[0] ** 2), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown G-IRM form"):
+        mtcrl.g_irm(g, "mean")
+
+
+# ------------------------------------------------------------------ the G-IRM term on a tiny network
+
+class _Model:
+    """What a loss term reads of a model: its network and its tasks."""
+
+    def __init__(self, network, tasks):
+        self.network, self.task_names = network, tasks
+
+
+def _tiny_network(aggregation, predictor, seed=0):
+    import keras
+
+    from tf_mtvib.modular import CausalGraph, Modules, TaskPredictors
+
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((5,), name="image")
+    z = Modules(3, 2, name="modules")(x)
+    inputs = CausalGraph(2, 3, aggregation, name="graph")(z)
+    logits = TaskPredictors([4, 3], predictor, hidden=6, name="predictors")(inputs)
+    network = keras.Model(x, {"a": logits[0], "b": logits[1]})
+    theta = network.get_layer("graph").theta
+    theta.assign(np.random.default_rng(seed).normal(size=(2, 3)).astype(np.float32))   # A away from 0.5
+    return network
+
+
+def _numpy_risks(network, x, labels, env, environments, a):
+    """R_t^e(A) in float64 NumPy, from the network's weights: the modules, then f_t on aggregate(A_t, Z)."""
+    dense = network.get_layer("modules").dense
+    w, b = (np.asarray(v, np.float64) for v in dense.weights)
+    z = np.maximum(x @ w + b, 0).reshape(len(x), 3, 2)
+    predictors = network.get_layer("predictors")
+    graph = network.get_layer("graph")
+    risks = np.zeros((len(environments), 2))
+    for t, task in enumerate(("a", "b")):
+        h = (a[t][None, :, None] * z)
+        h = h.reshape(len(x), 6) if graph.aggregation == "concat" else h.sum(1)
+        for i, (kernel, bias) in enumerate(predictors.params[t]):
+            h = h @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+            if i < len(predictors.params[t]) - 1:
+                h = np.maximum(h, 0)
+        logp = h - np.log(np.exp(h - h.max(1, keepdims=True)).sum(1, keepdims=True)) - h.max(1, keepdims=True)
+        ce = -logp[np.arange(len(x)), labels[task]]
+        for e, env_id in enumerate(environments):
+            risks[e, t] = ce[env == env_id].mean()
+    return risks
+
+
+@pytest.mark.parametrize("aggregation, predictor", [("concat", "linear"), ("sum", "mlp")])
+@pytest.mark.parametrize("form", ["var", "norm"])
+def test_g_irm_penalty_is_the_finite_difference_gradient_with_respect_to_a(aggregation, predictor, form):
+    from tf_mtvib.modular import GraphIRMPenalty
+    from tf_mtvib.terms import Step
+
+    network = _tiny_network(aggregation, predictor)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 5)).astype(np.float32)
+    labels = {"a": rng.integers(0, 4, 16), "b": rng.integers(0, 3, 16)}
+    env = np.array([0] * 10 + [1] * 6)
+    term = GraphIRMPenalty(form)
+    step = Step(_Model(network, ("a", "b")), {"image": tf.constant(x), "environment": tf.constant(env)},
+                {k: tf.constant(v) for k, v in labels.items()}, {}, {}, {}, training=True)
+    value = float(term(step))
+
+    a = 1 / (1 + np.exp(-np.asarray(network.get_layer("graph").theta, np.float64)))
+    grads = np.zeros((2, 2, 3))                     # (E, T, K): dR_t^e / dA_t by central differences in A
+    h = 1e-5
+    for t in range(2):
+        for k in range(3):
+            up, down = a.copy(), a.copy()
+            up[t, k] += h
+            down[t, k] -= h
+            diff = (_numpy_risks(network, x.astype(np.float64), labels, env, (0, 1), up)
+                    - _numpy_risks(network, x.astype(np.float64), labels, env, (0, 1), down)) / (2 * h)
+            grads[:, t, k] = diff[:, t]
+    expected = np.sum(grads ** 2) if form == "norm" else np.sum((grads - grads.mean(0)) ** 2) / 2
+    assert value == pytest.approx(expected, rel=2e-3, abs=1e-7)
+
+
+def test_g_irm_gradient_reaches_theta_and_the_modules_but_not_the_predictors():
+    from tf_mtvib.modular import GraphIRMPenalty
+    from tf_mtvib.terms import Step
+
+    network = _tiny_network("concat", "mlp")
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(16, 5)).astype(np.float32))
+    labels = {"a": tf.constant(rng.integers(0, 4, 16)), "b": tf.constant(rng.integers(0, 3, 16))}
+    env = tf.constant(np.array([0, 1] * 8))
+    with tf.GradientTape() as tape:
+        value = GraphIRMPenalty("var")(Step(_Model(network, ("a", "b")), {"image": x, "environment": env}, labels,
+                                            {}, {}, {}, training=True))
+    graph, modules, predictors = (network.get_layer(n) for n in ("graph", "modules", "predictors"))
+    grads = tape.gradient(value, [graph.theta, *modules.trainable_weights, *predictors.trainable_weights])
+    assert float(value) > 0
+    assert np.abs(grads[0].numpy()).sum() > 0                            # theta, through A = sigmoid(theta)
+    assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads[1:1 + len(modules.trainable_weights)])
+    assert all(g is None for g in grads[1 + len(modules.trainable_weights):])   # f_t held fixed
+
+
+def test_g_irm_needs_two_environments_and_a_known_form():
+    from tf_mtvib.modular import GraphIRMPenalty
+
+    with pytest.raises(ValueError, match="at least two"):
+        GraphIRMPenalty("var", environments=(0,))
+    with pytest.raises(ValueError, match="unknown G-IRM form"):
+        GraphIRMPenalty("mean")
+
+
+def test_layers_add_their_regularisers_in_training_only():
+    import keras
+
+    from tf_mtvib.modular import CausalGraph, Modules
+
+    modules = Modules(3, 2, lambda_decor=0.5)
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32))
+    z = modules(x, training=True)
+    assert len(modules.losses) == 1
+    assert float(modules.losses[0]) == pytest.approx(0.5 * float(mtcrl.decorrelation(z)), rel=1e-6)
+    graph = CausalGraph(2, 3, lambda_sps=0.1, lambda_bal=0.2, init_theta=1.0)
+    graph(z, training=True)
+    a = np.full((2, 3), 1 / (1 + np.exp(-1.0)))
+    assert float(graph.losses[0]) == pytest.approx(0.1 * a.sum() - 0.2 * np.log(3), rel=1e-5)
+    inference = Modules(3, 2, lambda_decor=0.5)
+    inference(x, training=False)
+    assert not inference.losses
+    assert isinstance(keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(graph)), CausalGraph)

@@ -377,11 +377,14 @@ def test_keras_round_trip_restores_every_weight(name, tmp_path):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_all_models_train_one_step(name):
-    """Every model (the paper's five, vib_mlp and mlp) takes a finite step that moves every trainable variable."""
-    spec = SPECS["mnist"] if name in ("vib_mlp", "mlp") else SPECS["multimnist"]
+    """Every model (the paper's five, vib_mlp and mlp, MMoE and MT-CRL) takes a finite step that moves every
+    trainable variable."""
+    spec = SPECS[{"vib_mlp": "mnist", "mlp": "mnist", "mmoe": "pairmnist", "mtcrl": "pairmnist"}.get(name, "multimnist")]
     model = build_model(name, spec, latent_dim=8)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     x, y = _batch(spec, 8)
+    if model.extras:                              # MT-CRL: the train and valid environments
+        x = {"image": x, "environment": np.array([0, 1] * 4)}
     before = [v.numpy().copy() for v in model.trainable_variables]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert np.isfinite(logs["loss"]) and "joint_accuracy" in logs

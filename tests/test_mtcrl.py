@@ -186,3 +186,41 @@ def test_layers_add_their_regularisers_in_training_only():
     inference(x, training=False)
     assert not inference.losses
     assert isinstance(keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(graph)), CausalGraph)
+
+
+def test_mtcrl_task_risk_reads_the_train_environment_in_training_only():
+    import keras
+
+    from tf_mtvib.datasets.spec import SPECS
+    from tf_mtvib.models import build_model
+
+    spec = SPECS["pairmnist"]
+    model = build_model("mtcrl", spec, girm="none", lambda_decor=0.0, lambda_sps=0.0, lambda_bal=0.0)
+    assert model.risk_environments == (0,) and not model.terms
+    rng = np.random.default_rng(0)
+    x = {"image": tf.constant(rng.random((6, *spec.input_shape), dtype=np.float32)),
+         "environment": tf.constant([0, 0, 1, 1, 1, 0])}
+    y = {t: tf.constant(rng.integers(0, 10, 6)) for t in spec.task_names}
+    logits = model(x, training=False)
+    parts = model.loss_parts(x, y, logits, training=True)
+    evaluation = model.loss_parts(x, y, logits, training=False)
+    for t in spec.task_names:
+        ce = keras.losses.sparse_categorical_crossentropy(y[t], logits[t], from_logits=True).numpy()
+        assert float(parts["task_losses"][t]) == pytest.approx(ce[[0, 1, 5]].mean(), rel=1e-5)
+        assert float(evaluation["task_losses"][t]) == pytest.approx(ce.mean(), rel=1e-5)
+    every = build_model("mtcrl", spec, girm="none", risk_on="all")
+    assert every.risk_environments == ()
+    loaded = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert loaded.risk_environments == (0,)
+
+
+def test_mtcrl_refuses_a_training_split_of_one_environment(tmp_path, data_dir, tmp_cache, capsys):
+    from tf_mtvib.train import main
+
+    argv = ["--dataset", "pairmnist", "--model", "mtcrl", "--preset", "smoke", "--holdout", "valid",
+            "--data-dir", str(data_dir), "--verbose", "0"]
+    assert main([*argv, "--output-dir", str(tmp_path / "a")]) == 2
+    assert "G-IRM needs a second environment" in capsys.readouterr().err
+    assert main([*argv, "--girm", "none", "--output-dir", str(tmp_path / "b")]) == 0    # without G-IRM it trains
+    assert main(["--dataset", "mnist", "--model", "mtcrl", "--output-dir", str(tmp_path / "c")]) == 2
+    assert "does not take data set 'mnist'" in capsys.readouterr().err

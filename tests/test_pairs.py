@@ -97,3 +97,13 @@ def test_a_model_without_a_trunk_for_pairmnist_is_refused_with_exit_2(tmp_path, 
     assert main(["--dataset", "pairmnist", "--model", "gs", "--preset", "smoke", "--output-dir", str(tmp_path / "r"),
                  "--data-dir", str(data_dir), "--verbose", "0"]) == 2
     assert "no convolutional trunk for 28x56 inputs" in capsys.readouterr().err
+
+
+def test_real_pairmnist_valid_holdout_trains_on_train_pairs_and_tests_on_valid_pairs(data_dir, tmp_cache):
+    train = load("pairmnist", "train", data_dir, per_pair=2, seed=1, holdout="valid")
+    test = load("pairmnist", "test", data_dir, per_pair=2, seed=1, holdout="valid")
+    parts = pair_split(1)
+    assert set(train.extras["environment"]) == {0} and set(train.extras["pair"]) == set(parts["train"].tolist())
+    assert set(test.extras["environment"]) == {1} and set(test.extras["pair"]) == set(parts["valid"].tolist())
+    with pytest.raises(ValueError, match="holdout"):
+        load("pairmnist", "train", data_dir, holdout="both")

@@ -169,10 +169,17 @@ def add_family_arguments(group) -> None:
     """One flag per family's own hyper-parameter (:attr:`FamilySpec.hparams`), default None."""
     from .families import families
 
+    owners: Dict[str, list] = {}
+    declared = {}
     for f in families().values():
         for key, h in f.hparams.items():
-            group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
-                               help=f"{h.help} ({f.name} family; default {h.default})")
+            owners.setdefault(key, []).append(f.name)
+            declared.setdefault(key, h)
+    for key, h in declared.items():
+        who = ", ".join(owners[key])
+        group.add_argument("--" + key.replace("_", "-"), dest=key, type=h.parse, metavar=h.metavar,
+                           help=f"{h.help} ({who} {'family' if len(owners[key]) == 1 else 'families'}; "
+                                f"default {h.default})")
 
 
 def check_weighting(name: str, weighting: Optional[str], hparams: Mapping) -> str:

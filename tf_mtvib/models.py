@@ -49,13 +49,16 @@ __all__ = [
 ]
 
 _PACKAGE = "tf_mtvib"
+#: The batch extra that names an example's environment (tf_mtvib.datasets.pairs: 0 train, 1 valid, 2 test)
+ENVIRONMENT = "environment"
 
 
 # The architecture tables (Tables I and II) and the blocks built from them are in
 # tf_mtvib.blocks; each model's network is its family's builder (tf_mtvib.families).
 from .blocks import (CONV_TRUNKS, MLP_ENCODER_FC, SHARED_FC, TASK_FC, VIB_DECODER_FC,  # noqa: E402,F401
                      VIB_ENCODER_FC, ConvTrunk, conv_trunk, flatten_size)
-from .families import builder_of, check_dataset, get_family, terms_of, weighting_overrides  # noqa: E402
+from .families import (builder_of, check_dataset, get_family, risk_environments_of, terms_of,  # noqa: E402
+                       weighting_overrides)
 
 
 def _resolve_hparams(name: str, hparams: Mapping) -> dict:
@@ -130,7 +133,8 @@ def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] =
     family = get_family(name)
     all_terms = [*terms_of(family, dataset_spec, hp), *terms]
     return MultiTaskModel(network, loss_weighting, dataset_spec, model_name=name, hparams=record, terms=all_terms,
-                          extras=family.needs, partial_labels=family.inputs == "per_task")
+                          extras=family.needs, partial_labels=family.inputs == "per_task",
+                          risk_environments=risk_environments_of(family, hp))
 
 
 # --------------------------------------------------------------------------
@@ -163,13 +167,18 @@ class MultiTaskModel(keras.Model):
 
     def __init__(self, network: keras.Model, weighting: keras.layers.Layer, dataset_spec: DatasetSpec,
                  model_name: str = "custom", hparams: Optional[dict] = None, terms: Sequence = (),
-                 extras: Sequence[str] = (), partial_labels: bool = False, **kwargs):
+                 extras: Sequence[str] = (), partial_labels: bool = False, risk_environments: Sequence[int] = (),
+                 **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.weighting = weighting
         self.terms = [keras.saving.deserialize_keras_object(t) if isinstance(t, dict) else t for t in terms]
         self.extras = tuple(extras)
         self.partial_labels = bool(partial_labels)
+        self.risk_environments = tuple(int(e) for e in risk_environments)
+        if self.risk_environments and ENVIRONMENT not in self.extras:
+            raise ValueError(f"risk_environments {list(self.risk_environments)} need the batch extra "
+                             f"{ENVIRONMENT!r}, which model {model_name!r} does not declare")
         for term in self.terms:
             missing = [k for k in getattr(term, "needs", ()) if k not in self.extras]
             if missing:
@@ -255,15 +264,18 @@ class MultiTaskModel(keras.Model):
         return {t: tf.reduce_mean(ce) if n is None else tf.reduce_sum(ce) / n
                 for t, (ce, n) in self._per_example(y, y_pred, sample_weight).items()}
 
-    def _per_example(self, y, y_pred, sample_weight=None):
-        """``{task: (per-example CE (B,), labelled count or None)}``. With ``partial_labels`` (multi-input
+    def _per_example(self, y, y_pred, sample_weight=None, select=None):
+        """``{task: (per-example CE (B,), counted examples or None)}``. With ``partial_labels`` (multi-input
         batches) a label of -1 means "not this task's example": its CE is 0 and the task's mean runs
-        over its labelled examples only."""
+        over its labelled examples only. ``select`` (B,) bools does the same for the examples it leaves out
+        (the environments outside ``risk_environments``)."""
         weights = self._task_sample_weights(sample_weight)
         out = {}
         for t in self.task_names:
-            if self.partial_labels:
-                labelled = tf.reshape(y[t], [-1]) >= 0
+            if self.partial_labels or select is not None:
+                labelled = tf.reshape(y[t], [-1]) >= 0 if self.partial_labels else tf.ones_like(select)
+                if select is not None:
+                    labelled = tf.logical_and(labelled, select)
                 ce = keras.losses.sparse_categorical_crossentropy(tf.maximum(y[t], 0), y_pred[t], from_logits=True)
                 ce = tf.where(labelled, ce, tf.zeros_like(ce))
                 n = tf.maximum(tf.reduce_sum(tf.cast(labelled, ce.dtype)), 1.0)
@@ -289,7 +301,11 @@ class MultiTaskModel(keras.Model):
         ``regularisers`` the layers' losses (``beta * KL`` of each latent); ``penalties``
         ``{name: weight * value}`` of the model's :class:`~tf_mtvib.terms.LossTerm` s; ``total`` their sum.
         """
-        per_example = self._per_example(y, y_pred, sample_weight)
+        select = None
+        if training and self.risk_environments:     # the task risks read these environments only (MT-CRL eq. 4)
+            env = tf.reshape(tf.cast(x[ENVIRONMENT], tf.int32), [-1])
+            select = tf.reduce_any(tf.equal(env[:, None], tf.constant(self.risk_environments)[None, :]), axis=1)
+        per_example = self._per_example(y, y_pred, sample_weight, select)
         ce = {t: tf.reduce_mean(v) if n is None else tf.reduce_sum(v) / n for t, (v, n) in per_example.items()}
         weighted = self.weighting(ce, training=training)
         total = weighted
@@ -450,6 +466,7 @@ class MultiTaskModel(keras.Model):
             **({"terms": [keras.saving.serialize_keras_object(t) for t in self.terms]} if self.terms else {}),
             **({"extras": list(self.extras)} if self.extras else {}),
             **({"partial_labels": True} if self.partial_labels else {}),
+            **({"risk_environments": list(self.risk_environments)} if self.risk_environments else {}),
         }
 
     @classmethod

@@ -226,6 +226,18 @@ class GraphIRMPenalty(LossTerm):
         self.form, self.environments, self.env_key = form, tuple(int(e) for e in environments), env_key
         self.needs = (env_key,)
 
+    def check_data(self, split) -> None:
+        """The training split must hold examples of at least two of :attr:`environments`."""
+        import numpy as np
+
+        if self.env_key not in split.extras:
+            raise ValueError(f"{self.name}: the training data has no {self.env_key!r} extra; G-IRM compares "
+                             f"environments (data sets with them: pairmnist, pairmnist64)")
+        held = sorted(set(np.unique(split.extras[self.env_key]).tolist()) & set(self.environments))
+        if len(held) < 2:
+            raise ValueError(f"{self.name}: the training data holds environment(s) {held} of {list(self.environments)}; "
+                             f"G-IRM needs a second environment (use --girm none to train without it)")
+
     def _modules_of(self, network):
         fn = self.__dict__.get("_modules_fn")
         if fn is None:        # the sub-network image -> Z, built once, outside Keras's tracking

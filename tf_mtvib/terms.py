@@ -88,6 +88,10 @@ class LossTerm:
     def value(self, step: Step) -> tf.Tensor:
         raise NotImplementedError
 
+    def check_data(self, split) -> None:
+        """Raise ``ValueError`` when the training split (a :class:`tf_mtvib.datasets.Split`) cannot feed
+        this term (e.g. an invariance penalty on data of one environment). Default: nothing to check."""
+
     def __call__(self, step: Step) -> tf.Tensor:
         """The unweighted value; the model multiplies by :attr:`weight`."""
         return tf.cast(self.value(step), tf.float32)

@@ -219,6 +219,9 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", choices=["paper", "official"], help="MTFL split protocol")
     d.add_argument("--data-seed", type=int, help="seed of the data generation / MTFL paper split / pair shuffle")
     d.add_argument("--per-pair", type=positive(int), help="pairmnist: composites per label pair (the paper: 10,000)")
+    d.add_argument("--holdout", choices=["test", "valid"],
+                   help="pairmnist: train on train + valid pairs and test on the test pairs (test), or train on the "
+                        "train pairs and test on the valid pairs (valid: MT-CRL Table 1's Acc_val)")
     d.add_argument("--pool", choices=["pooled", "disjoint"],
                    help="pairmnist: digits drawn from MNIST train + test for every split (pooled, Sun's generator) "
                         "or train / test digits for train / test composites (disjoint)")
@@ -296,7 +299,8 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, k, None) is not None:
             training[k] = getattr(args, k)
     for flag, key in (("num_train", "num_train"), ("num_test", "num_test"), ("protocol", "protocol"),
-                      ("data_seed", "seed"), ("per_pair", "per_pair"), ("pool", "pool")):
+                      ("data_seed", "seed"), ("per_pair", "per_pair"), ("pool", "pool"),
+                      ("holdout", "holdout")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     try:
@@ -460,7 +464,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
         configure_cpu_replicas(training.cpu_replicas)
     import keras
 
-    from .datasets import to_dataset, train_val_split
+    from .datasets import DataError, to_dataset, train_val_split
     from .families import get_family
     from .metrics import evaluate_accuracy
     from .models import build_model
@@ -505,6 +509,11 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     with strategy.scope(), policy_scope(training.precision):
         model = build_model(config["model"], spec, **config["hparams"])
         model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.jit_compile))
+    for term in model.terms:        # e.g. G-IRM on data of one environment: a clear error, before any step
+        try:
+            term.check_data(train_split)
+        except ValueError as e:
+            raise DataError(str(e)) from None
     t0 = time.perf_counter()
     if loop == "custom":
         callbacks, guard = _callbacks(run_dir, steps * batch, None)
@@ -676,7 +685,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"(its checkpoint holds that optimizer)", file=sys.stderr)
             return 2
     else:
-        config = build_config(args)
+        try:
+            config = build_config(args)
+        except SystemExit as e:      # a configuration error: its message, and argparse's status for bad usage
+            if not isinstance(e.code, str):
+                raise
+            print(e.code, file=sys.stderr)
+            return 2
         run_dir = args.output_dir or _default_run_dir(config)
     chief = True   # the process that writes the run directory
     if config["training"].get("strategy") == distributed.MULTI_WORKER:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Optional
 from .composites import load_composites
 from .mnist import load_mnist
 from .mtfl import PROTOCOLS as _MTFL_PROTOCOLS, load_mtfl
-from .pairs import POOLS as _PAIR_POOLS, load_pairs
+from .pairs import HOLDOUTS as _PAIR_HOLDOUTS, POOLS as _PAIR_POOLS, load_pairs
 from .paths import PathLike, resolve_data_dir
 from .spec import get_spec
 from .split import Split
@@ -17,7 +17,7 @@ __all__ = ["SPLITS", "OPTIONS", "load"]
 SPLITS = ("train", "test")
 
 _COMPOSITE_OPTIONS = {"num_train": 120_000, "num_test": 10_000, "seed": 0, "max_shift": 4}
-_PAIR_OPTIONS = {"per_pair": 1_000, "seed": 0, "pool": "pooled"}
+_PAIR_OPTIONS = {"per_pair": 1_000, "seed": 0, "pool": "pooled", "holdout": "test"}
 
 #: The options of each data set and their defaults.
 OPTIONS: Dict[str, Dict[str, Any]] = {
@@ -51,6 +51,8 @@ def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"load('mtfl'): protocol must be one of {_MTFL_PROTOCOLS}; got {options['protocol']!r}")
     if "pool" in options and options["pool"] not in _PAIR_POOLS:
         raise ValueError(f"load({name!r}): pool must be one of {_PAIR_POOLS}; got {options['pool']!r}")
+    if "holdout" in options and options["holdout"] not in _PAIR_HOLDOUTS:
+        raise ValueError(f"load({name!r}): holdout must be one of {tuple(_PAIR_HOLDOUTS)}; got {options['holdout']!r}")
     return options
 
 
@@ -71,8 +73,9 @@ def load(name: str, split: str, data_dir: Optional[PathLike] = None, **options: 
       multimnist / multifashion: num_train=120_000, num_test=10_000, seed=0, max_shift=4;
       mtfl: protocol="paper" (9,000 / 1,000 from training.txt, drawn with ``seed``) or
             "official" (10,000 / 2,995), image_size=150, seed=0;
-      pairmnist / pairmnist64: per_pair=1_000, seed=0, pool="pooled" (or "disjoint"); "train" holds
-            the train and valid label pairs (extra ``environment`` 0 / 1), "test" the test pairs;
+      pairmnist / pairmnist64: per_pair=1_000, seed=0, pool="pooled" (or "disjoint"), holdout="test"
+            ("train" holds the train and valid label pairs, extra ``environment`` 0 / 1, "test" the test
+            pairs) or "valid" ("train" the train pairs, "test" the valid pairs);
       mnist: none.
     Raises ``DataError`` for missing or bad data, TypeError / ValueError for bad arguments.
     """

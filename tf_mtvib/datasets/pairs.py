@@ -36,7 +36,9 @@ Two layouts, two data sets (a data set's input shape is fixed, see
 Splits: ``"train"`` holds the train *and* valid pairs, told apart by the extra
 ``environment`` (0: train, 1: valid): MT-CRL's task loss reads environment 0
 and its G-IRM penalty both; the baselines train on both, as in the paper.
-``"test"`` holds the test pairs (``environment`` 2). The extra ``pair``
+``"test"`` holds the test pairs (``environment`` 2). With ``holdout="valid"``
+(Table 1: accuracy on the valid pairs of models trained on the train pairs)
+``"train"`` holds the train pairs only and ``"test"`` the valid pairs. The extra ``pair``
 holds ``10 * left + right``; ``index_left`` / ``index_right`` the digits'
 indices in the pool. Cached on disk, keyed by every option and the source
 files' digests.
@@ -52,7 +54,7 @@ from . import cache, mnist
 from .spec import get_spec
 from .split import Split
 
-__all__ = ["NUM_PAIRS", "PAIR_COUNTS", "ENVIRONMENTS", "POOLS", "LAYOUT_OF", "pair_split", "make_pairs", "load_pairs"]
+__all__ = ["NUM_PAIRS", "PAIR_COUNTS", "ENVIRONMENTS", "POOLS", "HOLDOUTS", "LAYOUT_OF", "pair_split", "make_pairs", "load_pairs"]
 
 #: Ordered label pairs of two digits, same-digit pairs included
 NUM_PAIRS = 100
@@ -61,6 +63,10 @@ PAIR_COUNTS = {"train": 60, "valid": 20, "test": 20}
 #: The ``environment`` extra of each part
 ENVIRONMENTS = {"train": 0, "valid": 1, "test": 2}
 POOLS = ("pooled", "disjoint")
+#: ``holdout``: the parts of each split. "test" (default): train on train + valid, test on the test pairs;
+#: "valid": train on the train pairs only, test on the valid pairs (MT-CRL Table 1's Acc_val)
+HOLDOUTS = {"test": {"train": ("train", "valid"), "test": ("test",)},
+            "valid": {"train": ("train",), "test": ("valid",)}}
 #: Each data set's layout
 LAYOUT_OF = {"pairmnist": "concat", "pairmnist64": "canvas64"}
 #: Sun's generator: a 64x64 canvas, digit rows in [0, 36), columns in [0, 4) of the digit's half
@@ -131,12 +137,13 @@ def _pool(part: str, pool: str, data_dir: pathlib.Path) -> Tuple[np.ndarray, np.
     return np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]])
 
 
-def load_pairs(name: str, split: str, data_dir: pathlib.Path, *, per_pair: int, seed: int, pool: str) -> Split:
+def load_pairs(name: str, split: str, data_dir: pathlib.Path, *, per_pair: int, seed: int, pool: str,
+               holdout: str = "test") -> Split:
     """The ``pairmnist`` or ``pairmnist64`` split, from the cache or built and cached."""
     spec = get_spec(name)
     layout = LAYOUT_OF[name]
-    parts = ("train", "valid") if split == "train" else ("test",)
-    sources = ("train", "test") if pool == "pooled" else (("test",) if split == "test" else ("train",))
+    parts = HOLDOUTS[holdout][split]
+    sources = ("train", "test") if pool == "pooled" else (("test",) if "test" in parts else ("train",))
 
     def build() -> Dict[str, np.ndarray]:
         pairs = pair_split(seed)
@@ -149,7 +156,7 @@ def load_pairs(name: str, split: str, data_dir: pathlib.Path, *, per_pair: int, 
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
     key = {"dataset": name, "split": split, "per_pair": per_pair, "seed": seed, "pool": pool, "layout": layout,
-           "sources": [mnist.source_digest("mnist", s) for s in sources], "version": _VERSION}
+           "parts": list(parts), "sources": [mnist.source_digest("mnist", s) for s in sources], "version": _VERSION}
     arrays = cache.cached_arrays(f"{name}-{split}-{per_pair}", key, build)
     labels = {task: arrays.pop(task) for task in spec.task_names}
     return Split(arrays.pop("images"), labels, spec, extras=arrays)

@@ -38,13 +38,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..hparams import HParam
 
 __all__ = ["FamilySpec", "HParam", "IncompatibleDataset", "check_dataset", "register_family", "get_family", "family_names", "families", "builder_of",
-           "terms_of", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
+           "terms_of", "risk_environments_of", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
 
 #: The entry-point group through which other distributions register families
 ENTRY_POINT_GROUP = "tf_mtvib.families"
 
-#: The package's own families, in the paper's tables' order, then Alemi et al.'s Deep VIB and its twin
-PACKAGE_FAMILIES = ("stl", "gs", "uwl", "stvib", "mtvib", "vib_mlp", "mlp")
+#: The package's own families, in the paper's tables' order, then Alemi et al.'s Deep VIB and its twin,
+#: then MT-CRL's (Hu et al. 2022) MMoE baseline and MT-CRL itself
+PACKAGE_FAMILIES = ("stl", "gs", "uwl", "stvib", "mtvib", "vib_mlp", "mlp", "mmoe", "mtcrl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,8 @@ class FamilySpec:
     hyper-parameters (flags ``--<name>`` are generated from them); they share the
     run configuration's ``hparams`` with the network's common ones
     (:data:`tf_mtvib.catalogue.DEFAULT_HPARAMS`) and the weightings', so their names
-    must not clash. ``defaults``: the family's overrides of the common ones (e.g.
+    must not clash; families may share one only by declaring the same :class:`HParam`
+    (e.g. MMoE's and MT-CRL's ``num_modules``). ``defaults``: the family's overrides of the common ones (e.g.
     ``latent_head``). ``weighting_defaults``: ``"module:function"`` mapping a
     :class:`~tf_mtvib.datasets.spec.DatasetSpec` to overrides of the default
     weighting's hyper-parameters (GS: 1/K per task). ``datasets``: the data sets it
@@ -66,7 +68,9 @@ class FamilySpec:
     labelled) or ``"per_task"`` (multi-input: each task its own images, a batch holds a
     sub-batch of each with the others' labels -1). ``terms``: ``"module:function"``
     mapping ``(dataset_spec, hp)`` to the family's loss terms (:mod:`tf_mtvib.terms`).
-    ``stochastic``: its predictions sample (a posterior).
+    ``risk_environments``: ``"module:function"`` mapping ``hp`` to the environments (values of
+    the extra ``environment``) whose examples the task losses read in training (empty: all);
+    MT-CRL's risk reads the train environment only. ``stochastic``: its predictions sample (a posterior).
     ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
 
@@ -81,6 +85,7 @@ class FamilySpec:
     inputs: str = "image"
     needs: Tuple[str, ...] = ()
     terms: Optional[str] = None
+    risk_environments: Optional[str] = None
     stochastic: bool = False
     search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
     default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
@@ -125,12 +130,12 @@ def register_family(spec: FamilySpec, module: Optional[str] = None) -> FamilySpe
         raise ValueError(f"family {spec.name!r}: unknown default weighting {spec.default_weighting!r}; "
                          f"choose one of: {', '.join(WEIGHTING_CATALOGUE)}")
     taken = set(DEFAULT_HPARAMS) | set(weighting_hparams()) | {"weighting"}
-    for other in _FAMILIES.values():
-        taken |= set(other.hparams)
+    for other in _FAMILIES.values():      # another family's: taken unless declared identically (shared)
+        taken |= {k for k, h in other.hparams.items() if spec.hparams.get(k, h) != h}
     clash = sorted(set(spec.hparams) & taken)
     if clash:
         raise ValueError(f"family {spec.name!r}: hyper-parameter name(s) {clash} are taken (the network's common "
-                         "ones, a weighting's or another family's)")
+                         "ones, a weighting's or another family's with another default, help or parser)")
     if spec.inputs not in INPUT_KINDS:
         raise ValueError(f"family {spec.name!r}: inputs must be one of {INPUT_KINDS}, got {spec.inputs!r}")
     unknown = sorted(set(spec.defaults) - set(DEFAULT_HPARAMS) - set(spec.hparams))
@@ -213,6 +218,11 @@ def weighting_overrides(spec: FamilySpec, dataset_spec) -> Dict[str, Any]:
 def terms_of(spec: FamilySpec, dataset_spec, hp: Mapping[str, Any]) -> list:
     """The family's loss terms for ``dataset_spec`` and the resolved hyper-parameters ``hp``."""
     return list(_resolve(spec.terms)(dataset_spec, hp)) if spec.terms else []
+
+
+def risk_environments_of(spec: FamilySpec, hp: Mapping[str, Any]) -> Tuple[int, ...]:
+    """The environments the family's task losses read in training, for the hyper-parameters ``hp`` (() : all)."""
+    return tuple(_resolve(spec.risk_environments)(hp)) if spec.risk_environments else ()
 
 
 def import_family(name: str) -> None:

@@ -1,0 +1,53 @@
+"""What the LeNet families share (MT-CRL, Hu et al. 2022): their common hyper-parameters and datasets.
+
+Not a family itself (not in :data:`tf_mtvib.families.PACKAGE_FAMILIES`). Families may share a
+hyper-parameter by declaring the same :class:`HParam`; these are declared once here.
+"""
+from ..hparams import HParam
+
+#: The data sets the LeNet trunk takes (tf_mtvib.datasets.pairs)
+LENET_DATASETS = ("pairmnist", "pairmnist64")
+
+
+def _choice(*allowed):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"choose one of: {', '.join(allowed)}")
+        return text
+    parse.__name__ = "choice"   # argparse's message names the type
+    return parse
+
+
+LENET_DROPOUT = HParam(0.0, "channel dropout after MultiLeNet's second convolution (Sener & Koltun use 0.5; "
+                            "0 keeps the training forward pass deterministic)")
+NUM_MODULES = HParam(8, "K, the modules (experts); MT-CRL App. E: 8", int, "K")
+MODULES_DIM = HParam(128, "d, the modules' total width, split evenly: each module has d/K units (MT-CRL App. E: 128)",
+                     int, "D")
+PREDICTOR = HParam("mlp", "f_t: 'mlp' (the paper's one-layer MLP: FC hidden + ReLU + FC) or 'linear'",
+                   _choice("mlp", "linear"), "KIND")
+PREDICTOR_HIDDEN = HParam(50, "hidden units of the 'mlp' predictor (MultiLeNet's task head: 50)", int, "N")
+
+MODULAR_HPARAMS = {"lenet_dropout": LENET_DROPOUT, "num_modules": NUM_MODULES, "modules_dim": MODULES_DIM,
+                   "predictor": PREDICTOR, "predictor_hidden": PREDICTOR_HIDDEN}
+
+
+def module_dim(hp) -> int:
+    """Each module's width, d/K (d must be a multiple of K)."""
+    k, d = hp["num_modules"], hp["modules_dim"]
+    if k < 1 or d % k:
+        raise ValueError(f"modules_dim ({d}) must be a positive multiple of num_modules ({k})")
+    return d // k
+
+
+def modular_network(dataset_spec, hp, combine):
+    """image -> LeNet trunk -> Modules -> ``combine(h, z)`` (the tasks' inputs) -> TaskPredictors -> logits."""
+    from ..blocks import image_input
+    from ..modular import MODULES_LAYER, PREDICTORS_LAYER, Modules, TaskPredictors, lenet_trunk
+
+    image = image_input(dataset_spec)
+    h = lenet_trunk(image, dropout=hp["lenet_dropout"])
+    z = Modules(hp["num_modules"], module_dim(hp), hp.get("lambda_decor", 0.0), name=MODULES_LAYER)(h)
+    inputs = combine(h, z)
+    logits = TaskPredictors([t.num_classes for t in dataset_spec.tasks], hp["predictor"], hp["predictor_hidden"],
+                            name=PREDICTORS_LAYER)(inputs)
+    return image, dict(zip(dataset_spec.task_names, logits))

@@ -224,3 +224,38 @@ def test_mtcrl_refuses_a_training_split_of_one_environment(tmp_path, data_dir, t
     assert main([*argv, "--girm", "none", "--output-dir", str(tmp_path / "b")]) == 0    # without G-IRM it trains
     assert main(["--dataset", "mnist", "--model", "mtcrl", "--output-dir", str(tmp_path / "c")]) == 2
     assert "does not take data set 'mnist'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mtcrl_and_mmoe_train_attack_and_export_through_the_commands(tmp_path, data_dir, tmp_cache):
+    """MT-CRL reaches every command like the paper's models: train, FGSM (the training loss without its
+    G-IRM term, and per task), a SavedModel and TFLite files checked by LiteRT's interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_MTVIB_DATA_DIR": str(data_dir), "TF_MTVIB_CACHE_DIR": str(tmp_cache)}
+    import os
+
+    env = {**os.environ, **env}
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    for name in ("mtcrl", "mmoe"):
+        r = tmp_path / name
+        run("train.py", "--dataset", "pairmnist", "--model", name, "--preset", "smoke", "--output-dir", r,
+            "--verbose", "0")
+        history = json.loads((r / "history.json").read_text())
+        assert len(history) == 2 and ("g_irm" in history[0]) == (name == "mtcrl")
+        for loss in ("training", "per_task"):
+            run("-m", "tf_mtvib.evaluate", "--run", r, "--attack", "fgsm", "--eps", "0,0.1", "--max-examples", 40,
+                "--loss", loss, "--output", tmp_path / f"{name}-{loss}")
+            text = (tmp_path / f"{name}-{loss}" / "robustness.json").read_text()
+            assert '"num_examples": 40' in text
+        out = run("-m", "tf_mtvib.export", "--run", r, "--output", tmp_path / f"{name}-export", "--tflite",
+                  "--check-limit", 40)
+        assert "TFLite float32" in out
+        assert (tmp_path / f"{name}-export" / f"pairmnist_{name}.tflite").exists()

@@ -155,7 +155,9 @@ def task_loss(task: str) -> LossFn:
 
 def training_loss(model) -> LossFn:
     """The model's own training loss, :meth:`MultiTaskModel.compute_loss` (task
-    weighting + ``beta * KL``), times the batch size (a sum over examples).
+    weighting + ``beta * KL``), times the batch size (a sum over examples). Its loss
+    terms (penalties over environments, e.g. MT-CRL's G-IRM) are left out: they read
+    the training batch's extras, which a test image does not have.
 
     ``model_fn`` must call ``model.network`` (or ``model``) in the same trace:
     the KL terms are the layer losses of that call.

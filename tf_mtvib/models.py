@@ -39,6 +39,7 @@ from .datasets.spec import DatasetSpec, spec_from_config, spec_to_config
 from .catalogue import (DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES, check_weighting,
                         default_weighting, hparam_defaults, model_entry)
 from .layers import BN_MOMENTUM, GaussianLatent, batch_normalization, latent_layers, posterior_sampling
+from . import modular  # noqa: E402,F401  (MMoE / MT-CRL layers and G-IRM: registered for .keras loading)
 from .weightings import get_weighting
 
 __all__ = [
@@ -299,7 +300,8 @@ class MultiTaskModel(keras.Model):
 
         ``task_losses`` ``{task: CE_k}``; ``weighted`` the weighting's combination of them;
         ``regularisers`` the layers' losses (``beta * KL`` of each latent); ``penalties``
-        ``{name: weight * value}`` of the model's :class:`~tf_mtvib.terms.LossTerm` s; ``total`` their sum.
+        ``{name: weight * value}`` of the model's :class:`~tf_mtvib.terms.LossTerm` s (none when ``x`` is
+        None: a term reads the batch's inputs and extras); ``total`` their sum.
         """
         select = None
         if training and self.risk_environments:     # the task risks read these environments only (MT-CRL eq. 4)
@@ -319,7 +321,7 @@ class MultiTaskModel(keras.Model):
         if kls:
             self._kl.update_state(tf.add_n(kls))
         penalties = {}
-        if self.terms:
+        if self.terms and x is not None:     # without the batch (x None: e.g. an attack's loss) no penalty
             from .terms import Step
 
             inputs = x if isinstance(x, Mapping) else {"image": x}

@@ -379,7 +379,8 @@ def test_keras_round_trip_restores_every_weight(name, tmp_path):
 def test_all_models_train_one_step(name):
     """Every model (the paper's five, vib_mlp and mlp, MMoE and MT-CRL) takes a finite step that moves every
     trainable variable."""
-    spec = SPECS[{"vib_mlp": "mnist", "mlp": "mnist", "mmoe": "pairmnist", "mtcrl": "pairmnist"}.get(name, "multimnist")]
+    lenet = ("lenet_stl", "lenet_mtl", "mmoe", "mtcrl")
+    spec = SPECS["mnist" if name in ("vib_mlp", "mlp") else "pairmnist" if name in lenet else "multimnist"]
     model = build_model(name, spec, latent_dim=8)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     x, y = _batch(spec, 8)

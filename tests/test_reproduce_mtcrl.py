@@ -1,0 +1,75 @@
+"""``python -m tf_mtvib.reproduce mtcrl``: its plan, its refusals and its report from committed JSON."""
+import json
+
+import pytest
+
+from tf_mtvib.reproduce import mtcrl
+
+
+def test_the_search_is_capped_and_never_reads_a_reported_seed():
+    assert len(mtcrl.SEARCH) <= mtcrl.MAX_SEARCH == 12
+    assert mtcrl.DEV_SEED not in mtcrl.SEEDS
+    argv = mtcrl.train_argv("mtcrl", (), mtcrl.DEV_SEED, mtcrl.SMALL, "test")
+    assert argv[argv.index("--data-seed") + 1] == argv[argv.index("--seed") + 1] == "0"   # one seed: shuffle + init
+    # every method is built from a searched family, whose choice it takes
+    assert {family for family, _ in mtcrl.METHODS.values()} <= set(mtcrl.TUNED_BY)
+    search = {"chosen": {"mmoe": {"flags": ["--learning-rate", "5e-4"]}}}
+    cell = mtcrl.cell_argv("pcgrad", 2, 1000, "test", search)
+    assert cell[-4:] == ["--learning-rate", "5e-4", "--weighting", "pcgrad"]   # the variant's own flags last
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0,1"], "development shuffle"),
+    (["--stages", "table7"], "unknown stage"),
+])
+def test_bad_arguments_exit_2(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        mtcrl.main([*argv, "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_stage_without_the_search_exits_2(tmp_path, capsys):
+    assert mtcrl.main(["--stages", "table6", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md"),
+                       "--root", str(tmp_path / "runs")]) == 2
+    assert "needs the search's choice" in capsys.readouterr().err
+
+
+def _cell(path, left, right):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"argv": [], "test": {"left": left, "right": right, "joint": left * right}}))
+
+
+def test_report_sets_ours_beside_the_paper_and_judges_the_goal(tmp_path):
+    folder = tmp_path / "pp1000"
+    for seed, (stl, mtl, crl) in zip((1, 2, 3), ((0.86, 0.84, 0.90), (0.88, 0.85, 0.91), (0.87, 0.86, 0.89))):
+        _cell(folder / f"stl-s{seed}.json", stl, stl)
+        _cell(folder / f"mtl-s{seed}.json", mtl, mtl + 0.01)
+        _cell(folder / f"mtcrl-s{seed}.json", crl, crl)
+    assert mtcrl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| mtcrl | 90.0 ± 1.0 (n=3) | 91.2 |" in text and "| mtl | 85.0 ± 1.0 (n=3) | 84.4 |" in text
+    assert "- left: MT-CRL - MMoE = +5.0 points (goal: >= +4; met)" in text
+    assert "- right: MT-CRL - MMoE = +4.0 points (goal: >= +4; met)" in text
+    assert "| pcgrad | - | 88.0 |" in text                                        # no cell: no number
+    assert "| mtcrl | +5.3 % (n=3) | +8.1 % |" in text                            # Table 2, from the same cells
+    # the report is rebuilt in place, between its markers, and nothing else changes
+    again = tmp_path / "r.md"
+    before = again.read_text()
+    mtcrl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(again)])
+    assert again.read_text() == before
+
+
+@pytest.mark.slow
+def test_smoke_search_and_table1_train_evaluate_and_report(tmp_path, data_dir, tmp_cache):
+    args = ["--smoke", "--stages", "search,table1", "--seeds", "1", "--root", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), "--report", str(tmp_path / "r.md"), "--data-dir", str(data_dir)]
+    assert mtcrl.main(args) == 0
+    search = json.loads((tmp_path / "results" / "search" / "search.json").read_text())
+    assert len(search["rows"]) == len(mtcrl.SEARCH) and set(search["chosen"]) == {"lenet_stl", "mmoe", "mtcrl"}
+    cell = json.loads((tmp_path / "results" / "pp3-valid" / "shared-bottom-s1.json").read_text())
+    assert set(cell["rho_spur"]) == {"left", "right"} and 0 <= cell["rho_spur"]["left"] <= 1
+    assert "train" in cell and cell["num_test"] == 20 * 3                # tested on the 20 valid pairs
+    assert "| shared-bottom |" in (tmp_path / "r.md").read_text()
+    # a second call reuses every cell: nothing trains
+    (tmp_path / "runs").rename(tmp_path / "gone")
+    assert mtcrl.main(args) == 0

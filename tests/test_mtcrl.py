@@ -139,6 +139,48 @@ def test_g_irm_penalty_is_the_finite_difference_gradient_with_respect_to_a(aggre
     assert value == pytest.approx(expected, rel=2e-3, abs=1e-7)
 
 
+def test_irm_form_is_eq_6_the_gradient_norm_with_respect_to_a_and_the_predictors():
+    """The IRM baseline (eq. 6): sum_t sum_e ||grad_{A_t, f_t} R_t^e||^2, by central differences in A and f."""
+    from tf_mtvib.modular import GraphIRMPenalty
+    from tf_mtvib.terms import Step
+
+    network = _tiny_network("concat", "linear", seed=2)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(12, 5)).astype(np.float32)
+    labels = {"a": rng.integers(0, 4, 12), "b": rng.integers(0, 3, 12)}
+    env = np.array([0] * 7 + [1] * 5)
+    with tf.GradientTape() as tape:
+        value = GraphIRMPenalty("irm")(Step(_Model(network, ("a", "b")), {"image": tf.constant(x),
+                                                                          "environment": tf.constant(env)},
+                                            {k: tf.constant(v) for k, v in labels.items()}, {}, {}, {}, training=True))
+    predictors = network.get_layer("predictors")
+    grads = tape.gradient(value, predictors.trainable_weights)
+    assert all(g is not None for g in grads)                       # IRM updates f_t, unlike G-IRM
+    a = 1 / (1 + np.exp(-np.asarray(network.get_layer("graph").theta, np.float64)))
+    xd, h = x.astype(np.float64), 1e-5
+    risks = lambda aa: _numpy_risks(network, xd, labels, env, (0, 1), aa)
+    expected = 0.0
+    for t in range(2):
+        for k in range(3):
+            up, down = a.copy(), a.copy()
+            up[t, k] += h
+            down[t, k] -= h
+            expected += np.sum(((risks(up) - risks(down)) / (2 * h))[:, t] ** 2)
+    for var in predictors.trainable_weights:                         # task t's kernel and bias: R_t^e only
+        t = int(var.name.split("task")[1][0]) if "task" in var.name else int(var.path.split("task")[1][0])
+        base = np.asarray(var).copy()
+        for idx in np.ndindex(base.shape):
+            diffs = []
+            for sign in (1, -1):
+                moved = base.copy()
+                moved[idx] += sign * 1e-3
+                var.assign(moved)
+                diffs.append(risks(a)[:, t])
+            var.assign(base)
+            expected += np.sum(((diffs[0] - diffs[1]) / 2e-3) ** 2)
+    assert float(value) == pytest.approx(expected, rel=2e-3)
+
+
 def test_g_irm_gradient_reaches_theta_and_the_modules_but_not_the_predictors():
     from tf_mtvib.modular import GraphIRMPenalty
     from tf_mtvib.terms import Step

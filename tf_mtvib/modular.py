@@ -193,6 +193,10 @@ class TaskPredictors(keras.layers.Layer):
     def call(self, inputs):
         return [self._apply(t, x, stop=False) for t, x in enumerate(inputs)]
 
+    def task(self, t: int, x):
+        """Task ``t``'s logits from its input ``x``."""
+        return self._apply(t, x, stop=False)
+
     def frozen(self, t: int, x):
         """Task ``t``'s logits with ``f_t``'s weights held fixed (no gradient reaches them)."""
         return self._apply(t, x, stop=True)
@@ -210,6 +214,9 @@ class GraphIRMPenalty(LossTerm):
     graph ``A = sigmoid(theta)`` (not theta), with ``f_t`` held fixed, penalised by their variance across
     environments (``form="var"``, eq. 9) or their squared norm (``"norm"``, eq. 8).
 
+    ``form="irm"`` is the paper's IRM baseline instead, eq. (6): the squared norm of the gradients with
+    respect to ``A_t`` *and* ``f_t``, with ``f_t`` not held fixed (its gradient reaches the predictors).
+
     ``R_t^e`` is task t's mean cross-entropy over the batch's examples of environment ``e`` (the extra
     ``environment``, in ``environments``). The penalty's gradient reaches the modules (through ``Z``)
     and ``theta`` (through ``A``), never the predictors: they see ``stop_gradient`` weights. The modules
@@ -218,9 +225,9 @@ class GraphIRMPenalty(LossTerm):
 
     def __init__(self, form: str = "var", environments: Sequence[int] = (0, 1), weight: float = 1.0,
                  env_key: str = "environment", name: Optional[str] = None):
-        super().__init__(weight, name or "g_irm")
-        if form not in GIRM_FORMS:
-            raise ValueError(f"unknown G-IRM form {form!r}; choose one of: {', '.join(GIRM_FORMS)}")
+        super().__init__(weight, name or ("irm" if form == "irm" else "g_irm"))
+        if form not in GIRM_FORMS + ("irm",):
+            raise ValueError(f"unknown G-IRM form {form!r}; choose one of: {', '.join(GIRM_FORMS + ('irm',))}")
         if len(set(environments)) < 2:
             raise ValueError(f"G-IRM compares environments: it needs at least two, got {list(environments)}")
         self.form, self.environments, self.env_key = form, tuple(int(e) for e in environments), env_key
@@ -255,18 +262,32 @@ class GraphIRMPenalty(LossTerm):
         masks = [tf.cast(tf.equal(env, e), tf.float32) for e in self.environments]
         counts = tf.stack([tf.reduce_sum(m) for m in masks])
         a_env = tf.stack([a] * len(self.environments))              # one copy of A per environment
-        with tf.GradientTape() as inner:
+        irm = self.form == "irm"                                    # eq. (6): f_t is not held fixed
+        with tf.GradientTape(persistent=irm) as inner:
             inner.watch(a_env)
-            risk = tf.constant(0.0)
+            risks = []
             for e, mask in enumerate(masks):
+                risk_e = tf.constant(0.0)
                 for t, task in enumerate(tasks):
-                    logits = predictors.frozen(t, aggregate(a_env[e, t], z, graph.aggregation))
+                    features = aggregate(a_env[e, t], z, graph.aggregation)
+                    logits = predictors.task(t, features) if irm else predictors.frozen(t, features)
                     labels = step.labels[task]
                     labelled = mask * tf.cast(tf.reshape(labels, [-1]) >= 0, tf.float32)
                     ce = keras.losses.sparse_categorical_crossentropy(tf.maximum(labels, 0), logits, from_logits=True)
-                    risk = risk + tf.reduce_sum(ce * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+                    risk_e = risk_e + tf.reduce_sum(ce * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+                risks.append(risk_e)
+            risk = tf.add_n(risks)
         grads = inner.gradient(risk, a_env)       # (E, T, K): row t of copy e is dR_t^e / dA_t
-        return g_irm(grads, self.form, present=counts > 0)
+        if not irm:
+            return g_irm(grads, self.form, present=counts > 0)
+        # eq. (6): sum_t sum_e ||grad_{A_t, f_t} R_t^e||^2; f_t's parameters serve task t alone, so the
+        # gradient of R^e = sum_t R_t^e with respect to them is task t's
+        total = g_irm(grads, "norm", present=counts > 0)
+        for e, risk_e in enumerate(risks):
+            f_grads = inner.gradient(risk_e, predictors.trainable_weights)
+            total = total + tf.where(counts[e] > 0, tf.add_n([tf.reduce_sum(tf.square(g)) for g in f_grads]), 0.0)
+        del inner
+        return total
 
     def get_config(self):
         return {**super().get_config(), "form": self.form, "environments": list(self.environments),

@@ -26,8 +26,9 @@ SPEC = FamilySpec(
              "lambda_decor": HParam(0.01, "weight of the decorrelation loss, eq. (2) (a sum over K(K-1)/2 module pairs of (d/K)^2 squared correlations)"),
              "lambda_sps": HParam(0.01, "weight of the graph's L1 sparsity, eq. (3)"),
              "lambda_bal": HParam(0.1, "weight of the graph's balance entropy, eq. (3)"),
-             "girm": HParam("var", "invariance penalty: 'var' (eq. 9), 'norm' (eq. 8) or 'none'",
-                            _choice("var", "norm", "none"), "FORM"),
+             "girm": HParam("var", "invariance penalty: 'var' (eq. 9), 'norm' (eq. 8), 'irm' (the IRM baseline, "
+                                   "eq. 6: gradients with respect to A_t and f_t, f_t updated) or 'none'",
+                            _choice("var", "norm", "irm", "none"), "FORM"),
              "lambda_girm": HParam(1.0, "lambda of eq. (7), the weight of G-IRM"),
              "risk_on": HParam("train", "the task risks read the 'train' environment only (the paper) or 'all' "
                                         "(train + valid, as the baselines)", _choice("train", "all"), "ENV")})

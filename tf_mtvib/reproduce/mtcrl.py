@@ -20,6 +20,9 @@ network (``--seed``), as the issue defines it. Stages:
   spurious score (:mod:`tf_mtvib.spurious`) on the valid pairs.
 * ``table3`` and ``table11``: MT-CRL's ablations and its K sweep at 200 images per
   pair, seeds 1-3, as direction checks.
+* ``robustness``: what no paper has: MMoE, MT-CRL and MTVIB on the same LeNet trunk
+  (``lenet_mtvib``), clean and under the per-task FGSM and PGD of
+  :mod:`tf_mtvib.evaluate`, on 1,000 test images of each seed.
 
 Not built (the report says so): the GradVac and DANN columns of Table 6,
 the beta-VAE row of Table 3, K = 64 and 128 of Table 11 (dropped for budget), the
@@ -66,6 +69,7 @@ METHODS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "mtcrl-norm": ("mtcrl", ("--girm", "norm")),
     "mtcrl-nogirm": ("mtcrl", ("--girm", "none")),
     "irm": ("mtcrl", ("--girm", "irm")),
+    "mtvib": ("lenet_mtvib", ()),
     "shared-bottom": ("lenet_mtl", ()),
     "mtcrl-nodecor": ("mtcrl", ("--lambda-decor", "0")),
     "mtcrl-nograph": ("mtcrl", ("--lambda-sps", "0", "--lambda-bal", "0")),
@@ -74,7 +78,8 @@ METHODS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     **{f"mtcrl-k{k}": ("mtcrl", ("--num-modules", str(k))) for k in (1, 2, 4, 16, 32)},
 }
 #: The family whose search choice a family's runs take (the shared-bottom network takes STL's learning rate)
-TUNED_BY = {"lenet_stl": "lenet_stl", "lenet_mtl": "lenet_stl", "mmoe": "mmoe", "mtcrl": "mtcrl"}
+TUNED_BY = {"lenet_stl": "lenet_stl", "lenet_mtl": "lenet_stl", "mmoe": "mmoe", "mtcrl": "mtcrl",
+            "lenet_mtvib": "mmoe"}   # MTVIB on the LeNet trunk takes MMoE's learning rate (the search holds 12)
 
 #: The development search: (family, flags) per configuration, at most MAX_SEARCH of them
 SEARCH: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -96,7 +101,13 @@ STAGES: Dict[str, Tuple[Tuple[str, ...], int, str]] = {
     "table1": (("stl", "shared-bottom"), "large", "valid"),
     "table3": (("mtcrl", "mtcrl-nodecor", "mtcrl-nograph", "mtcrl-nosps", "mtcrl-nobal"), "small", "test"),
     "table11": (("mtcrl-k1", "mtcrl-k2", "mtcrl-k4", "mtcrl", "mtcrl-k16", "mtcrl-k32"), "small", "test"),
+    "robustness": (("mtl", "mtcrl", "mtvib"), "large", "test"),
 }
+#: The robustness stage's attacks: each task attacked with its own loss (the per-task attack), mean mode
+#: (z = posterior mean for MTVIB), on a seeded stratified subset of the test pairs; the masking check
+#: (the share of images whose attack gradient is exactly 0) is kept with each result
+ATTACKS = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd", "steps": 10}}
+ATTACK_EXAMPLES = {"smoke": 40, "full": 1000}
 
 #: The paper's numbers (the seed's Tables 1, 2, 3, 6 and 11, Multi-MNIST), accuracy as fractions
 PAPER = {
@@ -158,7 +169,24 @@ def cell_argv(method: str, seed: int, per_pair: int, holdout: str, search: Optio
     return train_argv(family, (*chosen_flags(search, family), *flags), seed, per_pair, holdout, epochs)
 
 
-def evaluate_cell(run_dir: pathlib.Path, with_train: bool, with_rho: bool, data_dir=None) -> Dict[str, Any]:
+def attack_cell(run, examples: int, data_dir=None) -> Dict[str, Any]:
+    """The per-task FGSM and PGD sweeps of a run (mean mode), compact: eps, accuracy per task, masking."""
+    from ..evaluate import DEFAULT_EPS, evaluate_robustness
+
+    test = run.load_split("test", data_dir).sample(examples, seed=0)
+    out = {}
+    for name, kwargs in ATTACKS.items():
+        r = evaluate_robustness(run.model, test, eps_list=DEFAULT_EPS, loss="per_task", mode="mean", verbose=0,
+                                seed=0, **kwargs)
+        masking = r.get("masking") or {}
+        out[name] = {"eps": r["eps"], "accuracy": r["accuracy"], "num_examples": r["num_examples"],
+                     "zero_gradient": r.get("zero_gradient"),
+                     "masking": {k: masking[k] for k in ("zero_gradient", "S") if k in masking}}
+    return out
+
+
+def evaluate_cell(run_dir: pathlib.Path, with_train: bool, with_rho: bool, data_dir=None,
+                  attack_examples: int = 0) -> Dict[str, Any]:
     """The cell's measurements from its finished run: test accuracy (``metrics.json``), and for Table 1
     the training-split accuracy and the spurious score on the test split (the valid pairs there)."""
     run = runs.load_run(run_dir)
@@ -179,24 +207,28 @@ def evaluate_cell(run_dir: pathlib.Path, with_train: bool, with_rho: bool, data_
             from ..spurious import spurious_score
 
             out["rho_spur"] = spurious_score(model, run.load_split("test", data_dir))
+    if attack_examples:
+        out["robustness"] = attack_cell(run, attack_examples, data_dir)
     return out
 
 
 def ensure_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv: Sequence[str], data_dir=None,
-                with_train: bool = False, with_rho: bool = False, log=print) -> Dict[str, Any]:
+                with_train: bool = False, with_rho: bool = False, attack_examples: int = 0,
+                log=print) -> Dict[str, Any]:
     """Train (or reuse, or resume) one cell and write its result JSON; a cell whose JSON holds the same
-    arguments is returned as it is, with no training."""
+    arguments (and the measurements asked for) is returned as it is, with no training."""
     from .. import train
 
     path = results / f"{name}.json"
     if path.exists():
         done = runs.read_json(path)
-        if done.get("argv") == list(argv) and (not with_rho or "rho_spur" in done):
+        if (done.get("argv") == list(argv) and (not with_rho or "rho_spur" in done)
+                and (not attack_examples or "robustness" in done)):
             return done
     config = train.build_config(train.parse_args(list(argv)))
     run_dir = root / name
     train.ensure_run(config, run_dir, data_dir=data_dir, isolate=True, log=log)
-    result = {"argv": list(argv), **evaluate_cell(run_dir, with_train, with_rho, data_dir)}
+    result = {"argv": list(argv), **evaluate_cell(run_dir, with_train, with_rho, data_dir, attack_examples)}
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(path, result)
     log(f"[mtcrl] {name}: test left {result['test']['left']:.4f} right {result['test']['right']:.4f} -> {path}")
@@ -234,9 +266,10 @@ def stage_cells(stage: str, search, seeds=SEEDS, smoke: bool = False) -> List[Tu
 
 def run_stage(stage: str, root: pathlib.Path, results: pathlib.Path, search, seeds=SEEDS, data_dir=None,
               log=print, smoke: bool = False) -> None:
+    examples = ATTACK_EXAMPLES["smoke" if smoke else "full"] if stage == "robustness" else 0
     for folder, name, argv in stage_cells(stage, search, seeds, smoke):
         ensure_cell(root / folder, results / folder, name, argv, data_dir,
-                    with_train=stage == "table1", with_rho=stage == "table1", log=log)
+                    with_train=stage == "table1", with_rho=stage == "table1", attack_examples=examples, log=log)
 
 
 # --------------------------------------------------------------------------
@@ -322,6 +355,27 @@ def _sweep(results: pathlib.Path, stage: str, b) -> str:
     return "\n".join(lines)
 
 
+def _robustness(results: pathlib.Path, b) -> str:
+    """Per attack: each method's accuracy (mean of the two tasks, mean ± half-range over seeds) per eps."""
+    parts = []
+    for attack in ATTACKS:
+        rows, eps = [], None
+        for m in STAGES["robustness"][0]:
+            cells = [c for c in _load(results, b["large"], "test", m) if "robustness" in c]
+            if not cells:
+                rows.append(f"| {m} | (no cell yet) |")
+                continue
+            eps = cells[0]["robustness"][attack]["eps"]
+            cols = [_pct([statistics.fmean(c["robustness"][attack]["accuracy"][t][i] for t in TASKS) for c in cells])
+                    for i in range(len(eps))]
+            masked = max(c["robustness"][attack].get("zero_gradient") or 0.0 for c in cells)
+            rows.append(f"| {m} | " + " | ".join(cols) + f" | {100 * masked:.1f} |")
+        head = (["| method | " + " | ".join(f"eps {e:g}" for e in eps) + " | masked (%) |",
+                 "|---|" + "---|" * (len(eps) + 1)] if eps else ["| method | |", "|---|---|"])
+        parts.append(f"#### {attack.upper()} (per-task loss, mean mode)\n\n" + "\n".join(head + rows))
+    return "\n\n".join(parts)
+
+
 def _search_table(results: pathlib.Path) -> str:
     path = results / "search" / "search.json"
     if not path.exists():
@@ -354,6 +408,9 @@ def build_report(results: pathlib.Path, smoke: bool = False) -> str:
         + _sweep(results, "table3", b),
         f"### Table 11: the number of modules K at {b['small']} images per pair (a direction check; K = 64, 128 "
         "dropped for budget)\n\n" + _sweep(results, "table11", b),
+        f"### Robustness on the same LeNet trunk: MMoE, MT-CRL and MTVIB ({b['large']:,} per pair; accuracy "
+        "averaged over the two tasks, each attacked with its own loss; 'masked': the largest share of images "
+        "whose attack gradient is exactly 0)\n\n" + _robustness(results, b),
         "Not built: Table 6's GradVac and DANN columns, Table 3's beta-VAE row. IRM is eq. (6) on MT-CRL's network "
         "and regularisers (its gradient norm with respect to A_t and f_t, f_t updated).",
     ])

@@ -376,6 +376,19 @@ def _robustness(results: pathlib.Path, b) -> str:
     return "\n\n".join(parts)
 
 
+def _times(results: pathlib.Path, b) -> str:
+    """Seconds per epoch (median over the seeds' medians) of each method at the large budget, and the CPU."""
+    lines = ["| method | seconds per epoch | minutes per run | seeds | CPU |", "|---|---|---|---|---|"]
+    for m in dict.fromkeys(STAGES["table2"][0] + STAGES["robustness"][0]):
+        cells = [c for c in _load(results, b["large"], "test", m) if c.get("seconds_per_epoch")]
+        if not cells:
+            continue
+        sec = statistics.median(c["seconds_per_epoch"] for c in cells)
+        cpus = sorted({(c.get("machine") or {}).get("cpu", "?") for c in cells})
+        lines.append(f"| {m} | {sec:.1f} | {sec * b['epochs'] / 60:.1f} | {len(cells)} | {'; '.join(cpus)} |")
+    return "\n".join(lines) if len(lines) > 2 else "No timed cell yet."
+
+
 def _search_table(results: pathlib.Path) -> str:
     path = results / "search" / "search.json"
     if not path.exists():
@@ -411,6 +424,8 @@ def build_report(results: pathlib.Path, smoke: bool = False) -> str:
         f"### Robustness on the same LeNet trunk: MMoE, MT-CRL and MTVIB ({b['large']:,} per pair; accuracy "
         "averaged over the two tasks, each attacked with its own loss; 'masked': the largest share of images "
         "whose attack gradient is exactly 0)\n\n" + _robustness(results, b),
+        f"### Time per model ({b['large']:,} images per pair, {b['epochs']} epochs; training only, from each run's "
+        "history, with the machine its metrics.json names)\n\n" + _times(results, b),
         "Not built: Table 6's GradVac and DANN columns, Table 3's beta-VAE row. IRM is eq. (6) on MT-CRL's network "
         "and regularisers (its gradient norm with respect to A_t and f_t, f_t updated).",
     ])

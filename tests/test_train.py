@@ -65,6 +65,9 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
                  "--data-dir", str(data_dir), "--verbose", "0"]) == 0
     for name in ("config.json", "history.json", "metrics.json", "model.keras", "logs"):
         assert (run / name).exists(), name
+    for row in json.loads((run / "history.json").read_text()):     # every epoch names its machine
+        assert row["machine"]["cpu"] and isinstance(row["machine"]["isa"], list) and row["machine"]["cores"] >= 1
+        assert "smt_siblings" in row["machine"] and row["load_1min"] is not None
     history = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]
     for key in ("loss", "kl", "top_left_accuracy", "bottom_right_loss", "top_left_sigma", "joint_accuracy"):

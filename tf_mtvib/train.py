@@ -366,7 +366,10 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeC
                               "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                               # the allocator thresholds this epoch's timing ran with (tf_mtvib.runtime); a
                               # resumed run's epochs may come from processes started with other settings
-                              "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), **logs})
+                              "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+                              # the CPU this epoch ran on (a resumed run may move machines): model, ISA, cores
+                              "machine": {k: v for k, v in runtime.machine().items() if k != "load_1min"},
+                              **logs})
             runs.write_json(run_dir / runs.HISTORY, self.rows)
 
     class NaNGuard(keras.callbacks.Callback):

@@ -301,3 +301,25 @@ def test_mtcrl_and_mmoe_train_attack_and_export_through_the_commands(tmp_path, d
                   "--check-limit", 40)
         assert "TFLite float32" in out
         assert (tmp_path / f"{name}-export" / f"pairmnist_{name}.tflite").exists()
+
+
+@pytest.mark.parametrize("family", ["mtcrl", "mmoe"])
+def test_k_trunks_build_one_lenet_per_module_and_take_a_step(family):
+    import keras
+
+    from tf_mtvib.datasets.spec import SPECS
+    from tf_mtvib.models import build_model
+
+    spec = SPECS["pairmnist"]
+    shared = build_model(family, spec, num_modules=4)
+    separate = build_model(family, spec, num_modules=4, module_trunks="separate")
+    convs = lambda m: sum(isinstance(l, keras.layers.Conv2D) for l in m.network.layers)
+    assert convs(shared) == 2 and convs(separate) == 8
+    separate.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = {"image": rng.random((8, *spec.input_shape), dtype=np.float32), "environment": np.array([0, 1] * 4)}
+    logs = separate.train_on_batch(x if separate.extras else x["image"],
+                                   {t: rng.integers(0, 10, 8) for t in spec.task_names}, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(separate))
+    assert restored.network.get_layer("modules").separate

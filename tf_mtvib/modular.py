@@ -55,35 +55,56 @@ def lenet_trunk(x, prefix: str = "", dropout: float = 0.0):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Modules(keras.layers.Layer):
-    """K modules ``Z_i = relu(h W_i + b_i)`` of ``module_dim`` units on the trunk's features ``h``:
-    output ``(B, K, module_dim)``. In training it adds ``lambda_decor * decorrelation(Z)`` (eq. 2)
-    to the layer's losses (nothing when ``lambda_decor`` is 0, as MMoE)."""
+    """K modules ``Z_i = relu(h_i W_i + b_i)`` of ``module_dim`` units: output ``(B, K, module_dim)``.
 
-    def __init__(self, num_modules: int, module_dim: int, lambda_decor: float = 0.0, **kwargs):
+    ``separate=False``: one trunk, K heads (``h_i = h`` for all i: called on one tensor, the heads are one
+    Dense of K*module_dim units); ``separate=True``: K trunks, called on the list of their K features.
+    In training it adds ``lambda_decor * decorrelation(Z)`` (eq. 2) to the layer's losses (nothing when
+    ``lambda_decor`` is 0, as MMoE)."""
+
+    def __init__(self, num_modules: int, module_dim: int, lambda_decor: float = 0.0, separate: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if num_modules < 1 or module_dim < 1:
             raise ValueError(f"num_modules and module_dim must be >= 1, got {num_modules}, {module_dim}")
         if lambda_decor < 0:
             raise ValueError(f"lambda_decor must be >= 0, got {lambda_decor}")
         self.num_modules, self.module_dim, self.lambda_decor = int(num_modules), int(module_dim), float(lambda_decor)
-        self.dense = keras.layers.Dense(self.num_modules * self.module_dim, activation="relu", name="dense",
-                                        dtype=self.dtype_policy)
+        self.separate = bool(separate)
+        if self.separate:
+            self.heads = [keras.layers.Dense(self.module_dim, activation="relu", name=f"head{i}",
+                                             dtype=self.dtype_policy) for i in range(self.num_modules)]
+        else:
+            self.dense = keras.layers.Dense(self.num_modules * self.module_dim, activation="relu", name="dense",
+                                            dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        self.dense.build(input_shape)
+        if self.separate:
+            if len(input_shape) != self.num_modules:
+                raise ValueError(f"separate modules take {self.num_modules} trunks' features, got {len(input_shape)}")
+            for head, shape in zip(self.heads, input_shape):
+                head.build(shape)
+        else:
+            self.dense.build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_modules, self.module_dim)
+        return ((input_shape[0][0] if self.separate else input_shape[0]), self.num_modules, self.module_dim)
 
     def call(self, inputs, training=None):
-        z = tf.reshape(self.dense(inputs), [-1, self.num_modules, self.module_dim])
+        if self.separate:
+            z = tf.stack([head(h) for head, h in zip(self.heads, inputs)], axis=1)
+        else:
+            z = tf.reshape(self.dense(inputs), [-1, self.num_modules, self.module_dim])
         if training and self.lambda_decor > 0 and self.num_modules > 1:
             self.add_loss(self.lambda_decor * decorrelation(z))
         return z
 
     def get_config(self):
-        return {**super().get_config(), "num_modules": self.num_modules, "module_dim": self.module_dim,
-                "lambda_decor": self.lambda_decor}
+        config = {**super().get_config(), "num_modules": self.num_modules, "module_dim": self.module_dim,
+                  "lambda_decor": self.lambda_decor}
+        if self.separate:
+            config["separate"] = True
+        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -26,9 +26,12 @@ MODULES_DIM = HParam(128, "d, the modules' total width, split evenly: each modul
 PREDICTOR = HParam("mlp", "f_t: 'mlp' (the paper's one-layer MLP: FC hidden + ReLU + FC) or 'linear'",
                    _choice("mlp", "linear"), "KIND")
 PREDICTOR_HIDDEN = HParam(50, "hidden units of the 'mlp' predictor (MultiLeNet's task head: 50)", int, "N")
+MODULE_TRUNKS = HParam("shared", "'shared': one LeNet trunk with K module heads (the same complexity as one "
+                                 "network); 'separate': K LeNet trunks, one per module", _choice("shared", "separate"),
+                       "KIND")
 
 MODULAR_HPARAMS = {"lenet_dropout": LENET_DROPOUT, "num_modules": NUM_MODULES, "modules_dim": MODULES_DIM,
-                   "predictor": PREDICTOR, "predictor_hidden": PREDICTOR_HIDDEN}
+                   "module_trunks": MODULE_TRUNKS, "predictor": PREDICTOR, "predictor_hidden": PREDICTOR_HIDDEN}
 
 
 def module_dim(hp) -> int:
@@ -46,8 +49,11 @@ def modular_network(dataset_spec, hp, combine):
 
     image = image_input(dataset_spec)
     h = lenet_trunk(image, dropout=hp["lenet_dropout"])
-    z = Modules(hp["num_modules"], module_dim(hp), hp.get("lambda_decor", 0.0), name=MODULES_LAYER)(h)
-    inputs = combine(h, z)
+    separate = hp["module_trunks"] == "separate"
+    trunks = [h] + [lenet_trunk(image, prefix=f"module{i}_", dropout=hp["lenet_dropout"])
+                    for i in range(1, hp["num_modules"])] if separate else h
+    z = Modules(hp["num_modules"], module_dim(hp), hp.get("lambda_decor", 0.0), separate, name=MODULES_LAYER)(trunks)
+    inputs = combine(h, z)       # MMoE's gates read the first trunk's features
     logits = TaskPredictors([t.num_classes for t in dataset_spec.tasks], hp["predictor"], hp["predictor_hidden"],
                             name=PREDICTORS_LAYER)(inputs)
     return image, dict(zip(dataset_spec.task_names, logits))

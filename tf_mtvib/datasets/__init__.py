@@ -1,4 +1,4 @@
-"""The data layer: MultiMNIST, MultiFashion, MTFL and MNIST.
+"""The data layer: MultiMNIST, MultiFashion, MTFL, MNIST and the pair-split Multi-MNIST of MT-CRL.
 
 ``load(name, split)`` returns a ``Split`` (uint8 images, 0-based int64 labels
 keyed by task name); ``to_dataset`` turns it into a ``tf.data`` pipeline.

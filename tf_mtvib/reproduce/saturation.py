@@ -394,8 +394,25 @@ def along_table(records: Dict[str, Dict[str, Any]]) -> List[str]:
             lines.append(f"| {e} | " + " | ".join(_pct(r["saturation"]["S"][t]) for t in tasks) + " | "
                          + " | ".join(_pct(plateau("clipped-per_task", t)) for t in tasks) + " | "
                          + " | ".join(_pct(plateau("logits-sum", t)) for t in tasks) + " |")
-        lines.append("")
+        lines += ["", along_verdict(name, doc), ""]
     return lines
+
+
+def along_verdict(name: str, doc: Dict[str, Any]) -> str:
+    """One sentence: S_k at the record's last epoch against the paper's plateau of its model's row."""
+    last = max(doc["epochs"], key=int)
+    _, dataset, cell = name.split("/")
+    model = cell.rsplit("-s", 1)[0]
+    plateaus = paper_plateaus(dataset).get(model, {})
+    S = doc["epochs"][last]["saturation"]["S"]
+    gaps = {t: 100 * v - plateaus[t]["level"] for t, v in S.items() if plateaus.get(t, {}).get("plateau")}
+    if not gaps:
+        return f"At epoch {last}: the paper's {model.upper()} row has no plateau to compare S_k with."
+    below = [t for t, g in gaps.items() if g < 0]
+    return (f"At epoch {last}, S_k is below the paper's plateau ({model.upper()}'s row, mean at eta "
+            f"{PLATEAU_FROM:g}-0.3) on {len(below)} of {len(gaps)} tasks: "
+            + ", ".join(f"{t} {100 * S[t]:.1f} against {plateaus[t]['level']:.1f}" for t in gaps)
+            + ". One model, one seed: it says how far this training is from the paper's level, not why.")
 
 
 def why_section(results_dir: pathlib.Path, preset: str) -> str:

@@ -369,3 +369,20 @@ def test_cli_protocol_options(smoke_runs, tmp_path, capsys):
     assert len(r["input_stats"]["mean"]) == 1 and 0 < r["input_stats"]["std"][0] < 1
     assert "--restarts" in _error(capsys, ["--run", str(smoke_runs["gs"]), "--restarts", "2"])
     assert "sampled" in _error(capsys, ["--run", str(smoke_runs["gs"]), "--mode", "sampled", "--eval-samples", "3"])
+
+
+@pytest.mark.slow
+def test_cli_cw_l2_targeted_and_untargeted_with_eot(smoke_runs, tmp_path, capsys):
+    """--attack cw_l2: every task of MTVIB (EOT over 2 posterior draws) and GS, both kinds, one JSON each."""
+    for targeted in ([], ["--targeted"]):
+        out = tmp_path / ("t" if targeted else "u")
+        code = E.main(["--run", str(smoke_runs["mtvib"]), "--run", str(smoke_runs["gs"]), "--attack", "cw_l2",
+                       *targeted, "--cw-binary-steps", "1", "--cw-iterations", "20", "--max-examples", "10",
+                       "--eot-samples", "2", "--output", str(out), "--quiet"])
+        assert code == 0
+        doc = json.loads((out / ("cw_l2-targeted.json" if targeted else "cw_l2.json")).read_text())
+        assert [(r["model"], r["eot_samples"], r["targeted"]) for r in doc] == [
+            ("mtvib", 2, bool(targeted)), ("gs", 0, bool(targeted))]
+        assert all(set(r["tasks"]) == {"top_left", "bottom_right"} and r["num_examples"] == 10 for r in doc)
+    assert "| mtvib | top_left |" in capsys.readouterr().out
+    assert E.main(["--run", str(smoke_runs["gs"]), "--attack", "cw_l2", "--cw-iterations", "0", "--quiet"]) == 2

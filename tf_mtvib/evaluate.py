@@ -590,8 +590,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Accuracy of trained runs under FGSM / PGD at several eps (Tables III-V, Fig. 5).")
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
                    help="a run directory written by train.py; repeat to compare models on one data set")
-    p.add_argument("--attack", choices=("fgsm", "pgd", "random_sign"), default="fgsm",
-                   help="random_sign: the gradient-free control, every pixel moved by +-eps at random")
+    p.add_argument("--attack", choices=("fgsm", "pgd", "random_sign", "cw_l2"), default="fgsm",
+                   help="random_sign: the gradient-free control, every pixel moved by +-eps at random; cw_l2: "
+                        "Carlini-Wagner L2, each task attacked on its own (tf_mtvib.cw; no eps: it reports the "
+                        "accuracy, the success rate and the median L2 of the successes)")
+    p.add_argument("--targeted", action="store_true", help="cw_l2: towards a random other label per example")
+    p.add_argument("--cw-binary-steps", type=int, default=5, help="cw_l2: binary-search rounds over c (default 5)")
+    p.add_argument("--cw-iterations", type=int, default=1000, help="cw_l2: Adam steps per round (default 1000)")
     p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS),
                    help="comma-separated L-inf radii, in [0, 1] for --space unit (default: %(default)s)")
     p.add_argument("--mode", choices=tuple(MODES), default=None,
@@ -645,9 +650,42 @@ def _labels(runs) -> List[str]:
     return [n if names.count(n) == 1 else f"{n} ({r.path.name})" for n, r in zip(names, runs)]
 
 
+def _run_cw(args) -> int:
+    """``--attack cw_l2``: each run's tasks under CW-L2 (:func:`tf_mtvib.cw.evaluate_cw`)."""
+    from .cw import evaluate_cw, markdown_table
+    from .runs import load_run
+
+    if args.cw_binary_steps < 1 or args.cw_iterations < 1:
+        raise ValueError("--cw-binary-steps and --cw-iterations must be >= 1")
+    _, _, eot_samples = resolve_mode(args.mode, args.eval_samples, args.eot_samples)
+    runs = [load_run(p) for p in args.run]
+    results = []
+    for run, label in zip(runs, _labels(runs)):
+        split = run.load_split("test", args.data_dir).sample(args.max_examples, seed=args.seed)
+        if not args.quiet:
+            print(f"{label}: cw_l2 ({'targeted' if args.targeted else 'untargeted'}, {args.cw_binary_steps} x "
+                  f"{args.cw_iterations}, attack_grad={'eot%d' % eot_samples if eot_samples else 'mean'}) on "
+                  f"{len(split)} test examples", flush=True)
+        r = evaluate_cw(run.model, split, targeted=args.targeted, binary_steps=args.cw_binary_steps,
+                        max_iterations=args.cw_iterations, eot_samples=eot_samples, batch_size=args.batch_size,
+                        seed=args.seed)
+        r.update(run=str(run.path), label=label, test_set=_fingerprint(split))
+        results.append(r)
+    out = pathlib.Path(args.output) if args.output else runs[0].path
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"cw_l2{'-targeted' if args.targeted else ''}.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(markdown_table(results), end="")
+    print(f"wrote {path}")
+    return 0
+
+
 def _run(args) -> int:
     from .attacks import check_loss_name, grad_mode_name
     from .runs import load_run
+
+    if args.attack == "cw_l2":
+        return _run_cw(args)
 
     eps = parse_eps(args.eps, 1.0 if args.space == "unit" else None)
     for name in ("eval_samples", "eot_samples"):

@@ -24,7 +24,8 @@ setup(
         "ai-edge-litert>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # cleverhans: the reference CW-L2 that benchmarks/cw_reference.py checks tf_mtvib.cw against (its TF2 code)
+        "test": ["pytest>=8", "cleverhans>=4,<5"],
         # benchmarks/bench_torch.py only (the PyTorch peer); never needed by the library or its tests
         "bench": ["torch>=2.4"],
     },

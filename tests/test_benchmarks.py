@@ -117,6 +117,20 @@ def test_bench_torch_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_cw_reference_quick(tmp_path, data_dir):
+    pytest.importorskip("cleverhans")
+    doc = _run("cw_reference", tmp_path, data_dir=data_dir)
+    rows = doc["results"]["rows"]
+    assert [(r["model"], r["targeted"]) for r in rows] == [("mlp", False), ("mlp", True), ("vib_mlp", False),
+                                                           ("vib_mlp", True)]
+    for r in rows:
+        assert r["examples"] == 20 and {"ours", "cleverhans"} <= set(r)
+        assert 0 <= r["ours"]["success_rate"] <= 1 and 0 <= r["cleverhans"]["success_rate"] <= 1
+        assert r["agrees"] == (r["success_gap_points"] <= 2.0 and (r["l2_relative_gap"] is None
+                                                                   or r["l2_relative_gap"] <= 0.05))
+
+
+@pytest.mark.slow
 def test_bench_precision_quick(tmp_path, data_dir):
     doc = _run("bench_precision", tmp_path, "--models", "gs", "--seeds", "0,1", data_dir=data_dir)
     parity, tta = doc["results"]["parity"], doc["results"]["tta"]

@@ -75,7 +75,7 @@ def test_a_users_family_trains_evaluates_and_exports_through_the_commands(toy_fa
 
     assert "toy" in family_names()
     assert "toy" in tune.search_spaces()
-    parser_help = train.make_parser().format_help()
+    parser_help = " ".join(train.make_parser().format_help().split())     # argparse wraps lines where it likes
     assert "--toy-width" in parser_help and "toy = one shared Dense layer" in parser_help
 
     run = tmp_path / "run"

@@ -6,7 +6,10 @@ the beta = 1e-3 Deep VIB models, the success rate within 2 points and the median
 successful perturbations within 5 %. Both attacks get the same budget, learning rate, initial
 constant and confidence, the same mean-mode logits (z = posterior mean) and the same test images
 (a seeded stratified subset of the run's test split), untargeted and targeted (one random other
-label per image, the same for both).
+label per image, the same for both). Untargeted, both push each image away from the model's own clean
+prediction: CleverHans' TF2 class sets ``targeted = y is not None``, so it is given no labels and
+guesses them from the model, and ours is given the same predictions (on a clean-correct image that is
+the true label).
 
 CleverHans (``pip install --no-deps cleverhans``, its ``cleverhans.tf2`` module) is a check, not a
 dependency of the library. Models: ``--run RUN_DIR`` (repeatable), or smoke runs of ``vib_mlp`` and
@@ -49,10 +52,11 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     (task,) = model.task_names[:1]
     y = split.labels[task].astype(np.int64)
     classes = split.spec.task(task).num_classes
-    goal = (y + np.random.default_rng(seed).integers(1, classes, len(y))) % classes if targeted else y
     x = split.images.astype(np.float32) / 255.0
     logits_fn = lambda images: model.mean_logits(images)[task]
-    clean_ok = np.argmax(logits_fn(tf.constant(x)).numpy(), 1) == (y if not targeted else y)
+    clean_pred = np.argmax(logits_fn(tf.constant(x)).numpy(), 1)
+    clean_ok = clean_pred == y
+    goal = (y + np.random.default_rng(seed).integers(1, classes, len(y))) % classes if targeted else clean_pred
     out = {}
     t0 = time.perf_counter()
     ours = cw_l2(lambda images: {task: logits_fn(images)}, x, goal, task, targeted=targeted,
@@ -65,7 +69,8 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     # 50 MNIST images (targeted, 1 x 100): ours with c = 0.01 * 50 * 784 found what it found with 0.01, 4 % at
     # median L2 1.044. The constant given to it is divided by that factor, so both minimise the same objective.
     scale = len(x) * int(np.prod(x.shape[1:]))
-    attack = CarliniWagnerL2(logits_fn, y=tf.constant(goal), targeted=targeted, batch_size=len(x),
+    # its constructor sets targeted = (y is not None): untargeted, it gets no labels and guesses the predictions
+    attack = CarliniWagnerL2(logits_fn, y=tf.constant(goal) if targeted else None, targeted=targeted, batch_size=len(x),
                              binary_search_steps=binary_steps, max_iterations=iterations, abort_early=False,
                              learning_rate=learning_rate, initial_const=initial_const / scale)
     # CleverHans' TF2 code calls optimizer.variables() (Keras 2); under Keras 3 that is a list. The same Adam
@@ -75,7 +80,7 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     out["theirs_seconds"] = time.perf_counter() - t0
     theirs = np.asarray(theirs)
     pred_theirs = np.argmax(logits_fn(tf.constant(theirs)).numpy(), 1)
-    success_theirs = pred_theirs == goal if targeted else pred_theirs != y
+    success_theirs = pred_theirs == goal if targeted else pred_theirs != goal
     for name, adv, success in (("ours", ours["x_adv"], ours["success"]), ("cleverhans", theirs, success_theirs)):
         l2 = moved_l2(x, adv, success, clean_ok)
         out[name] = {"success_rate": float(np.mean(success)), "median_l2": float(np.median(l2)) if len(l2) else None,

@@ -51,6 +51,35 @@ def test_cw_targeted_reaches_the_target_and_fails_where_the_range_forbids_it():
     np.testing.assert_array_equal(blocked["x_adv"], np.array([[0.1, 0.1]], np.float32))   # no success: the image
 
 
+def test_the_written_out_adam_step_is_keras_adam_and_is_traced_once():
+    """The attack's Adam (state passed in and out) takes the steps of keras.optimizers.Adam on the same
+    objective, and a second batch of the same shape reuses the traced step."""
+    import keras
+
+    model = _linear([[1.0, -1.0], [-1.0, 1.0]], [0.0, 0.0])
+    x = tf.constant([[0.7, 0.3], [0.2, 0.6]], tf.float32)
+    labels = tf.constant([0, 1], tf.int64)
+    c = tf.constant([1.0, 1.0], tf.float32)
+    w0 = tf.atanh(x * 2 - 1)
+    step = cw._adam_step(model, "t", False, 0.0, 0.0, 1.0, 0.05)
+    w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
+    ref = tf.Variable(w0)
+    opt = keras.optimizers.Adam(0.05)
+    for t in range(1, 6):
+        w, m, v, *_ = step(w, m, v, tf.constant(float(t)), x, labels, c)
+        with tf.GradientTape() as tape:
+            x_adv = (tf.tanh(ref) + 1) / 2
+            total = tf.reduce_sum(cw.cw_objective(x_adv, x, model(x_adv)["t"], labels, c, False)[0])
+        opt.apply_gradients([(tape.gradient(total, ref), ref)])
+    np.testing.assert_allclose(w.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(w.numpy(), w0.numpy())
+    before = step.experimental_get_tracing_count()
+    cw.cw_l2(model, x.numpy()[::-1].copy(), labels.numpy(), "t", binary_steps=2, max_iterations=5,
+             learning_rate=0.05, initial_const=1.0)
+    assert cw._adam_step(model, "t", False, 0.0, 0.0, 1.0, 0.05) is step
+    assert step.experimental_get_tracing_count() == before
+
+
 def test_evaluate_cw_scores_every_task_of_a_multi_task_model(tmp_path):
     """The command's path on a tiny two-task network: every task attacked, accuracy falls, L2 recorded."""
     import keras

@@ -23,9 +23,9 @@ draws (expectation over the posterior inside the attack), and the success check 
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, Mapping, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -63,6 +63,35 @@ def _success(logits, labels, targeted: bool) -> tf.Tensor:
     return tf.equal(pred, labels) if targeted else tf.not_equal(pred, labels)
 
 
+#: Adam's constants (Keras' defaults, which the authors' code and CleverHans use through their optimiser)
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+
+
+@functools.lru_cache(maxsize=16)
+def _adam_step(model_fn: ModelFn, task: str, targeted: bool, kappa: float, clip_min: float, clip_max: float,
+               learning_rate: float):
+    """One Adam step on w for the summed objective, traced once per model and settings and reused across
+    batches and binary-search rounds (Adam written out: the state is passed in and returned, no variables)."""
+    span = clip_max - clip_min
+
+    @tf.function(reduce_retracing=True)
+    def step(w, m, v, t, x, labels, c):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            x_adv = clip_min + span * (tf.tanh(w) + 1) / 2
+            logits = _task_logits(model_fn, x_adv, task)
+            per_example, l2sq = cw_objective(x_adv, x, logits, labels, c, targeted, kappa)
+            total = tf.reduce_sum(per_example)
+        g = tape.gradient(total, w)
+        m = ADAM_BETA_1 * m + (1 - ADAM_BETA_1) * g
+        v = ADAM_BETA_2 * v + (1 - ADAM_BETA_2) * tf.square(g)
+        alpha = learning_rate * tf.sqrt(1 - ADAM_BETA_2 ** t) / (1 - ADAM_BETA_1 ** t)
+        w = w - alpha * m / (tf.sqrt(v) + ADAM_EPSILON)
+        return w, m, v, total, l2sq, _success(logits, labels, targeted), x_adv
+
+    return step
+
+
 def cw_l2(model_fn: ModelFn, x, labels, task: str, *, targeted: bool = False, kappa: float = 0.0,
           initial_const: float = 1e-2, binary_steps: int = 5, max_iterations: int = 1000,
           learning_rate: float = 1e-2, clip_min: float = 0.0, clip_max: float = 1.0,
@@ -85,30 +114,15 @@ def cw_l2(model_fn: ModelFn, x, labels, task: str, *, targeted: bool = False, ka
     const = np.full(b, initial_const)
     best_l2sq = np.full(b, np.inf)
     best = x.numpy().copy()
-    w = tf.Variable(w0)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    optimizer.build([w])
-
-    @tf.function
-    def step(c):
-        with tf.GradientTape() as tape:
-            x_adv = clip_min + span * (tf.tanh(w) + 1) / 2
-            logits = _task_logits(model_fn, x_adv, task)
-            per_example, l2sq = cw_objective(x_adv, x, logits, labels, c, targeted, kappa)
-            total = tf.reduce_sum(per_example)
-        optimizer.apply_gradients([(tape.gradient(total, w), w)])
-        return total, l2sq, _success(logits, labels, targeted), x_adv
-
+    step = _adam_step(model_fn, task, bool(targeted), float(kappa), float(clip_min), float(clip_max),
+                      float(learning_rate))
     for _ in range(binary_steps):
-        w.assign(w0)
-        for v in optimizer.variables:          # a fresh Adam per round: its moments and step count, not its rate
-            if "learning_rate" not in v.path:
-                v.assign(tf.zeros_like(v))
+        w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)     # a fresh Adam per round: moments and step count
         c = tf.constant(const, tf.float32)
         found = np.zeros(b, bool)
         previous = np.inf
         for i in range(max_iterations):
-            total, l2sq, ok, x_adv = step(c)
+            w, m, v, total, l2sq, ok, x_adv = step(w, m, v, tf.constant(i + 1, tf.float32), x, labels, c)
             l2sq, ok = l2sq.numpy(), ok.numpy()
             better = ok & (l2sq < best_l2sq)
             if better.any():

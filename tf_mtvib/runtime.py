@@ -28,6 +28,7 @@ already in ``GLIBC_TUNABLES`` keeps the value given there.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from typing import Dict, Mapping, Optional
@@ -90,7 +91,19 @@ ISA_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_fp16", "
 def machine() -> Dict[str, object]:
     """The CPU a measurement ran on: model name, the ISA flags of :data:`ISA_FLAGS`
     it has, the usable cores, whether two of them are SMT siblings, and the
-    1-minute load average at the call (Linux; elsewhere what ``platform`` gives)."""
+    1-minute load average at the call (Linux; elsewhere what ``platform`` gives).
+    Only the load average is read again at each call."""
+    info = dict(_cpu(), isa=list(_cpu()["isa"]))
+    try:
+        info["load_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    return info
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> Dict[str, object]:
+    """The parts of :func:`machine` that do not change while a process runs."""
     info: Dict[str, object] = {"cpu": platform.processor() or platform.machine(), "isa": []}
     flags: set = set()
     try:
@@ -115,8 +128,4 @@ def machine() -> Dict[str, object]:
         except OSError:
             siblings.add(str(c))
     info["smt_siblings"] = len(siblings) < len(cores)
-    try:
-        info["load_1min"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
     return info

@@ -5,6 +5,7 @@ import numbers
 from typing import Any, Callable, Dict, Optional
 
 from .composites import load_composites
+from .domains import load_domains
 from .mnist import load_mnist
 from .mtfl import PROTOCOLS as _MTFL_PROTOCOLS, load_mtfl
 from .pairs import HOLDOUTS as _PAIR_HOLDOUTS, POOLS as _PAIR_POOLS, load_pairs
@@ -26,6 +27,7 @@ OPTIONS: Dict[str, Dict[str, Any]] = {
     "mtfl": {"protocol": "paper", "image_size": get_spec("mtfl").input_shape[0], "seed": 0},
     "pairmnist": _PAIR_OPTIONS,
     "pairmnist64": _PAIR_OPTIONS,
+    "digitdomains": {"per_domain": 1_000, "fraction": 0.05, "seed": 0},
     "mnist": {},
 }
 
@@ -44,7 +46,7 @@ def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
         raise TypeError(f"load({name!r}) got unknown option(s) {', '.join(unknown)}; "
                         f"its options are: {', '.join(allowed) or 'none'}")
     options = {**allowed, **given}
-    minimum = {"num_train": 1, "num_test": 1, "seed": 0, "max_shift": 0, "image_size": 1, "per_pair": 1}
+    minimum = {"num_train": 1, "num_test": 1, "seed": 0, "max_shift": 0, "image_size": 1, "per_pair": 1, "per_domain": 1}
     for key in options.keys() & minimum.keys():
         options[key] = _as_int(name, key, options[key], minimum[key])
     if name == "mtfl" and options["protocol"] not in _MTFL_PROTOCOLS:
@@ -53,6 +55,11 @@ def _options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"load({name!r}): pool must be one of {_PAIR_POOLS}; got {options['pool']!r}")
     if "holdout" in options and options["holdout"] not in _PAIR_HOLDOUTS:
         raise ValueError(f"load({name!r}): holdout must be one of {tuple(_PAIR_HOLDOUTS)}; got {options['holdout']!r}")
+    if "fraction" in options:
+        f = options["fraction"]
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 < float(f) < 1.0:
+            raise ValueError(f"load({name!r}): fraction must be a number in (0, 1); got {f!r}")
+        options["fraction"] = float(f)
     return options
 
 
@@ -62,6 +69,7 @@ _LOADERS: Dict[str, Callable[..., Split]] = {
     "mtfl": load_mtfl,
     "pairmnist": lambda split, data_dir, **o: load_pairs("pairmnist", split, data_dir, **o),
     "pairmnist64": lambda split, data_dir, **o: load_pairs("pairmnist64", split, data_dir, **o),
+    "digitdomains": load_domains,
     "mnist": load_mnist,
 }
 
@@ -76,6 +84,8 @@ def load(name: str, split: str, data_dir: Optional[PathLike] = None, **options: 
       pairmnist / pairmnist64: per_pair=1_000, seed=0, pool="pooled" (or "disjoint"), holdout="test"
             ("train" holds the train and valid label pairs, extra ``environment`` 0 / 1, "test" the test
             pairs) or "valid" ("train" the train pairs, "test" the valid pairs);
+      digitdomains: per_domain=1_000 (MNIST train digits per domain, disjoint), fraction=0.05 (of each
+            domain's images, per class, in "train"; the rest in "test"), seed=0;
       mnist: none.
     Raises ``DataError`` for missing or bad data, TypeError / ValueError for bad arguments.
     """

@@ -85,6 +85,12 @@ SPECS: Dict[str, DatasetSpec] = {
             "pairmnist on Sun's 64x64 MultiDigitMNIST canvas (MT-CRL, Hu et al. 2022).",
         ),
         DatasetSpec(
+            "digitdomains", (28, 28, 1),
+            tuple(Task(d, _DIGITS) for d in ("original", "rotated", "negative", "textured")),
+            "Four renderings of disjoint MNIST digits, each a task with its own images, trained on a fraction "
+            "of each (VMTL's Office-Home structure, Shen et al. 2021).",
+        ),
+        DatasetSpec(
             "mnist", (28, 28, 1), (Task("digit", _DIGITS),),
             "MNIST digits, single task (Deep VIB, Alemi et al. 2017).",
         ),

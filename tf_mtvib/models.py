@@ -40,6 +40,7 @@ from .catalogue import (DEFAULT_HPARAMS, LATENT_HEADS, MODEL_NAMES, check_weight
                         default_weighting, hparam_defaults, model_entry)
 from .layers import BN_MOMENTUM, GaussianLatent, batch_normalization, latent_layers, posterior_sampling
 from . import modular  # noqa: E402,F401  (MMoE / MT-CRL layers and G-IRM: registered for .keras loading)
+from . import variational  # noqa: E402,F401  (VMTL layers and its z-prior term: registered for .keras loading)
 from .weightings import get_weighting
 
 __all__ = [

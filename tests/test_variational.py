@@ -1,0 +1,192 @@
+"""VMTL's layers and z-prior term (tf_mtvib.variational) against NumPy, and the three families' networks."""
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from tf_mtvib import variational as V  # noqa: E402
+from tf_mtvib import vmtl  # noqa: E402
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def vmtl_cache(tmp_path_factory):
+    """One derived-data cache for the module: the frozen extractor (trained on Fashion-MNIST on first use,
+    about half a minute) is trained once, not per test."""
+    import os
+
+    path, old = tmp_path_factory.mktemp("vmtl-cache"), os.environ.get("TF_MTVIB_CACHE_DIR")
+    os.environ["TF_MTVIB_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TF_MTVIB_CACHE_DIR", None)
+    else:
+        os.environ["TF_MTVIB_CACHE_DIR"] = old
+
+
+def _softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def test_bayesian_linear_moments_sampling_and_vbmtl_kl():
+    layer = V.BayesianLinear(3, kl_weight=0.5, num_tasks=4)
+    x = RNG.normal(size=(5, 4)).astype(np.float32)
+    layer.build((None, 4))
+    w_mu, w_rho, b_mu, b_rho = (v.numpy() for v in (layer.mean_kernel, layer.rho_kernel, layer.mean_bias, layer.rho_bias))
+    # the code's initialisation: means ~ N(0, 0.1), rho ~ -3 + N(0, 0.1)
+    assert abs(w_rho.mean() + 3) < 0.2 and w_mu.std() < 0.3
+    mean, var = (t.numpy() for t in layer.moments(x))
+    np.testing.assert_allclose(mean, x @ w_mu + b_mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, (x ** 2) @ _softplus(w_rho) ** 2 + _softplus(b_rho) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(layer(x, training=False).numpy(), mean, rtol=1e-6)    # inference: the mean
+    assert not layer.losses
+    draws = np.stack([layer(x, training=True).numpy() for _ in range(400)])
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(var.max() / 400))
+    kl = 0.5 * np.sum(-np.log(var + 1e-6) - 1 + (var + 1e-6) / (1 + 1e-6) + mean ** 2 / (1 + 1e-6) + np.log(1 + 1e-6), -1)
+    np.testing.assert_allclose(float(layer.losses[-1]), 0.5 * 4 * kl.mean(), rtol=1e-4)
+
+
+def _classifiers(prior="gumbel", form="weighted_sum", weights="elbo", tasks=("a", "b", "c")):
+    layer = V.BayesianClassifiers(tasks, 4, prior=prior, prior_form=form, kl_weights=weights, task_examples=20)
+    layer.build((None, 6))
+    return layer
+
+
+def test_classifier_kl_to_the_other_tasks_posteriors_against_numpy():
+    layer = _classifiers()
+    mu, var = layer.mean.numpy(), _softplus(layer.rho_w.numpy()) ** 2
+    alpha = np.array([0.3, 0.7], np.float32)
+    for t in range(3):
+        others = [i for i in range(3) if i != t]
+        pm = np.einsum("i,icd->cd", alpha, mu[others])
+        pv = np.einsum("i,icd->cd", alpha ** 2, var[others])
+        expected = 0.5 * np.sum(np.log((pv + 1e-6) / (var[t] + 1e-6)) - 1 + (var[t] + 1e-6) / (pv + 1e-6)
+                                + (pm - mu[t]) ** 2 / (pv + 1e-6))
+        np.testing.assert_allclose(float(layer.kl_w(t, alpha=alpha)), expected, rtol=1e-4)
+    # the prior is a stop-gradient: the KL's gradient reaches task t's posterior only
+    with tf.GradientTape() as tape:
+        kl = layer.kl_w(0, alpha=alpha)
+    g_mean = tape.gradient(kl, layer.mean).numpy()
+    assert np.abs(g_mean[0]).sum() > 0 and np.abs(g_mean[1:]).sum() == 0
+    # the mixture form with fixed noise is the Monte Carlo KL of tf_mtvib.vmtl
+    mixture = _classifiers(form="mixture")
+    mixture.mean.assign(layer.mean)
+    mixture.rho_w.assign(layer.rho_w)
+    noise = RNG.normal(size=(5, 4, 6)).astype(np.float32)
+    expected = float(tf.reduce_sum(vmtl.kl_to_mixture(mu[0], var[0], alpha, mu[[1, 2]], var[[1, 2]], noise)))
+    np.testing.assert_allclose(float(mixture.kl_w(0, alpha=alpha, noise=noise)), expected, rtol=1e-5)
+    # VBMTL: N(0, I)
+    normal = _classifiers(prior="normal")
+    m0, v0 = normal.mean.numpy()[1], _softplus(normal.rho_w.numpy()[1]) ** 2
+    expected = 0.5 * np.sum(np.log(1 + 1e-6) - np.log(v0 + 1e-6) - 1 + (v0 + 1e-6) / (1 + 1e-6) + m0 ** 2 / (1 + 1e-6))
+    np.testing.assert_allclose(float(normal.kl_w(1)), expected, rtol=1e-4)
+
+
+def test_classifier_schedule_weights_and_training_loss():
+    layer = _classifiers(weights="code")
+    z = RNG.normal(size=(8, 6)).astype(np.float32)
+    assert float(layer.temperature()) == 1.0 and float(layer.kl_weight_w()) == 0.0
+    layer.iterations.assign(2000)
+    assert float(layer.temperature()) == pytest.approx(vmtl.annealed_temperature(2000, 3), rel=1e-6)
+    assert float(layer.kl_weight_w()) == pytest.approx(vmtl.code_kl_weights(2000, 3)[1])
+    layer.iterations.assign(15000)
+    assert float(layer.temperature()) == pytest.approx(vmtl.annealed_temperature(15000, 3)) == 0.5
+    assert layer.kl_weight_z() == 1e-7 and _classifiers().kl_weight_z() == 1.0
+    assert float(_classifiers().kl_weight_w()) == pytest.approx(1 / 20)
+    # inference: the means, deterministic; training: sampled logits around them, the KL loss, the counter
+    out = layer(z, training=False)
+    np.testing.assert_allclose(out[1].numpy(), z @ layer.mean.numpy()[1].T, rtol=1e-5, atol=1e-6)
+    before = int(layer.iterations.numpy())
+    layer(z, training=True)
+    assert int(layer.iterations.numpy()) == before + 1 and len(layer.losses) == 1
+    weights = layer.mixing_weights("w")
+    np.testing.assert_allclose(weights.numpy().sum(-1), 1.0, atol=1e-5)
+    assert _classifiers(prior="mean").mixing_weights("z").numpy() == pytest.approx(np.full((3, 2), 0.5))
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        V.BayesianClassifiers(("a",), 4, prior="gumbel")
+
+
+def test_in_batch_attention_against_numpy():
+    f = RNG.normal(size=(8, 3)).astype(np.float32)
+    tasks = np.array([0, 0, 1, 1, 1, 2, 2, 0], np.int32)
+    labels = np.array([1, 2, 1, 1, 2, 1, 2, 1], np.int32)
+    got = V.in_batch_attention(f, tasks, labels, 3).numpy()
+    for i in range(3):
+        for n in range(8):
+            rows = np.flatnonzero((tasks == i) & (labels == labels[n]))
+            if len(rows) == 0:
+                expected = f[n]                      # no same-class example of task i: the example's own feature
+            else:
+                s = f[n] @ f[rows].T
+                a = s / (s.max() - s.min() + 1e-9)
+                w = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+                expected = w @ f[rows]
+            np.testing.assert_allclose(got[i, n], expected, rtol=1e-4, atol=1e-5, err_msg=f"task {i}, example {n}")
+
+
+def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
+    """The term's KL on a small batch, recomputed by hand from the layers' weights."""
+    from tf_mtvib.datasets import Split, get_spec
+    from tf_mtvib.models import build_model
+    from tf_mtvib.terms import Step
+
+    spec = get_spec("digitdomains")
+    model = build_model("vmtl", spec, latent_dim=5, vmtl_prior="mean")
+    tasks = np.repeat(np.arange(4), 4).astype(np.int64)
+    digit = np.tile([3, 3, 7, 7], 4).astype(np.int64)
+    images = RNG.integers(0, 256, size=(16, 28, 28, 1)).astype(np.float32) / 255.0
+    labels = {t: np.where(tasks == k, digit, -1) for k, t in enumerate(spec.task_names)}
+    inputs = {"image": tf.constant(images), "task": tf.constant(tasks)}
+    term = model.terms[0]
+    value = float(term(Step(model, inputs, {k: tf.constant(v) for k, v in labels.items()}, {}, {}, {}, training=True)))
+    net = model.network
+    f = net.get_layer("extractor")(images, training=False).numpy()
+    enc = net.get_layer("encoder")
+    q_mean, q_var = (t.numpy() for t in enc.moments(f))
+    att = V.in_batch_attention(f, tasks.astype(np.int32), digit.astype(np.int32), 4).numpy()
+    p = [tuple(t.numpy() for t in enc.moments(att[i])) for i in range(4)]
+    kls = []
+    for n in range(16):
+        others = [i for i in range(4) if i != tasks[n]]
+        pm = sum(p[i][0][n] for i in others) / 3
+        pv = sum(p[i][1][n] for i in others) / 9
+        kls.append(0.5 * np.sum(np.log((pv + 1e-6) / (q_var[n] + 1e-6)) - 1 + (q_var[n] + 1e-6) / (pv + 1e-6)
+                                + (pm - q_mean[n]) ** 2 / (pv + 1e-6)))
+    assert value == pytest.approx(1.0 * 4 * np.mean(kls), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["bmtl", "vbmtl", "vmtl"])
+def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
+    from tf_mtvib.datasets import load, per_task_splits, to_multi_input_dataset
+    from tf_mtvib.models import build_model
+
+    train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
+    keras.utils.set_random_seed(0)
+    model = build_model(name, train.spec, latent_dim=16)
+    assert model.partial_labels and model.network.get_layer("extractor").trainable is False
+    frozen = [w.numpy().copy() for w in model.network.get_layer("extractor").weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    ds = to_multi_input_dataset(per_task_splits(train), per_task_batch=10, seed=0, task_names=train.spec.task_names)
+    history = model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0)
+    assert all(np.isfinite(v).all() for v in history.history.values())
+    for before, after in zip(frozen, model.network.get_layer("extractor").weights):
+        np.testing.assert_array_equal(before, after.numpy())          # the extractor stays frozen
+    x = train.images[:6].astype(np.float32) / 255.0
+    a, b = model.mean_logits(x), model.mean_logits(x)
+    for t in train.spec.task_names:
+        np.testing.assert_array_equal(a[t].numpy(), b[t].numpy())    # inference uses the means
+    if name != "bmtl":
+        assert any("classifiers" in w.path for w in model.trainable_weights)
+
+
+def test_vmtl_families_refuse_other_data_sets():
+    from tf_mtvib.datasets import get_spec
+    from tf_mtvib.families import IncompatibleDataset
+    from tf_mtvib.models import build_model
+
+    with pytest.raises(IncompatibleDataset, match="does not take data set 'multimnist'"):
+        build_model("vmtl", get_spec("multimnist"))

@@ -1,0 +1,54 @@
+"""What the VMTL families share (Shen et al. 2021): hyper-parameters and the network builder.
+
+Not a family itself (not in :data:`tf_mtvib.families.PACKAGE_FAMILIES`). ``bmtl``, ``vbmtl`` and
+``vmtl`` are the supplement's BMTL (deterministic), VBMTL (variational z and w, N(0, I) priors) and VMTL
+(Gumbel-Softmax priors from the other tasks' posteriors); :mod:`tf_mtvib.variational` holds the layers.
+"""
+from ..hparams import HParam
+from ._lenet import _choice
+
+#: The data sets with tasks of their own images that the VMTL families take (tf_mtvib.datasets.domains)
+VMTL_DATASETS = ("digitdomains",)
+
+FEATURE_DROPOUT = HParam(0.7, "dropout on the frozen features before the encoder (the official code: 0.7)")
+KL_WEIGHTS = HParam("elbo", "the KL weights: 'elbo' (supplement eq. 4 per example: KL_z x 1, KL_w x 1/N_t) or "
+                            "'code' (the official code: KL_z x 1e-7, KL_w x a ramp of 1e-6 x T every 10 iterations)",
+                    _choice("elbo", "code"), "KIND")
+TASK_EXAMPLES = HParam(50, "N_t, the training images per task, for the ELBO's KL_w weight 1/N_t "
+                           "(digitdomains' default: 5 % of 1,000 = 50)", int, "N")
+
+VARIATIONAL_HPARAMS = {"feature_dropout": FEATURE_DROPOUT, "kl_weights": KL_WEIGHTS, "task_examples": TASK_EXAMPLES}
+
+
+def network(dataset_spec, hp, variational: bool, prior: str = "normal", prior_form: str = "weighted_sum",
+            prior_samples: int = 10):
+    """pixels -> frozen extractor -> dropout -> encoder (linear; Bayesian when ``variational``) ->
+    one linear classifier per task without bias (Bayesian when ``variational``)."""
+    import keras
+
+    from ..blocks import image_input
+    from ..extractor import fashion_extractor
+    from ..variational import CLASSIFIERS_LAYER, ENCODER_LAYER, EXTRACTOR_LAYER, BayesianClassifiers, BayesianLinear
+
+    classes = {t.num_classes for t in dataset_spec.tasks}
+    if len(classes) != 1:
+        raise ValueError(f"the VMTL families need tasks that share one label set; {dataset_spec.name}'s tasks have "
+                         f"{sorted(classes)} classes")
+    (num_classes,) = classes
+    image = image_input(dataset_spec)
+    extractor = fashion_extractor()
+    extractor.name = EXTRACTOR_LAYER
+    f = extractor(image, training=False)
+    f = keras.layers.Dropout(hp["feature_dropout"], name="feature_dropout")(f)
+    names = dataset_spec.task_names
+    if not variational:
+        z = keras.layers.Dense(hp["latent_dim"], name=ENCODER_LAYER)(f)
+        logits = [keras.layers.Dense(num_classes, use_bias=False, name=f"{t}_classifier")(z) for t in names]
+        return image, dict(zip(names, logits))
+    z_weight = 1.0 if hp["kl_weights"] == "elbo" else 1e-7
+    z = BayesianLinear(hp["latent_dim"], kl_weight=z_weight if prior == "normal" else 0.0, num_tasks=len(names),
+                       name=ENCODER_LAYER)(f)
+    logits = BayesianClassifiers(names, num_classes, prior=prior, prior_form=prior_form, kl_weights=hp["kl_weights"],
+                                 task_examples=hp["task_examples"], prior_samples=prior_samples,
+                                 name=CLASSIFIERS_LAYER)(z)
+    return image, dict(zip(names, logits))

@@ -386,24 +386,20 @@ class MultiTaskModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Per-task accuracy and the joint accuracy (every task right). With ``partial_labels`` each
-        task's accuracy counts its labelled examples only, and the joint accuracy the examples
-        labelled for every task."""
-        correct, labelled = [], []
+        """Per-task accuracy and the joint accuracy (every task right). With ``partial_labels`` (each task
+        its own examples) each task's accuracy counts its labelled examples only, and there is no joint
+        accuracy."""
+        correct = []
         for acc, t in zip(self._task_acc, self.task_names):
             labels = y[t]
             mask = None
             if self.partial_labels:
                 mask = tf.reshape(labels, [-1]) >= 0
                 labels = tf.maximum(labels, 0)
-                labelled.append(mask)
             acc.update_state(labels, y_pred[t], sample_weight=None if mask is None else tf.cast(mask, tf.float32))
             correct.append(tf.equal(tf.argmax(y_pred[t], axis=-1, output_type=tf.int64), tf.cast(labels, tf.int64)))
-        joint = tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32)
-        if labelled:
-            self._joint_acc.update_state(joint, sample_weight=tf.cast(tf.reduce_all(tf.stack(labelled), axis=0), tf.float32))
-        else:
-            self._joint_acc.update_state(joint)
+        if not self.partial_labels:      # multi-input batches label no example for every task: no joint accuracy
+            self._joint_acc.update_state(tf.cast(tf.reduce_all(tf.stack(correct, axis=0), axis=0), tf.float32))
         return self.get_metrics_result()
 
     def get_metrics_result(self):
@@ -412,7 +408,10 @@ class MultiTaskModel(keras.Model):
         ``<task>_sigma``). In a cross-replica context (a custom loop, the end of
         a ``fit`` epoch) the metrics are all-reduced."""
         with_kl = any(latent.beta > 0 for latent in self.latent_layers)
-        logs = {m.name: m.result() for m in self.metrics if m.name != "kl" or with_kl}
+        skip = {"kl"} if not with_kl else set()
+        if self.partial_labels:
+            skip.add("joint_accuracy")
+        logs = {m.name: m.result() for m in self.metrics if m.name not in skip}
         logs.update(self.weighting.logs())
         return logs
 

@@ -15,7 +15,7 @@ KL_WEIGHTS = HParam("elbo", "the KL weights: 'elbo' (supplement eq. 4 per exampl
                             "'code' (the official code: KL_z x 1e-7, KL_w x a ramp of 1e-6 x T every 10 iterations)",
                     _choice("elbo", "code"), "KIND")
 TASK_EXAMPLES = HParam(50, "N_t, the training images per task, for the ELBO's KL_w weight 1/N_t "
-                           "(digitdomains' default: 5 % of 1,000 = 50)", int, "N")
+                           "(digitdomains' default: a twentieth of 1,000 = 50)", int, "N")
 
 VARIATIONAL_HPARAMS = {"feature_dropout": FEATURE_DROPOUT, "kl_weights": KL_WEIGHTS, "task_examples": TASK_EXAMPLES}
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from .. import runs
 
-__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect"]
+__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell"]
 
 
 def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
@@ -62,3 +62,27 @@ def collect(results_dir: pathlib.Path, preset: str, dataset: str,
             if seed.isdigit() and (cell / runs.METRICS).exists():
                 found.setdefault(m, {})[int(seed)] = cell
     return {m: dict(sorted(c.items())) for m, c in found.items()}
+
+
+def ensure_argv_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv: Sequence[str],
+                     measure: Callable[[pathlib.Path], Dict[str, Any]],
+                     done: Callable[[Dict[str, Any]], bool] = lambda cell: True, data_dir=None,
+                     log=print) -> Dict[str, Any]:
+    """One cell of a reproduction whose cells are ``train.py`` command lines (MT-CRL's, VMTL's): train (or
+    reuse, or resume) the run ``root/name`` from ``argv``, then write ``results/name.json`` holding ``argv``
+    and what ``measure(run_dir)`` returns. A cell whose JSON holds the same arguments (and satisfies
+    ``done``, e.g. holds a measurement added later) is returned as it is, with no training."""
+    from .. import train
+
+    path = pathlib.Path(results) / f"{name}.json"
+    if path.exists():
+        cell = runs.read_json(path)
+        if cell.get("argv") == list(argv) and done(cell):
+            return cell
+    config = train.build_config(train.parse_args(list(argv)))
+    run_dir = pathlib.Path(root) / name
+    train.ensure_run(config, run_dir, data_dir=data_dir, isolate=True, log=log)
+    cell = {"argv": list(argv), **measure(run_dir)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_json(path, cell)
+    return cell

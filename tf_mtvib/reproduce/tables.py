@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, Iterable, List, Sequence
 
-__all__ = ["aggregate", "fmt_spread", "in_order", "spread_diff"]
+__all__ = ["aggregate", "fmt_spread", "in_order", "spread_diff", "mean_half_range"]
 
 
 def aggregate(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -46,3 +46,11 @@ def spread_diff(ours: Sequence[float], paper: float) -> str:
     d = statistics.fmean(ours) - paper
     text = f"{d:+.1f}"
     return f"({text})" if len(ours) > 1 and abs(d) <= max(ours) - min(ours) else text
+
+
+def mean_half_range(values: Sequence[float]) -> str:
+    """Fractions of 1 as ``'mean ± half-range (n=seeds)'`` in points; ``'-'`` for none."""
+    if not values:
+        return "-"
+    v = [100 * x for x in values]
+    return f"{statistics.fmean(v):.1f} ± {(max(v) - min(v)) / 2:.1f} (n={len(v)})"

@@ -372,6 +372,10 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         images = tf.convert_to_tensor(images, tf.float32)
         labels = {t: tf.convert_to_tensor(labels[t]) for t in tasks}
         labels_np = {t: labels[t].numpy() for t in tasks}
+        if any((v < 0).any() for v in labels_np.values()):
+            raise ValueError("this data set's tasks have their own examples (labels -1 on the other tasks', e.g. "
+                             "digitdomains): the robustness sweep needs every task labelled on every image and does "
+                             "not take them yet")
         seen += int(images.shape[0])
         for t, c in correct(images, labels_np).items():       # eps = 0: once per batch
             clean_parts[t].append(c)

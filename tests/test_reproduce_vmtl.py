@@ -1,0 +1,72 @@
+"""``python -m tf_mtvib.reproduce vmtl``: its plan, its refusals and its report from committed JSON."""
+import json
+
+import pytest
+
+from tf_mtvib.reproduce import vmtl
+
+
+def test_the_plan_reports_seeds_1_to_3_and_develops_on_seed_0():
+    assert vmtl.DEV_SEED not in vmtl.SEEDS
+    for stage, (methods, fractions, key, seeds) in vmtl.STAGES.items():
+        assert set(seeds) == ({vmtl.DEV_SEED} if stage == "kl" else set(vmtl.SEEDS))
+    cells = vmtl.stage_cells("grid")
+    assert len(cells) == 3 * 3 * 3                                   # methods x fractions x seeds
+    folder, name, argv = cells[0]
+    assert folder == "it3000" and name == "bmtl-f5-s1"
+    assert argv[argv.index("--data-seed") + 1] == argv[argv.index("--seed") + 1] == "1"
+    assert argv[argv.index("--batch-size") + 1] == "40"              # 4 images of each of 10 classes per task
+    long_argv = vmtl.stage_cells("long")[0][2]
+    assert long_argv[long_argv.index("--epochs") + 1] == "150" and "--lr-decay" in long_argv   # 15,000 iterations
+    assert "--lr-decay" not in argv
+
+
+def test_bad_stage_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        vmtl.main(["--stages", "table9", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert e.value.code == 2 and "unknown stage" in capsys.readouterr().err
+
+
+def _cell(path, avg, ratio, n=950):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    test = {t: avg for t in vmtl.TASKS}
+    test["average"] = avg
+    path.write_text(json.dumps({"argv": [], "num_test": {t: n for t in vmtl.TASKS}, "test": test,
+                                "entropy_ratio": {"pooled": ratio}}))
+
+
+def test_report_judges_each_claim_from_the_cells(tmp_path):
+    folder = tmp_path / "it3000"
+    values = {"bmtl": (0.60, 0.70, 0.80), "vbmtl": (0.62, 0.71, 0.80), "vmtl": (0.66, 0.73, 0.81)}
+    for seed, bump in zip((1, 2, 3), (-0.002, 0.0, 0.002)):
+        for m, accs in values.items():
+            for f, a in zip(vmtl.FRACTIONS, accs):
+                _cell(folder / f"{vmtl.cell_name(m, f, seed)}.json", a + bump, 3.0 if m == "vbmtl" else 3.5)
+        for m, a in (("vmtl-mixture", 0.655), ("vmtl-mean", 0.66), ("vmtl-learnable", 0.665)):
+            _cell(folder / f"{vmtl.cell_name(m, 0.05, seed)}.json", a + bump, 3.0)
+    assert vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| vmtl | 66.0 ± 0.2 (n=3) | 58.3 |" in text
+    assert "- 5 %: VMTL - VBMTL = +4.0 (reproduced), VBMTL - BMTL = +2.0 (reproduced) points" in text
+    assert "- 20 %: VMTL - VBMTL = +1.0 (reproduced), VBMTL - BMTL = +0.0 (not reproduced) points" in text
+    assert "the gap shrinks as data grows" in text
+    assert "the largest gap between prior variants: 1.0 points" in text and "reproduced" in text
+    assert "- 5 %: VMTL 3.50 against VBMTL 3.00: above" in text
+    assert "15,000 iterations" in text and "| bmtl | - |" in text    # the long budget: no cell, no number
+    before = (tmp_path / "r.md").read_text()
+    vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert (tmp_path / "r.md").read_text() == before
+
+
+@pytest.mark.slow
+def test_smoke_kl_stage_trains_measures_and_reuses(tmp_path, data_dir, tmp_cache):
+    args = ["--smoke", "--stages", "kl", "--root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--report", str(tmp_path / "r.md"), "--data-dir", str(data_dir)]
+    assert vmtl.main(args) == 0
+    cells = sorted((tmp_path / "results" / "it100").glob("*.json"))
+    assert [c.name for c in cells] == sorted(f"{m}-f20-s0.json" for m in vmtl.STAGES["kl"][0])
+    cell = json.loads(cells[0].read_text())
+    assert set(cell["test"]) == set(vmtl.TASKS) | {"average"} and "joint" not in cell["test"]
+    assert cell["entropy_ratio"]["pooled"] > 0 and set(cell["num_test"]) == set(vmtl.TASKS)
+    (tmp_path / "runs").rename(tmp_path / "gone")                  # a second call reuses every cell
+    assert vmtl.main(args) == 0

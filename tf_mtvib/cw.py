@@ -24,7 +24,7 @@ draws (expectation over the posterior inside the attack), and the success check 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping
 
 import numpy as np
 import tensorflow as tf

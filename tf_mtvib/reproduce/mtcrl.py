@@ -37,7 +37,6 @@ files alone: ``--report-only`` rebuilds it on a fresh clone.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -47,7 +46,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from . import verdicts as V
+from .cells import ensure_argv_cell
 from .docs import doc_paths, write_section
+from .tables import mean_half_range
 
 __all__ = ["DATASET", "METHODS", "SEARCH", "STAGES", "PAPER", "main"]
 
@@ -217,23 +218,15 @@ def evaluate_cell(run_dir: pathlib.Path, with_train: bool, with_rho: bool, data_
 def ensure_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv: Sequence[str], data_dir=None,
                 with_train: bool = False, with_rho: bool = False, attack_examples: int = 0,
                 log=print) -> Dict[str, Any]:
-    """Train (or reuse, or resume) one cell and write its result JSON; a cell whose JSON holds the same
-    arguments (and the measurements asked for) is returned as it is, with no training."""
-    from .. import train
-
-    path = results / f"{name}.json"
-    if path.exists():
-        done = runs.read_json(path)
-        if (done.get("argv") == list(argv) and (not with_rho or "rho_spur" in done)
-                and (not attack_examples or "robustness" in done)):
-            return done
-    config = train.build_config(train.parse_args(list(argv)))
-    run_dir = root / name
-    train.ensure_run(config, run_dir, data_dir=data_dir, isolate=True, log=log)
-    result = {"argv": list(argv), **evaluate_cell(run_dir, with_train, with_rho, data_dir, attack_examples)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_json(path, result)
-    log(f"[mtcrl] {name}: test left {result['test']['left']:.4f} right {result['test']['right']:.4f} -> {path}")
+    """Train (or reuse, or resume) one cell and write its result JSON (:func:`cells.ensure_argv_cell`); a cell
+    whose JSON holds the same arguments (and the measurements asked for) is returned as it is, with no training."""
+    result = ensure_argv_cell(
+        root, results, name, argv,
+        lambda run_dir: evaluate_cell(run_dir, with_train, with_rho, data_dir, attack_examples),
+        done=lambda cell: (not with_rho or "rho_spur" in cell) and (not attack_examples or "robustness" in cell),
+        data_dir=data_dir, log=log)
+    log(f"[mtcrl] {name}: test left {result['test']['left']:.4f} right {result['test']['right']:.4f} "
+        f"-> {results / (name + '.json')}")
     return result
 
 
@@ -282,15 +275,6 @@ def _load(results: pathlib.Path, per_pair: int, holdout: str, method: str, seeds
     return [runs.read_json(folder / f"{method}-s{s}.json") for s in seeds if (folder / f"{method}-s{s}.json").exists()]
 
 
-def _pct(values: Sequence[float]) -> str:
-    """``mean ± half-range`` in points, with the seed count."""
-    if not values:
-        return "-"
-    v = [100 * x for x in values]
-    m = statistics.fmean(v)
-    return f"{m:.1f} ± {(max(v) - min(v)) / 2:.1f} (n={len(v)})"
-
-
 def _mean(values: Sequence[float]) -> Optional[float]:
     return statistics.fmean(values) if values else None
 
@@ -300,8 +284,8 @@ def _table6(results: pathlib.Path, b) -> Tuple[str, List[str]]:
     data = {m: _load(results, b["large"], "test", m) for m in STAGES["table6"][0]}
     for m, cells in data.items():
         paper = PAPER["table6"][m]
-        lines.append(f"| {m} | {_pct([c['test']['left'] for c in cells])} | {100 * paper[0]:.1f} | "
-                     f"{_pct([c['test']['right'] for c in cells])} | {100 * paper[1]:.1f} |")
+        lines.append(f"| {m} | {mean_half_range([c['test']['left'] for c in cells])} | {100 * paper[0]:.1f} | "
+                     f"{mean_half_range([c['test']['right'] for c in cells])} | {100 * paper[1]:.1f} |")
     verdicts = []
     ours, mtl, stl = data["mtcrl"], data["mtl"], data["stl"]
     if ours and mtl and stl:
@@ -345,8 +329,8 @@ def _table1(results: pathlib.Path, b) -> str:
     for m in ("stl", "shared-bottom"):
         cells = _load(results, b["large"], "valid", m)
         p = PAPER["table1"][m]
-        mean_of = lambda key: _pct([statistics.fmean(c[key][t] for t in TASKS) for c in cells if key in c])
-        rho = _pct([statistics.fmean(c["rho_spur"][t] for t in TASKS) for c in cells if "rho_spur" in c])
+        mean_of = lambda key: mean_half_range([statistics.fmean(c[key][t] for t in TASKS) for c in cells if key in c])
+        rho = mean_half_range([statistics.fmean(c["rho_spur"][t] for t in TASKS) for c in cells if "rho_spur" in c])
         lines.append(f"| {m} | {mean_of('train')} | {100 * p['train']:.1f} | {mean_of('test')} | {100 * p['valid']:.1f} "
                      f"| {rho} | {100 * p['rho']:.1f} |")
     return "\n".join(lines)
@@ -356,7 +340,7 @@ def _sweep(results: pathlib.Path, stage: str, b) -> str:
     lines = ["| variant | mean accuracy of the two tasks (ours) | paper |", "|---|---|---|"]
     for m in STAGES[stage][0]:
         cells = _load(results, b["small"], "test", m)
-        lines.append(f"| {m} | {_pct([statistics.fmean(c['test'][t] for t in TASKS) for c in cells])} | "
+        lines.append(f"| {m} | {mean_half_range([statistics.fmean(c['test'][t] for t in TASKS) for c in cells])} | "
                      f"{100 * PAPER[stage][m]:.1f} |")
     return "\n".join(lines)
 
@@ -372,7 +356,7 @@ def _robustness(results: pathlib.Path, b) -> str:
                 rows.append(f"| {m} | (no cell yet) |")
                 continue
             eps = cells[0]["robustness"][attack]["eps"]
-            cols = [_pct([statistics.fmean(c["robustness"][attack]["accuracy"][t][i] for t in TASKS) for c in cells])
+            cols = [mean_half_range([statistics.fmean(c["robustness"][attack]["accuracy"][t][i] for t in TASKS) for c in cells])
                     for i in range(len(eps))]
             masked = max(c["robustness"][attack].get("zero_gradient") or 0.0 for c in cells)
             rows.append(f"| {m} | " + " | ".join(cols) + f" | {100 * masked:.1f} |")

@@ -34,7 +34,7 @@ import argparse
 import pathlib
 import statistics
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 from .. import runs
 from ..datasets.domains import DOMAINS
@@ -207,7 +207,7 @@ def _claim_order(data, fractions) -> List[str]:
     if len(gaps) == len(fractions) > 1:
         order = [gaps[f] for f in fractions]
         shrinking = all(x >= y for x, y in zip(order, order[1:]))
-        out.append(f"- VMTL - BMTL by fraction: " + ", ".join(f"{round(100 * f)} %: {gaps[f]:+.1f}" for f in fractions)
+        out.append("- VMTL - BMTL by fraction: " + ", ".join(f"{round(100 * f)} %: {gaps[f]:+.1f}" for f in fractions)
                    + f" points: the gap {'shrinks' if shrinking else 'does not shrink'} as data grows.")
     return out
 

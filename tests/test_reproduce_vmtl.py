@@ -70,3 +70,16 @@ def test_smoke_kl_stage_trains_measures_and_reuses(tmp_path, data_dir, tmp_cache
     assert cell["entropy_ratio"]["pooled"] > 0 and set(cell["num_test"]) == set(vmtl.TASKS)
     (tmp_path / "runs").rename(tmp_path / "gone")                  # a second call reuses every cell
     assert vmtl.main(args) == 0
+
+
+def test_the_families_default_kl_weights_is_the_development_choice():
+    """The committed development cells (seed 0) choose the default --kl-weights; the family declares it."""
+    import pathlib
+
+    from tf_mtvib.families import get_family
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "docs" / "results" / "vmtl" / "it3000"
+    avg = {kind: json.loads((folder / f"vmtl-{kind}-kl-f5-s0.json").read_text())["test"]["average"]
+           for kind in ("elbo", "code")}
+    assert get_family("vmtl").hparams["kl_weights"].default == max(avg, key=avg.get)
+    assert get_family("vbmtl").hparams["kl_weights"] == get_family("vmtl").hparams["kl_weights"]

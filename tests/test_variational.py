@@ -135,7 +135,7 @@ def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
     from tf_mtvib.terms import Step
 
     spec = get_spec("digitdomains")
-    model = build_model("vmtl", spec, latent_dim=5, vmtl_prior="mean")
+    model = build_model("vmtl", spec, latent_dim=5, vmtl_prior="mean", kl_weights="elbo")
     tasks = np.repeat(np.arange(4), 4).astype(np.int64)
     digit = np.tile([3, 3, 7, 7], 4).astype(np.int64)
     images = RNG.integers(0, 256, size=(16, 28, 28, 1)).astype(np.float32) / 255.0
@@ -166,11 +166,19 @@ def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
 
     train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
     keras.utils.set_random_seed(0)
-    model = build_model(name, train.spec, latent_dim=16)
+    # the ELBO's KL weights: the code's start KL_w at 0, so the classifiers' prior weights would not move yet
+    model = build_model(name, train.spec, latent_dim=16, **({} if name == "bmtl" else {"kl_weights": "elbo"}))
     assert model.partial_labels and model.network.get_layer("extractor").trainable is False
     frozen = [w.numpy().copy() for w in model.network.get_layer("extractor").weights]
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     ds = to_multi_input_dataset(per_task_splits(train), per_task_batch=10, seed=0, task_names=train.spec.task_names)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    x, y = next(iter(ds))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"]) and "joint_accuracy" not in logs and "original_accuracy" in logs
+    moved = {v.path: not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)}
+    assert all(moved.values()), moved          # VMTL's pi_w and pi_z too, through the KLs
+    assert any("pi_z" in path for path in moved) == (name == "vmtl")
     history = model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0)
     assert all(np.isfinite(v).all() for v in history.history.values())
     for before, after in zip(frozen, model.network.get_layer("extractor").weights):

@@ -112,7 +112,8 @@ class BayesianClassifiers(keras.layers.Layer):
     Training: one classifier draw per example and head, by local reparameterisation
     (:func:`tf_mtvib.vmtl.local_reparameterised_logits`), and the KL of each task's classifier to its prior
     (``prior``, ``prior_form``) added to the layer's losses with the weight of ``kl_weights``. It also holds
-    the Gumbel logits of both priors (``pi_w``, ``pi_z``: (T, T-1), zeros at the start) and the iteration
+    the mixing logits of both priors (``pi_w``, ``pi_z``: (T, T-1), zeros at the start; for the Gumbel and
+    learnable priors only) and the iteration
     counter the temperature and the code's KL ramp read (incremented at each training call).
     Returns the tasks' logits as a list, in ``task_names`` order.
     """
@@ -146,9 +147,9 @@ class BayesianClassifiers(keras.layers.Layer):
         self.mean = self.add_weight(name="mean", shape=(t, self.num_classes, d), initializer=normal)
         self.rho_w = self.add_weight(name="rho", shape=(t, self.num_classes, d),
                                      initializer=_rho_initializer(self.rho, self.init_std))
-        others = max(t - 1, 1)
-        self.pi_w = self.add_weight(name="pi_w", shape=(t, others), initializer="zeros")
-        self.pi_z = self.add_weight(name="pi_z", shape=(t, others), initializer="zeros")
+        if self.prior in ("gumbel", "learnable"):      # the learned mixing logits (none for N(0, I) or uniform)
+            self.pi_w = self.add_weight(name="pi_w", shape=(t, t - 1), initializer="zeros")
+            self.pi_z = self.add_weight(name="pi_z", shape=(t, t - 1), initializer="zeros")
         self.iterations = self.add_weight(name="iterations", shape=(), initializer="zeros", trainable=False,
                                           dtype="int64")
 
@@ -176,9 +177,9 @@ class BayesianClassifiers(keras.layers.Layer):
     def mixing_weights(self, which: str, training: bool = True):
         """``(T, T-1)``: each task's weights over the other tasks (rows in task order; columns the other
         tasks in order), for ``which`` = ``"w"`` or ``"z"``."""
-        pi = self.pi_w if which == "w" else self.pi_z
         if self.prior == "mean":
-            return tf.fill(tf.shape(pi), 1.0 / (self.num_tasks - 1))
+            return tf.fill([self.num_tasks, self.num_tasks - 1], 1.0 / (self.num_tasks - 1))
+        pi = self.pi_w if which == "w" else self.pi_z
         if self.prior == "learnable" or not training:
             return tf.nn.softmax(pi, axis=-1)
         return vmtl.gumbel_softmax_weights(pi, self.temperature())

@@ -11,8 +11,9 @@ from ._lenet import _choice
 VMTL_DATASETS = ("digitdomains",)
 
 FEATURE_DROPOUT = HParam(0.7, "dropout on the frozen features before the encoder (the official code: 0.7)")
-KL_WEIGHTS = HParam("elbo", "the KL weights: 'elbo' (supplement eq. 4 per example: KL_z x 1, KL_w x 1/N_t) or "
-                            "'code' (the official code: KL_z x 1e-7, KL_w x a ramp of 1e-6 x T every 10 iterations)",
+KL_WEIGHTS = HParam("code", "the KL weights: 'code' (the official code: KL_z x 1e-7, KL_w x a ramp of 1e-6 x T "
+                            "every 10 iterations; the default, chosen on the development seed: docs/vmtl.md) or 'elbo' "
+                            "(supplement eq. 4 per example: KL_z x 1, KL_w x 1/N_t)",
                     _choice("elbo", "code"), "KIND")
 TASK_EXAMPLES = HParam(50, "N_t, the training images per task, for the ELBO's KL_w weight 1/N_t "
                            "(digitdomains' default: a twentieth of 1,000 = 50)", int, "N")

@@ -44,8 +44,19 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
                 _cell(folder / f"{vmtl.cell_name(m, f, seed)}.json", a + bump, 3.0 if m == "vbmtl" else 3.5)
         for m, a in (("vmtl-mixture", 0.655), ("vmtl-mean", 0.66), ("vmtl-learnable", 0.665)):
             _cell(folder / f"{vmtl.cell_name(m, 0.05, seed)}.json", a + bump, 3.0)
+    for seed, bump in zip((1, 2, 3), (-0.002, 0.0, 0.002)):      # Claim 4: the 5 % cells attacked
+        for m, curve in (("bmtl", (0.6, 0.30, 0.10)), ("vmtl", (0.66, 0.40, 0.09))):
+            path = folder / f"{vmtl.cell_name(m, 0.05, seed)}.json"
+            cell = json.loads(path.read_text())
+            accuracy = {t: [a + bump for a in curve] for t in (*vmtl.TASKS, "average")}
+            cell["robustness"] = {"eps": [0.0, 0.1, 0.2], "accuracy": accuracy, "zero_gradient": 0.0,
+                                  "num_examples": {t: 950 for t in vmtl.TASKS}}
+            path.write_text(json.dumps(cell))
     assert vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
+    assert "| vmtl | 66.0 ± 0.2 (n=3) | 40.0 ± 0.2 (n=3) | 9.0 ± 0.2 (n=3) | 0.0 |" in text
+    assert "- VMTL above BMTL at 1 of 2 eps > 0" in text and ": mixed; 3 seed(s)." in text
+    assert "| vbmtl | - | - | - | - |" in text
     assert "| vmtl | 66.0 ± 0.2 (n=3) | 58.3 |" in text
     assert "- 5 %: VMTL - VBMTL = +4.0 (reproduced), VBMTL - BMTL = +2.0 (reproduced) points" in text
     assert "- 20 %: VMTL - VBMTL = +1.0 (reproduced), VBMTL - BMTL = +0.0 (not reproduced) points" in text

@@ -52,7 +52,8 @@ from .metrics import EOT_SAMPLES, MC_SAMPLES, accuracies, correct_from_probs
 from .saturation import MASKING_WARN_SHARE, saturation_of, summarize
 
 __all__ = [
-    "DEFAULT_EPS", "JSON_NAME", "TABLE_NAME", "PLOT_NAME", "evaluate_robustness", "parse_eps",
+    "DEFAULT_EPS", "JSON_NAME", "TABLE_NAME", "PLOT_NAME", "evaluate_robustness", "evaluate_robustness_by_task",
+    "parse_eps",
     "check_eps", "eval_mode_name", "MODES", "mode_of", "resolve_mode", "input_statistics", "run_input_statistics",
     "protocol_desc", "markdown_table", "plot_robustness", "write_report", "main",
 ]
@@ -62,6 +63,8 @@ JSON_NAME = "robustness.json"
 TABLE_NAME = "robustness.md"
 PLOT_NAME = "robustness.png"
 JOINT = "joint"
+#: The tasks' mean accuracy, where tasks have their own examples and no joint accuracy exists
+AVERAGE = "average"
 
 
 # --------------------------------------------------------------------------
@@ -251,7 +254,8 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                         batch_size: int = 100, max_examples: Optional[int] = None,
                         seed: Optional[int] = 0, verbose: int = 1, *, mode: Optional[str] = None,
                         space: str = "unit", input_stats: Optional[Dict[str, Sequence[float]]] = None,
-                        clip: bool = True, batchnorm: str = "inference", restarts: int = 1) -> Dict[str, Any]:
+                        clip: bool = True, batchnorm: str = "inference", restarts: int = 1,
+                        only_tasks: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Accuracy of ``model`` (a MultiTaskModel) under ``attack`` at every eps in ``eps_list``.
 
     dataset:      a :class:`tf_mtvib.datasets.Split` (batched here with ``batch_size``)
@@ -287,6 +291,8 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
                   (``Split.sample`` with ``seed``, or ``DEFAULT_SUBSET_SEED`` when None;
                   recorded as ``subset`` in the result); of a tf.data.Dataset, its first items.
     seed:         seeds TensorFlow's global generator (PGD start, posterior samples); None leaves it.
+    only_tasks:   attack, score and check these tasks only (default: every task); with a per-task loss,
+                  for data whose tasks have their own examples (:func:`evaluate_robustness_by_task`).
 
     The clean pass (eps = 0) is computed once per batch; FGSM computes the
     gradient sign once per batch and reuses it for every eps.
@@ -328,6 +334,13 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     tasks = list(model.task_names)
     A.check_loss_name(loss, tasks)
     per_task = A.is_per_task(loss)
+    if only_tasks is not None:
+        unknown = sorted(set(only_tasks) - set(tasks))
+        if unknown or not only_tasks:
+            raise ValueError(f"only_tasks must name some of the model's tasks {tasks}; got {list(only_tasks)}")
+        if not per_task and len(only_tasks) < len(tasks):
+            raise ValueError("only_tasks scores some tasks alone: give a per-task loss (per_task)")
+        tasks = [t for t in tasks if t in only_tasks]
     model_fn = A.in_space(A.model_fn_for(model, eot_samples, batchnorm), in_space)
     # the attack's loss: one for all tasks, or (per_task) each task's own, that task alone scored
     loss_fns = A.own_task_losses(loss, tasks) if per_task else {None: A.make_loss(loss, model)}
@@ -455,6 +468,38 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     return result
 
 
+def evaluate_robustness_by_task(model, split, attack: str = "fgsm", eps_list: Sequence[float] = DEFAULT_EPS, *,
+                                loss: str = "per_task", **kwargs) -> Dict[str, Any]:
+    """:func:`evaluate_robustness` for data whose tasks have their own examples (labels -1 on the other tasks',
+    e.g. ``digitdomains``): each task attacked with its own loss on its own examples
+    (:func:`tf_mtvib.datasets.per_task_splits`), as ``only_tasks=[task]``; the results merged, with
+    ``"average"`` (the mean of the tasks' accuracies, per eps) in place of the joint accuracy, the examples
+    per task in ``num_examples_per_task``, and the masking check per task."""
+    from . import attacks as A
+    from .datasets import per_task_splits
+
+    if not A.is_per_task(loss):
+        raise ValueError(f"the tasks of {split.spec.name} have their own examples: each is attacked with its own "
+                         f"loss (per_task or clipped_prob_ce:per_task), not {loss!r}")
+    parts = {t: evaluate_robustness(model, own, attack, eps_list, loss=loss, only_tasks=[t], **kwargs)
+             for t, own in per_task_splits(split).items()}
+    first = next(iter(parts.values()))
+    tasks = list(parts)
+    accuracy = {t: parts[t]["accuracy"][t] for t in tasks}
+    accuracy[AVERAGE] = [float(np.mean([accuracy[t][i] for t in tasks])) for i in range(len(first["eps"]))]
+    clean = {t: parts[t]["clean"][t] for t in tasks}
+    clean[AVERAGE] = float(np.mean(list(clean.values())))
+    out = {**first, "tasks": tasks, "accuracy": accuracy, "clean": clean,
+           "num_examples": sum(r["num_examples"] for r in parts.values()),
+           "num_examples_per_task": {t: parts[t]["num_examples"] for t in tasks},
+           "seconds": round(sum(r["seconds"] for r in parts.values()), 2)}
+    if all("masking" in r for r in parts.values()):
+        out["zero_gradient"] = max(r["zero_gradient"] for r in parts.values())
+        out["masking"] = {"zero_gradient": {t: parts[t]["masking"]["zero_gradient"][t] for t in tasks},
+                          "S": {t: parts[t]["masking"]["S"][t] for t in tasks}}
+    return out
+
+
 # --------------------------------------------------------------------------
 # Reports: Markdown table (Tables III-V), plot (Fig. 5), JSON
 # --------------------------------------------------------------------------
@@ -523,7 +568,7 @@ def markdown_table(results: Sequence[Dict[str, Any]]) -> str:
         lines.append("| Task | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
     for r in results:
-        for task in [k for k in list(r["tasks"]) + [JOINT] if k in r["accuracy"]]:
+        for task in [k for k in list(r["tasks"]) + [JOINT, AVERAGE] if k in r["accuracy"]]:
             cells = " | ".join(f"{100.0 * a:.2f}" for a in r["accuracy"][task])
             head = f"{_label(r)} [{_mode(r)}] | {task}" if several else task
             lines.append(f"| {head} | {cells} |")
@@ -559,7 +604,7 @@ def save_accuracy_panels(fig, axes, title: str, path, xlabel: str = "eps", legen
 def plot_robustness(results: Sequence[Dict[str, Any]], path) -> pathlib.Path:
     """Accuracy vs eps, one panel per task plus joint, one line per result (Fig. 5); a PNG."""
     results = list(results)
-    panels = [k for k in list(results[0]["tasks"]) + [JOINT] if all(k in r["accuracy"] for r in results)]
+    panels = [k for k in list(results[0]["tasks"]) + [JOINT, AVERAGE] if all(k in r["accuracy"] for r in results)]
     fig, axes = accuracy_panels(len(panels))
     for ax, task in zip(axes, panels):
         for r in results:
@@ -685,7 +730,7 @@ def _run_cw(args) -> int:
 
 
 def _run(args) -> int:
-    from .attacks import check_loss_name, grad_mode_name
+    from .attacks import check_loss_name, grad_mode_name, is_per_task
     from .runs import load_run
 
     if args.attack == "cw_l2":
@@ -737,7 +782,15 @@ def _run(args) -> int:
                   f"attack_grad={grad_mode_name(model, eot_samples)})",
                   flush=True)
         stats = run_input_statistics(run, args.data_dir) if args.space == "standardized" else None
-        r = evaluate_robustness(model, split, args.attack, eps, eval_samples=eval_samples,
+        from .families import get_family
+
+        by_task = get_family(run.model_name).inputs == "per_task"   # each task its own images: attacked per task
+        if by_task and not is_per_task(args.loss):
+            raise ValueError(f"{run.path}: the tasks of {dataset} have their own images; attack each with its own "
+                             "loss: --loss per_task")
+        evaluate_fn = functools.partial(evaluate_robustness_by_task, model) if by_task else \
+            functools.partial(evaluate_robustness, model)
+        r = evaluate_fn(split, args.attack, eps, eval_samples=eval_samples,
                                 eot_samples=eot_samples, loss=args.loss, steps=args.steps,
                                 step_size=args.step_size, random_start=args.random_start,
                                 batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else 1,

@@ -226,3 +226,38 @@ def test_per_task_fgsm_attacks_each_task_on_its_own_images(data_dir, vmtl_cache)
         evaluate_robustness_by_task(model, test, loss="sum")
     with pytest.raises(ValueError, match="have their own examples"):
         evaluate_robustness(model, test, eps_list=[0.0, 0.1], loss="per_task", verbose=0)
+
+
+@pytest.mark.slow
+def test_vmtl_train_and_export_take_pixels_and_a_task_index(tmp_path, data_dir, vmtl_cache):
+    """train.py trains a VMTL family on digitdomains; the export's predict_task signature (SavedModel and
+    TFLite, run by LiteRT) takes pixels and a task index per image and returns that task's probabilities,
+    class and predictive entropy, the same as the task's head of serving_default."""
+    import json
+
+    from tf_mtvib import export, train
+    from tf_mtvib.datasets import load
+    from tf_mtvib.export_lite import LiteModel
+
+    run = tmp_path / "run"
+    assert train.main(["--dataset", "digitdomains", "--model", "vmtl", "--preset", "smoke", "--output-dir", str(run),
+                       "--data-dir", str(data_dir)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]["mean"]) == {"original", "rotated", "negative", "textured", "average"}
+    out = tmp_path / "export"
+    assert export.main(["--run", str(run), "--output", str(out), "--tflite", "--data-dir", str(data_dir)]) == 0
+    test = load("digitdomains", "test", data_dir, per_domain=200, fraction=0.2)
+    x = test.images[:50].astype(np.float32) / 255.0
+    task = np.asarray(test.extras["task"][:50], np.int32)
+    loaded = tf.saved_model.load(str(out / "digitdomains_vmtl" / "1"))
+    heads = {k: v.numpy() for k, v in loaded.signatures["serving_default"](image=tf.constant(x)).items()}
+    got = {k: v.numpy() for k, v in loaded.signatures["predict_task"](image=tf.constant(x), task=tf.constant(task)).items()}
+    names = test.spec.task_names
+    expected = np.stack([heads[f"{t}_probs"] for t in names], axis=1)[np.arange(50), task]
+    np.testing.assert_allclose(got["probs"], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["entropy"], -np.sum(expected * np.log(np.maximum(expected, 1e-30)), -1), rtol=1e-4)
+    np.testing.assert_array_equal(got["class"], expected.argmax(-1))
+    lite = LiteModel(out / "digitdomains_vmtl.tflite").predict_task(x, task)
+    np.testing.assert_allclose(lite["probs"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="predict_task"):
+        LiteModel(out / "digitdomains_vmtl.tflite")(x)

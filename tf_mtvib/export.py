@@ -54,7 +54,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import runs
-from .export_lite import (INPUT_NAME, QUANTIZATIONS, SERVING_SIGNATURE, LiteModel, convert_saved_model,
+from .export_lite import (INPUT_NAME, QUANTIZATIONS, SERVING_SIGNATURE, TASK_INPUT_NAME, TASK_SIGNATURE, LiteModel,
+                          convert_saved_model,
                           describe_quantization, predict_batches, tflite_filename)
 from .metrics import MC_SAMPLES
 from .precision import model_precision
@@ -143,6 +144,20 @@ def build_serving_module(model, mc_samples: int = DEFAULT_MC_SAMPLES):
     module.predict_mc = predict_mc
     signatures = {SERVING_SIGNATURE: serve.get_concrete_function(),
                   MC_SIGNATURE: predict_mc.get_concrete_function()}
+    if getattr(model, "partial_labels", False):     # each task its own images (VMTL): the task chosen per image
+        task_spec = tf.TensorSpec([None], tf.int32, name=TASK_INPUT_NAME)
+
+        @tf.function(input_signature=[image_spec, task_spec])
+        def predict_task(image, task):
+            with model.float32_compute():
+                probs = model._probabilities(image, 0)
+            stacked = tf.stack([probs[t] for t in tasks], axis=1)            # (B, T, C)
+            p = tf.gather(stacked, task, axis=1, batch_dims=1)               # (B, C): each image's own task
+            return {"probs": p, "class": tf.argmax(p, axis=-1, output_type=tf.int64),
+                    "entropy": -tf.reduce_sum(tf.math.xlogy(p, p), axis=-1)}
+
+        module.predict_task = predict_task
+        signatures[TASK_SIGNATURE] = predict_task.get_concrete_function()
     return module, signatures
 
 
@@ -376,6 +391,9 @@ def _info(run, model, target: _Target, mc_samples, variants, calibration: Option
             SERVING_SIGNATURE: {"outputs": outs[SERVING_SIGNATURE], "z": "posterior mean"},
             MC_SIGNATURE: {"outputs": outs[MC_SIGNATURE], "z": "posterior samples",
                            "samples": mc_samples if model.is_stochastic else 0},
+            **({TASK_SIGNATURE: {"inputs": [INPUT_NAME, TASK_INPUT_NAME], "outputs": ["probs", "class", "entropy"],
+                                 "task": {t: i for i, t in enumerate(spec.task_names)}}}
+               if getattr(model, "partial_labels", False) else {}),
         },
         "tflite": {("float32" if q is None else q): tflite_filename(target.name, q) for q in variants},
         "int8_calibration": None if calibration is None else calibration.info(run.dataset),
@@ -568,8 +586,9 @@ def _commit(staged: _Staged, target: _Target, model, mc_samples: int) -> List[Ar
     if old is not None:
         _remove(old)
     samples = mc_samples if model.is_stochastic else 0
+    extra = f"; {TASK_SIGNATURE}" if getattr(model, "partial_labels", False) else ""
     artifacts = [Artifact("savedmodel", final_dir, _dir_size(final_dir),
-                          f"SavedModel ({SERVING_SIGNATURE}; {MC_SIGNATURE}: {samples} samples)", replaced=replaced)]
+                          f"SavedModel ({SERVING_SIGNATURE}; {MC_SIGNATURE}: {samples} samples{extra})", replaced=replaced)]
     for q, tmp in staged.tflite.items():
         path = target.tflite(q)
         existed = path.exists()
@@ -594,6 +613,17 @@ def _make_readable(path: pathlib.Path) -> None:
 # --------------------------------------------------------------------------
 # Check: accuracies of every artifact on the test split
 # --------------------------------------------------------------------------
+def _saved_task_outputs(saved_model_dir, images, tasks) -> Dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    fn = loaded.signatures[TASK_SIGNATURE]
+    parts = [{k: v.numpy() for k, v in fn(image=tf.constant(images[i:i + 256]),
+                                           task=tf.constant(tasks[i:i + 256])).items()}
+             for i in range(0, len(images), 256)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
     """Accuracies of the Keras model, the SavedModel (both signatures) and each TFLite file on ``test``,
     and the largest probability difference of each to the SavedModel's ``serving_default``."""
@@ -604,6 +634,8 @@ def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
     tasks = list(model.task_names)
     images = test.images.astype(np.float32) / 255.0
     labels = {t: test.labels[t] for t in tasks}
+    # tasks with their own images (VMTL): each task scored on its own, with the average
+    labelled = {t: labels[t] >= 0 for t in tasks} if getattr(model, "partial_labels", False) else None
 
     def probs_of(outputs):
         return {t: np.asarray(outputs[f"{t}_probs"]) for t in tasks}
@@ -621,7 +653,7 @@ def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
 
     def row(probs, classes=None):
         agreement = accuracies(correct_from_probs(probs, ref_classes))  # accuracy against the reference's classes
-        r: Dict[str, Any] = {"accuracy": accuracies(correct_from_probs(probs, labels)),
+        r: Dict[str, Any] = {"accuracy": accuracies(correct_from_probs(probs, labels), labelled),
                              "max_abs_diff": float(max(np.max(np.abs(probs[t] - ref[t])) for t in tasks)),
                              "agreement": float(np.mean([agreement[t] for t in tasks]))}
         if classes is not None:
@@ -633,9 +665,25 @@ def check_export(model, result: ExportResult, test) -> Dict[str, Any]:
                                        "savedmodel_mc": row(probs_of(mc))}
     rows["savedmodel_mc"]["mean_entropy"] = {t: float(np.mean(mc[f"{t}_entropy"])) for t in tasks}
     for a in result.artifacts:
-        if a.kind == "tflite":
+        if a.kind == "tflite" and labelled is None:
             out = LiteModel(a.path).predict(images)
             rows[f"tflite_{a.quantize or 'float32'}"] = row(probs_of(out), {t: out[f"{t}_class"] for t in tasks})
+    if labelled is not None:       # predict_task: each image's own task, against the heads of serving_default
+        own = np.asarray(test.extras["task"], np.int32)
+        heads = np.stack([ref[t] for t in tasks], axis=1)[np.arange(len(own)), own]
+
+        def task_row(out):
+            acc = {t: float(np.mean(out["class"][own == i] == labels[t][own == i])) for i, t in enumerate(tasks)}
+            acc["average"] = float(np.mean(list(acc.values())))
+            return {"accuracy": acc, "max_abs_diff": float(np.max(np.abs(out["probs"] - heads))),
+                    "agreement": float(np.mean(out["class"] == np.argmax(heads, -1))),
+                    "class_matches_argmax": bool(np.array_equal(out["class"], np.argmax(out["probs"], -1))),
+                    "mean_entropy": float(np.mean(out["entropy"]))}
+
+        rows[f"savedmodel_{TASK_SIGNATURE}"] = task_row(_saved_task_outputs(result.saved_model_dir, images, own))
+        for a in result.artifacts:
+            if a.kind == "tflite":
+                rows[f"tflite_{a.quantize or 'float32'}"] = task_row(LiteModel(a.path).predict_task(images, own))
     report: Dict[str, Any] = {"images": int(len(images)), "tasks": tasks, "rows": rows}
     if "tflite_int8" in rows and "tflite_float32" in rows:
         drop = {t: rows["tflite_float32"]["accuracy"][t] - rows["tflite_int8"]["accuracy"][t] for t in tasks}
@@ -651,6 +699,7 @@ _ROW_LABELS = {
     "keras": "Keras model (run)",
     "savedmodel": "SavedModel serving_default",
     "savedmodel_mc": "SavedModel predict_mc",
+    "savedmodel_predict_task": "SavedModel predict_task",
     "tflite_float32": "TFLite float32",
     "tflite_float16": "TFLite float16",
     "tflite_int8": "TFLite int8",
@@ -674,7 +723,7 @@ def format_summary(result: ExportResult) -> str:
     c = result.check
     if c:
         tasks = c["tasks"]
-        cols = tasks + ["joint"]
+        cols = tasks + [k for k in ("joint", "average") if k in next(iter(c["rows"].values()))["accuracy"]]
         lines.append(f"check on {c['images']} test images (accuracy; max |diff| of probabilities and arg-max "
                      f"agreement vs SavedModel serving_default):")
         head = f"  {'artifact':<28}" + "".join(f"{t:>14}" for t in cols) + f"{'max|diff|':>12}{'agree':>8}"
@@ -699,7 +748,7 @@ def check_markdown(doc: Dict[str, Any]) -> str:
     size, accuracy per task and joint, largest probability difference and arg-max agreement
     of every artifact against the SavedModel's ``serving_default``."""
     c = doc["check"]
-    cols = c["tasks"] + ["joint"]
+    cols = c["tasks"] + [k for k in ("joint", "average") if k in next(iter(c["rows"].values()))["accuracy"]]
     sizes = {f"tflite_{a['quantize'] or 'float32'}" if a["kind"] == "tflite" else a["kind"]: a["bytes"]
              for a in doc["artifacts"]}
     lines = ["| artifact | size | " + " | ".join(cols) + " | max \\|Δp\\| vs SavedModel | arg-max agreement |",

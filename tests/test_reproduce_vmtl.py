@@ -42,6 +42,7 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
         for m, accs in values.items():
             for f, a in zip(vmtl.FRACTIONS, accs):
                 _cell(folder / f"{vmtl.cell_name(m, f, seed)}.json", a + bump, 3.0 if m == "vbmtl" else 3.5)
+        _cell(folder / f"{vmtl.cell_name('mtvib', 0.05, seed)}.json", 0.655 + bump, 3.0)
         for m, a in (("vmtl-mixture", 0.655), ("vmtl-mean", 0.66), ("vmtl-learnable", 0.665)):
             _cell(folder / f"{vmtl.cell_name(m, 0.05, seed)}.json", a + bump, 3.0)
     for seed, bump in zip((1, 2, 3), (-0.002, 0.0, 0.002)):      # Claim 4: the 5 % cells attacked
@@ -61,6 +62,7 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
     assert "- 5 %: VMTL - VBMTL = +4.0 (reproduced), VBMTL - BMTL = +2.0 (reproduced) points" in text
     assert "- 20 %: VMTL - VBMTL = +1.0 (reproduced), VBMTL - BMTL = +0.0 (not reproduced) points" in text
     assert "the gap shrinks as data grows" in text
+    assert "- 5 %: VMTL - MTVIB = +0.5 points: VMTL above MTVIB" in text and "| uwl | - | - |" in text
     assert "the largest gap between prior variants: 1.0 points" in text and "reproduced" in text
     assert "- 5 %: VMTL 3.50 against VBMTL 3.00: above" in text
     assert "15,000 iterations" in text and "| bmtl | - |" in text    # the long budget: no cell, no number

@@ -159,7 +159,7 @@ def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
     assert value == pytest.approx(1.0 * 4 * np.mean(kls), rel=1e-3)
 
 
-@pytest.mark.parametrize("name", ["bmtl", "vbmtl", "vmtl"])
+@pytest.mark.parametrize("name", ["bmtl", "vbmtl", "vmtl", "domain_mtvib"])
 def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
     from tf_mtvib.datasets import load, per_task_splits, to_multi_input_dataset
     from tf_mtvib.models import build_model
@@ -167,7 +167,7 @@ def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
     train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
     keras.utils.set_random_seed(0)
     # the ELBO's KL weights: the code's start KL_w at 0, so the classifiers' prior weights would not move yet
-    model = build_model(name, train.spec, latent_dim=16, **({} if name == "bmtl" else {"kl_weights": "elbo"}))
+    model = build_model(name, train.spec, latent_dim=16, **({"kl_weights": "elbo"} if name in ("vbmtl", "vmtl") else {}))
     assert model.partial_labels and model.network.get_layer("extractor").trainable is False
     frozen = [w.numpy().copy() for w in model.network.get_layer("extractor").weights]
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -187,8 +187,9 @@ def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
     a, b = model.mean_logits(x), model.mean_logits(x)
     for t in train.spec.task_names:
         np.testing.assert_array_equal(a[t].numpy(), b[t].numpy())    # inference uses the means
-    if name != "bmtl":
+    if name in ("vbmtl", "vmtl"):
         assert any("classifiers" in w.path for w in model.trainable_weights)
+    assert model.is_stochastic == (name == "domain_mtvib")
 
 
 def test_vmtl_families_refuse_other_data_sets():

@@ -128,7 +128,7 @@ def test_paper_models_keep_their_weighting_and_defaults():
     spec = SPECS["multimnist"]
     expected = {"stl": "fixed", "gs": "fixed", "uwl": "uncertainty", "stvib": "fixed", "mtvib": "uncertainty",
                 "vib_mlp": "fixed", "mlp": "fixed", "lenet_stl": "fixed", "lenet_mtl": "fixed", "mmoe": "fixed",
-                "mtcrl": "fixed", "lenet_mtvib": "uncertainty", "bmtl": "fixed", "vbmtl": "fixed", "vmtl": "fixed"}
+                "mtcrl": "fixed", "lenet_mtvib": "uncertainty", "bmtl": "fixed", "vbmtl": "fixed", "vmtl": "fixed", "domain_mtvib": "uncertainty"}
     assert {n: default_weighting(n) for n in MODEL_NAMES} == expected
     assert build_model("gs", spec).weighting.weights_by_task == {"top_left": 0.5, "bottom_right": 0.5}
     assert build_model("stl", spec).weighting.weights_by_task == {"top_left": 1.0, "bottom_right": 1.0}

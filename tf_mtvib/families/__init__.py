@@ -45,9 +45,10 @@ ENTRY_POINT_GROUP = "tf_mtvib.families"
 
 #: The package's own families, in the paper's tables' order, then Alemi et al.'s Deep VIB and its twin,
 #: then MT-CRL's (Hu et al. 2022): its LeNet STL and shared-bottom baselines, MMoE, and MT-CRL itself,
-#: and MTVIB on the same LeNet trunk; then VMTL's (Shen et al. 2021): BMTL, VBMTL and VMTL
+#: and MTVIB on the same LeNet trunk; then VMTL's (Shen et al. 2021): BMTL, VBMTL and VMTL, and MTVIB on the
+#: same frozen features
 PACKAGE_FAMILIES = ("stl", "gs", "uwl", "stvib", "mtvib", "vib_mlp", "mlp", "lenet_stl", "lenet_mtl", "mmoe", "mtcrl",
-                    "lenet_mtvib", "bmtl", "vbmtl", "vmtl")
+                    "lenet_mtvib", "bmtl", "vbmtl", "vmtl", "domain_mtvib")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,31 +21,45 @@ TASK_EXAMPLES = HParam(50, "N_t, the training images per task, for the ELBO's KL
 VARIATIONAL_HPARAMS = {"feature_dropout": FEATURE_DROPOUT, "kl_weights": KL_WEIGHTS, "task_examples": TASK_EXAMPLES}
 
 
+def frozen_features(dataset_spec, hp):
+    """``(image input, features)``: pixels -> the frozen extractor -> dropout; and the tasks' one class count."""
+    import keras
+
+    from ..blocks import image_input
+    from ..extractor import fashion_extractor
+    from ..variational import EXTRACTOR_LAYER
+
+    classes = {t.num_classes for t in dataset_spec.tasks}
+    if len(classes) != 1:
+        raise ValueError(f"the VMTL families need tasks that share one label set; {dataset_spec.name}'s tasks have "
+                         f"{sorted(classes)} classes")
+    image = image_input(dataset_spec)
+    extractor = fashion_extractor()
+    extractor.name = EXTRACTOR_LAYER
+    f = extractor(image, training=False)
+    return image, keras.layers.Dropout(hp["feature_dropout"], name="feature_dropout")(f), classes.pop()
+
+
+def linear_heads(z, names, num_classes):
+    """One linear classifier per task without bias, as the code's VMTL classifiers (their means)."""
+    import keras
+
+    return [keras.layers.Dense(num_classes, use_bias=False, name=f"{t}_classifier")(z) for t in names]
+
+
 def network(dataset_spec, hp, variational: bool, prior: str = "normal", prior_form: str = "weighted_sum",
             prior_samples: int = 10):
     """pixels -> frozen extractor -> dropout -> encoder (linear; Bayesian when ``variational``) ->
     one linear classifier per task without bias (Bayesian when ``variational``)."""
     import keras
 
-    from ..blocks import image_input
-    from ..extractor import fashion_extractor
-    from ..variational import CLASSIFIERS_LAYER, ENCODER_LAYER, EXTRACTOR_LAYER, BayesianClassifiers, BayesianLinear
+    from ..variational import CLASSIFIERS_LAYER, ENCODER_LAYER, BayesianClassifiers, BayesianLinear
 
-    classes = {t.num_classes for t in dataset_spec.tasks}
-    if len(classes) != 1:
-        raise ValueError(f"the VMTL families need tasks that share one label set; {dataset_spec.name}'s tasks have "
-                         f"{sorted(classes)} classes")
-    (num_classes,) = classes
-    image = image_input(dataset_spec)
-    extractor = fashion_extractor()
-    extractor.name = EXTRACTOR_LAYER
-    f = extractor(image, training=False)
-    f = keras.layers.Dropout(hp["feature_dropout"], name="feature_dropout")(f)
+    image, f, num_classes = frozen_features(dataset_spec, hp)
     names = dataset_spec.task_names
     if not variational:
         z = keras.layers.Dense(hp["latent_dim"], name=ENCODER_LAYER)(f)
-        logits = [keras.layers.Dense(num_classes, use_bias=False, name=f"{t}_classifier")(z) for t in names]
-        return image, dict(zip(names, logits))
+        return image, dict(zip(names, linear_heads(z, names, num_classes)))
     z_weight = 1.0 if hp["kl_weights"] == "elbo" else 1e-7
     z = BayesianLinear(hp["latent_dim"], kl_weight=z_weight if prior == "normal" else 0.0, num_tasks=len(names),
                        name=ENCODER_LAYER)(f)

@@ -7,7 +7,6 @@ Imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
@@ -23,11 +22,6 @@ def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int
 def cell_dir(results_dir: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
     """The committed results of one (data set, model, seed)."""
     return pathlib.Path(results_dir) / preset / dataset / f"{model}-s{seed}"
-
-
-def _plain(obj):  # noqa: E302
-    """``obj`` as it reads back from JSON (tuples become lists), to compare with a saved file."""
-    return json.loads(json.dumps(obj, sort_keys=True))
 
 
 def parse_seeds(text: str) -> List[int]:

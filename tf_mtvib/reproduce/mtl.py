@@ -49,7 +49,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from .. import runs, runtime
 from ..datasets.paths import runs_dir
 from . import cache
-from .cells import _plain, cell_dir, cell_seeds, parse_seeds, run_dir  # noqa: F401 (re-exported)
+from .cache import as_json as _plain   # a value as it reads back from JSON, to compare with a saved file
+from .cells import cell_dir, cell_seeds, parse_seeds, run_dir  # noqa: F401 (re-exported)
 from .cells import collect as _collect_cells
 from .tables import aggregate, fmt_spread, in_order, spread_diff  # noqa: F401 (re-exported)
 from .docs import doc_paths, write_section  # noqa: F401 (write_section: re-exported)

@@ -47,6 +47,7 @@ def smoke_sweep(tmp_path_factory, request):
         pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
     out = tmp_path_factory.mktemp("vib") / "sweep"
     argv = ["--betas", "1e-3,1e-1", "--preset", "smoke", "--epochs", "1", "--max-test", "64",
+            "--cw-examples", "8", "--cw-binary-steps", "2", "--cw-iterations", "10",
             "--output-dir", str(out), "--data-dir", value, "--verbose", "0",
             "--results-dir", str(out.parent / "docs" / "results" / "vib"), "--doc", str(out.parent / "docs" / "vib.md")]
     proc = subprocess.run([sys.executable, "-m", "tf_mtvib.reproduce", "vib", *argv], cwd=ROOT, env=ENV,
@@ -66,6 +67,23 @@ def test_sweep_is_published_and_the_page_generated_from_its_json(smoke_sweep):
     page = (docs / "vib.md").read_text()
     body = page[page.index(vib.DOC_BEGIN):page.index(vib.DOC_END)]
     assert vib.markdown_table(result) in body and "results/vib/" in body and str(out.parent) not in body
+
+
+@pytest.mark.slow
+def test_sweep_attacks_every_model_with_cw_and_draws_fig3(smoke_sweep):
+    """Fig. 4(b): CW-L2 untargeted and targeted per model, on the first N test images; Fig. 3 as a PNG."""
+    out, _, _ = smoke_sweep
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    assert result["cw"]["examples"] == 8 and result["cw"]["binary_steps"] == 2
+    for row in [result["baseline"], *result["vib"]]:
+        for kind in ("untargeted", "targeted"):
+            c = row["cw"][kind]
+            assert 0.0 <= c["accuracy"] <= c["clean"] <= 1.0 and 0.0 <= c["success_rate"] <= 1.0
+        assert row["cw"]["untargeted"]["eot_samples"] == (0 if row["baseline"] else vib.CW_EOT_SAMPLES)
+    assert (out / vib.FIG3_NAME).read_bytes()[:8] == PNG_MAGIC
+    assert vib.cw_table(result) in (out / vib.TABLE_NAME).read_text()
+    page = (out.parent / "docs" / "vib.md").read_text()
+    assert "Fig. 4(b): CW-L2 on the first 8 test images" in page and vib.FIG3_NAME in page
 
 
 @pytest.mark.slow

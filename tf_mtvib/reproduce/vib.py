@@ -276,6 +276,105 @@ def evaluate_run(run_dir, samples: int = MC_SAMPLES, batch_size: int = 500, seed
     return result
 
 
+#: Fig. 4(b)'s attacks: untargeted and targeted (a random other label) CW-L2 on the first ``cw_examples``
+#: test images, the stated budget (the paper: C&W's own, 9 binary steps x up to 10,000 iterations); a
+#: stochastic model attacked and checked through the mean of 12 posterior draws (Alemi et al. §4.2.2)
+CW_NAME = "vib_cw.json"
+CW_EOT_SAMPLES = MC_SAMPLES
+#: Fig. 3: the first ten zeros of the test set, targeted to "1"
+FIG3_NAME = "vib_cw_zeros_to_one.png"
+
+
+def cw_run(run_dir, examples: int, binary_steps: int, iterations: int, seed: int = 0, data_dir=None,
+           log=print) -> Dict[str, Any]:
+    """CW-L2 untargeted and targeted on a run's first ``examples`` test images (cached in
+    ``<run_dir>/vib_cw.json``, recomputed when the model file or the budget changes)."""
+    from .. import runs
+    from ..cw import evaluate_cw
+
+    run = runs.load_run(run_dir)
+    stat = (run.path / runs.MODEL).stat()
+    key = {"examples": examples, "binary_steps": binary_steps, "iterations": iterations, "seed": seed,
+           "eot_samples": CW_EOT_SAMPLES, "model_mtime_ns": stat.st_mtime_ns, "model_size": stat.st_size}
+    cache = run.path / CW_NAME
+    if cache.exists():
+        cached = runs.read_json(cache)
+        if cached.get("key") == key:
+            return cached["result"]
+    split = run.load_split("test", data_dir).take(examples)
+    out = {}
+    for targeted in (False, True):
+        log(f"[vib] CW-L2 ({'targeted' if targeted else 'untargeted'}, {binary_steps} x {iterations}) on {run.path}")
+        r = evaluate_cw(run.model, split, targeted=targeted, binary_steps=binary_steps, max_iterations=iterations,
+                        eot_samples=CW_EOT_SAMPLES, seed=seed)
+        (task,) = r["tasks"]
+        out["targeted" if targeted else "untargeted"] = {**r["tasks"][task], "eot_samples": r["eot_samples"]}
+    result = {"examples": examples, "budget": {"binary_steps": binary_steps, "iterations": iterations}, **out}
+    runs.write_json(cache, {"key": key, "result": result})
+    return result
+
+
+def cw_table(result: Dict[str, Any]) -> str:
+    """Fig. 4(b) as a table: accuracy under CW-L2, untargeted and targeted, and the median L2, per beta."""
+    rows = [r for r in ([result["baseline"]] if result.get("baseline") else []) + list(result["vib"]) if r.get("cw")]
+    if not rows:
+        return ""
+    lines = ["| model | beta | clean % | untargeted: accuracy % | median L2 | targeted: accuracy % | success % | "
+             "median L2 |", "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    for r in rows:
+        u, t = r["cw"]["untargeted"], r["cw"]["targeted"]
+        beta = "deterministic" if r["beta"] is None else f"{r['beta']:g}"
+        lines.append(f"| {r['model']} | {beta} | {100 * u['clean']:.1f} | {100 * u['accuracy']:.1f} | "
+                     f"{fmt(u['median_l2'])} | {100 * t['accuracy']:.1f} | {100 * t['success_rate']:.1f} | "
+                     f"{fmt(t['median_l2'])} |")
+    return "\n".join(lines)
+
+
+def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, iterations: int, data_dir=None
+                      ) -> pathlib.Path:
+    """Fig. 3: the first ten zeros of the test set, each targeted to "1" by CW-L2, one row per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import runs
+    from ..attacks import model_fn_for
+    from ..cw import cw_l2
+
+    rows = []
+    for run_dir in run_dirs:
+        run = runs.load_run(run_dir)
+        split = run.load_split("test", data_dir)
+        (task,) = run.spec.task_names
+        zeros = np.flatnonzero(split.labels[task] == 0)[:10]
+        x = split.images[zeros].astype(np.float32) / 255.0
+        eot = CW_EOT_SAMPLES if run.model.is_stochastic else 0
+        out = cw_l2(model_fn_for(run.model, eot), x, np.ones(len(x), np.int64), task, targeted=True,
+                    binary_steps=binary_steps, max_iterations=iterations)
+        beta = run.model.hparams.get("beta") if run.model.is_stochastic else None
+        rows.append((f"beta {beta:g}" if beta is not None else "deterministic", out["x_adv"], out["success"]))
+    fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.1 * len(rows) + 0.4), squeeze=False)
+    for i, (label, images, ok) in enumerate(rows):
+        for j in range(10):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(images):          # a test subset with fewer than ten zeros
+                ax.set_frame_on(False)
+                continue
+            ax.imshow(images[j, :, :, 0], cmap="gray", vmin=0, vmax=1)
+            if not ok[j]:
+                ax.set_title("failed", fontsize=6)
+        axes[i][0].set_ylabel(label, fontsize=7)
+    fig.suptitle(f"CW-L2, the first ten test zeros targeted to '1' ({binary_steps} x {iterations})", fontsize=9)
+    path = pathlib.Path(output_dir) / FIG3_NAME
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
@@ -300,8 +399,10 @@ def _run_summary(run_dir) -> Dict[str, Any]:
 def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
           epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
           batch_size: Optional[int] = None, eval_samples: int = MC_SAMPLES, eval_batch_size: int = 500, seed: int = 0,
-          baseline: bool = True, data_dir=None, verbose: int = 2, log=print) -> Dict[str, Any]:
-    """Train/resume/reuse every run, evaluate them and write the JSON, table and figures; returns the JSON dict."""
+          baseline: bool = True, data_dir=None, verbose: int = 2, log=print, cw_examples: int = 0,
+          cw_binary_steps: int = 5, cw_iterations: int = 1000) -> Dict[str, Any]:
+    """Train/resume/reuse every run, evaluate them and write the JSON, table and figures; returns the JSON dict.
+    With ``cw_examples``, also Fig. 4(b)'s CW-L2 attacks (:func:`cw_run`) and Fig. 3."""
     from .. import runs
 
     if schedule not in SCHEDULES:
@@ -326,8 +427,12 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
             continue
         ev = evaluate_run(run_dir, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
                           data_dir=data_dir, log=log)
-        rows.append({"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
-                     "status": status, **_run_summary(run_dir), **ev})
+        row = {"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
+               "status": status, **_run_summary(run_dir), **ev}
+        if cw_examples:
+            row["cw"] = cw_run(run_dir, cw_examples, cw_binary_steps, cw_iterations, seed=seed, data_dir=data_dir,
+                               log=log)
+        rows.append(row)
     vib_rows = sorted((r for r in rows if not r["baseline"]), key=lambda r: r["beta"])
     base = next((r for r in rows if r["baseline"]), None)
     h_y = rows[0]["h_y_bits"] if rows else None
@@ -345,11 +450,19 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
         "baseline": base, "vib": vib_rows, "failed": failures,
         "figures": dict(FIGURES), "table": TABLE_NAME,
     }
+    if cw_examples:
+        result["cw"] = {"examples": cw_examples, "binary_steps": cw_binary_steps, "iterations": cw_iterations,
+                        "eot_samples": CW_EOT_SAMPLES, "paper": "C&W's own budget: 9 binary steps x up to 10,000 "
+                        "iterations; the deterministic network at 0 % under both attacks"}
     if rows:
         table = markdown_table(result)
-        (out / TABLE_NAME).write_text(table + "\n")
+        cw = cw_table(result)
+        (out / TABLE_NAME).write_text(table + "\n" + (f"\n{cw}\n" if cw else ""))
         plot_sweep(result, out)
-        log(table)
+        if cw_examples:
+            plot_zeros_to_one([r["run_dir"] for r in ([base] if base else []) + vib_rows], out, cw_binary_steps,
+                              cw_iterations, data_dir)
+        log(table + (f"\n\n{cw}" if cw else ""))
     runs.write_json(out / JSON_NAME, result)
     return result
 
@@ -473,7 +586,7 @@ def publish_sweep(result: Dict[str, Any], output_dir, results_dir) -> pathlib.Pa
     for row in ([doc["baseline"]] if doc.get("baseline") else []) + doc["vib"] + doc["failed"]:
         row["run_dir"] = pathlib.Path(row["run_dir"]).name
     runs.write_json(dest / JSON_NAME, doc)
-    for name in [TABLE_NAME, *FIGURES.values()]:
+    for name in [TABLE_NAME, *FIGURES.values(), FIG3_NAME]:
         if (out / name).exists():
             shutil.copyfile(out / name, dest / name)
     return dest
@@ -500,6 +613,13 @@ def doc_section(results_dir, doc_dir) -> str:
                      f"Test error on the MNIST test split{subset} (paper, Table 1: VIB "
                      f"{PAPER['vib_error_pct']}%, deterministic {PAPER['deterministic_error_pct']}%).\n\n"
                      f"{markdown_table(result)}\n\n{figures}")
+        if result.get("cw"):
+            c = result["cw"]
+            fig3 = (f"\n\n![Fig. 3]({rel}/{FIG3_NAME})" if (path.parent / FIG3_NAME).exists() else "")
+            parts.append(f"Fig. 4(b): CW-L2 on the first {c['examples']:,} test images, {c['binary_steps']} binary "
+                         f"steps x {c['iterations']:,} iterations (the paper: {c['paper']}); stochastic models "
+                         f"attacked and checked through the mean of {c['eot_samples']} posterior draws.\n\n"
+                         f"{cw_table(result)}{fig3}")
     return "\n\n".join(parts)
 
 
@@ -525,6 +645,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the deterministic mlp")
+    p.add_argument("--cw-examples", type=int, default=0,
+                   help="Fig. 4(b): attack the first N test images of every model with CW-L2, untargeted and "
+                        "targeted (the paper: 1,000; default 0: no attack), and draw Fig. 3")
+    p.add_argument("--cw-binary-steps", type=int, default=5, help="CW-L2 binary-search steps (default: %(default)s)")
+    p.add_argument("--cw-iterations", type=int, default=1000, help="CW-L2 iterations per step (default: %(default)s)")
     p.add_argument("--output-dir", type=pathlib.Path, default=None,
                    help="run directories and checkpoints (default: $TF_MTVIB_RUNS_DIR/vib or ~/.cache/tf_mtvib/runs/vib)")
     p.add_argument("--results-dir", type=pathlib.Path, default=None,
@@ -550,7 +675,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         betas = parse_betas(args.betas)
     except ValueError as e:
         parser.error(str(e))
-    for name in ("epochs", "max_train", "max_test", "batch_size", "eval_samples", "eval_batch_size"):
+    if args.cw_examples < 0:
+        parser.error("--cw-examples must be >= 0")
+    for name in ("epochs", "max_train", "max_test", "batch_size", "eval_samples", "eval_batch_size",
+                 "cw_binary_steps", "cw_iterations"):
         v = getattr(args, name)
         if v is not None and v < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -561,7 +689,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = sweep(betas, args.output_dir, preset=args.preset, schedule=args.schedule, epochs=args.epochs,
                        max_train=args.max_train, max_test=args.max_test, batch_size=args.batch_size,
                        eval_samples=args.eval_samples, eval_batch_size=args.eval_batch_size, seed=args.seed,
-                       baseline=args.baseline, data_dir=args.data_dir, verbose=args.verbose)
+                       baseline=args.baseline, data_dir=args.data_dir, verbose=args.verbose,
+                       cw_examples=args.cw_examples, cw_binary_steps=args.cw_binary_steps,
+                       cw_iterations=args.cw_iterations)
     except SweepError as e:
         print(f"reproduce vib: error: {e}", file=sys.stderr)
         return 2

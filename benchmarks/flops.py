@@ -143,6 +143,11 @@ def _cpuinfo() -> Dict[str, str]:
     return out
 
 
+#: AMX: bfloat16 operations (a multiply-accumulate counting two) per cycle per core of the tile unit (Intel,
+#: Sapphire Rapids)
+AMX_BF16_PER_CYCLE = 1024
+
+
 def cpu_peak(ghz: Optional[float] = None, fma_bits: Optional[int] = None) -> Dict[str, Any]:
     """The float32 and bfloat16 peak FLOP/s of the usable cores, and how they were derived.
 
@@ -159,7 +164,11 @@ def cpu_peak(ghz: Optional[float] = None, fma_bits: Optional[int] = None) -> Dic
     * bfloat16 (flag ``avx512_bf16``: ``VDPBF16PS`` multiplies two bfloat16
       pairs per float32 lane and accumulates both): twice the float32 rate;
       without the flag, bfloat16 is computed in float32 and its peak is the
-      float32 one.
+      float32 one;
+    * the AMX tile peak (flag ``amx_bf16``), apart: Intel gives its tile unit
+      1,024 bfloat16 operations (and 2,048 int8 ones) per cycle per core, a
+      multiply-accumulate counting two, on Sapphire Rapids; oneDNN reaches it
+      only in the matrix products and convolutions it runs on tiles.
     """
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
@@ -185,10 +194,14 @@ def cpu_peak(ghz: Optional[float] = None, fma_bits: Optional[int] = None) -> Dic
         "fp32_flops_per_cycle_per_core": fp32_per_cycle,
         "bf16_flops_per_cycle_per_core": fp32_per_cycle * bf16_factor,
         "fp32_peak_flops": fp32, "bf16_peak_flops": fp32 * bf16_factor,
+        "amx_bf16_flops_per_cycle_per_core": AMX_BF16_PER_CYCLE if "amx_bf16" in flags else None,
+        "amx_bf16_peak_flops": cores * clock * 1e9 * AMX_BF16_PER_CYCLE if "amx_bf16" in flags else None,
         "formula": (f"peak = cores x GHz x (FMA bits per cycle / 32 lanes) x 2 FLOPs per FMA = {cores} x "
                     f"{clock:.3f} x ({fma_bits}/32) x 2 = {fp32 / 1e9:.1f} GFLOP/s float32"
                     + (f"; bfloat16 (VDPBF16PS, 2 pairs per float32 lane) x 2 = {2 * fp32 / 1e9:.1f} GFLOP/s"
-                       if bf16_factor == 2 else "; no avx512_bf16: bfloat16 peak = float32 peak")),
+                       if bf16_factor == 2 else "; no avx512_bf16: bfloat16 peak = float32 peak")
+                    + (f"; AMX tiles: {cores} x {clock:.3f} x {AMX_BF16_PER_CYCLE} = "
+                       f"{cores * clock * AMX_BF16_PER_CYCLE:.1f} GFLOP/s bfloat16" if "amx_bf16" in flags else "")),
     }
 
 

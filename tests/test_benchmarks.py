@@ -255,6 +255,11 @@ def test_cpu_peak_formula():
     assert peak["fp32_flops_per_cycle_per_core"] == 512 // 32 * 2 == 32
     assert peak["fp32_peak_flops"] == pytest.approx(cores * 2.0e9 * 32)
     assert peak["bf16_peak_flops"] == pytest.approx(peak["fp32_peak_flops"] * (2 if peak["avx512_bf16"] else 1))
+    # the AMX tile peak where the CPU has tiles (1,024 bfloat16 operations per cycle per core), else none
+    if peak["amx_bf16"]:
+        assert peak["amx_bf16_peak_flops"] == pytest.approx(peak["cores"] * 2.0e9 * 1024) and "AMX" in peak["formula"]
+    else:
+        assert peak["amx_bf16_peak_flops"] is None and "AMX" not in peak["formula"]
     assert f"{cores} x 2.000 x (512/32) x 2" in peak["formula"]
     assert flops.percent_of_peak(100.0, 1e9, 200e9) == pytest.approx(50.0)
 def test_interleave_alternates_and_uses_self_measured_time():

@@ -121,3 +121,12 @@ def test_read_office_home_refuses_missing_files_and_differing_label_sets(tmp_pat
     (feats / "Art" / "Class1" / "train00001.npy").unlink()
     with pytest.raises(DataError, match="no feature file"):
         read_office_home(feats, lists)
+
+
+def test_dataset_summary_counts_each_task_on_its_own_images(data_dir, tmp_cache):
+    from tf_mtvib.datasets.__main__ import describe
+
+    train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
+    text = describe(train)
+    for name, part in per_task_splits(train).items():
+        assert f"{name} ({len(part)} of its own): " in text

@@ -42,8 +42,11 @@ def describe(split: Split) -> str:
     """Count, shape and per-task label histogram of a split."""
     lines = [f"{len(split)} items, images {split.images.dtype} {tuple(split.images.shape)}"]
     for task in split.spec.tasks:
-        counts = np.bincount(split.labels[task.name], minlength=task.num_classes)
-        lines.append(f"  {task.name}: " + ", ".join(f"{c}={n}" for c, n in zip(task.class_names, counts)))
+        labels = np.asarray(split.labels[task.name])
+        own = labels[labels >= 0]             # tasks with their own images: -1 on the other tasks' examples
+        counts = np.bincount(own, minlength=task.num_classes)
+        mine = f" ({len(own)} of its own)" if len(own) < len(labels) else ""
+        lines.append(f"  {task.name}{mine}: " + ", ".join(f"{c}={n}" for c, n in zip(task.class_names, counts)))
     return "\n".join(lines)
 
 

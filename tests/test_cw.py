@@ -103,3 +103,24 @@ def test_evaluate_cw_scores_every_task_of_a_multi_task_model(tmp_path):
             assert v["success_rate"] > 0.5 and v["accuracy"] <= v["clean"]
             assert v["median_l2"] is None or v["median_l2"] > 0
     assert "| lenet_mtl | left |" in C.markdown_table([r])
+
+
+def test_evaluate_cw_scores_each_task_on_its_own_images_when_tasks_have_their_own():
+    """Labels -1 mark the other tasks' examples (multi-input data): each task is attacked on its own only."""
+    import keras
+
+    from tf_mtvib import cw as C
+    from tf_mtvib.datasets import Split, get_spec
+    from tf_mtvib.models import build_model
+
+    spec = get_spec("pairmnist")
+    rng = np.random.default_rng(1)
+    n = 12
+    own = np.arange(n) % 2                    # even rows: the left task's, odd rows: the right task's
+    labels = {t: np.where(own == k, rng.integers(0, 10, n), -1) for k, t in enumerate(spec.task_names)}
+    split = Split(rng.integers(0, 256, size=(n, *spec.input_shape), dtype=np.uint8), labels, spec)
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet_mtl", spec)
+    r = C.evaluate_cw(model, split, binary_steps=1, max_iterations=20, learning_rate=0.05, initial_const=10.0)
+    assert {t: v["num_examples"] for t, v in r["tasks"].items()} == {"left": 6, "right": 6}
+    assert all(0.0 <= v["accuracy"] <= v["clean"] <= 1.0 for v in r["tasks"].values())

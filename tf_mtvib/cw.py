@@ -143,7 +143,8 @@ def cw_l2(model_fn: ModelFn, x, labels, task: str, *, targeted: bool = False, ka
 def evaluate_cw(model, split, *, targeted: bool = False, binary_steps: int = 5, max_iterations: int = 1000,
                 learning_rate: float = 1e-2, initial_const: float = 1e-2, eot_samples: int = 0,
                 batch_size: int = 100, seed: int = 0, verbose: int = 0) -> Dict[str, object]:
-    """Each task of ``model`` (a MultiTaskModel) attacked by CW-L2 on ``split``, one task at a time.
+    """Each task of ``model`` (a MultiTaskModel) attacked by CW-L2 on ``split``, one task at a time (where the
+    tasks have their own images, labels -1 elsewhere, each on its own images).
 
     Untargeted: the true label; targeted: a random other label per example (seeded). The prediction and
     the success check use the attack's own ``model_fn`` (``eot_samples`` posterior draws averaged, or the
@@ -160,11 +161,13 @@ def evaluate_cw(model, split, *, targeted: bool = False, binary_steps: int = 5, 
     tasks = {}
     for t in model.task_names:
         y = split.labels[t].astype(np.int64)
+        own = y >= 0                   # tasks with their own images (labels -1 elsewhere): each on its own
+        y, task_images = y[own], images[own]
         classes = split.spec.task(t).num_classes
         goal = (y + rng.integers(1, classes, size=len(y))) % classes if targeted else y
         clean, correct, success, l2 = [], [], [], []
         for start in range(0, len(y), batch_size):
-            x, yb, gb = images[start:start + batch_size], y[start:start + batch_size], goal[start:start + batch_size]
+            x, yb, gb = task_images[start:start + batch_size], y[start:start + batch_size], goal[start:start + batch_size]
             clean.append(np.argmax(_task_logits(model_fn, tf.constant(x), t).numpy(), -1) == yb)
             out = cw_l2(model_fn, x, gb, t, targeted=targeted, binary_steps=binary_steps,
                         max_iterations=max_iterations, learning_rate=learning_rate, initial_const=initial_const)
@@ -176,7 +179,8 @@ def evaluate_cw(model, split, *, targeted: bool = False, binary_steps: int = 5, 
                 print(f"  {t}: {start + len(yb)} / {len(y)}", flush=True)
         ok, l2 = np.concatenate(success), np.concatenate(l2)
         tasks[t] = {"clean": float(np.mean(np.concatenate(clean))), "accuracy": float(np.mean(np.concatenate(correct))),
-                    "success_rate": float(np.mean(ok)), "median_l2": float(np.median(l2)) if len(l2) else None}
+                    "success_rate": float(np.mean(ok)), "median_l2": float(np.median(l2)) if len(l2) else None,
+                    "num_examples": int(len(y))}
     return {"attack": "cw_l2", "targeted": bool(targeted), "eot_samples": int(eot_samples),
             "budget": {"binary_steps": binary_steps, "max_iterations": max_iterations, "learning_rate": learning_rate,
                        "initial_const": initial_const},

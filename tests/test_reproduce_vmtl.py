@@ -96,3 +96,16 @@ def test_the_families_default_kl_weights_is_the_development_choice():
            for kind in ("elbo", "code")}
     assert get_family("vmtl").hparams["kl_weights"].default == max(avg, key=avg.get)
     assert get_family("vbmtl").hparams["kl_weights"] == get_family("vmtl").hparams["kl_weights"]
+
+
+@pytest.mark.parametrize("name", ["vmtl", "mtcrl"])
+def test_the_committed_page_is_generated_from_the_committed_cells(name):
+    """docs/<name>.md's generated block is exactly what the reproduction builds from docs/results/<name>/."""
+    import importlib
+    import pathlib
+
+    mod = importlib.import_module(f"tf_mtvib.reproduce.{name}")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "docs" / f"{name}.md").read_text()
+    block = text[text.index(mod.DOC_BEGIN) + len(mod.DOC_BEGIN):text.index(mod.DOC_END)]
+    assert block.strip() == mod.build_report(root / "docs" / "results" / name).strip()

@@ -61,7 +61,7 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
     assert "| vmtl | 66.0 ± 0.2 (n=3) | 58.3 |" in text
     assert "- 5 %: VMTL - VBMTL = +4.0 (reproduced), VBMTL - BMTL = +2.0 (reproduced) points" in text
     assert "- 20 %: VMTL - VBMTL = +1.0 (reproduced), VBMTL - BMTL = +0.0 (not reproduced) points" in text
-    assert "the gap shrinks as data grows" in text
+    assert "VMTL's advantage shrinks as data grows" in text
     assert "- 5 %: VMTL - MTVIB = +0.5 points: VMTL above MTVIB" in text and "| uwl | - | - |" in text
     assert "the largest gap between prior variants: 1.0 points" in text and "reproduced" in text
     assert "- 5 %: VMTL 3.50 against VBMTL 3.00: above" in text

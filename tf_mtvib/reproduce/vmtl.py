@@ -233,9 +233,13 @@ def _claim_order(data, fractions) -> List[str]:
                    + (" (one seed: not a finding)." if n == 1 else "."))
     if len(gaps) == len(fractions) > 1:
         order = [gaps[f] for f in fractions]
-        shrinking = all(x >= y for x, y in zip(order, order[1:]))
+        if all(g > 0 for g in order):       # an advantage that can shrink
+            pattern = "shrinks" if all(x >= y for x, y in zip(order, order[1:])) else "does not shrink"
+            pattern = f"VMTL's advantage {pattern} as data grows"
+        else:
+            pattern = "VMTL is not above BMTL at every fraction, so there is no advantage to shrink"
         out.append("- VMTL - BMTL by fraction: " + ", ".join(f"{round(100 * f)} %: {gaps[f]:+.1f}" for f in fractions)
-                   + f" points: the gap {'shrinks' if shrinking else 'does not shrink'} as data grows.")
+                   + f" points: {pattern}.")
     return out
 
 

@@ -87,6 +87,20 @@ def test_kl_to_the_mixture_density_by_monte_carlo_with_fixed_noise():
     np.testing.assert_allclose(one, _np_kl(mq, vq, mp[0], vp[0]), rtol=0.05, atol=0.05)
 
 
+def test_kl_to_the_mixture_with_weights_per_row_and_zero_weights():
+    mp = RNG.normal(size=(3, 4, 5)).astype(np.float32)
+    vp = RNG.uniform(0.2, 1.0, (3, 4, 5)).astype(np.float32)
+    mq = RNG.normal(size=(4, 5)).astype(np.float32)
+    vq = RNG.uniform(0.2, 1.0, (4, 5)).astype(np.float32)
+    noise = RNG.normal(size=(30, 4, 5)).astype(np.float32)
+    rows = np.array([[0.0, 0.7, 0.3], [0.5, 0.0, 0.5], [0.2, 0.8, 0.0], [0.0, 1.0, 0.0]], np.float32)  # (B, C)
+    got = vmtl.kl_to_mixture(mq, vq, rows.T, mp, vp, noise).numpy()                   # weights (C, B)
+    for b in range(4):
+        keep = np.flatnonzero(rows[b])          # a zero weight drops its component out
+        alone = vmtl.kl_to_mixture(mq[b], vq[b], rows[b, keep], mp[keep, b], vp[keep, b], noise[:, b]).numpy()
+        np.testing.assert_allclose(got[b], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_temperature_annealing_follows_the_code_rule():
     def np_schedule(iters, tasks, per_task_step=True):
         tau, counter, it = 1.0, 1, 1
@@ -101,12 +115,15 @@ def test_temperature_annealing_follows_the_code_rule():
     # milestones the two agree exactly
     for iters in (500, 1500, 2500, 3500, 15000):
         for tasks in (2, 4):
-            assert vmtl.annealed_temperature(iters, tasks) == pytest.approx(np_schedule(iters, tasks), rel=1e-12)
-    assert vmtl.annealed_temperature(999, 4) == 1.0
-    assert vmtl.annealed_temperature(1000, 4) == pytest.approx(math.exp(-4 * 0.03))
-    assert vmtl.annealed_temperature(2000, 4) == pytest.approx(math.exp(-4 * 0.03 - 4 * 0.06))
-    assert vmtl.annealed_temperature(3000, 4) == 0.5 and vmtl.annealed_temperature(15000, 4) == 0.5
-    assert vmtl.annealed_temperature(2000, 4, per_task_step=False) == pytest.approx(math.exp(-0.03 - 0.06))
+            assert float(vmtl.annealed_temperature(iters, tasks)) == pytest.approx(np_schedule(iters, tasks), rel=1e-12)
+    tau = lambda *a, **k: float(vmtl.annealed_temperature(*a, **k))
+    assert tau(999, 4) == 1.0
+    assert tau(1000, 4) == pytest.approx(math.exp(-4 * 0.03))
+    assert tau(2000, 4) == pytest.approx(math.exp(-4 * 0.03 - 4 * 0.06))
+    assert tau(3000, 4) == 0.5 and tau(15000, 4) == 0.5
+    assert tau(2000, 4, per_task_step=False) == pytest.approx(math.exp(-0.03 - 0.06))
+    # an integer tensor (the layer's counter) gives the same values
+    assert float(vmtl.annealed_temperature(tf.constant(2000, tf.int64), 4)) == tau(2000, 4)
 
 
 def test_kl_weights_of_the_code_and_of_the_elbo():

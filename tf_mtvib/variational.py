@@ -158,13 +158,9 @@ class BayesianClassifiers(keras.layers.Layer):
 
     # -- the schedule --------------------------------------------------------------------------------
     def temperature(self):
-        """tau at the current iteration: :func:`tf_mtvib.vmtl.annealed_temperature` in closed form
-        (the decays up to milestone K multiply to exp(-rate * repeats * every * K (K + 1) / 2))."""
-        s = vmtl.TEMPERATURE
-        k = tf.cast(self.iterations // s["every"], tf.float32)
-        repeats = self.num_tasks if self.anneal_per_task_step else 1
-        tau = s["start"] * tf.exp(-s["rate"] * repeats * s["every"] * k * (k + 1) / 2)
-        return tf.maximum(tau, s["minimum"])
+        """tau at the current iteration (:func:`tf_mtvib.vmtl.annealed_temperature`)."""
+        return tf.cast(vmtl.annealed_temperature(self.iterations, self.num_tasks,
+                                                 per_task_step=self.anneal_per_task_step), tf.float32)
 
     def kl_weight_w(self):
         if self.kl_weights == "elbo":
@@ -298,18 +294,6 @@ class GumbelZPrior(LossTerm):
         else:
             noise = tf.random.normal(tf.concat([[classifiers.prior_samples], tf.shape(q_mean)], 0))
             # components with weight 0 (the example's own task) drop out of the mixture: log 0 = -inf
-            kl = _kl_to_mixture_rows(q_mean, q_var, a, p_mean, p_var, noise)
+            kl = vmtl.kl_to_mixture(q_mean, q_var, tf.transpose(a), p_mean, p_var, noise)
         return classifiers.kl_weight_z() * len(names) * tf.reduce_mean(kl)
 
-
-def _kl_to_mixture_rows(mean_q, var_q, alpha, means_p, vars_p, noise, jitter: float = vmtl.VARIANCE_JITTER):
-    """:func:`tf_mtvib.vmtl.kl_to_mixture` with per-example weights ``alpha`` (B, T) (zeros allowed)."""
-    var_q = var_q + jitter
-    vars_p = vars_p + jitter
-    z = mean_q + tf.sqrt(var_q) * noise                                              # (S, B, d)
-    log_normal = lambda x, m, v: tf.reduce_sum(-0.5 * (tf.math.log(2 * math.pi * v) + tf.square(x - m) / v), -1)
-    log_q = log_normal(z, mean_q, var_q)                                             # (S, B)
-    log_p_i = log_normal(z[:, None], means_p[None], vars_p[None])                    # (S, T, B)
-    log_alpha = tf.where(alpha > 0, tf.math.log(tf.maximum(alpha, 1e-30)), -math.inf)   # (B, T)
-    log_p = tf.reduce_logsumexp(tf.transpose(log_alpha)[None] + log_p_i, axis=1)      # (S, B)
-    return tf.reduce_mean(log_q - log_p, axis=0)

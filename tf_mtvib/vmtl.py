@@ -94,8 +94,10 @@ def kl_to_mixture(mean_q, var_q, alpha, means_p, vars_p, noise, jitter: float = 
 
         (1/S) sum_s [ log q(z_s) - log sum_i alpha_i p_i(z_s) ],   z_s = mean_q + sqrt(var_q) * noise_s
 
-    ``mean_q``/``var_q``: ``(..., d)``; ``means_p``/``vars_p``: ``(T-1, ..., d)``; ``noise``: ``(S, ..., d)``
+    ``mean_q``/``var_q``: ``(..., d)``; ``means_p``/``vars_p``: ``(C, ..., d)``; ``noise``: ``(S, ..., d)``
     standard normal draws (fixed in tests; the reparameterisation keeps the estimate differentiable).
+    ``alpha``: ``(C,)``, one set of weights for every row, or ``(C, ...)``, weights per row (the z prior:
+    each example's weights over the tasks). A component of weight exactly 0 drops out (log 0 = -inf).
     The densities are over the whole vector (summed over the last axis); the result has shape ``(...)``.
     """
     mean_q = tf.convert_to_tensor(mean_q, tf.float32)
@@ -105,30 +107,32 @@ def kl_to_mixture(mean_q, var_q, alpha, means_p, vars_p, noise, jitter: float = 
     alpha = tf.convert_to_tensor(alpha, tf.float32)
     z = mean_q + tf.sqrt(var_q) * tf.convert_to_tensor(noise, tf.float32)            # (S, ..., d)
     log_q = tf.reduce_sum(_log_normal(z, mean_q, var_q), axis=-1)                    # (S, ...)
-    log_p_i = tf.reduce_sum(_log_normal(z[:, None], means_p[None], vars_p[None]), axis=-1)   # (S, T-1, ...)
-    log_alpha = tf.reshape(tf.math.log(alpha), [1, -1] + [1] * (log_p_i.shape.rank - 2))
+    log_p_i = tf.reduce_sum(_log_normal(z[:, None], means_p[None], vars_p[None]), axis=-1)   # (S, C, ...)
+    log_alpha = tf.where(alpha > 0, tf.math.log(tf.maximum(alpha, 1e-30)), -math.inf)
+    log_alpha = tf.reshape(log_alpha, tf.concat([[1], tf.shape(alpha), tf.ones([log_p_i.shape.rank - 1 - alpha.shape.rank], tf.int32)], 0))
     log_p = tf.reduce_logsumexp(log_alpha + log_p_i, axis=1)                         # (S, ...)
     return tf.reduce_mean(log_q - log_p, axis=0)
 
 
-def annealed_temperature(iteration: int, num_tasks: int, start: float = TEMPERATURE["start"],
+def annealed_temperature(iteration, num_tasks: int, start: float = TEMPERATURE["start"],
                          minimum: float = TEMPERATURE["minimum"], rate: float = TEMPERATURE["rate"],
-                         every: int = TEMPERATURE["every"], per_task_step: bool = True) -> float:
-    """The Gumbel-Softmax temperature after ``iteration`` iterations, by the official code's rule.
+                         every: int = TEMPERATURE["every"], per_task_step: bool = True) -> tf.Tensor:
+    """The Gumbel-Softmax temperature after ``iteration`` iterations (an int or an integer tensor), by the
+    official code's rule, as a float64 scalar tensor.
 
     At each multiple m of ``every`` the temperature becomes ``max(tau * exp(-rate * m), minimum)``. The code
     checks this once per *task step* and an iteration holds ``num_tasks`` of them, all while the iteration
     counter reads m, so it applies ``num_tasks`` times at each milestone (``per_task_step=True``, the code's
     effective schedule: 1 -> 0.887 -> 0.698 -> 0.5 at iterations 1,000 / 2,000 / 3,000 with 4 tasks);
-    ``per_task_step=False`` applies it once per milestone. (The code's counters start at 1, so its decays
-    land in the iteration before each milestone; between milestones the two agree exactly.)
+    ``per_task_step=False`` applies it once per milestone. The decays up to milestone K multiply to
+    ``exp(-rate * repeats * every * K (K + 1) / 2)``, and the floor, once reached, holds, so the closed form
+    is exact. (The code's counters start at 1, so its decays land in the iteration before each milestone;
+    between milestones the two agree exactly: ``tests/test_vmtl.py`` simulates the counters.)
     """
     repeats = num_tasks if per_task_step else 1
-    tau = float(start)
-    for m in range(every, int(iteration) + 1, every):
-        for _ in range(repeats):
-            tau = max(tau * math.exp(-rate * m), minimum)
-    return tau
+    k = tf.cast(tf.convert_to_tensor(iteration) // every, tf.float64)
+    tau = start * tf.exp(-rate * repeats * every * k * (k + 1) / 2)
+    return tf.maximum(tau, tf.constant(minimum, tf.float64))
 
 
 def code_kl_weights(iteration: int, num_tasks: int) -> Tuple[float, float]:

@@ -127,9 +127,15 @@ def test_temperature_annealing_follows_the_code_rule():
 
 
 def test_kl_weights_of_the_code_and_of_the_elbo():
-    assert vmtl.code_kl_weights(0, 4) == (1e-7, 0.0)
-    assert vmtl.code_kl_weights(15000, 4)[1] == pytest.approx(6e-3)
-    assert vmtl.code_kl_weights(19, 4)[1] == pytest.approx(4e-6)
+    eta, beta = vmtl.code_kl_weights(0, 4)
+    assert eta == 1e-7 and float(beta) == 0.0
+    assert float(vmtl.code_kl_weights(15000, 4)[1]) == pytest.approx(6e-3)
+    assert float(vmtl.code_kl_weights(19, 4)[1]) == pytest.approx(4e-6)
+    assert float(vmtl.code_kl_weights(tf.constant(19, tf.int64), 4)[1]) == pytest.approx(4e-6)
+    assert vmtl.kl_weights("code", 19, 4, 50)[0] == 1e-7
+    assert float(vmtl.kl_weights("elbo", 19, 4, 50)[1]) == 0.02
+    with pytest.raises(ValueError, match="kl weights"):
+        vmtl.kl_weights("paper", 0, 4, 50)
     assert vmtl.elbo_kl_weights(50) == (1.0, 0.02)
     with pytest.raises(ValueError, match="at least one"):
         vmtl.elbo_kl_weights(0)

@@ -25,8 +25,10 @@ The losses (supplement eq. 4; :mod:`tf_mtvib.vmtl` holds the equations):
   training images of class c, precomputed in its data loader; here it attends over the batch's (a
   class-balanced batch holds ``m`` of each class per task), computed in the step from the frozen features.
 
-``weight_w`` and ``weight_z`` follow ``kl_weights``: ``"elbo"`` (1 / N_t and 1, the ELBO per example) or
-``"code"`` (the official code's: beta ramping by 1e-6 * T every 10 iterations, eta = 1e-7).
+The KL weights follow ``kl_weights`` (:func:`tf_mtvib.vmtl.kl_weights`): ``"elbo"`` (KL_w x 1 / N_t and
+KL_z x 1, the ELBO per example) or ``"code"`` (the official code's: beta ramping by 1e-6 * T every 10
+iterations, eta = 1e-7). The classifiers layer applies beta to KL_w; the z prior's weight (``T * eta``, for
+the mean over the batch) is the encoder's ``kl_weight`` (N(0, I) prior) or the :class:`GumbelZPrior` term's.
 """
 from __future__ import annotations
 
@@ -61,14 +63,15 @@ class BayesianLinear(keras.layers.Layer):
     """q_phi(z | x) = N(x mu_W + mu_b, x^2 sigma_W^2 + sigma_b^2), sigma = softplus(rho): a linear layer with
     Gaussian weights, sampled by local reparameterisation in training, its mean in inference.
 
-    ``kl_weight`` > 0 adds ``kl_weight * num_tasks * mean_n KL(q(z_n | x_n) || N(0, I))`` to the layer's
+    ``kl_weight`` > 0 adds ``kl_weight * mean_n KL(q(z_n | x_n) || N(0, I))`` to the layer's
     losses in training (VBMTL's z-prior); 0 adds nothing (BMTL has no KL; VMTL's is :class:`GumbelZPrior`).
     """
 
-    def __init__(self, units: int, kl_weight: float = 0.0, num_tasks: int = 1, rho: float = -3.0,
-                 init_std: float = 0.1, sample: bool = True, **kwargs):
+    def __init__(self, units: int, kl_weight: float = 0.0, rho: float = -3.0, init_std: float = 0.1,
+                 sample: bool = True, **kwargs):
+        kl_weight = float(kl_weight) * int(kwargs.pop("num_tasks", 1))   # files saved before the weight held T
         super().__init__(**kwargs)
-        self.units, self.kl_weight, self.num_tasks = int(units), float(kl_weight), int(num_tasks)
+        self.units, self.kl_weight = int(units), kl_weight
         self.rho, self.init_std, self.sample = float(rho), float(init_std), bool(sample)
 
     def build(self, input_shape):
@@ -91,7 +94,7 @@ class BayesianLinear(keras.layers.Layer):
         mean, var = self.moments(x)
         if training and self.kl_weight > 0:
             kl = vmtl.kl_diag_gaussian(mean, var, tf.zeros_like(mean), tf.ones_like(var))
-            self.add_loss(self.kl_weight * self.num_tasks * tf.reduce_mean(kl))
+            self.add_loss(self.kl_weight * tf.reduce_mean(kl))
         if training and self.sample:
             return mean + tf.sqrt(var) * tf.random.normal(tf.shape(mean))
         return mean
@@ -100,8 +103,7 @@ class BayesianLinear(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "kl_weight": self.kl_weight,
-                "num_tasks": self.num_tasks, "rho": self.rho, "init_std": self.init_std, "sample": self.sample}
+        return {**super().get_config(), "units": self.units, "kl_weight": self.kl_weight, "rho": self.rho, "init_std": self.init_std, "sample": self.sample}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -163,12 +165,9 @@ class BayesianClassifiers(keras.layers.Layer):
                                                  per_task_step=self.anneal_per_task_step), tf.float32)
 
     def kl_weight_w(self):
-        if self.kl_weights == "elbo":
-            return tf.constant(vmtl.elbo_kl_weights(self.task_examples)[1])
-        return 1e-6 * self.num_tasks * tf.cast(self.iterations // 10, tf.float32)
-
-    def kl_weight_z(self) -> float:
-        return vmtl.elbo_kl_weights(self.task_examples)[0] if self.kl_weights == "elbo" else vmtl.code_kl_weights(0, 1)[0]
+        """beta, the weight of the summed KL_w at the current iteration (:func:`tf_mtvib.vmtl.kl_weights`)."""
+        beta = vmtl.kl_weights(self.kl_weights, self.iterations, self.num_tasks, self.task_examples)[1]
+        return tf.cast(beta, tf.float32)
 
     def mixing_weights(self, which: str, training: bool = True):
         """``(T, T-1)``: each task's weights over the other tasks (rows in task order; columns the other
@@ -253,8 +252,8 @@ def in_batch_attention(features, tasks, labels, num_tasks: int):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GumbelZPrior(LossTerm):
-    """VMTL's z-prior KL, ``T * mean_n KL(q(z_n | x_n) || p(z_n | x_n, D_{1:T\\t}))`` (its weight: the
-    classifiers' ``kl_weight_z``), with p the Gumbel-Softmax (or uniform, or learned) combination, by the
+    """VMTL's z-prior KL, ``mean_n KL(q(z_n | x_n) || p(z_n | x_n, D_{1:T\\t}))`` (its ``weight``: T times the
+    eta of :func:`tf_mtvib.vmtl.kl_weights`, set by the family), with p the Gumbel-Softmax (or uniform, or learned) combination, by the
     z mixing weights of the example's task, of the encoder's posteriors at the cross-attended features of
     the other tasks (:func:`in_batch_attention`; stop-gradient, as the code's ``.detach()``).
 
@@ -295,5 +294,5 @@ class GumbelZPrior(LossTerm):
             noise = tf.random.normal(tf.concat([[classifiers.prior_samples], tf.shape(q_mean)], 0))
             # components with weight 0 (the example's own task) drop out of the mixture: log 0 = -inf
             kl = vmtl.kl_to_mixture(q_mean, q_var, tf.transpose(a), p_mean, p_var, noise)
-        return classifiers.kl_weight_z() * len(names) * tf.reduce_mean(kl)
+        return tf.reduce_mean(kl)
 

@@ -33,7 +33,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 __all__ = ["gumbel_softmax_weights", "weighted_sum_prior", "kl_diag_gaussian", "kl_to_mixture",
-           "annealed_temperature", "code_kl_weights", "elbo_kl_weights", "sampled_log_likelihood",
+           "annealed_temperature", "code_kl_weights", "elbo_kl_weights", "kl_weights", "sampled_log_likelihood",
            "local_reparameterised_logits", "bayes_linear_moments", "predictive_entropy", "entropy_ratio",
            "VARIANCE_JITTER", "TEMPERATURE", "PRIOR_FORMS", "KL_WEIGHTINGS"]
 
@@ -135,15 +135,17 @@ def annealed_temperature(iteration, num_tasks: int, start: float = TEMPERATURE["
     return tf.maximum(tau, tf.constant(minimum, tf.float64))
 
 
-def code_kl_weights(iteration: int, num_tasks: int) -> Tuple[float, float]:
-    """The official code's KL weights at ``iteration``: ``(eta, beta)`` for KL_z and KL_w.
+def code_kl_weights(iteration, num_tasks: int) -> Tuple[float, tf.Tensor]:
+    """The official code's KL weights at ``iteration`` (an int or an integer tensor): ``(eta, beta)`` for
+    KL_z and KL_w, beta a float64 scalar tensor.
 
     eta = 1e-7, constant. beta starts at 0 and grows by 1e-6 at every task step taken while the iteration
     counter is a multiple of 10: ``num_tasks`` steps each time, so beta = 1e-6 * num_tasks * floor(iteration / 10)
     (6e-3 at 15,000 iterations with 4 tasks). The code then adds eta * mean_n KL_z + beta * KL_w to the batch's
     mean cross-entropy.
     """
-    return 1e-7, 1e-6 * num_tasks * (int(iteration) // 10)
+    steps = tf.cast(tf.convert_to_tensor(iteration) // 10, tf.float64)
+    return 1e-7, 1e-6 * num_tasks * steps
 
 
 def elbo_kl_weights(num_train: int) -> Tuple[float, float]:
@@ -153,6 +155,18 @@ def elbo_kl_weights(num_train: int) -> Tuple[float, float]:
     if num_train < 1:
         raise ValueError(f"the task needs at least one training example; got {num_train}")
     return 1.0, 1.0 / float(num_train)
+
+
+def kl_weights(kind: str, iteration, num_tasks: int, task_examples: int) -> Tuple[float, tf.Tensor]:
+    """``(eta, beta)``, the weights of mean_n KL_z and of KL_w at ``iteration`` by ``kind`` (one of
+    :data:`KL_WEIGHTINGS`): the ELBO's (:func:`elbo_kl_weights`, constant) or the official code's
+    (:func:`code_kl_weights`, beta ramped). beta is a float64 scalar tensor."""
+    if kind == "elbo":
+        eta, beta = elbo_kl_weights(task_examples)
+        return eta, tf.constant(beta, tf.float64)
+    if kind == "code":
+        return code_kl_weights(iteration, num_tasks)
+    raise ValueError(f"kl weights must be one of {KL_WEIGHTINGS}; got {kind!r}")
 
 
 def bayes_linear_moments(x, weight_mean, weight_var, bias_mean, bias_var) -> Tuple[tf.Tensor, tf.Tensor]:

@@ -40,6 +40,13 @@ def frozen_features(dataset_spec, hp):
     return image, keras.layers.Dropout(hp["feature_dropout"], name="feature_dropout")(f), classes.pop()
 
 
+def z_kl_weight(hp, num_tasks: int) -> float:
+    """The weight of mean_n KL_z: T * eta (:func:`tf_mtvib.vmtl.kl_weights`; eta is constant)."""
+    from ..vmtl import kl_weights
+
+    return num_tasks * kl_weights(hp["kl_weights"], 0, num_tasks, hp["task_examples"])[0]
+
+
 def linear_heads(z, names, num_classes):
     """One linear classifier per task without bias, as the code's VMTL classifiers (their means)."""
     import keras
@@ -60,9 +67,8 @@ def network(dataset_spec, hp, variational: bool, prior: str = "normal", prior_fo
     if not variational:
         z = keras.layers.Dense(hp["latent_dim"], name=ENCODER_LAYER)(f)
         return image, dict(zip(names, linear_heads(z, names, num_classes)))
-    z_weight = 1.0 if hp["kl_weights"] == "elbo" else 1e-7
-    z = BayesianLinear(hp["latent_dim"], kl_weight=z_weight if prior == "normal" else 0.0, num_tasks=len(names),
-                       name=ENCODER_LAYER)(f)
+    z_weight = z_kl_weight(hp, len(names)) if prior == "normal" else 0.0   # VMTL's is the GumbelZPrior term
+    z = BayesianLinear(hp["latent_dim"], kl_weight=z_weight, name=ENCODER_LAYER)(f)
     logits = BayesianClassifiers(names, num_classes, prior=prior, prior_form=prior_form, kl_weights=hp["kl_weights"],
                                  task_examples=hp["task_examples"], prior_samples=prior_samples,
                                  name=CLASSIFIERS_LAYER)(z)

@@ -34,7 +34,8 @@ def build(dataset_spec, hp):
 
 
 def terms(dataset_spec, hp):
-    """The z-prior's KL (its weight lives in the classifiers' ``kl_weight_z``)."""
+    """The z-prior's KL, weighted by T * eta (:func:`tf_mtvib.families._vmtl.z_kl_weight`)."""
     from ..variational import GumbelZPrior
+    from ._vmtl import z_kl_weight
 
-    return [GumbelZPrior()]
+    return [GumbelZPrior(weight=z_kl_weight(hp, len(dataset_spec.task_names)))]

@@ -64,10 +64,16 @@ def test_g_irm_norm_and_var_from_gradients():
 # ------------------------------------------------------------------ the G-IRM term on a tiny network
 
 class _Model:
-    """What a loss term reads of a model: its network and its tasks."""
+    """What a loss term reads of a model: its network, its tasks and a layer's output (always computed
+    again here: the kept forward-pass tensors are MultiTaskModel's, tested in test_terms.py)."""
 
     def __init__(self, network, tasks):
         self.network, self.task_names = network, tasks
+
+    def layer_output(self, layer, images, training=False):
+        from tf_mtvib.models import sub_network
+
+        return sub_network(self.network, layer)(images, training=training)
 
 
 def _tiny_network(aggregation, predictor, seed=0):
@@ -321,5 +327,8 @@ def test_k_trunks_build_one_lenet_per_module_and_take_a_step(family):
     logs = separate.train_on_batch(x if separate.extras else x["image"],
                                    {t: rng.integers(0, 10, 8) for t in spec.task_names}, return_dict=True)
     assert np.isfinite(logs["loss"])
+    # G-IRM read the step's own modules output: no second forward pass was built
+    assert separate.__dict__.get("_kept_layers") == (("modules",) if family == "mtcrl" else ())
+    assert "_layer_fns" not in separate.__dict__
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(separate))
     assert restored.network.get_layer("modules").separate

@@ -178,6 +178,57 @@ def test_a_term_that_reads_an_undeclared_extra_is_refused():
         MultiTaskModel(tiny_network(), FixedWeighting(SPEC.task_names), SPEC, model_name="tiny", terms=[Reads()])
 
 
+class _SharedEnergy(LossTerm):
+    """A penalty on the shared layer's output, read through Step.activation."""
+
+    activations = ("shared",)
+
+    def value(self, step):
+        return tf.reduce_mean(tf.square(step.activation("shared")))
+
+
+def test_a_term_reads_the_forward_pass_own_activation_in_training():
+    """In training the model keeps the layers its terms list (the very tensors of the forward pass: no
+    second pass); for other images or outside training it computes them again; the loss and its gradient
+    are the same both ways."""
+    model = MultiTaskModel(tiny_network(), FixedWeighting(SPEC.task_names), SPEC, model_name="tiny",
+                           terms=[_SharedEnergy(weight=3.0)])
+    x, y = batch(8)
+    images = tf.constant(x)
+    shared = keras.Model(model.network.inputs, model.network.get_layer("shared").output)
+
+    def loss(kept: bool):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            probe = images if kept else tf.identity(images)     # the same values, another tensor
+            assert (model.layer_output("shared", probe, training=True) is model._kept[1]["shared"]) == kept
+            parts = model.loss_parts(probe, y, logits, training=True)
+        return parts, tape.gradient(parts["total"], model.trainable_weights)
+
+    kept_parts, kept_grads = loss(True)
+    fresh_parts, fresh_grads = loss(False)
+    expected = 3.0 * float(tf.reduce_mean(tf.square(shared(images))))
+    assert float(kept_parts["penalties"]["_sharedenergy"]) == pytest.approx(expected, rel=1e-6)
+    assert float(fresh_parts["penalties"]["_sharedenergy"]) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(flat(kept_grads), flat(fresh_grads), rtol=1e-5, atol=1e-7)
+    # outside training nothing is kept: the output is computed again
+    assert model.layer_output("shared", images, training=False) is not model._kept[1]["shared"]
+    # a term naming a layer the network lacks is refused when the model is built
+    with pytest.raises(ValueError, match="nowhere"):
+        class Reads(_SharedEnergy):
+            activations = ("nowhere",)
+        MultiTaskModel(tiny_network(), FixedWeighting(SPEC.task_names), SPEC, model_name="tiny", terms=[Reads()])
+    # fit trains through the kept path: no second forward pass was built (validation computes it again)
+    fresh = MultiTaskModel(tiny_network(), FixedWeighting(SPEC.task_names), SPEC, model_name="tiny",
+                           terms=[_SharedEnergy(weight=3.0)])
+    fresh.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = fresh.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert history.history["_sharedenergy"][0] > 0
+    assert "_layer_fns" not in fresh.__dict__
+    fresh.evaluate(x, y, batch_size=4, verbose=0)
+    assert "shared" in fresh.__dict__["_layer_fns"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant,tolerance", [("dense:pcgrad", 1e-3), ("custom:dense:pcgrad", 1e-3),
                                                ("gs:pcgrad", 2e-2)])

@@ -47,7 +47,7 @@ __all__ = [
     "BN_MOMENTUM", "ConvTrunk", "CONV_TRUNKS", "MODEL_NAMES", "DEFAULT_HPARAMS", "LATENT_HEADS",
     "hparam_defaults", "default_weighting", "check_weighting", "build_weighting", "MultiTaskModel",
     "build_model", "build_network", "conv_trunk", "flatten_size", "kl_per_example", "probabilities_of",
-    "sampled_logits", "split_at_latents", "network_logits", "posterior_logits",
+    "sampled_logits", "split_at_latents", "network_logits", "posterior_logits", "sub_network",
 ]
 
 _PACKAGE = "tf_mtvib"
@@ -139,6 +139,25 @@ def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] =
                           risk_environments=risk_environments_of(family, hp))
 
 
+def layer_tensor(network: keras.Model, layer: str):
+    """The symbolic output of ``network``'s layer ``layer`` *in the network's own graph* (for a nested
+    model, such as a frozen extractor, ``layer.output`` is its inner graph's instead). The layer must be
+    called once in the network."""
+    op = network.get_layer(layer)
+    nodes = [node for depth in network._nodes_by_depth.values() for node in depth if node.operation is op]
+    if len(nodes) != 1:
+        raise ValueError(f"layer {layer!r} is called {len(nodes)} times in the network; a loss term can read "
+                         f"the output of a layer called once")
+    outputs = nodes[0].outputs
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def sub_network(network: keras.Model, layer: str) -> keras.Model:
+    """``network``'s inputs -> the output of its layer ``layer`` (:func:`layer_tensor`; the same layers
+    and weights)."""
+    return keras.Model(network.inputs, layer_tensor(network, layer))
+
+
 # --------------------------------------------------------------------------
 # The trainable model: network + weighting + the MTVIB loss
 # --------------------------------------------------------------------------
@@ -199,6 +218,12 @@ class MultiTaskModel(keras.Model):
         self._kl = keras.metrics.Mean(name="kl")
         self._term_trackers = [keras.metrics.Mean(name=term.name) for term in self.terms]
         self._proba_fns = {}
+        # the layers whose outputs the terms read (Step.activation): the training forward pass keeps them
+        kept = sorted({name for term in self.terms for name in getattr(term, "activations", ())})
+        for name in kept:
+            layer_tensor(network, name)      # a clear error now for a layer the network lacks
+        self.__dict__["_kept_layers"] = tuple(kept)
+        self.__dict__["_kept"] = None
         self.built = True  # the network and the weighting are built already
 
     # -- structure ---------------------------------------------------------
@@ -251,7 +276,34 @@ class MultiTaskModel(keras.Model):
         batch dict ``{"image": images, <extra>: ...}`` (:func:`tf_mtvib.datasets.to_dataset` with extras)."""
         if isinstance(inputs, Mapping):
             inputs = inputs["image"]
+        if training and self._kept_layers:
+            out = self._keeping_network()(inputs, training=training)
+            self.__dict__["_kept"] = (inputs, out["kept"])
+            return out["logits"]
         return self.network(inputs, training=training)
+
+    def _keeping_network(self):
+        """The network with the outputs of :attr:`_kept_layers` as well (the same layers; built once, kept
+        out of Keras's tracking)."""
+        fn = self.__dict__.get("_keeping_fn")
+        if fn is None:
+            kept = {name: layer_tensor(self.network, name) for name in self._kept_layers}
+            fn = keras.Model(self.network.inputs, {"logits": self.network.output, "kept": kept})
+            self.__dict__["_keeping_fn"] = fn
+        return fn
+
+    def layer_output(self, layer: str, images, training=False):
+        """The output of the network's layer ``layer`` for ``images``: the tensor the last training call
+        kept when it ran on these very images (the loss terms' :attr:`~tf_mtvib.terms.LossTerm.activations`;
+        no second forward pass, and its gradient flows through the step's own graph), else a forward pass
+        of the sub-network up to that layer."""
+        kept = self.__dict__.get("_kept")
+        if training and kept is not None and kept[0] is images and layer in kept[1]:
+            return kept[1][layer]
+        fns = self.__dict__.setdefault("_layer_fns", {})
+        if layer not in fns:
+            fns[layer] = sub_network(self.network, layer)
+        return fns[layer](images, training=training)
 
     # -- loss --------------------------------------------------------------
     def task_losses(self, y, y_pred, sample_weight=None) -> Dict[str, tf.Tensor]:

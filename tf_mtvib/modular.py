@@ -22,7 +22,7 @@ trunk sees exactly the modules the task loss saw.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -241,7 +241,7 @@ class GraphIRMPenalty(LossTerm):
     ``R_t^e`` is task t's mean cross-entropy over the batch's examples of environment ``e`` (the extra
     ``environment``, in ``environments``). The penalty's gradient reaches the modules (through ``Z``)
     and ``theta`` (through ``A``), never the predictors: they see ``stop_gradient`` weights. The modules
-    are recomputed from the image in training mode (deterministic without the trunk's dropout).
+    are the training forward pass's own (:meth:`~tf_mtvib.terms.Step.activation`).
     """
 
     def __init__(self, form: str = "var", environments: Sequence[int] = (0, 1), weight: float = 1.0,
@@ -253,6 +253,7 @@ class GraphIRMPenalty(LossTerm):
             raise ValueError(f"G-IRM compares environments: it needs at least two, got {list(environments)}")
         self.form, self.environments, self.env_key = form, tuple(int(e) for e in environments), env_key
         self.needs = (env_key,)
+        self.activations = (MODULES_LAYER,)
 
     def check_data(self, split) -> None:
         """The training split must hold examples of at least two of :attr:`environments`."""
@@ -266,17 +267,10 @@ class GraphIRMPenalty(LossTerm):
             raise ValueError(f"{self.name}: the training data holds environment(s) {held} of {list(self.environments)}; "
                              f"G-IRM needs a second environment (use --girm none to train without it)")
 
-    def _modules_of(self, network):
-        fn = self.__dict__.get("_modules_fn")
-        if fn is None:        # the sub-network image -> Z, built once, outside Keras's tracking
-            fn = keras.Model(network.inputs, network.get_layer(MODULES_LAYER).output)
-            self.__dict__["_modules_fn"] = fn
-        return fn
-
     def value(self, step: Step) -> tf.Tensor:
         network = step.model.network
         graph, predictors = network.get_layer(GRAPH_LAYER), network.get_layer(PREDICTORS_LAYER)
-        z = self._modules_of(network)(step.inputs["image"], training=step.training)
+        z = step.activation(MODULES_LAYER)
         env = tf.cast(tf.reshape(step.inputs[self.env_key], [-1]), tf.int32)
         a = graph.adjacency()
         tasks = step.model.task_names

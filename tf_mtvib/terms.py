@@ -63,6 +63,13 @@ class Step:
     task_losses: Mapping[str, tf.Tensor]
     training: bool = True
 
+    def activation(self, layer: str) -> tf.Tensor:
+        """The output of the network's layer ``layer`` for this step's images: the forward pass's own
+        tensor when the model kept it (a term lists the layers it reads in ``activations``; the model keeps
+        them in training), else computed again with the same weights and mode
+        (:meth:`tf_mtvib.models.MultiTaskModel.layer_output`)."""
+        return self.model.layer_output(layer, self.inputs["image"], self.training)
+
 
 def per_example_task_losses(labels, logits, task_names) -> Dict[str, tf.Tensor]:
     """Per-example sparse cross-entropy of each task (from logits), shape ``(B,)``."""
@@ -76,10 +83,13 @@ class LossTerm:
     Subclasses implement :meth:`value` (a scalar, the per-replica batch value) and,
     for their own hyper-parameters, ``get_config``. ``name`` is what the training
     logs show (``<name>``: the unweighted value, averaged over the epoch).
-    ``needs``: the batch extras it reads (checked against the family's).
+    ``needs``: the batch extras it reads (checked against the family's);
+    ``activations``: the network layers whose outputs it reads through
+    :meth:`Step.activation` (kept from the training forward pass, not recomputed).
     """
 
     needs: tuple = ()
+    activations: tuple = ()
 
     def __init__(self, weight: float = 1.0, name: Optional[str] = None):
         self.weight = float(weight)

@@ -257,25 +257,25 @@ class GumbelZPrior(LossTerm):
     z mixing weights of the example's task, of the encoder's posteriors at the cross-attended features of
     the other tasks (:func:`in_batch_attention`; stop-gradient, as the code's ``.detach()``).
 
-    It reads the batch's task ids (the extra ``task``) and labels, and the frozen features again
-    (the extractor's forward pass on the batch; frozen, so it is the same as the step's).
+    It reads the batch's task ids (the extra ``task``) and labels, and the frozen features of the step's
+    forward pass (:meth:`~tf_mtvib.terms.Step.activation`).
     """
 
     needs = ("task",)
+    activations = (EXTRACTOR_LAYER,)
 
     def __init__(self, weight: float = 1.0, name: Optional[str] = None):
         super().__init__(weight, name or "kl_z")
 
     def value(self, step: Step) -> tf.Tensor:
         network = step.model.network
-        extractor, encoder = network.get_layer(EXTRACTOR_LAYER), network.get_layer(ENCODER_LAYER)
+        encoder = network.get_layer(ENCODER_LAYER)
         classifiers = network.get_layer(CLASSIFIERS_LAYER)
-        images = step.inputs["image"]
         tasks = tf.cast(tf.reshape(step.inputs["task"], [-1]), tf.int32)
         names = classifiers.task_names
         own = tf.stack([tf.cast(step.labels[t], tf.int32) for t in names], axis=1)    # (B, T), -1 off-task
         labels = tf.gather(own, tasks, axis=1, batch_dims=1)
-        features = tf.stop_gradient(extractor(images, training=False))
+        features = tf.stop_gradient(step.activation(EXTRACTOR_LAYER))
         q_mean, q_var = encoder.moments(features)
         attended = in_batch_attention(features, tasks, labels, len(names))            # (T, B, d)
         flat = tf.reshape(attended, [-1, tf.shape(features)[-1]])

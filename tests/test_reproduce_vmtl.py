@@ -66,9 +66,16 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
     assert "the largest gap between prior variants: 1.0 points" in text and "reproduced" in text
     assert "- 5 %: VMTL 3.50 against VBMTL 3.00: above" in text
     assert "15,000 iterations" in text and "| bmtl | - |" in text    # the long budget: no cell, no number
+    assert "- 5 %: VMTL - MTVIB = +0.5 points: VMTL above MTVIB (rule: by more than the larger seed range); " \
+           "3 seed(s)." in text
     before = (tmp_path / "r.md").read_text()
     vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
     assert (tmp_path / "r.md").read_text() == before
+    # with one MTVIB seed the comparison carries the caveat
+    for seed in (2, 3):
+        (folder / f"{vmtl.cell_name('mtvib', 0.05, seed)}.json").unlink()
+    vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert "seed range); 1 seed(s): one seed, not a finding." in (tmp_path / "r.md").read_text()
 
 
 @pytest.mark.slow

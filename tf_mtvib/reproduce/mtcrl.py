@@ -302,7 +302,7 @@ def _table6(results: pathlib.Path, b) -> Tuple[str, List[str]]:
                             f"{met}); MT-CRL - STL = {100 * float(to_stl):+.1f} points against the largest seed "
                             f"range {100 * float(slack):.1f} ({'met' if to_stl >= -slack else 'missed'}). Seeds: "
                             f"{len(ours)} / {len(mtl)} / {len(stl)} (MT-CRL / MMoE / STL)"
-                            + ("; one seed: not a finding." if min(len(ours), len(mtl), len(stl)) == 1 else "."))
+                            + V.seeds_note(len(ours), len(mtl), len(stl)))
     else:
         verdicts.append("- no verdict yet: Table 6 lacks cells.")
     return "\n".join(lines), verdicts

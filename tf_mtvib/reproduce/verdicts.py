@@ -43,6 +43,12 @@ def spread(values: Sequence[Fraction]) -> Fraction:
     return max(values) - min(values) if len(values) > 1 else Fraction(0)
 
 
+def seeds_note(*counts: int) -> str:
+    """``"; N seed(s)."``, with the caveat when a compared side has one seed (no known spread)."""
+    n = min(counts)
+    return f"; {n} seed(s)" + (": one seed, not a finding." if n == 1 else ".")
+
+
 def judge(ours: Sequence[Fraction], other: Sequence[Fraction], direction: str,
           margin: Fraction = Fraction(0)) -> Tuple[str, bool]:
     """(verdict, tie) of MTVIB's values ``ours`` against a baseline's ``other`` (per seed).

@@ -229,8 +229,7 @@ def _claim_order(data, fractions) -> List[str]:
         n = min(len(v) for v in cells.values())
         out.append(f"- {round(100 * f)} %: VMTL - VBMTL = {100 * float(V.mean(cells['vmtl']) - V.mean(cells['vbmtl'])):+.1f}"
                    f" ({a}), VBMTL - BMTL = {100 * float(V.mean(cells['vbmtl']) - V.mean(cells['bmtl'])):+.1f} ({b_}) "
-                   f"points; rule: above by more than the larger seed range; {n} seed(s)"
-                   + (" (one seed: not a finding)." if n == 1 else "."))
+                   f"points; rule: above by more than the larger seed range" + V.seeds_note(n))
     if len(gaps) == len(fractions) > 1:
         order = [gaps[f] for f in fractions]
         if all(g > 0 for g in order):       # an advantage that can shrink
@@ -254,7 +253,7 @@ def _against_mtvib(data, fractions) -> List[str]:
         below, _ = V.judge(ours, other, "below")
         word = "above" if above == V.REPRODUCED else "below" if below == V.REPRODUCED else "within the seed range of"
         out.append(f"- {round(100 * f)} %: VMTL - MTVIB = {100 * float(V.mean(ours) - V.mean(other)):+.1f} points: "
-                   f"VMTL {word} MTVIB (rule: by more than the larger seed range); {min(len(ours), len(other))} seed(s).")
+                   f"VMTL {word} MTVIB (rule: by more than the larger seed range)" + V.seeds_note(len(ours), len(other)))
     return out or ["- no cells yet."]
 
 
@@ -271,8 +270,8 @@ def _prior_table(results, b) -> Tuple[str, List[str]]:
         means = {m: statistics.fmean(100 * c["test"]["average"] for c in data[m]) for m in methods}
         spread = max(means.values()) - min(means.values())
         verdict.append(f"- the largest gap between prior variants: {spread:.1f} points (claim: at most about "
-                       f"{PRIOR_POINTS:g}): {'reproduced' if spread <= PRIOR_POINTS else 'not reproduced'}; "
-                       f"{min(len(v) for v in data.values())} seed(s).")
+                       f"{PRIOR_POINTS:g}): {'reproduced' if spread <= PRIOR_POINTS else 'not reproduced'}"
+                       + V.seeds_note(*(len(v) for v in data.values())))
     else:
         verdict.append("- no verdict yet (cells missing).")
     return "\n".join(lines), verdict
@@ -328,8 +327,8 @@ def _robustness_table(results, b) -> Tuple[str, List[str]]:
             rows.append(V.judge([attacked(c) for c in data["vmtl"]], [attacked(c) for c in data["bmtl"]], "above")[0])
         head = V.headline(rows)
         verdict.append(f"- VMTL above BMTL at {sum(r == V.REPRODUCED for r in rows)} of {len(rows)} eps > 0 (rule: "
-                       f"above by more than the larger seed range at each): {head}; "
-                       f"{min(len(data['vmtl']), len(data['bmtl']))} seed(s).")
+                       f"above by more than the larger seed range at each): {head}"
+                       + V.seeds_note(len(data["vmtl"]), len(data["bmtl"])))
     else:
         verdict.append("- no verdict yet (cells missing).")
     return "\n".join(lines), verdict

@@ -61,7 +61,7 @@ def test_the_written_out_adam_step_is_keras_adam_and_is_traced_once():
     labels = tf.constant([0, 1], tf.int64)
     c = tf.constant([1.0, 1.0], tf.float32)
     w0 = tf.atanh(x * 2 - 1)
-    step = cw._adam_step(model, "t", False, 0.0, 0.0, 1.0, 0.05)
+    step = cw.adam_step(model, "t", False, 0.0, 0.0, 1.0, 0.05)
     w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
     ref = tf.Variable(w0)
     opt = keras.optimizers.Adam(0.05)
@@ -75,9 +75,10 @@ def test_the_written_out_adam_step_is_keras_adam_and_is_traced_once():
     assert not np.allclose(w.numpy(), w0.numpy())
     before = step.experimental_get_tracing_count()
     cw.cw_l2(model, x.numpy()[::-1].copy(), labels.numpy(), "t", binary_steps=2, max_iterations=5,
-             learning_rate=0.05, initial_const=1.0)
-    assert cw._adam_step(model, "t", False, 0.0, 0.0, 1.0, 0.05) is step
+             learning_rate=0.05, initial_const=1.0, step=step)
     assert step.experimental_get_tracing_count() == before
+    with pytest.raises(ValueError, match="another model_fn, task or settings"):
+        cw.cw_l2(model, x.numpy(), labels.numpy(), "t", targeted=True, max_iterations=1, step=step)
 
 
 def test_evaluate_cw_scores_every_task_of_a_multi_task_model(tmp_path):

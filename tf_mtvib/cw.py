@@ -23,13 +23,12 @@ draws (expectation over the posterior inside the attack), and the success check 
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Dict, Mapping
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["cw_l2", "cw_objective", "margin_loss", "evaluate_cw", "markdown_table"]
+__all__ = ["cw_l2", "adam_step", "cw_objective", "margin_loss", "evaluate_cw", "markdown_table"]
 
 ModelFn = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 
@@ -67,11 +66,14 @@ def _success(logits, labels, targeted: bool) -> tf.Tensor:
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 
 
-@functools.lru_cache(maxsize=16)
-def _adam_step(model_fn: ModelFn, task: str, targeted: bool, kappa: float, clip_min: float, clip_max: float,
-               learning_rate: float):
-    """One Adam step on w for the summed objective, traced once per model and settings and reused across
-    batches and binary-search rounds (Adam written out: the state is passed in and returned, no variables)."""
+def adam_step(model_fn: ModelFn, task: str, targeted: bool = False, kappa: float = 0.0, clip_min: float = 0.0,
+              clip_max: float = 1.0, learning_rate: float = 1e-2):
+    """One Adam step on w for the summed objective, as a ``tf.function`` traced once and reused across the
+    binary-search rounds, and across batches when the caller passes it to :func:`cw_l2` as ``step`` (Adam
+    written out: the state is passed in and returned, no variables). It holds ``model_fn`` only as long
+    as the caller holds it."""
+    targeted, kappa, learning_rate = bool(targeted), float(kappa), float(learning_rate)
+    clip_min, clip_max = float(clip_min), float(clip_max)
     span = clip_max - clip_min
 
     @tf.function(reduce_retracing=True)
@@ -89,19 +91,27 @@ def _adam_step(model_fn: ModelFn, task: str, targeted: bool, kappa: float, clip_
         w = w - alpha * m / (tf.sqrt(v) + ADAM_EPSILON)
         return w, m, v, total, l2sq, _success(logits, labels, targeted), x_adv
 
+    step.settings = (model_fn, task, targeted, kappa, clip_min, clip_max, learning_rate)
     return step
 
 
 def cw_l2(model_fn: ModelFn, x, labels, task: str, *, targeted: bool = False, kappa: float = 0.0,
           initial_const: float = 1e-2, binary_steps: int = 5, max_iterations: int = 1000,
           learning_rate: float = 1e-2, clip_min: float = 0.0, clip_max: float = 1.0,
-          abort_early: bool = True) -> Dict[str, np.ndarray]:
+          abort_early: bool = True, step=None) -> Dict[str, np.ndarray]:
     """CW-L2 on task ``task`` of the batch ``x`` (images in ``[clip_min, clip_max]``).
 
     ``labels``: the true labels (untargeted) or the targets (targeted), int ``(B,)``.
     Returns NumPy arrays: ``x_adv`` (the closest successful image, or ``x`` where none was
     found), ``success`` (bool ``(B,)``) and ``l2`` (the L2 norm of ``x_adv - x``; 0 where no success).
+    ``step``: an :func:`adam_step` of the same ``model_fn``, task and settings, to trace once for many
+    batches (built here when None; one of other settings is refused).
     """
+    settings = (model_fn, task, bool(targeted), float(kappa), float(clip_min), float(clip_max), float(learning_rate))
+    if step is None:
+        step = adam_step(*settings)
+    elif getattr(step, "settings", None) != settings:
+        raise ValueError("step was built for another model_fn, task or settings than this cw_l2 call's")
     x = tf.convert_to_tensor(x, tf.float32)
     labels = tf.convert_to_tensor(labels, tf.int64)
     b = int(x.shape[0])
@@ -114,8 +124,6 @@ def cw_l2(model_fn: ModelFn, x, labels, task: str, *, targeted: bool = False, ka
     const = np.full(b, initial_const)
     best_l2sq = np.full(b, np.inf)
     best = x.numpy().copy()
-    step = _adam_step(model_fn, task, bool(targeted), float(kappa), float(clip_min), float(clip_max),
-                      float(learning_rate))
     for _ in range(binary_steps):
         w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)     # a fresh Adam per round: moments and step count
         c = tf.constant(const, tf.float32)
@@ -166,11 +174,13 @@ def evaluate_cw(model, split, *, targeted: bool = False, binary_steps: int = 5, 
         classes = split.spec.task(t).num_classes
         goal = (y + rng.integers(1, classes, size=len(y))) % classes if targeted else y
         clean, correct, success, l2 = [], [], [], []
+        step = adam_step(model_fn, t, targeted, learning_rate=learning_rate)     # traced once for the task
         for start in range(0, len(y), batch_size):
             x, yb, gb = task_images[start:start + batch_size], y[start:start + batch_size], goal[start:start + batch_size]
             clean.append(np.argmax(_task_logits(model_fn, tf.constant(x), t).numpy(), -1) == yb)
             out = cw_l2(model_fn, x, gb, t, targeted=targeted, binary_steps=binary_steps,
-                        max_iterations=max_iterations, learning_rate=learning_rate, initial_const=initial_const)
+                        max_iterations=max_iterations, learning_rate=learning_rate, initial_const=initial_const,
+                        step=step)
             pred = np.argmax(_task_logits(model_fn, tf.constant(out["x_adv"]), t).numpy(), -1)
             correct.append(pred == yb)
             success.append(out["success"])

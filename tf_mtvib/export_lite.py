@@ -72,9 +72,13 @@ def _representative(images: np.ndarray, batch: int = CALIBRATION_BATCH,
 
 
 def _signature_keys(saved_model_dir) -> List[str]:
-    import tensorflow as tf
+    """The serving signatures' names, read from ``saved_model.pb`` (its first meta graph, the serving one)
+    without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
 
-    return list(tf.saved_model.load(str(saved_model_dir)).signatures.keys())
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((pathlib.Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return [k for k in proto.meta_graphs[0].signature_def if not k.startswith("__")]
 
 
 def convert_saved_model(saved_model_dir, quantize: Optional[str] = None,

@@ -206,6 +206,23 @@ def test_vmtl_families_refuse_other_data_sets():
         build_model("vmtl", get_spec("multimnist"))
 
 
+@pytest.mark.parametrize("name", ["vmtl", "domain_mtvib"])
+def test_the_extractor_is_prepared_from_the_data_directory_the_command_names(name, tmp_path, monkeypatch):
+    """build_model(..., data_dir=) (what train.py --data-dir passes) is where the extractor's Fashion-MNIST
+    is looked for when it is not cached, not $TF_MTVIB_DATA_DIR's default (no network here: refused)."""
+    from tf_mtvib.datasets import DataError, fetch, get_spec
+    from tf_mtvib.models import build_model
+
+    def offline(name, origin, target):
+        raise OSError("offline")
+
+    monkeypatch.setattr(fetch, "_get_file", offline)
+    monkeypatch.delenv("TF_MTVIB_DATA_DIR", raising=False)
+    monkeypatch.setenv("TF_MTVIB_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(DataError, match=str(tmp_path / "named-data")):
+        build_model(name, get_spec("digitdomains"), data_dir=tmp_path / "named-data")
+
+
 def test_per_task_fgsm_attacks_each_task_on_its_own_images(data_dir, vmtl_cache):
     """Fig. C.2's protocol: each task attacked by its own loss on its own images; clean accuracy as evaluated."""
     from tf_mtvib.datasets import load, per_task_splits, to_dataset, to_multi_input_dataset

@@ -59,7 +59,7 @@ ENVIRONMENT = "environment"
 # tf_mtvib.blocks; each model's network is its family's builder (tf_mtvib.families).
 from .blocks import (CONV_TRUNKS, MLP_ENCODER_FC, SHARED_FC, TASK_FC, VIB_DECODER_FC,  # noqa: E402,F401
                      VIB_ENCODER_FC, ConvTrunk, conv_trunk, flatten_size)
-from .families import (builder_of, check_dataset, get_family, risk_environments_of, terms_of,  # noqa: E402
+from .families import (builder_of, check_dataset, get_family, prepare_family, risk_environments_of, terms_of,  # noqa: E402
                        weighting_overrides)
 
 
@@ -110,7 +110,7 @@ def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
 
 
 def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] = None, terms: Sequence = (),
-                **hparams) -> "MultiTaskModel":
+                data_dir=None, **hparams) -> "MultiTaskModel":
     """Build model ``name`` (one of :data:`MODEL_NAMES`) for ``dataset_spec``.
 
     ``weighting``: a key of :data:`tf_mtvib.weightings.WEIGHTINGS`; default
@@ -126,8 +126,10 @@ def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] =
 
     ``terms``: :class:`tf_mtvib.terms.LossTerm` penalties added to the family's own
     (``FamilySpec.terms``); the batch extras they read must be among the family's ``needs``.
+    ``data_dir``: for a family that prepares from data first (``FamilySpec.prepare``: VMTL's extractor).
     """
     model_entry(name)                           # ValueError for an unknown name
+    prepare_family(get_family(name), data_dir)
     hp = _resolve_hparams(name, hparams)
     loss_weighting = build_weighting(name, dataset_spec, weighting, **hparams)
     network = build_network(name, dataset_spec, **hp)

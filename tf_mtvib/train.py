@@ -549,7 +549,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
               f"({type(strategy).__name__}, {loop} loop), {training.precision}, "
               f"run directory {run_dir}", flush=True)
     with strategy.scope(), policy_scope(training.precision):
-        model = build_model(config["model"], spec, **config["hparams"])
+        model = build_model(config["model"], spec, data_dir=data_dir, **config["hparams"])
         model.compile(optimizer=make_optimizer(training, steps), jit_compile=bool(training.jit_compile))
     for term in model.terms:        # e.g. G-IRM on data of one environment: a clear error, before any step
         try:

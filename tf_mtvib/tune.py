@@ -392,6 +392,8 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
 
     import keras
 
+    from .families import get_family, prepare_family
+
     full = runs.load_split(config, "train", data_dir)
     train_split, val_split = train_val_split(full, val_fraction, seed=training.seed)
     batch = training.batch_size
@@ -403,6 +405,7 @@ def tune(config: Dict[str, Any], output_dir: pathlib.Path, *, search: Optional[s
               f"{len(train_split):,} train / {len(val_split):,} validation images from the training split, "
               f"{training['epochs']} epoch(s) per trial, {strategy.num_replicas_in_sync} replica(s)", flush=True)
     keras.utils.set_random_seed(training.seed)
+    prepare_family(get_family(config["model"]), data_dir)     # what the trials' builds then find cached
     hypermodel = make_hypermodel(config, space, search, ranges, weight_points,
                                  math.ceil(len(train_split) / batch), keep_models=keep_models)
     tuner = make_tuner(search, hypermodel, max_trials, training.seed, output_dir,

@@ -73,7 +73,9 @@ class FamilySpec:
     mapping ``(dataset_spec, hp)`` to the family's loss terms (:mod:`tf_mtvib.terms`).
     ``risk_environments``: ``"module:function"`` mapping ``hp`` to the environments (values of
     the extra ``environment``) whose examples the task losses read in training (empty: all);
-    MT-CRL's risk reads the train environment only. ``stochastic``: its predictions sample (a posterior).
+    MT-CRL's risk reads the train environment only. ``prepare``: ``"module:function"`` called with the data
+    directory before the family builds (it fetches or trains, once, what the builder then finds cached:
+    VMTL's frozen extractor). ``stochastic``: its predictions sample (a posterior).
     ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
 
@@ -89,6 +91,7 @@ class FamilySpec:
     needs: Tuple[str, ...] = ()
     terms: Optional[str] = None
     risk_environments: Optional[str] = None
+    prepare: Optional[str] = None
     stochastic: bool = False
     search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
     default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
@@ -226,6 +229,13 @@ def terms_of(spec: FamilySpec, dataset_spec, hp: Mapping[str, Any]) -> list:
 def risk_environments_of(spec: FamilySpec, hp: Mapping[str, Any]) -> Tuple[int, ...]:
     """The environments the family's task losses read in training, for the hyper-parameters ``hp`` (() : all)."""
     return tuple(_resolve(spec.risk_environments)(hp)) if spec.risk_environments else ()
+
+
+def prepare_family(spec: FamilySpec, data_dir=None) -> None:
+    """Run the family's ``prepare`` hook with ``data_dir`` (None: the data directory's default); nothing
+    for a family without one."""
+    if spec.prepare:
+        _resolve(spec.prepare)(data_dir)
 
 
 def import_family(name: str) -> None:

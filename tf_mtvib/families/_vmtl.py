@@ -21,6 +21,18 @@ TASK_EXAMPLES = HParam(50, "N_t, the training images per task, for the ELBO's KL
 VARIATIONAL_HPARAMS = {"feature_dropout": FEATURE_DROPOUT, "kl_weights": KL_WEIGHTS, "task_examples": TASK_EXAMPLES}
 
 
+#: The VMTL families' ``prepare`` hook
+PREPARE = f"{__name__}:prepare"
+
+
+def prepare(data_dir=None) -> None:
+    """Fetch the frozen extractor from the cache, or train it on Fashion-MNIST in ``data_dir`` and cache it,
+    so that the builder (which takes no data directory) finds it."""
+    from ..extractor import fashion_extractor
+
+    fashion_extractor(data_dir)
+
+
 def frozen_features(dataset_spec, hp):
     """``(image input, features)``: pixels -> the frozen extractor -> dropout; and the tasks' one class count."""
     import keras

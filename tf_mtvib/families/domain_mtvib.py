@@ -6,10 +6,10 @@ mean and scale, ``beta * KL``, eq. 8-10), the tasks weighted by learned uncertai
 extractor, dropout and linear task classifiers as ``bmtl``, ``vbmtl`` and ``vmtl``.
 """
 from . import FamilySpec
-from ._vmtl import FEATURE_DROPOUT, VMTL_DATASETS
+from ._vmtl import FEATURE_DROPOUT, PREPARE, VMTL_DATASETS
 
 SPEC = FamilySpec(name="domain_mtvib", description="MTVIB on the digit domains' frozen features (VMTL's baseline)",
-                  default_weighting="uncertainty", stochastic=True, datasets=VMTL_DATASETS, inputs="per_task",
+                  default_weighting="uncertainty", stochastic=True, datasets=VMTL_DATASETS, inputs="per_task", prepare=PREPARE,
                   hparams={"feature_dropout": FEATURE_DROPOUT}, defaults={"latent_dim": 256, "latent_head": "linear"})
 
 

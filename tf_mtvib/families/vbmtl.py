@@ -4,10 +4,10 @@ The VMTL network (a Bayesian linear encoder, Bayesian linear task classifiers) w
 standard normal instead of the other tasks' posteriors.
 """
 from . import FamilySpec
-from ._vmtl import VARIATIONAL_HPARAMS, VMTL_DATASETS
+from ._vmtl import PREPARE, VARIATIONAL_HPARAMS, VMTL_DATASETS
 
 SPEC = FamilySpec(name="vbmtl", description="VBMTL: variational z and w with N(0, I) priors (VMTL's baseline)",
-                  default_weighting="fixed", datasets=VMTL_DATASETS, inputs="per_task",
+                  default_weighting="fixed", datasets=VMTL_DATASETS, inputs="per_task", prepare=PREPARE,
                   hparams=VARIATIONAL_HPARAMS, defaults={"latent_dim": 256})
 
 

@@ -270,6 +270,29 @@ def test_cosine_schedule_decays_to_its_floor_over_the_run():
     assert "lr_schedule" not in train_config("multimnist", "gs", "cpu", 0)["training"]
 
 
+def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
+    from tf_mtvib.train import COSINE_FLOOR, WARMUP_START, build_config, make_optimizer, parse_args
+
+    training = build_config(parse_args(["--dataset", "multimnist", "--preset", "full", "--epochs", "10",
+                                        "--lr-schedule", "warmup_cosine", "--warmup-epochs", "2",
+                                        "--learning-rate", "4e-3"]))["training"]
+    assert training["warmup_epochs"] == 2.0
+    opt = make_optimizer(training, steps_per_epoch=10)            # 20 warm-up steps, then 80 of cosine
+    at = lambda step: (opt.iterations.assign(step), float(opt.learning_rate))[1]
+    assert at(0) == pytest.approx(4e-3 * WARMUP_START)
+    assert at(10) == pytest.approx(4e-3 * (WARMUP_START + (1 - WARMUP_START) / 2), rel=1e-5)
+    assert at(20) == pytest.approx(4e-3, rel=1e-5)
+    assert at(60) == pytest.approx(4e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5), rel=1e-4)
+    assert at(100) == pytest.approx(4e-3 * COSINE_FLOOR, rel=1e-4)
+    with pytest.raises(ValueError, match="applies to lr_schedule 'warmup_cosine'"):
+        make_optimizer({**training, "lr_schedule": "cosine"}, 10)
+    with pytest.raises(SystemExit, match="warmup_epochs must be in"):
+        build_config(parse_args(["--dataset", "multimnist", "--preset", "full", "--epochs", "2",
+                                 "--lr-schedule", "warmup_cosine", "--warmup-epochs", "2"]))
+    # written only when set: the other presets' configurations stay as committed
+    assert "warmup_epochs" not in build_config(parse_args(["--dataset", "multimnist", "--preset", "full"]))["training"]
+
+
 def test_row_verdict_incomplete_rows_judge_nothing():
     R, N = verdicts.REPRODUCED, verdicts.NOT
     assert verdicts.row({"stl": (R, False), "gs": (R, False)}) == (R, R)

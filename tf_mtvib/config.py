@@ -26,7 +26,8 @@ class TrainingConfig:
     epochs: int
     batch_size: int
     learning_rate: float
-    lr_schedule: str = "constant"         # constant (a step decay when lr_decay != 1) or cosine
+    lr_schedule: str = "constant"         # constant (a step decay when lr_decay != 1), cosine or warmup_cosine
+    warmup_epochs: float = 0.0            # warmup_cosine: the linear warm-up's length
     adam_beta1: float = 0.9
     lr_decay: float = 1.0
     lr_decay_epochs: int = 1
@@ -67,6 +68,8 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_samples < 0 or self.cpu_replicas < 0:
             raise ValueError("eval_samples and cpu_replicas must be >= 0")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

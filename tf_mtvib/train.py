@@ -132,15 +132,19 @@ def base_name(name: str) -> str:
 PRESETS[doubled_name("full")] = doubled(PRESETS["full"])
 
 _TRAINING_KEYS = TRAINING_KEYS
-#: The defaults written into a new run's config.json: TrainingConfig's, except lr_schedule (written only
-#: when a preset or flag sets it, as before, so that configs compare equal to the committed ones) and
-#: measure_at (written only when asked for).
-TRAINING_DEFAULTS = {k: v for k, v in TrainingConfig.defaults().items() if k not in ("lr_schedule", "measure_at")}
+#: The defaults written into a new run's config.json: TrainingConfig's, except lr_schedule and warmup_epochs
+#: (written only when a preset or flag sets them, as before, so that configs compare equal to the committed
+#: ones) and measure_at (written only when asked for).
+TRAINING_DEFAULTS = {k: v for k, v in TrainingConfig.defaults().items()
+                     if k not in ("lr_schedule", "warmup_epochs", "measure_at")}
 _LIMIT_KEYS = ("max_train", "max_test")
-#: Learning-rate schedules: constant (a step decay when lr_decay != 1) or cosine
-#: decay from the learning rate to COSINE_FLOOR times it over all the run's steps.
-LR_SCHEDULES = ("constant", "cosine")
+#: Learning-rate schedules: constant (a step decay when lr_decay != 1); cosine decay from the learning
+#: rate to COSINE_FLOOR times it over all the run's steps; warmup_cosine: a linear warm-up from
+#: WARMUP_START times the rate to the rate over ``warmup_epochs``, then the cosine decay over the rest
+#: (Goyal et al. 2017's warm-up; a one-cycle schedule without its momentum cycle).
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 COSINE_FLOOR = 0.01
+WARMUP_START = 0.01
 
 
 class TrainingDiverged(RuntimeError):
@@ -202,7 +206,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--learning-rate", type=positive(float))
     g.add_argument("--adam-beta1", type=positive(float), help="Adam's beta_1 (Alemi et al.'s demo: 0.5)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                   help="constant (with --lr-decay: step decay) or cosine decay to 1%% of the rate over the run")
+                   help="constant (with --lr-decay: step decay), cosine decay to 1%% of the rate over the run, or "
+                        "warmup_cosine (a linear warm-up over --warmup-epochs, then the cosine decay)")
+    g.add_argument("--warmup-epochs", type=nonneg_float, help="warmup_cosine: epochs of linear warm-up (may be a fraction)")
     g.add_argument("--lr-decay", type=positive(float), help="multiply the learning rate by this every --lr-decay-epochs")
     g.add_argument("--lr-decay-epochs", type=positive(int))
     g.add_argument("--ema-momentum", type=positive(float), help="evaluate an exponential moving average of the weights")
@@ -456,11 +462,18 @@ def make_optimizer(training: Dict[str, Any], steps_per_epoch: int):
     schedule = training.lr_schedule
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
-    if schedule == "cosine":
+    if training.warmup_epochs and schedule != "warmup_cosine":
+        raise ValueError(f"warmup_epochs applies to lr_schedule 'warmup_cosine', not {schedule!r}")
+    if schedule in ("cosine", "warmup_cosine"):
         if training.lr_decay != 1.0:
-            raise ValueError("lr_schedule 'cosine' and a step decay (lr_decay != 1) exclude each other")
-        lr = keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, training.epochs * steps_per_epoch), alpha=COSINE_FLOOR)
+            raise ValueError(f"lr_schedule {schedule!r} and a step decay (lr_decay != 1) exclude each other")
+        total = max(1, training.epochs * steps_per_epoch)
+        warmup = int(round(training.warmup_epochs * steps_per_epoch)) if schedule == "warmup_cosine" else 0
+        if warmup:     # Keras's warm-up: initial rate -> warmup_target linearly, then the cosine from it
+            lr = keras.optimizers.schedules.CosineDecay(WARMUP_START * lr, decay_steps=max(1, total - warmup),
+                                                        alpha=COSINE_FLOOR, warmup_target=lr, warmup_steps=warmup)
+        else:
+            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=COSINE_FLOOR)
     elif training.lr_decay != 1.0:
         lr = keras.optimizers.schedules.ExponentialDecay(
             lr, decay_steps=training.lr_decay_epochs * steps_per_epoch, decay_rate=training.lr_decay,

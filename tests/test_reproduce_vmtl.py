@@ -105,7 +105,7 @@ def test_the_families_default_kl_weights_is_the_development_choice():
     assert get_family("vbmtl").hparams["kl_weights"] == get_family("vmtl").hparams["kl_weights"]
 
 
-@pytest.mark.parametrize("name", ["vmtl", "mtcrl"])
+@pytest.mark.parametrize("name", ["vmtl", "mtcrl", "fast"])
 def test_the_committed_page_is_generated_from_the_committed_cells(name):
     """docs/<name>.md's generated block is exactly what the reproduction builds from docs/results/<name>/."""
     import importlib

@@ -4,7 +4,8 @@ import sys
 
 COMMANDS = {"mtl": "tf_mtvib.reproduce.mtl", "vib": "tf_mtvib.reproduce.vib",
             "protocols": "tf_mtvib.reproduce.protocols", "saturation": "tf_mtvib.reproduce.saturation",
-            "mtcrl": "tf_mtvib.reproduce.mtcrl", "vmtl": "tf_mtvib.reproduce.vmtl"}
+            "mtcrl": "tf_mtvib.reproduce.mtcrl", "vmtl": "tf_mtvib.reproduce.vmtl",
+            "fast": "tf_mtvib.reproduce.fast"}
 
 
 def main(argv=None) -> int:
@@ -17,7 +18,8 @@ def main(argv=None) -> int:
               "  protocols  which FGSM protocol gives the paper's curves (on mtl's trained runs)\n"
               "  saturation  S_k and the masked (clipped-loss) FGSM on mtl's trained runs: the flat-curve hypothesis\n"
               "  mtcrl  MT-CRL's Multi-MNIST tables (Hu et al. 2022) on the pair-split Multi-MNIST\n"
-              "  vmtl  VMTL's claims (Shen et al. 2021) on the digit domains")
+              "  vmtl  VMTL's claims (Shen et al. 2021) on the digit domains\n"
+              "  fast  the search that chooses the fast preset's schedule (MTVIB on MultiMNIST)")
         return 0
     return importlib.import_module(COMMANDS[name]).main(argv)
 

@@ -62,8 +62,8 @@ def test_option_of_another_data_set_is_refused():
 def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     run = tmp_path / "run"
     assert main(["--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke", "--output-dir", str(run),
-                 "--data-dir", str(data_dir), "--verbose", "0"]) == 0
-    for name in ("config.json", "history.json", "metrics.json", "model.keras", "logs"):
+                 "--data-dir", str(data_dir), "--verbose", "0", "--test-at", "2,1"]) == 0
+    for name in ("config.json", "history.json", "metrics.json", "model.keras", "logs", "test_along.json"):
         assert (run / name).exists(), name
     for row in json.loads((run / "history.json").read_text()):     # every epoch names its machine
         assert row["machine"]["cpu"] and isinstance(row["machine"]["isa"], list) and row["machine"]["cores"] >= 1
@@ -79,6 +79,11 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     # every run names its machine: the CPU, its ISA flags, the cores; each epoch its load average
     assert metrics["machine"]["cpu"] and metrics["machine"]["cores"] >= 1 and "isa" in metrics["machine"]
     assert all("load_1min" in r for r in history)
+    # --test-at: the test accuracy after epochs 1 and 2, as it would be kept before a long run ends
+    assert json.loads((run / "config.json").read_text())["training"]["test_at"] == [1, 2]
+    along = json.loads((run / "test_along.json").read_text())["epochs"]
+    assert list(along) == ["1", "2"] and set(along["1"]["test"]) == {"mean", "mc12"}
+    assert along["2"]["test"]["mean"] == metrics["test"]["mean"] and along["2"]["machine"]["cpu"]
     tb = list((run / "logs").rglob("events.out.tfevents.*"))
     assert tb, "no TensorBoard event file"
     # the same directory again without --resume is refused

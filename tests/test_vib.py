@@ -203,6 +203,33 @@ def test_schedules_reach_the_training_config(tmp_path):
         (1e-3, 0.9, 1.0, None)
 
 
+def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_before_they_end(tmp_path, capsys):
+    from tf_mtvib.train import build_config, parse_args
+
+    # Table 1's 200-epoch runs write the test accuracy every 20 epochs; a short run writes none (its config as before)
+    table1 = build_config(parse_args(vib.train_argv("vib_mlp", tmp_path / "r", 1e-3, preset="paper", schedule="demo")))
+    assert table1["training"]["epochs"] == 200 and table1["training"]["test_at"] == list(range(20, 201, 20))
+    assert "test_at" not in build_config(parse_args(vib.train_argv("mlp", tmp_path / "m", preset="cpu",
+                                                                   epochs=10)))["training"]
+    # what the runs have written (train.py --test-at's file, as tests/test_train.py checks it) is published
+    out, results, doc = tmp_path / "demo-s1", tmp_path / "results", tmp_path / "vib.md"
+    for name, acc in (("mlp", 0.985), ("vib_mlp-beta0.001", 0.9887)):
+        (out / name).mkdir(parents=True)
+        (out / name / "test_along.json").write_text(json.dumps(
+            {"epochs": {"20": {"test": {"mean": {"digit": acc}, "mc12": {"digit": acc + 0.0001}}, "seconds": 1.0}}}))
+        (out / name / "config.json").write_text(json.dumps({"training": table1["training"]}))
+    doc.write_text(f"# VIB\n\n{vib.DOC_BEGIN}\n{vib.DOC_END}\n")
+    assert vib.main(["--progress-only", "--output-dir", str(out), "--results-dir", str(results), "--doc", str(doc)]) == 0
+    progress = json.loads((results / "demo-s1" / "progress.json").read_text())
+    assert set(progress["runs"]) == {"mlp", "vib_mlp-beta0.001"} and progress["training"]["mlp"]["epochs"] == 200
+    text = doc.read_text()
+    assert "### `demo-s1`: in progress" in text
+    assert "| vib_mlp-beta0.001 | 20 | 1.13 | 1.12 |" in text and "| mlp | 20 | 1.50 | 1.49 |" in text
+    assert vib.main(["--progress-only", "--output-dir", str(tmp_path / "none"), "--results-dir", str(results),
+                     "--doc", str(doc)]) == 2
+    assert "has written test_along.json yet" in capsys.readouterr().err
+
+
 def test_bad_flags(capsys):
     for argv, msg in ((["--betas", "x"], "not a number"), (["--schedule", "fast"], "invalid choice"),
                       (["--epochs", "0"], "must be >= 1")):

@@ -41,6 +41,7 @@ class TrainingConfig:
     loop: str = "fit"
     precision: str = DEFAULT_PRECISION
     measure_at: Tuple[int, ...] = ()      # epochs at which S_k and the FGSM sweeps are measured (along.json)
+    test_at: Tuple[int, ...] = ()         # epochs at which the test accuracy is written (test_along.json)
 
     @classmethod
     def defaults(cls) -> Dict[str, Any]:
@@ -58,8 +59,9 @@ class TrainingConfig:
         if missing:
             raise ValueError(f"the training settings lack {missing}")
         values = dict(training)
-        if values.get("measure_at") is not None:
-            values["measure_at"] = tuple(int(e) for e in values["measure_at"])
+        for key in _EPOCH_LISTS:
+            if values.get(key) is not None:
+                values[key] = tuple(int(e) for e in values[key])
         return cls(**{k: v for k, v in values.items() if v is not None or names[k].default is None})
 
     def __post_init__(self):
@@ -74,14 +76,17 @@ class TrainingConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON form (``measure_at`` a list, and left out when empty)."""
+        """The JSON form (``measure_at`` and ``test_at`` lists, each left out when empty)."""
         out = dataclasses.asdict(self)
-        if out["measure_at"]:
-            out["measure_at"] = list(out["measure_at"])
-        else:
-            del out["measure_at"]
+        for key in _EPOCH_LISTS:
+            if out[key]:
+                out[key] = list(out[key])
+            else:
+                del out[key]
         return out
 
 
+#: The settings that are lists of epochs (written only when set; flags of their own)
+_EPOCH_LISTS = ("measure_at", "test_at")
 #: The training settings a preset, a data option, an --hparams file or a flag may set
-TRAINING_KEYS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name != "measure_at")
+TRAINING_KEYS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name not in _EPOCH_LISTS)

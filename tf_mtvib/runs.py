@@ -25,6 +25,8 @@ CONFIG = "config.json"
 MODEL = "model.keras"
 HISTORY = "history.json"
 METRICS = "metrics.json"
+#: the test accuracy at the epochs of ``--test-at`` (train.py), written as each is reached
+TEST_ALONG = "test_along.json"
 LOGS = "logs"
 BACKUP = "backup"
 #: Where ``train.py`` writes a run when ``--output-dir`` is not given (relative

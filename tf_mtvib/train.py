@@ -134,9 +134,9 @@ PRESETS[doubled_name("full")] = doubled(PRESETS["full"])
 _TRAINING_KEYS = TRAINING_KEYS
 #: The defaults written into a new run's config.json: TrainingConfig's, except lr_schedule and warmup_epochs
 #: (written only when a preset or flag sets them, as before, so that configs compare equal to the committed
-#: ones) and measure_at (written only when asked for).
+#: ones) and measure_at and test_at (written only when asked for).
 TRAINING_DEFAULTS = {k: v for k, v in TrainingConfig.defaults().items()
-                     if k not in ("lr_schedule", "warmup_epochs", "measure_at")}
+                     if k not in ("lr_schedule", "warmup_epochs", "measure_at", "test_at")}
 _LIMIT_KEYS = ("max_train", "max_test")
 #: Learning-rate schedules: constant (a step decay when lr_decay != 1); cosine decay from the learning
 #: rate to COSINE_FLOOR times it over all the run's steps; warmup_cosine: a linear warm-up from
@@ -266,6 +266,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="after these epochs, measure S_k (saturated images) and FGSM sweeps with the logits "
                         "and the clipped loss on the whole test split, into <run>/along.json "
                         "(tf_mtvib.saturation; the fit loop only)")
+    r.add_argument("--test-at", type=epoch_list, metavar="E1,E2,...",
+                   help="after these epochs, write the test accuracy (mean mode, and the --eval-samples average "
+                        "for a stochastic model) into <run>/test_along.json, so a long run's progress can be kept "
+                        "before it ends (the fit loop only)")
     r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
     return p
 
@@ -341,10 +345,11 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         training["loop"] = "custom"
     if training["loop"] == "custom" and training["jit_compile"]:
         raise SystemExit("train.py: error: --jit-compile is not supported by the custom loop")
-    if getattr(args, "measure_at", None):
-        if training["loop"] != "fit":
-            raise SystemExit("train.py: error: --measure-at works with the fit loop only")
-        training["measure_at"] = sorted(set(args.measure_at))
+    for key in ("measure_at", "test_at"):
+        if getattr(args, key, None):
+            if training["loop"] != "fit":
+                raise SystemExit(f"train.py: error: --{key.replace('_', '-')} works with the fit loop only")
+            training[key] = sorted(set(getattr(args, key)))
     try:
         TrainingConfig.from_dict(training)   # types and ranges, with the one set of defaults
     except (TypeError, ValueError) as e:
@@ -356,6 +361,34 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
+def _test_at_callback(run_dir: pathlib.Path, test_ds, epochs: Sequence[int], samples: int = 0):
+    """At the end of each epoch in ``epochs`` (1-based), the test accuracy in mean mode (and averaged over
+    ``samples`` posterior draws when > 0) into ``<run_dir>/test_along.json`` at once: ``{"epochs": {"20":
+    {"test": {"mean": {...}, "mc12": {...}}, "seconds": ..., "machine": ...}}}``. Written before the epoch's
+    resume checkpoint, so a resumed run redoes and rewrites it; its seconds stay out of the epoch's."""
+    import keras
+
+    from .metrics import evaluate_accuracy
+
+    wanted = {int(e) for e in epochs}
+    path = run_dir / runs.TEST_ALONG
+
+    class TestAt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 not in wanted:
+                return
+            start = time.perf_counter()
+            doc = runs.read_json(path) if path.exists() else {"epochs": {}}
+            test = {"mean": evaluate_accuracy(self.model, test_ds)}
+            if samples > 0:
+                test[f"mc{samples}"] = evaluate_accuracy(self.model, test_ds, samples=samples)
+            doc["epochs"][str(epoch + 1)] = {"test": test, "seconds": round(time.perf_counter() - start, 1),
+                                             "machine": runtime.machine()}
+            doc["epochs"] = dict(sorted(doc["epochs"].items(), key=lambda kv: int(kv[0])))
+            runs.write_json(path, doc)
+
+    return TestAt()
+
 def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeCheckpoint]):
     import keras
 
@@ -588,6 +621,9 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
 
             along = along_training_callback(run_dir, test_split, training.measure_at)
             callbacks.insert(2, along)
+        if training.test_at:      # likewise after the history row, before the checkpoint
+            samples = training.eval_samples if model.is_stochastic else 0
+            callbacks.insert(2, _test_at_callback(run_dir, to_dataset(test_split, batch), training.test_at, samples))
         model.fit(train_ds, epochs=training.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
                   steps_per_epoch=steps if per_task else None,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
@@ -733,9 +769,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.loop == "custom" and config["training"].get("jit_compile"):
                 print("train.py: error: --jit-compile is not supported by the custom loop", file=sys.stderr)
                 return 2
-            if args.loop == "custom" and config["training"].get("measure_at"):
-                print("train.py: error: --measure-at works with the fit loop only", file=sys.stderr)
-                return 2
+            for key in ("measure_at", "test_at"):
+                if args.loop == "custom" and config["training"].get(key):
+                    print(f"train.py: error: --{key.replace('_', '-')} works with the fit loop only", file=sys.stderr)
+                    return 2
             config["training"]["loop"] = args.loop
         recorded = config["training"].get("precision", DEFAULT_PRECISION)
         if args.precision is not None and args.precision != recorded:

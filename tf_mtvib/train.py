@@ -812,23 +812,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from .datasets import DataError
 
+    # the failures a user can act on: (exception, label, exit status); anything else is a bug and raises
+    failures = ((DataError, "data error", 2), (IncompatibleDataset, "error", 2), (runs.RunError, "error", 2),
+                (TrainingDiverged, "error", 3), (distributed.DistributedSetupError, "error", 2))
     try:
         train(config, run_dir, data_dir=args.data_dir, verbose=args.verbose)
-    except DataError as e:
-        print(f"train.py: data error: {e}", file=sys.stderr)
-        return 2
-    except IncompatibleDataset as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    except runs.RunError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 3
-    except distributed.DistributedSetupError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
+    except tuple(kind for kind, _, _ in failures) as e:
+        label, status = next((label, status) for kind, label, status in failures if isinstance(e, kind))
+        print(f"train.py: {label}: {e}", file=sys.stderr)
+        return status
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from .. import runs
 
-__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell"]
+__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell", "argv_cell_parser"]
 
 
 def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
@@ -80,3 +80,19 @@ def ensure_argv_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv:
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(path, cell)
     return cell
+
+
+def argv_cell_parser(name: str, description: str, stages_default: str, stages_help: str) -> argparse.ArgumentParser:
+    """The command line of a reproduction of ``train.py`` cells (VMTL's, the fast preset's search): its stages,
+    where runs and cells go (``runs/<name>``, ``docs/results/<name>``, ``docs/<name>.md`` by default), and
+    ``--report-only``, ``--smoke`` and ``--dry-run``."""
+    p = argparse.ArgumentParser(prog=f"python -m tf_mtvib.reproduce {name}", description=description)
+    p.add_argument("--stages", default=stages_default, help=stages_help)
+    p.add_argument("--root", type=pathlib.Path, help=f"run directories (default: runs/{name} under the runs directory)")
+    p.add_argument("--results-dir", type=pathlib.Path, help=f"the cells' JSON (default docs/results/{name})")
+    p.add_argument("--report", type=pathlib.Path, help=f"the report file (default docs/{name}.md)")
+    p.add_argument("--data-dir", type=pathlib.Path)
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the committed JSON")
+    p.add_argument("--smoke", action="store_true", help="the cells at a budget of seconds (tests)")
+    p.add_argument("--dry-run", action="store_true", help="print each cell's train.py arguments and stop")
+    return p

@@ -17,7 +17,6 @@ the chosen preset's time to the target on the test split on a quiet machine.
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
-from .cells import ensure_argv_cell
+from .cells import argv_cell_parser, ensure_argv_cell
 from .docs import doc_paths, write_section
 
 DATASET, MODEL = "multimnist", "mtvib"
@@ -156,17 +155,9 @@ def build_report(results: pathlib.Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce fast", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stages", default="search", help="comma-separated (default and only stage: search)")
-    p.add_argument("--root", type=pathlib.Path, help="run directories (default: runs/fast under the runs directory)")
-    p.add_argument("--results-dir", type=pathlib.Path, help="the cells' JSON (default docs/results/fast)")
-    p.add_argument("--report", type=pathlib.Path, help="the report file (default docs/fast.md)")
-    p.add_argument("--data-dir", type=pathlib.Path)
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from the committed JSON")
-    p.add_argument("--smoke", action="store_true", help="the candidates at a budget of seconds (tests)")
+    p = argv_cell_parser("fast", __doc__.split("\n\n")[0], "search", "comma-separated (default and only stage: search)")
     p.add_argument("--candidates", default=",".join(CANDIDATES),
                    help=f"comma-separated subset of {', '.join(CANDIDATES)} (default: all)")
-    p.add_argument("--dry-run", action="store_true", help="print each candidate's train.py arguments and stop")
     args = p.parse_args(argv)
     names = [n for n in args.candidates.split(",") if n]
     if not names or any(n not in CANDIDATES for n in names):

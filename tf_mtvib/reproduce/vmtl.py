@@ -30,7 +30,6 @@ retrained; the report (``docs/vmtl.md`` between its markers) is built from those
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import statistics
 import sys
@@ -40,7 +39,7 @@ from .. import runs
 from ..datasets.domains import DOMAINS
 from ..datasets.paths import runs_dir
 from . import verdicts as V
-from .cells import ensure_argv_cell
+from .cells import argv_cell_parser, ensure_argv_cell
 from .docs import doc_paths, write_section
 from .tables import mean_half_range
 
@@ -385,17 +384,9 @@ def build_report(results: pathlib.Path, smoke: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce vmtl", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stages", default="kl,grid,prior,robustness,baselines,long",
-                   help=f"comma-separated, in order (default kl,grid,prior,robustness,baselines,long; choose from "
-                        f"{', '.join(STAGES)})")
-    p.add_argument("--root", type=pathlib.Path, help="run directories (default: runs/vmtl under the runs directory)")
-    p.add_argument("--results-dir", type=pathlib.Path, help="the cells' JSON (default docs/results/vmtl)")
-    p.add_argument("--report", type=pathlib.Path, help="the report file (default docs/vmtl.md)")
-    p.add_argument("--data-dir", type=pathlib.Path)
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from the committed JSON")
-    p.add_argument("--smoke", action="store_true", help="the stages at a budget of seconds (tests)")
-    p.add_argument("--dry-run", action="store_true", help="print each cell's train.py arguments and stop")
+    p = argv_cell_parser("vmtl", __doc__.split("\n\n")[0], "kl,grid,prior,robustness,baselines,long",
+                         f"comma-separated, in order (default kl,grid,prior,robustness,baselines,long; choose from "
+                         f"{', '.join(STAGES)})")
     args = p.parse_args(argv)
     doc_paths(p, args, {"results_dir": "docs/results/vmtl", "report": "docs/vmtl.md"})
     stages = [s for s in args.stages.split(",") if s]

@@ -188,23 +188,6 @@ def run_input_statistics(run, data_dir=None) -> Dict[str, List[float]]:
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
-def _batches(dataset, batch_size: int, max_examples: Optional[int], seed: Optional[int]):
-    """(iterator of (images, labels) batches, number of batches or None when unknown)."""
-    from .datasets import DEFAULT_SUBSET_SEED, Split, to_dataset
-
-    if isinstance(dataset, Split):  # a seeded stratified subset (Split.sample), the same for every model
-        split = dataset.sample(max_examples, seed=DEFAULT_SUBSET_SEED if seed is None else seed)
-        n = len(split)
-        return iter(to_dataset(split, batch_size)), -(-n // batch_size)
-    import tensorflow as tf
-
-    if isinstance(dataset, tf.data.Dataset):
-        card = int(dataset.cardinality())
-        return iter(dataset), (card if card >= 0 and not max_examples else None)
-    raise TypeError(f"dataset must be a Split or a batched tf.data.Dataset of (images, labels); "
-                    f"got {type(dataset).__name__}")
-
-
 class GradientMaskingWarning(UserWarning):
     """More than :data:`tf_mtvib.saturation.MASKING_WARN_SHARE` of the attacked images
     have an input gradient of exactly 0: the attack cannot move them."""
@@ -312,6 +295,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
     import tensorflow as tf
 
     from . import attacks as A
+    from .datasets import evaluation_batches
 
     eps_list = check_eps(eps_list, 1.0 if space == "unit" else None)
     if attack not in A.ATTACKS:
@@ -367,7 +351,7 @@ def evaluate_robustness(model, dataset, attack: str = "fgsm", eps_list: Sequence
         probs = model.probabilities(images, samples=eval_samples)
         return correct_from_probs({t: probs[t].numpy() for t in tasks}, labels)
 
-    batches, n_batches = _batches(dataset, batch_size, max_examples, seed)
+    batches, n_batches = evaluation_batches(dataset, batch_size, max_examples, seed)
     progbar = (keras.utils.Progbar(n_batches, verbose=verbose, unit_name="batch", stateful_metrics=["clean_joint"])
                if verbose else None)
     clean_parts: Dict[str, list] = {t: [] for t in tasks}

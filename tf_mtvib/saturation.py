@@ -114,11 +114,11 @@ def measure(model, dataset, batch_size: int = 200, max_examples: Optional[int] =
     import tensorflow as tf
 
     from . import attacks as A
-    from .evaluate import _batches
+    from .datasets import evaluation_batches
 
     tasks = list(model.task_names)
     logits_fn = tf.function(A.model_fn_for(model), reduce_retracing=True)
-    batches, _ = _batches(dataset, batch_size, max_examples, seed)
+    batches, _ = evaluation_batches(dataset, batch_size, max_examples, seed)
     parts, seen = [], 0
     for images, labels in batches:
         if max_examples is not None and seen >= max_examples:
@@ -147,53 +147,3 @@ ALONG_SWEEPS = {
 }
 #: The file it writes in the run directory
 ALONG_JSON = "along.json"
-
-
-def along_training_callback(run_dir, test_split, epochs: Sequence[int], sweeps: Mapping[str, Dict] = None):
-    """A Keras callback that, at the end of each epoch in ``epochs`` (1-based, as
-    counted by ``--epochs``), measures S_k (:func:`measure`) and runs the FGSM
-    ``sweeps`` (default :data:`ALONG_SWEEPS`) on ``test_split`` (the whole test
-    split), and writes them to ``<run_dir>/along.json`` at once: ``{"epochs":
-    {"10": {...}}, "machine": ...}``. Each epoch's record is written before the
-    resume checkpoint of that epoch, so a resumed run redoes and rewrites it;
-    its seconds are kept out of the epoch's training time (``history.json``)."""
-    import pathlib as _pathlib
-    import time as _time
-
-    import keras
-
-    from . import runtime
-    from .evaluate import DEFAULT_EPS, evaluate_robustness
-    from .runs import read_json, write_json
-
-    wanted = sorted({int(e) for e in epochs})
-    sweeps = dict(ALONG_SWEEPS if sweeps is None else sweeps)
-    path = _pathlib.Path(run_dir) / ALONG_JSON
-
-    class AlongTraining(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = 0.0
-
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch + 1 not in wanted:
-                return
-            start = _time.perf_counter()
-            doc = read_json(path) if path.exists() else {"epochs": {}}
-            # ``self.model`` is the MultiTaskModel being trained; evaluation uses inference mode
-            record: Dict[str, Any] = {"saturation": measure(self.model, test_split), "sweeps": {}}
-            for name, kw in sweeps.items():
-                r = evaluate_robustness(self.model, test_split, "fgsm", list(DEFAULT_EPS), verbose=0, seed=0, **kw)
-                record["sweeps"][name] = {k: r[k] for k in ("loss", "mode", "eps", "accuracy", "clean",
-                                                            "num_examples", "zero_gradient", "masking") if k in r}
-            record["train_logs"] = {k: float(v) for k, v in (logs or {}).items()}
-            record["seconds"] = round(_time.perf_counter() - start, 1)
-            record["machine"] = runtime.machine()
-            doc["epochs"][str(epoch + 1)] = record
-            write_json(path, doc)
-            self.seconds += _time.perf_counter() - start
-            print(f"[tf_mtvib] epoch {epoch + 1}: S = " + ", ".join(
-                f"{t} {100 * v:.1f} %" for t, v in record["saturation"]["S"].items())
-                + f" ({record['seconds']:.0f} s, {path.name})", flush=True)
-
-    return AlongTraining()

@@ -361,6 +361,52 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 # --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
+def _measure_at_callback(run_dir, test_split, epochs: Sequence[int], sweeps: Optional[Dict[str, Dict]] = None):
+    """A Keras callback that, at the end of each epoch in ``epochs`` (1-based, as
+    counted by ``--epochs``), measures S_k (:func:`tf_mtvib.saturation.measure`) and runs the FGSM
+    ``sweeps`` (default :data:`tf_mtvib.saturation.ALONG_SWEEPS`) on ``test_split`` (the whole test
+    split), and writes them to ``<run_dir>/along.json`` at once: ``{"epochs":
+    {"10": {...}}, "machine": ...}``. Each epoch's record is written before the
+    resume checkpoint of that epoch, so a resumed run redoes and rewrites it;
+    its seconds are kept out of the epoch's training time (``history.json``)."""
+    import keras
+
+    from .evaluate import DEFAULT_EPS, evaluate_robustness
+    from .saturation import ALONG_JSON, ALONG_SWEEPS, measure
+
+    wanted = sorted({int(e) for e in epochs})
+    sweeps = dict(ALONG_SWEEPS if sweeps is None else sweeps)
+    path = pathlib.Path(run_dir) / ALONG_JSON
+
+    class AlongTraining(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = 0.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 not in wanted:
+                return
+            start = time.perf_counter()
+            doc = runs.read_json(path) if path.exists() else {"epochs": {}}
+            # ``self.model`` is the MultiTaskModel being trained; evaluation uses inference mode
+            record: Dict[str, Any] = {"saturation": measure(self.model, test_split), "sweeps": {}}
+            for name, kw in sweeps.items():
+                r = evaluate_robustness(self.model, test_split, "fgsm", list(DEFAULT_EPS), verbose=0, seed=0, **kw)
+                record["sweeps"][name] = {k: r[k] for k in ("loss", "mode", "eps", "accuracy", "clean",
+                                                            "num_examples", "zero_gradient", "masking") if k in r}
+            record["train_logs"] = {k: float(v) for k, v in (logs or {}).items()}
+            record["seconds"] = round(time.perf_counter() - start, 1)
+            record["machine"] = runtime.machine()
+            doc["epochs"][str(epoch + 1)] = record
+            runs.write_json(path, doc)
+            self.seconds += time.perf_counter() - start
+            print(f"[tf_mtvib] epoch {epoch + 1}: S = " + ", ".join(
+                f"{t} {100 * v:.1f} %" for t, v in record["saturation"]["S"].items())
+                + f" ({record['seconds']:.0f} s, {path.name})", flush=True)
+
+    return AlongTraining()
+
+
 def _test_at_callback(run_dir: pathlib.Path, test_ds, epochs: Sequence[int], samples: int = 0):
     """At the end of each epoch in ``epochs`` (1-based), the test accuracy in mean mode (and averaged over
     ``samples`` posterior draws when > 0) into ``<run_dir>/test_along.json`` at once: ``{"epochs": {"20":
@@ -617,9 +663,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
         callbacks, guard = _callbacks(run_dir, images_per_epoch, checkpoint)
         along = None
         if training.measure_at:   # after the history row, before the checkpoint (see _callbacks)
-            from .saturation import along_training_callback
-
-            along = along_training_callback(run_dir, test_split, training.measure_at)
+            along = _measure_at_callback(run_dir, test_split, training.measure_at)
             callbacks.insert(2, along)
         if training.test_at:      # likewise after the history row, before the checkpoint
             samples = training.eval_samples if model.is_stochastic else 0

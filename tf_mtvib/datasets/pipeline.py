@@ -7,6 +7,8 @@
   have their own images (VMTL, ``FamilySpec.inputs == "per_task"``): each batch
   holds a class-balanced sub-batch from every task's split, with the task id;
   a task's labels are ``-1`` on the other tasks' examples.
+* :func:`evaluation_batches`: the batches an evaluation reads from a split (a seeded
+  subset of it) or from a batched ``tf.data`` set.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .errors import DataError
-from .split import Split
+from .split import DEFAULT_SUBSET_SEED, Split
 
-__all__ = ["to_dataset", "to_multi_input_dataset", "TASK_KEY", "IMAGE_KEY", "MISSING_LABEL"]
+__all__ = ["to_dataset", "to_multi_input_dataset", "evaluation_batches", "TASK_KEY", "IMAGE_KEY", "MISSING_LABEL"]
 
 #: The key of the images in a batch's inputs dict
 IMAGE_KEY = "image"
@@ -119,3 +121,19 @@ def to_multi_input_dataset(splits: Mapping[str, Split], per_task_batch: int, see
 
     return tf.data.Dataset.zip(tuple(per_task)).map(join, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)
+
+
+def evaluation_batches(dataset, batch_size: int, max_examples: Optional[int] = None, seed: Optional[int] = None):
+    """``(iterator of (images, labels) batches, number of batches or None when unknown)`` of ``dataset``: a
+    :class:`Split` (a seeded stratified subset of ``max_examples``, :meth:`Split.sample`, the same for every
+    model) or a batched ``tf.data.Dataset`` (as it is)."""
+    if isinstance(dataset, Split):
+        split = dataset.sample(max_examples, seed=DEFAULT_SUBSET_SEED if seed is None else seed)
+        return iter(to_dataset(split, batch_size)), -(-len(split) // batch_size)
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.data.Dataset):
+        card = int(dataset.cardinality())
+        return iter(dataset), (card if card >= 0 and not max_examples else None)
+    raise TypeError(f"dataset must be a Split or a batched tf.data.Dataset of (images, labels); "
+                    f"got {type(dataset).__name__}")

@@ -1,5 +1,6 @@
 """S_k (tf_mtvib.saturation), the per-task clipped loss, the per-task attack and the
 gradient-masking check of evaluate_robustness, on small constructed cases."""
+import pathlib
 import warnings
 
 import numpy as np
@@ -171,8 +172,13 @@ def test_reproduce_saturation_measures_a_cell_retrains_a_lost_run_and_reports(da
     cell.mkdir(parents=True)
     for name in ("config.json", "metrics.json"):
         shutil.copyfile(run / name, cell / name)
+    # the pages it fills: copies, never the checkout's docs
+    pages = {name: tmp_path / f"{name}.md" for name in ("RESULTS", "robustness")}
+    for name, page in pages.items():
+        shutil.copyfile(pathlib.Path(__file__).resolve().parents[1] / "docs" / f"{name}.md", page)
     argv = ["--preset", "smoke", "--cells", "multimnist/mtvib-s0", "--results-dir", str(results), "--root", str(root),
-            "--sweeps", "logits-sum,clipped-per_task,clipped-per_task-sampled", "--data-dir", str(data_dir)]
+            "--sweeps", "logits-sum,clipped-per_task,clipped-per_task-sampled", "--data-dir", str(data_dir),
+            "--report", str(pages["RESULTS"]), "--robustness-doc", str(pages["robustness"])]
     assert R.main(argv) == 0
     doc = json.loads((cell / "saturation.json").read_text())
     assert doc["saturation"]["n"] == 40 and set(doc["saturation"]["S"]) == {"top_left", "bottom_right"}

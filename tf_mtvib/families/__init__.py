@@ -59,7 +59,7 @@ class FamilySpec:
     the module that defines the spec). ``hparams``: the family's *own*
     hyper-parameters (flags ``--<name>`` are generated from them); they share the
     run configuration's ``hparams`` with the network's common ones
-    (:data:`tf_mtvib.catalogue.DEFAULT_HPARAMS`) and the weightings', so their names
+    (:data:`tf_mtvib.hparams.DEFAULT_HPARAMS`) and the weightings', so their names
     must not clash; families may share one only by declaring the same :class:`HParam`
     (e.g. MMoE's and MT-CRL's ``num_modules``). ``defaults``: the family's overrides of the common ones (e.g.
     ``latent_head``). ``weighting_defaults``: ``"module:function"`` mapping a
@@ -119,7 +119,7 @@ _ENTRY_POINTS_LOADED = False
 def register_family(spec: FamilySpec, module: Optional[str] = None) -> FamilySpec:
     """Register ``spec`` (again with an equal spec: nothing happens). ``module`` names
     where its ``build`` lives when ``spec.builder`` is not given."""
-    from ..catalogue import DEFAULT_HPARAMS, WEIGHTING_CATALOGUE, weighting_hparams
+    from ..hparams import DEFAULT_HPARAMS, WEIGHTING_CATALOGUE, weighting_hparams
 
     if not isinstance(spec, FamilySpec):
         raise TypeError(f"register_family takes a FamilySpec, got {type(spec).__name__}")

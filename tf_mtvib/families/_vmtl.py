@@ -26,11 +26,11 @@ PREPARE = f"{__name__}:prepare"
 
 
 def prepare(data_dir=None) -> None:
-    """Fetch the frozen extractor from the cache, or train it on Fashion-MNIST in ``data_dir`` and cache it,
-    so that the builder (which takes no data directory) finds it."""
-    from ..extractor import fashion_extractor
+    """Train the frozen extractor on Fashion-MNIST in ``data_dir`` and cache it unless it is cached, so that
+    the builder (which takes no data directory) finds it; nothing is built when it is cached."""
+    from ..extractor import ensure_fashion_extractor
 
-    fashion_extractor(data_dir)
+    ensure_fashion_extractor(data_dir)
 
 
 def frozen_features(dataset_spec, hp):

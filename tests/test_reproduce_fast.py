@@ -30,8 +30,8 @@ def test_a_candidate_reaches_the_targets_when_every_task_does_and_the_cheapest_i
     assert fast.reached(slow, goal) == {"epoch": 3, "seconds": 300.0}
     assert fast.reached(quick, goal) == {"epoch": 2, "seconds": 240.0}
     assert fast.reached(never, goal) is None
-    assert fast.choose({"a": slow, "b": quick, "c": never}, goal) == "b"
-    assert fast.choose({"c": never}, goal) is None
+    assert fast.choose({n: fast.reached(c, goal) for n, c in {"a": slow, "b": quick, "c": never}.items()}) == "b"
+    assert fast.choose({"c": fast.reached(never, goal)}) is None
 
 
 def test_report_names_the_choice_or_the_shortfall(tmp_path):

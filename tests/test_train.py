@@ -116,6 +116,30 @@ def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flags, message", [
+    (["--strategy", "multi-worker", "--loop", "fit"], "--loop fit does not work under MultiWorkerMirroredStrategy"),
+    (["--loop", "custom", "--jit-compile"], "--jit-compile is not supported by the custom loop"),
+    (["--loop", "custom", "--test-at", "1"], "--test-at works with the fit loop only"),
+    (["--loop", "custom", "--measure-at", "1"], "--measure-at works with the fit loop only"),
+])
+def test_a_loop_that_cannot_train_the_run_is_refused(flags, message):
+    with pytest.raises(SystemExit, match=message):
+        build_config(parse_args(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", *flags]))
+
+
+def test_a_resumed_run_may_not_change_to_a_loop_that_cannot_train_it(tmp_path, data_dir, capsys):
+    """The same rule set as a new run's (train.loop_conflict): a fit run with --test-at stays in the fit loop."""
+    run = tmp_path / "run"
+    assert main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--epochs", "1", "--num-train",
+                 "200", "--num-test", "100", "--test-at", "1", "--output-dir", str(run), "--data-dir", str(data_dir),
+                 "--verbose", "0"]) == 0
+    capsys.readouterr()
+    assert main(["--resume", "--loop", "custom", "--epochs", "2", "--output-dir", str(run),
+                 "--data-dir", str(data_dir), "--verbose", "0"]) == 2
+    assert "--test-at works with the fit loop only" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["training"]["loop"] == "fit"
+
+
 def test_a_fit_run_resumes_under_the_custom_loop_from_the_same_checkpoint(tmp_path, data_dir):
     """Both loops write one checkpoint format, so ``--resume --loop custom`` continues a fit run."""
     from tf_mtvib.checkpoints import epochs_done

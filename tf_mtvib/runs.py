@@ -38,7 +38,7 @@ LIMIT_KEYS = {"train": "max_train", "test": "max_test"}
 #: The rule of runs made before caps were drawn at random: a cap kept the first N items.
 LEGACY_SUBSET_RULE = "first-n"
 
-__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "DEFAULT_ROOT", "LIMIT_KEYS", "RunError", "Run",
+__all__ = ["CONFIG", "MODEL", "HISTORY", "METRICS", "LOGS", "BACKUP", "DEFAULT_ROOT", "LIMIT_KEYS", "RunError", "Run", "write_epoch_record",
            "load_run", "is_finished", "latest_finished_run", "write_json", "read_json", "subsets_record", "subsets_of",
            "load_split", "default_run_dir"]
 
@@ -63,6 +63,16 @@ def write_json(path, obj) -> None:
 
 def read_json(path) -> Any:
     return json.loads(pathlib.Path(path).read_text())
+
+
+def write_epoch_record(path, epoch: int, record: Dict[str, Any]) -> None:
+    """Add (or replace) ``record`` as epoch ``epoch`` (1-based) of the JSON file ``{"epochs": {"10": {...}}}``
+    at ``path``, written atomically: the measurements a long run keeps as it goes (``along.json``,
+    ``test_along.json``)."""
+    path = pathlib.Path(path)
+    doc = read_json(path) if path.exists() else {"epochs": {}}
+    doc["epochs"][str(int(epoch))] = record
+    write_json(path, doc)
 
 
 def _jsonable(o):

@@ -337,25 +337,37 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, k) is not None:
             limits[k] = getattr(args, k)
     if training["strategy"] == distributed.MULTI_WORKER:
-        if args.loop == "fit":
-            raise SystemExit("train.py: error: --loop fit does not work under MultiWorkerMirroredStrategy "
-                             "(keras-team/keras#20585); --strategy multi-worker uses the custom loop")
         if training["cpu_replicas"]:
             raise SystemExit("train.py: error: --cpu-replicas does not combine with --strategy multi-worker")
-        training["loop"] = "custom"
-    if training["loop"] == "custom" and training["jit_compile"]:
-        raise SystemExit("train.py: error: --jit-compile is not supported by the custom loop")
+        if args.loop != "fit":
+            training["loop"] = "custom"
     for key in ("measure_at", "test_at"):
         if getattr(args, key, None):
-            if training["loop"] != "fit":
-                raise SystemExit(f"train.py: error: --{key.replace('_', '-')} works with the fit loop only")
             training[key] = sorted(set(getattr(args, key)))
+    conflict = loop_conflict(training)
+    if conflict:
+        raise SystemExit(f"train.py: error: {conflict}")
     try:
         TrainingConfig.from_dict(training)   # types and ranges, with the one set of defaults
     except (TypeError, ValueError) as e:
         raise SystemExit(f"train.py: error: {e}")
     return {"dataset": args.dataset, "model": args.model, "preset": args.preset, "data": data, "limits": limits,
             "subsets": runs.subsets_record(training["seed"]), "hparams": hparams, "training": training}
+
+
+def loop_conflict(training: Dict[str, Any]) -> Optional[str]:
+    """Why the ``training`` section's ``loop`` cannot train it (None when it can): the one rule set for a
+    new run and for a resumed run that changes loop."""
+    loop = training.get("loop", "fit")
+    if loop == "fit" and training.get("strategy") == distributed.MULTI_WORKER:
+        return ("--loop fit does not work under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
+                "--strategy multi-worker uses the custom loop")
+    if loop == "custom" and training.get("jit_compile"):
+        return "--jit-compile is not supported by the custom loop"
+    for key in ("measure_at", "test_at"):
+        if loop == "custom" and training.get(key):
+            return f"--{key.replace('_', '-')} works with the fit loop only"
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -387,7 +399,6 @@ def _measure_at_callback(run_dir, test_split, epochs: Sequence[int], sweeps: Opt
             if epoch + 1 not in wanted:
                 return
             start = time.perf_counter()
-            doc = runs.read_json(path) if path.exists() else {"epochs": {}}
             # ``self.model`` is the MultiTaskModel being trained; evaluation uses inference mode
             record: Dict[str, Any] = {"saturation": measure(self.model, test_split), "sweeps": {}}
             for name, kw in sweeps.items():
@@ -397,8 +408,7 @@ def _measure_at_callback(run_dir, test_split, epochs: Sequence[int], sweeps: Opt
             record["train_logs"] = {k: float(v) for k, v in (logs or {}).items()}
             record["seconds"] = round(time.perf_counter() - start, 1)
             record["machine"] = runtime.machine()
-            doc["epochs"][str(epoch + 1)] = record
-            runs.write_json(path, doc)
+            runs.write_epoch_record(path, epoch + 1, record)
             self.seconds += time.perf_counter() - start
             print(f"[tf_mtvib] epoch {epoch + 1}: S = " + ", ".join(
                 f"{t} {100 * v:.1f} %" for t, v in record["saturation"]["S"].items())
@@ -424,14 +434,11 @@ def _test_at_callback(run_dir: pathlib.Path, test_ds, epochs: Sequence[int], sam
             if epoch + 1 not in wanted:
                 return
             start = time.perf_counter()
-            doc = runs.read_json(path) if path.exists() else {"epochs": {}}
             test = {"mean": evaluate_accuracy(self.model, test_ds)}
             if samples > 0:
                 test[f"mc{samples}"] = evaluate_accuracy(self.model, test_ds, samples=samples)
-            doc["epochs"][str(epoch + 1)] = {"test": test, "seconds": round(time.perf_counter() - start, 1),
-                                             "machine": runtime.machine()}
-            doc["epochs"] = dict(sorted(doc["epochs"].items(), key=lambda kv: int(kv[0])))
-            runs.write_json(path, doc)
+            runs.write_epoch_record(path, epoch + 1, {"test": test, "machine": runtime.machine(),
+                                                      "seconds": round(time.perf_counter() - start, 1)})
 
     return TestAt()
 
@@ -806,17 +813,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config["training"]["epochs"] = args.epochs
         if args.loop is not None and args.loop != config["training"].get("loop", "fit"):
             # both loops write and read the same checkpoint (tf_mtvib.checkpoints), so a run may change loop
-            if args.loop == "fit" and config["training"].get("strategy") == distributed.MULTI_WORKER:
-                print("train.py: error: --loop fit does not work under MultiWorkerMirroredStrategy "
-                      "(keras-team/keras#20585)", file=sys.stderr)
+            conflict = loop_conflict({**config["training"], "loop": args.loop})
+            if conflict:
+                print(f"train.py: error: {conflict}", file=sys.stderr)
                 return 2
-            if args.loop == "custom" and config["training"].get("jit_compile"):
-                print("train.py: error: --jit-compile is not supported by the custom loop", file=sys.stderr)
-                return 2
-            for key in ("measure_at", "test_at"):
-                if args.loop == "custom" and config["training"].get(key):
-                    print(f"train.py: error: --{key.replace('_', '-')} works with the fit loop only", file=sys.stderr)
-                    return 2
             config["training"]["loop"] = args.loop
         recorded = config["training"].get("precision", DEFAULT_PRECISION)
         if args.precision is not None and args.precision != recorded:

@@ -70,13 +70,18 @@ def test_robustness_page_protocol_block_is_the_committed_study():
     from tf_mtvib.reproduce import protocols as P
 
     page = (DOCS / "robustness.md").read_text()
-    block = page[page.index(P.BEGIN) + len(P.BEGIN):page.index(P.END)].strip("\n")
-    study = sorted(DOCS.glob("results/*/protocols/protocols.json"))
-    assert study, "no committed protocol study"
-    doc = json.loads(study[0].read_text())
-    assert block == P.render_markdown(doc).strip("\n")
-    for d in doc["datasets"].values():
-        assert (DOCS / d["plot"]).exists()
+    studies = {path.parent.parent.name: path for path in DOCS.glob("results/*/protocols/protocols.json")}
+    assert "cpu" in studies, "no committed protocol study"
+    for preset in ("cpu", "full"):    # each preset's study in its own block
+        begin, end = P.markers(preset)
+        block = page[page.index(begin) + len(begin):page.index(end)].strip("\n")
+        if preset not in studies:
+            assert block.startswith("Not run yet"), preset
+            continue
+        doc = json.loads(studies[preset].read_text())
+        assert doc["preset"] == preset and block == P.render_markdown(doc).strip("\n")
+        for d in doc["datasets"].values():
+            assert (DOCS / d["plot"]).exists()
 
 
 def test_results_verdicts_and_goals_are_the_committed_json():

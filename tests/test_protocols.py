@@ -60,13 +60,32 @@ def test_masking_verdict_rule():
     assert v["verdict"] == "overshoot" and v["fgsm_rises"] == [0.1, 0.15, 0.2, 0.25, 0.3]
 
 
+def test_each_preset_has_its_own_block_and_a_study_grows_one_data_set_at_a_time():
+    assert P.markers("cpu") == (P.BEGIN, P.END)
+    begin, end = P.markers("full")
+    assert begin != P.BEGIN and "--preset full" in begin and "--preset full" in end
+    settings = {"preset": "full", "seed": 0, "subset_seed": 0, "examples": 2000, "eps": [0.0, 0.05],
+                "masking": {"examples": 200}, "grid": ["today"]}
+    mtfl = {"dataset": "mtfl", "num_examples": 1000}
+    mnist = {"dataset": "multimnist", "num_examples": 2000}
+    previous = {**settings, "datasets": {"mtfl": mtfl}, "examples_text": "1000"}
+    both = P.merged(previous, {**settings, "datasets": {"multimnist": mnist}})
+    assert list(both["datasets"]) == ["multimnist", "mtfl"] and both["examples_text"] == "2000/1000"
+    redone = P.merged(previous, {**settings, "datasets": {"mtfl": {**mtfl, "num_examples": 999}}})
+    assert redone["datasets"]["mtfl"]["num_examples"] == 999            # this run's result wins
+    other = P.merged(previous, {**settings, "examples": 500, "datasets": {"multimnist": mnist}})
+    assert list(other["datasets"]) == ["multimnist"]                     # other settings: not merged
+    assert P.merged(None, {**settings, "datasets": {"mtfl": mtfl}})["examples_text"] == "1000"
+
+
 @pytest.mark.slow
 def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys,
                                                                                monkeypatch):
     assert COMMANDS["protocols"] == "tf_mtvib.reproduce.protocols"
     monkeypatch.chdir(tmp_path)          # nothing may land in a default (repository) path
     doc = tmp_path / "robustness.md"
-    doc.write_text(f"# Robustness\n\nintro\n\n{P.BEGIN}\nold\n{P.END}\n\nkept\n")
+    begin, end = P.markers("smoke")
+    doc.write_text(f"# Robustness\n\nintro\n\n{P.BEGIN}\ncpu's\n{P.END}\n\n{begin}\nold\n{end}\n\nkept\n")
     argv = ["--preset", "smoke", "--datasets", "multimnist", "--models", "gs,mtvib", "--root", str(tmp_path / "runs"),
             "--results-dir", str(tmp_path / "results"), "--doc", str(doc), "--examples", "48",
             "--masking-examples", "24", "--restarts", "2", "--draws", "2", "--pgd-steps", "2",
@@ -88,7 +107,7 @@ def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tm
     # deterministic GS: the sampled mode is the mean mode, computed once
     assert d["protocols"]["mode=sampled"]["curves"]["gs"] == d["protocols"]["today"]["curves"]["gs"]
     text = doc.read_text()
-    assert "old" not in text and "intro" in text and "kept" in text
+    assert "old" not in text and "intro" in text and "kept" in text and "cpu's" in text   # its own block only
     assert P.render_markdown(study) in text and (out / "protocols.md").read_text() == P.render_markdown(study)
     assert f"{d['closest']['mad']:.1f} points from" in text
     assert (out / "multimnist.png").stat().st_size > 10_000

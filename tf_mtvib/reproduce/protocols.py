@@ -44,7 +44,7 @@ import math
 import pathlib
 import statistics
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -58,6 +58,31 @@ from .paper import TABLES_CSV, load_paper_tables, paper_value
 
 BEGIN = "<!-- BEGIN GENERATED: python -m tf_mtvib.reproduce protocols -->"
 END = "<!-- END GENERATED: python -m tf_mtvib.reproduce protocols -->"
+#: The settings a study's data sets share: a data set studied under other settings is not merged into it.
+SETTINGS = ("preset", "seed", "subset_seed", "examples", "eps", "masking", "grid")
+
+
+def markers(preset: str) -> Tuple[str, str]:
+    """The generated block of ``preset``'s study in the document: the ``cpu`` preset's is :data:`BEGIN` /
+    :data:`END` (the block that came first); every other preset has its own, so that the studies stand side
+    by side."""
+    if preset == "cpu":
+        return BEGIN, END
+    return (BEGIN.replace(" -->", f" --preset {preset} -->"), END.replace(" -->", f" --preset {preset} -->"))
+
+
+def merged(previous: Optional[Dict[str, Any]], doc: Dict[str, Any]) -> Dict[str, Any]:
+    """``doc`` with the data sets of ``previous`` (the committed study of the same preset) that it did not
+    study, when both ran under the same :data:`SETTINGS`: a study can grow one data set at a time, as
+    the models it needs are trained, without redoing or dropping the others."""
+    out = dict(doc, datasets=dict(doc["datasets"]))
+    if previous and all(previous.get(k) == doc.get(k) for k in SETTINGS):
+        for name, result in previous.get("datasets", {}).items():
+            out["datasets"].setdefault(name, result)
+    ordered = mtl.in_order(out["datasets"].items(), mtl.DATASETS, key=lambda kv: kv[0])
+    out["datasets"] = dict(ordered)
+    out["examples_text"] = "/".join(str(r["num_examples"]) for _, r in ordered)
+    return out
 
 #: a protocol "comes close" to the paper when its mean absolute difference is at most this many points
 CLOSE = 5.0
@@ -356,7 +381,12 @@ def render_markdown(doc: Dict[str, Any]) -> str:
              f"(seed {doc['subset_seed']}, stratified on the labels) of {doc['examples_text']} test images per data "
              f"set; the masking check on {doc['masking']['examples']} of them (drawn the same way). Distances in accuracy points against the paper's "
              f"Tables III-V (the cells of the models present); a protocol comes close at a distance of at most "
-             f"{CLOSE:g} points.", ""]
+             f"{CLOSE:g} points."]
+    absent = [d for d in mtl.DATASETS if d not in doc["datasets"]]
+    if absent:
+        lines[-1] += (f" Not studied yet at this preset: {', '.join(absent)}; nothing here speaks for "
+                      f"{'it' if len(absent) == 1 else 'them'}.")
+    lines.append("")
     for _, d in mtl.in_order(doc["datasets"].items(), mtl.DATASETS, key=lambda kv: kv[0]):
         c, cs = d["closest"], d["closest_shape"]
         lines += [f"### {d['dataset']} ({', '.join(d['models'])}; {d['num_examples']} images)", ""]
@@ -503,22 +533,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            "examples": args.examples, "eps": list(DEFAULT_EPS), "masking": masking,
                            "close": CLOSE, "grid": [protocol_name(p) for p in grid], "datasets": {}}
     computed = 0
-    sizes = []
     for d in datasets:
         cells = {m: RunCache(paths[d][m], args.examples, args.subset_seed, args.data_dir) for m in models}
         result = study_dataset(d, cells, grid, paper_curves(d, args.paper_tables), masking)
         plot = plot_dataset(result, out / f"{d}.png")
         result["plot"] = (pathlib.Path("results") / args.preset / "protocols" / plot.name).as_posix()
         doc["datasets"][d] = result
-        sizes.append(result["num_examples"])
         computed += sum(c.computed for c in cells.values())
-    doc["examples_text"] = "/".join(str(n) for n in sizes)
     doc["json"] = (out / "protocols.json").as_posix()
+    doc = merged(runs.read_json(out / "protocols.json") if (out / "protocols.json").exists() else None, doc)
     runs.write_json(out / "protocols.json", doc)
     text = render_markdown(doc)
     (out / "protocols.md").write_text(text)
     if args.doc:
-        write_section(args.doc, text, begin=BEGIN, end=END)
+        begin, end = markers(args.preset)
+        write_section(args.doc, text, begin=begin, end=end)
     print(text)
     print(f"[protocols] {computed} evaluation(s) computed, the rest from the caches; wrote {out} and {args.doc}",
           flush=True)

@@ -325,10 +325,91 @@ def write_readme(readme: pathlib.Path = README, paths: Optional[Sequence[pathlib
     return text
 
 
+# --------------------------------------------------------------------------
+# The project README's training section: speed-up and accuracy per CPU type
+# --------------------------------------------------------------------------
+PROJECT_README = HERE.parent / "README.md"
+SPEED_BEGIN = "<!-- BEGIN GENERATED: python benchmarks/common.py --readme (training speed) -->"
+SPEED_END = "<!-- END GENERATED: python benchmarks/common.py --readme (training speed) -->"
+#: The training-step variants of ``bench_torch.py``, as train.py's flags.
+SPEED_VARIANTS = (("keras_mixed_bfloat16", "`--precision mixed_bfloat16`"),
+                  ("keras_float32_fused_bn", "`--fused-batchnorm`"),
+                  ("keras_mixed_bfloat16_fused_bn", "both"))
+
+
+def _cpu_label(doc: Mapping[str, Any]) -> str:
+    """The CPU of a results file and its bf16/fp16 ISA flags (files from before the machine record named
+    them: the flags ``bench_torch``'s peak read)."""
+    m, keys = doc["machine"], ("amx_bf16", "avx512_bf16", "avx512_fp16")
+    if m.get("isa") is not None:
+        isa = [f for f in m["isa"] if f in keys]
+    else:
+        peak = (doc.get("results") or {}).get("peak") or {}
+        isa = [f for f in keys if peak.get(f)] if peak else None
+    return f"{m['cpu_model']} ({'ISA not recorded' if isa is None else ', '.join(isa) or 'no bf16 ISA'})"
+
+
+def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
+    """Markdown for the project README: per CPU type (each ``bench_torch`` results file), the library's
+    training step with each of ``--precision mixed_bfloat16`` and ``--fused-batchnorm`` against its float32
+    step, as the ratio of median step times in one interleaved run; and the accuracy cost of bfloat16 from
+    ``bench_precision --parts parity`` (paired seeds)."""
+    results_dir = pathlib.Path(results_dir)
+    lines = ["Training step speed against the float32 step on the same machine (MultiMNIST, batch 200; ratio of "
+             "median step times, one interleaved run per CPU; `benchmarks/bench_torch.py`):", "",
+             "| CPU (bf16 ISA) | model | float32 img/s | " + " | ".join(label for _, label in SPEED_VARIANTS)
+             + " | load at start | source |", "|---|---|---:|" + "---:|" * len(SPEED_VARIANTS) + "---:|---|"]
+    for f in sorted(results_dir.glob("torch*.json")):
+        doc = json.loads(f.read_text())
+        if doc.get("quick"):
+            continue
+        m = doc["machine"]
+        for row in doc["results"]["rows"]:
+            ips = row["images_per_second"]
+            cells = [f"{ips[k] / ips['keras_float32']:.2f}x" if k in ips else "not measured" for k, _ in SPEED_VARIANTS]
+            load = (m.get("load_average_at_start") or ["-"])[0]
+            lines.append(f"| {_cpu_label(doc)} | {row['model']} | {ips['keras_float32']:,.0f} | " + " | ".join(cells)
+                         + f" | {load} | `{f.name}`, {doc['date'][:10]} |")
+    parity = results_dir / "precision.json"
+    if parity.exists():
+        doc = json.loads(parity.read_text())
+        runs_ = doc["results"].get("parity", [])
+        by = {(r["model"], r["precision"], r["seed"]): r for r in runs_}
+        parts = []
+        for model in sorted({r["model"] for r in runs_}):
+            seeds = sorted(s for (m_, p, s) in by if m_ == model and p == "float32" and (m_, "mixed_bfloat16", s) in by)
+            if not seeds:
+                continue
+            first = by[(model, "float32", seeds[0])]
+            tasks = [t for t in first["accuracy"] if t != "joint"]
+            diffs = {t: [100 * (by[(model, "mixed_bfloat16", s)]["accuracy"][t] - by[(model, "float32", s)]["accuracy"][t])
+                         for s in seeds] for t in tasks}
+            parts.append(f"{model} (seeds {', '.join(str(s) for s in seeds)}): " + ", ".join(f"{t} {sum(d) / len(d):+.1f} (seeds {min(d):+.1f} to {max(d):+.1f})"
+                                                  for t, d in diffs.items()))
+        if parts:
+            lines += ["", f"Accuracy of `--precision mixed_bfloat16` minus float32, in points, mean over paired seeds "
+                      f"(`--preset {first['preset']}`, {first['epochs']} epochs on "
+                      f"{first['num_train']:,} images; {_cpu_label(doc)}; `{parity.name}`, "
+                      f"{doc['date'][:10]}): " + "; ".join(parts) + ". Not yet measured at the `fast` preset."]
+    return "\n".join(lines) + "\n"
+
+
+def write_training_speed(readme: pathlib.Path = PROJECT_README, results_dir: pathlib.Path = RESULTS) -> str:
+    """Replace the project README's training-speed block with :func:`training_speed`."""
+    text = pathlib.Path(readme).read_text()
+    if SPEED_BEGIN not in text or SPEED_END not in text:
+        raise SystemExit(f"{readme}: no {SPEED_BEGIN!r} ... {SPEED_END!r} block to replace")
+    head, rest = text.split(SPEED_BEGIN, 1)
+    text = f"{head}{SPEED_BEGIN}\n{training_speed(results_dir)}{SPEED_END}{rest.split(SPEED_END, 1)[1]}"
+    pathlib.Path(readme).write_text(text)
+    return text
+
+
 if __name__ == "__main__":   # python benchmarks/common.py [--readme] [results/*.json]
     args = sys.argv[1:]
     if args[:1] == ["--readme"]:
         write_readme(README, [pathlib.Path(a) for a in args[1:]] or None)
-        print(f"wrote the generated block of {README}")
+        write_training_speed()
+        print(f"wrote the generated blocks of {README} and {PROJECT_README}")
     else:
         print(summarize([pathlib.Path(a) for a in args] or results_files()), end="")

@@ -299,6 +299,27 @@ def test_reference_models_have_the_library_architecture(dataset):
         assert ref.count_params() == lib.count_params(), name
 
 
+def test_project_readme_training_speed_is_the_committed_results(tmp_path):
+    """The project README's training-speed block is :func:`common.training_speed` of the committed results,
+    and its ratios and paired differences are computed from the numbers in the files."""
+    readme = common.PROJECT_README.read_text()
+    block = readme[readme.index(common.SPEED_BEGIN) + len(common.SPEED_BEGIN):readme.index(common.SPEED_END)]
+    assert block.strip("\n") == common.training_speed().strip("\n")
+    machine = {"cpu_model": "Test CPU", "isa": ["avx2", "amx_bf16"], "load_average_at_start": [0.3]}
+    (tmp_path / "torch.json").write_text(json.dumps({"date": "2026-01-02T00:00:00", "machine": machine, "results": {
+        "rows": [{"model": "mtvib", "images_per_second": {"keras_float32": 400.0, "keras_mixed_bfloat16": 500.0,
+                                                          "keras_float32_fused_bn": 600.0}}]}}))
+    (tmp_path / "precision.json").write_text(json.dumps({"date": "2026-01-02T00:00:00", "machine": machine, "results": {
+        "parity": [{"model": "gs", "precision": p, "seed": s, "preset": "fast", "epochs": 4, "num_train": 1000,
+                    "accuracy": {"a": acc, "joint": 0.0}}
+                   for p, s, acc in (("float32", 0, 0.90), ("mixed_bfloat16", 0, 0.88),
+                                     ("float32", 1, 0.80), ("mixed_bfloat16", 1, 0.81), ("float32", 2, 0.5))]}}))
+    text = common.training_speed(tmp_path)
+    assert "| Test CPU (amx_bf16) | mtvib | 400 | 1.25x | 1.50x | not measured | 0.3 |" in text
+    # seed 2 has no bfloat16 partner and is left out: (-2 + 1) / 2 = -0.5
+    assert "gs (seeds 0, 1): a -0.5 (seeds -2.0 to +1.0)" in text
+
+
 def test_readme_figures_are_the_committed_results(tmp_path):
     """The README's generated block is exactly what benchmarks/common.py renders from
     results/*.json; regenerating it leaves the README unchanged, and the prose outside

@@ -17,9 +17,13 @@ def test_the_search_holds_at_most_eight_candidates_on_a_validation_carve():
     assert fast.targets() == pytest.approx({"top_left": 0.939, "bottom_right": 0.927})
 
 
-def _cell(val, seconds):
-    return {"val_accuracy": {t: list(v) for t, v in zip(fast.TASKS, val)}, "epoch_seconds": list(seconds),
+def _cell(val, seconds, cpu=None):
+    cell = {"val_accuracy": {t: list(v) for t, v in zip(fast.TASKS, val)}, "epoch_seconds": list(seconds),
+            "epoch_load": [0.2] * len(seconds),
             "num_train": 108_000, "machine": {"cpu": "Test CPU", "isa": ["avx512_bf16"], "load_1min": 0.2}}
+    if cpu is not None:
+        cell["epoch_cpu_seconds"] = list(cpu)
+    return cell
 
 
 def test_a_candidate_reaches_the_targets_when_every_task_does_and_the_cheapest_is_chosen():
@@ -27,11 +31,23 @@ def test_a_candidate_reaches_the_targets_when_every_task_does_and_the_cheapest_i
     slow = _cell([(0.93, 0.94, 0.95), (0.92, 0.926, 0.93)], (100, 100, 100))     # both tasks at epoch 3: 300 s
     quick = _cell([(0.939, 0.95), (0.90, 0.927)], (120, 120))                   # epoch 2 (exactly on target): 240 s
     never = _cell([(0.99, 0.99), (0.90, 0.91)], (10, 10))
-    assert fast.reached(slow, goal) == {"epoch": 3, "seconds": 300.0}
-    assert fast.reached(quick, goal) == {"epoch": 2, "seconds": 240.0}
+    assert fast.reached(slow, goal) == {"epoch": 3, "seconds": 300.0, "cpu_seconds": None, "max_load": 0.2}
+    assert fast.reached(quick, goal) == {"epoch": 2, "seconds": 240.0, "cpu_seconds": None, "max_load": 0.2}
     assert fast.reached(never, goal) is None
     assert fast.choose({n: fast.reached(c, goal) for n, c in {"a": slow, "b": quick, "c": never}.items()}) == "b"
     assert fast.choose({"c": fast.reached(never, goal)}) is None
+
+
+def test_cpu_time_decides_when_every_candidate_that_reached_the_targets_has_it():
+    """Wall seconds grow with what else shares the cores; the choice compares CPU time when it can."""
+    goal = {"top_left": 0.939, "bottom_right": 0.927}
+    loaded = _cell([(0.95,), (0.95,)], (400,), cpu=(250,))     # trained beside another process: slow wall
+    quiet = _cell([(0.95,), (0.95,)], (300,), cpu=(290,))
+    hits = {"a": fast.reached(loaded, goal), "b": fast.reached(quiet, goal)}
+    assert hits["a"]["cpu_seconds"] == 250.0 and fast.cost_key(hits) == "cpu_seconds"
+    assert fast.choose(hits) == "a"
+    hits["b"] = fast.reached(_cell([(0.95,), (0.95,)], (300,)), goal)   # no CPU time: back to wall seconds
+    assert fast.cost_key(hits) == "seconds" and fast.choose(hits) == "b"
 
 
 def test_report_names_the_choice_or_the_shortfall(tmp_path):
@@ -41,8 +57,8 @@ def test_report_names_the_choice_or_the_shortfall(tmp_path):
     (folder / "c2.json").write_text(json.dumps({"argv": [], **_cell([(0.96,), (0.95,)], (70,))}))
     assert fast.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
-    assert "| c1 |" in text and "| epoch 1 | 50 | Test CPU (avx512_bf16) | 0.2 |" in text
-    assert "Chosen: c1" in text and "| c3 |" in text and "not run" in text
+    assert "| c1 |" in text and "| epoch 1 | 50 | - | Test CPU (avx512_bf16) | 0.2 |" in text
+    assert "Chosen: c1" in text and "fewest wall seconds" in text and "| c3 |" in text and "not run" in text
     (folder / "c1.json").write_text(json.dumps({"argv": [], **_cell([(0.93,), (0.93,)], (50,))}))
     (folder / "c2.json").unlink()
     fast.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
@@ -62,6 +78,7 @@ def test_smoke_candidate_trains_records_validation_only_and_is_reused(tmp_path, 
     assert fast.main(args) == 0
     cell = json.loads((tmp_path / "results" / "search" / "c2.json").read_text())
     assert set(cell["val_accuracy"]) == set(fast.TASKS) and len(cell["epoch_seconds"]) == 2
+    assert len(cell["epoch_cpu_seconds"]) == 2 and all(c > 0 for c in cell["epoch_cpu_seconds"])
     assert "test" not in json.dumps(cell).replace("--num-test", "")        # no test figure enters the choice
     assert cell["machine"]["cpu"]
     (tmp_path / "runs").rename(tmp_path / "gone")                          # a second call reuses the cell

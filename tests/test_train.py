@@ -68,6 +68,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     for row in json.loads((run / "history.json").read_text()):     # every epoch names its machine
         assert row["machine"]["cpu"] and isinstance(row["machine"]["isa"], list) and row["machine"]["cores"] >= 1
         assert "smt_siblings" in row["machine"] and row["load_1min"] is not None
+        assert row["cpu_seconds"] > 0          # the process's CPU time over the epoch, beside its wall time
     history = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]
     for key in ("loss", "kl", "top_left_accuracy", "bottom_right_loss", "top_left_sigma", "joint_accuracy"):

@@ -458,7 +458,7 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeC
                 path = run_dir / runs.HISTORY
                 rows = runs.read_json(path) if path.exists() else []
                 self.rows = [r for r in rows if r["epoch"] < epoch]
-            self._t0 = time.perf_counter()
+            self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -466,6 +466,9 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeC
                 return
             seconds = time.perf_counter() - self._t0
             self.rows.append({"epoch": epoch, "seconds": seconds, "images_per_second": n_train / seconds,
+                              # the process's CPU time over the epoch, every thread summed: what the epoch cost,
+                              # less sensitive than ``seconds`` to other processes sharing the cores
+                              "cpu_seconds": round(time.process_time() - self._cpu0, 2),
                               "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                               # the allocator thresholds this epoch's timing ran with (tf_mtvib.runtime); a
                               # resumed run's epochs may come from processes started with other settings

@@ -10,10 +10,13 @@ seconds (validation included) from ``history.json``, and the machine, never a te
 
 The choice: the targets are Table III's MTVIB clean accuracies less 1 point (93.9 / 92.7); a candidate
 reaches them at the first epoch where every task's validation accuracy is at or above its target, and
-costs the seconds of its epochs up to that one. The cheapest candidate that reaches them is chosen; when
-none does, there is no choice and the report says by how much the best fell short. Epoch seconds depend
-on the load (recorded per cell): the search runs alone, and ``bench_precision --parts tta`` then measures
-the chosen preset's time to the target on the test split on a quiet machine.
+costs its epochs up to that one. The cheapest candidate that reaches them is chosen; when none does,
+there is no choice and the report says by how much the best fell short. The cost is the process's CPU
+time (every thread summed, ``cpu_seconds`` in ``history.json``) when every candidate that reached the
+targets has it: wall seconds change with whatever else shares the cores, CPU time far less, so candidates
+trained under different loads stay comparable. Wall seconds and the load are reported beside it, and
+``bench_precision --parts tta`` then measures the chosen preset's wall time to the target on the test
+split on a quiet machine.
 """
 from __future__ import annotations
 
@@ -79,24 +82,41 @@ def measure(run_dir: pathlib.Path) -> Dict[str, Any]:
     history = runs.read_json(run_dir / runs.HISTORY)
     metrics = runs.read_json(run_dir / runs.METRICS)
     val = {t: [float(r[f"val_{t}_accuracy"]) for r in history] for t in TASKS}
-    return {"val_accuracy": val, "epoch_seconds": [float(r["seconds"]) for r in history],
+    cell = {"val_accuracy": val, "epoch_seconds": [float(r["seconds"]) for r in history],
+            "epoch_load": [r.get("load_1min") for r in history],
             "num_train": metrics["num_train"], "machine": metrics.get("machine")}
+    if all(r.get("cpu_seconds") is not None for r in history):   # epochs of an older process lack it
+        cell["epoch_cpu_seconds"] = [float(r["cpu_seconds"]) for r in history]
+    return cell
 
 
 def reached(cell: Dict[str, Any], goal: Dict[str, float]) -> Optional[Dict[str, Any]]:
-    """``{"epoch": E, "seconds": s}``: the first epoch (1-based) at which every task's validation accuracy
-    is at or above its target, and the seconds of the epochs up to it; None when no epoch does."""
+    """``{"epoch": E, "seconds": s, "cpu_seconds": c, "max_load": l}``: the first epoch (1-based) at which
+    every task's validation accuracy is at or above its target, and the wall and CPU seconds of the epochs
+    up to it (``cpu_seconds`` None when the cell has no CPU time) and the highest load among them; None when
+    no epoch does."""
     for e in range(len(cell["epoch_seconds"])):
         if all(cell["val_accuracy"][t][e] >= goal[t] for t in goal):
-            return {"epoch": e + 1, "seconds": float(sum(cell["epoch_seconds"][:e + 1]))}
+            cpu = cell.get("epoch_cpu_seconds")
+            loads = [l for l in cell.get("epoch_load", [])[:e + 1] if l is not None]
+            return {"epoch": e + 1, "seconds": float(sum(cell["epoch_seconds"][:e + 1])),
+                    "cpu_seconds": float(sum(cpu[:e + 1])) if cpu else None, "max_load": max(loads, default=None)}
     return None
 
 
+def cost_key(hits: Dict[str, Optional[Dict[str, Any]]]) -> str:
+    """What the choice compares: ``cpu_seconds`` when every candidate that reached the targets has it,
+    else wall ``seconds``."""
+    found = [h for h in hits.values() if h is not None]
+    return "cpu_seconds" if found and all(h.get("cpu_seconds") is not None for h in found) else "seconds"
+
+
 def choose(hits: Dict[str, Optional[Dict[str, Any]]]) -> Optional[str]:
-    """The candidate that reaches the targets in the fewest seconds, from each candidate's :func:`reached`
-    (None when none reaches them)."""
+    """The candidate that reaches the targets at the least cost (:func:`cost_key`), from each candidate's
+    :func:`reached` (None when none reaches them)."""
+    key = cost_key(hits)
     hits = {name: hit for name, hit in hits.items() if hit is not None}
-    return min(hits, key=lambda name: (hits[name]["seconds"], name)) if hits else None
+    return min(hits, key=lambda name: (hits[name][key], name)) if hits else None
 
 
 def run_search(root: pathlib.Path, results: pathlib.Path, data_dir=None, smoke: bool = False,
@@ -124,22 +144,27 @@ def build_report(results: pathlib.Path) -> str:
              f"it carved out for validation (seed 0); targets on validation: "
              + ", ".join(f"{t} {100 * v:.1f} %" for t, v in goal.items())
              + f" (Table III's MTVIB less {SLACK_POINTS:g} point). Seconds: the epochs' wall time up to the first "
-             f"epoch at the targets (validation included), on the machine and load each row names; one seed each. "
+             f"epoch at the targets (validation included), on the machine each row names, with the highest "
+             f"1-minute load average among those epochs; CPU seconds: the process's CPU time over the same epochs, "
+             f"every thread summed, which other processes sharing the cores change far less. One seed each. "
              f"The test split is not read.", "",
              "| candidate | flags on `--preset full` | epochs | best validation (%) | targets reached at | seconds "
-             "| CPU | load |", "|---|---|---:|---|---|---:|---|---:|"]
+             "| CPU seconds | CPU | load |", "|---|---|---:|---|---|---:|---:|---|---:|"]
     for name, flags in CANDIDATES.items():
         cell = cells.get(name)
         if cell is None:
-            lines.append(f"| {name} | `{' '.join(flags)}` | - | not run | - | - | - | - |")
+            lines.append(f"| {name} | `{' '.join(flags)}` | - | not run | - | - | - | - | - |")
             continue
         best = " / ".join(f"{100 * max(cell['val_accuracy'][t]):.1f}" for t in TASKS)
         hit = hits[name]
         machine = cell.get("machine") or {}
         isa = [f for f in machine.get("isa", []) if f in ("amx_bf16", "avx512_bf16")]
-        at, seconds = (f"epoch {hit['epoch']}", f"{hit['seconds']:.0f}") if hit else ("not reached", "-")
+        at, seconds, cpu = ((f"epoch {hit['epoch']}", f"{hit['seconds']:.0f}",
+                             "-" if hit["cpu_seconds"] is None else f"{hit['cpu_seconds']:.0f}")
+                            if hit else ("not reached", "-", "-"))
+        load = hit["max_load"] if hit and hit.get("max_load") is not None else machine.get("load_1min", "-")
         lines.append(f"| {name} | `{' '.join(flags)}` | {len(cell['epoch_seconds'])} | {best} | {at} | {seconds} | "
-                     f"{machine.get('cpu', '-')} ({', '.join(isa) or 'no bf16 ISA'}) | {machine.get('load_1min', '-')} |")
+                     f"{cpu} | {machine.get('cpu', '-')} ({', '.join(isa) or 'no bf16 ISA'}) | {load} |")
     chosen = choose(hits)
     lines.append("")
     if not cells:
@@ -150,7 +175,8 @@ def build_report(results: pathlib.Path) -> str:
         lines.append(f"No candidate reached the targets ({len(cells)} of {len(CANDIDATES)} run); the closest fell "
                      f"{100 * -gap:.1f} points short on its worst task: there is no `fast` preset yet.")
     else:
-        lines.append(f"Chosen: {chosen} (`{' '.join(CANDIDATES[chosen])}`), the fewest seconds to the targets "
+        unit = "CPU seconds" if cost_key(hits) == "cpu_seconds" else "wall seconds"
+        lines.append(f"Chosen: {chosen} (`{' '.join(CANDIDATES[chosen])}`), the fewest {unit} to the targets "
                      f"of the {len(cells)} candidates run.")
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ Two parts (``--parts``, both by default):
 ``parity``  trains each of ``--models`` (default mtvib, gs) on MultiMNIST with
             ``train.py --preset cpu --precision P`` for each of ``--precisions``
             (default float32, mixed_bfloat16; add mixed_float16 to see what
-            float16 does on a CPU), same seed, into
+            float16 does on a CPU; ``mixed_bfloat16+float32_heads`` adds
+            ``--float32-heads``, the latent's heads and the decoders' first FC
+            in float32), same seed, at ``--parity-preset`` (default cpu), into
             ``<workdir>/parity-<model>-<precision>``, and compares the clean
             test accuracies (mean mode, ``metrics.json``) with float32's, in
             points (goal: mixed_bfloat16 within 1 point). A run directory
@@ -46,18 +48,35 @@ DATASET = "multimnist"
 # --------------------------------------------------------------------------
 # Parity: train.py --preset cpu in each precision
 # --------------------------------------------------------------------------
-def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, data_dir, extra=(),
+#: A variant's suffix (``mixed_bfloat16+float32_heads``) -> the train.py flag it adds.
+VARIANT_FLAGS = {"float32_heads": "--float32-heads"}
+
+
+def parse_variant(name: str):
+    """``"P+option+..."`` -> ``(P, [options])``; ValueError for an unknown option."""
+    precision, *options = name.split("+")
+    unknown = [o for o in options if o not in VARIANT_FLAGS]
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} in {name!r}; choose from {', '.join(VARIANT_FLAGS)}")
+    return precision, options
+
+
+def parity_run(model: str, variant: str, preset: str, workdir: pathlib.Path, data_dir, extra=(),
                seed: int = 0) -> dict:
-    """Train (or read) ``<workdir>/parity-<model>-<precision>`` (``-s<seed>`` for seeds other
-    than 0); returns its metrics and config."""
+    """Train (or read) ``<workdir>/parity-<model>-<variant>`` (``-s<seed>`` for seeds other
+    than 0; the ``cpu`` preset's names, other presets' ``-<preset>`` after the variant); returns its
+    metrics and config. ``variant``: a precision, or one with options (:func:`parse_variant`)."""
     from tf_mtvib import runs, train
 
-    path = workdir / (f"parity-{model}-{precision}" + (f"-s{seed}" if seed else ""))
+    precision, options = parse_variant(variant)
+    path = workdir / (f"parity-{model}-{variant}" + (f"-{preset}" if preset != "cpu" else "")
+                      + (f"-s{seed}" if seed else ""))
     if not (path / runs.METRICS).exists():
         if path.exists() and any(path.iterdir()):
             argv = ["--resume", "--output-dir", str(path), "--verbose", "0"]   # an interrupted run
         else:
             argv = ["--dataset", DATASET, "--model", model, "--preset", preset, "--precision", precision,
+                    *[VARIANT_FLAGS[o] for o in options],
                     "--seed", str(seed), "--output-dir", str(path), "--verbose", "0", "--eval-samples", "0", *extra]
         if data_dir is not None:
             argv += ["--data-dir", str(data_dir)]
@@ -67,12 +86,13 @@ def parity_run(model: str, precision: str, preset: str, workdir: pathlib.Path, d
             raise SystemExit(f"training {path} failed (exit status {rc})")
     config = runs.read_json(path / runs.CONFIG)
     if (config["training"].get("precision", "float32") != precision or config["model"] != model
-            or config["training"]["seed"] != seed):
+            or config["training"]["seed"] != seed or config["preset"] != preset
+            or any(not config["hparams"].get(o) for o in options)):
         raise SystemExit(f"{path} holds a {config['model']} run in {config['training'].get('precision')} (seed "
-                         f"{config['training']['seed']}), not {model} in {precision} (seed {seed}); remove it or "
-                         "choose another --workdir")
+                         f"{config['training']['seed']}, --preset {config['preset']}), not {model} in {variant} "
+                         f"(seed {seed}, --preset {preset}); remove it or choose another --workdir")
     metrics = runs.read_json(path / runs.METRICS)
-    return {"model": model, "precision": precision, "seed": seed, "run": path.name, "preset": config["preset"],
+    return {"model": model, "precision": variant, "seed": seed, "run": path.name, "preset": config["preset"],
             "accuracy": metrics["test"]["mean"], "num_train": metrics["num_train"], "epochs": metrics["epochs"],
             "seconds_per_epoch": metrics.get("seconds_per_epoch", [])}
 
@@ -213,7 +233,9 @@ def main(argv=None) -> int:
     p = common.make_parser("bench_precision", __doc__.split("\n\n")[0])
     p.add_argument("--parts", default=",".join(PARTS), help="parity, tta or both")
     p.add_argument("--models", default="mtvib,gs", help="parity: models")
-    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="precisions (float32 first)")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16",
+                   help="precisions (float32 first); parity also takes variants such as mixed_bfloat16+float32_heads")
+    p.add_argument("--parity-preset", default="cpu", help="parity: train.py preset (default: %(default)s)")
     p.add_argument("--seeds", default="0", help="parity: comma-separated training seeds (the table shows their mean "
                    "and min-max)")
     p.add_argument("--workdir", type=pathlib.Path, default=None,
@@ -235,8 +257,14 @@ def main(argv=None) -> int:
         if part not in PARTS:
             p.error(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
     for x in precisions:
-        if x not in PRECISIONS:
+        try:
+            base, options = parse_variant(x)
+        except ValueError as e:
+            p.error(str(e))
+        if base not in PRECISIONS:
             p.error(f"unknown precision {x!r}; choose from {', '.join(PRECISIONS)}")
+        if options and ("parity" not in parts or "tta" in parts):
+            p.error(f"{x!r}: variants are for --parts parity")
     for m in models:
         if m not in MODEL_NAMES:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODEL_NAMES)}")
@@ -249,7 +277,7 @@ def main(argv=None) -> int:
         tta_extra = ("--num-train", "512", "--num-test", "256", "--batch-size", "64")
         args.eval_every, args.max_epochs = min(args.eval_every, 4), 1
     else:
-        preset, extra, tta_extra = "cpu", (), ()
+        preset, extra, tta_extra = args.parity_preset, (), ()
 
     import tensorflow as tf  # noqa: F401
 

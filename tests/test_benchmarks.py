@@ -149,6 +149,20 @@ def test_bench_precision_quick(tmp_path, data_dir):
     assert len(doc["tables"]) == 2
 
 
+def test_bench_precision_parity_variant_with_float32_heads(tmp_path, data_dir):
+    """``mixed_bfloat16+float32_heads``: its own runs, trained with --float32-heads, compared with float32's."""
+    doc = _run("bench_precision", tmp_path, "--parts", "parity", "--models", "mtvib",
+               "--precisions", "float32,mixed_bfloat16+float32_heads", "--workdir", str(tmp_path / "w"),
+               data_dir=data_dir)
+    assert [r["precision"] for r in doc["results"]["parity"]] == ["float32", "mixed_bfloat16+float32_heads"]
+    config = json.loads((tmp_path / "w" / "parity-mtvib-mixed_bfloat16+float32_heads-smoke" / "config.json").read_text())
+    assert config["training"]["precision"] == "mixed_bfloat16" and config["hparams"]["float32_heads"] is True
+    assert "points_vs_float32" in doc["results"]["parity_summary"][1]
+    bad = subprocess.run([sys.executable, str(BENCH / "bench_precision.py"), "--quick", "--parts", "parity",
+                          "--precisions", "float32,mixed_bfloat16+nothing"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown option(s) ['nothing']" in bad.stderr
+
+
 @pytest.mark.slow
 def test_bench_pipeline_quick(tmp_path, data_dir):
     doc = _run("bench_pipeline", tmp_path, data_dir=data_dir)

@@ -65,6 +65,62 @@ def test_mixed_policy_dtypes_float32_losses_and_outputs(precision):
         np.testing.assert_allclose(p.numpy().sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_name", ["mtvib", "stvib"])
+def test_float32_heads_keep_the_latent_heads_and_the_decoders_first_fc_in_float32(model_name, tmp_path):
+    """--float32-heads (the issue's open hypothesis for bf16's accuracy): under mixed_bfloat16 the latent's
+    loc/scale heads and each decoder's first FC compute in float32, the trunk and the second FC in bfloat16;
+    a saved model keeps it."""
+    import keras
+    import tensorflow as tf
+
+    from tf_mtvib.layers import GaussianLatent, all_sublayers
+    from tf_mtvib.models import build_model
+    from tf_mtvib.precision import model_precision, policy_scope
+
+    def dtypes(model):
+        net = model.network
+        latents = [l for l in net.layers if isinstance(l, GaussianLatent)]
+        heads = {l.compute_dtype for lat in latents for l in all_sublayers(lat) if isinstance(l, keras.layers.Dense)}
+        t = model.task_names[0]
+        return (net.get_layer("conv1" if model_name == "mtvib" else f"{t}_conv1").compute_dtype, heads,
+                net.get_layer(f"{t}_dec_fc1").compute_dtype, net.get_layer(f"{t}_dec_fc1_bn").compute_dtype,
+                net.get_layer(f"{t}_dec_fc2").compute_dtype)
+
+    with policy_scope("mixed_bfloat16"):
+        plain = build_model(model_name, _spec(), latent_dim=8)
+        heads = build_model(model_name, _spec(), latent_dim=8, float32_heads=True)
+    assert dtypes(plain) == ("bfloat16", {"bfloat16"}, "bfloat16", "bfloat16", "bfloat16")
+    assert dtypes(heads) == ("bfloat16", {"float32"}, "float32", "float32", "bfloat16")
+    assert model_precision(heads) == "mixed_bfloat16" and heads.hparams["float32_heads"] is True
+    x, _ = _batch()
+    assert {l.dtype for l in heads(x, training=True).values()} == {tf.float32}
+    heads.save(tmp_path / "m.keras")
+    assert dtypes(keras.saving.load_model(tmp_path / "m.keras")) == dtypes(heads)
+
+
+def test_float32_heads_flag_reaches_the_config_and_is_refused_where_it_means_nothing():
+    from tf_mtvib.hparams import InapplicableHParam
+    from tf_mtvib.models import build_model
+    from tf_mtvib.train import build_config, parse_args
+
+    base = ["--dataset", "multimnist", "--model", "mtvib", "--preset", "smoke"]
+    cfg = build_config(parse_args(base + ["--precision", "mixed_bfloat16", "--float32-heads"]))
+    assert cfg["hparams"]["float32_heads"] is True
+    with pytest.raises(SystemExit, match="--float32-heads keeps some layers in float32 under a mixed policy"):
+        build_config(parse_args(base + ["--float32-heads"]))
+    with pytest.raises(InapplicableHParam, match="float32_heads applies to the models with a Gaussian latent"):
+        build_model("gs", _spec(), float32_heads=True)
+
+
+def test_float32_heads_on_a_model_without_a_latent_exits_2(tmp_path, data_dir, capsys):
+    from tf_mtvib.train import main
+
+    assert main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--precision", "mixed_bfloat16",
+                 "--float32-heads", "--output-dir", str(tmp_path / "run"), "--data-dir", str(data_dir),
+                 "--verbose", "0"]) == 2
+    assert "train.py: error: float32_heads applies to the models with a Gaussian latent" in capsys.readouterr().err
+
+
 def test_float32_default_is_unchanged():
     from tf_mtvib.models import build_model
     from tf_mtvib.precision import model_precision

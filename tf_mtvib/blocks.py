@@ -67,13 +67,16 @@ def flatten_size(spec: DatasetSpec) -> int:
     return int(conv_trunk(x, spec).shape[-1])
 
 
-def dense_stack(x, units: Sequence[int], prefix: str, batchnorm: bool = True, sync: bool = False):
-    """``FC + BN + ReLU`` per entry of ``units`` (Tables I-II); ``FC + ReLU`` if not ``batchnorm``."""
+def dense_stack(x, units: Sequence[int], prefix: str, batchnorm: bool = True, sync: bool = False,
+                float32_first: int = 0):
+    """``FC + BN + ReLU`` per entry of ``units`` (Tables I-II); ``FC + ReLU`` if not ``batchnorm``.
+    ``float32_first``: the first that many compute in float32 under a mixed-precision policy."""
     for i, u in enumerate(units, start=1):
-        x = keras.layers.Dense(u, name=f"{prefix}fc{i}")(x)
+        dtype = {"dtype": "float32"} if i <= float32_first else {}
+        x = keras.layers.Dense(u, name=f"{prefix}fc{i}", **dtype)(x)
         if batchnorm:
-            x = batch_normalization(sync, f"{prefix}fc{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"{prefix}fc{i}_relu")(x)
+            x = batch_normalization(sync, f"{prefix}fc{i}_bn", **dtype)(x)
+        x = keras.layers.ReLU(name=f"{prefix}fc{i}_relu", **dtype)(x)
     return x
 
 
@@ -87,12 +90,16 @@ def image_input(spec: DatasetSpec):
     return keras.Input(spec.input_shape, name="image")
 
 
-def vib_decoder(z, spec: DatasetSpec, task: str, sync: bool):
-    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + BN + ReLU, classifier."""
-    return classifier(dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", sync=sync), spec, task)
+def vib_decoder(z, spec: DatasetSpec, task: str, sync: bool, float32_heads: bool = False):
+    """MTVIB decoder: FC latent x 384 + BN + ReLU, FC 384 x 192 + BN + ReLU, classifier.
+    ``float32_heads``: its first FC (the one that reads z) computes in float32 under a mixed policy."""
+    return classifier(dense_stack(z, VIB_DECODER_FC, f"{task}_dec_", sync=sync, float32_first=int(float32_heads)),
+                      spec, task)
 
 
 def latent(hp, name: str) -> GaussianLatent:
-    """The Gaussian latent of the VIB models, with the head ``hp["latent_head"]``."""
+    """The Gaussian latent of the VIB models, with the head ``hp["latent_head"]``; with
+    ``hp["float32_heads"]`` its heads (``loc`` and the scale) compute in float32 under a mixed policy."""
+    dtype = {"dtype": "float32"} if hp.get("float32_heads") else {}
     return GaussianLatent(hp["latent_dim"], hp["beta"], head=hp["latent_head"], synchronized=hp["sync_batchnorm"],
-                          name=name)
+                          name=name, **dtype)

@@ -31,6 +31,10 @@ class HParam:
     metavar: Optional[str] = None
 
 
+class InapplicableHParam(ValueError):
+    """A hyper-parameter the chosen model has nothing to apply to (the commands exit 2 with this message)."""
+
+
 # --------------------------------------------------------------------------
 # The network's
 # --------------------------------------------------------------------------
@@ -47,6 +51,7 @@ DEFAULT_HPARAMS = {
     "latent_head": "paper",    # GaussianLatent heads, one of LATENT_HEADS
     "sync_batchnorm": False,   # BatchNormalization(synchronized=True) under MirroredStrategy
     "fused_batchnorm": False,  # FusedBatchNormalization (TF's fused kernel) for the unsynchronised BNs
+    "float32_heads": False,    # under a mixed policy, the latent's heads and the decoders' first FC in float32
 }
 
 

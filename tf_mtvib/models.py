@@ -106,7 +106,14 @@ def build_network(name: str, spec: DatasetSpec, **hparams) -> keras.Model:
 
     with fused_batchnorm(bool(hp.get("fused_batchnorm"))):
         inputs, outputs = builder_of(family)(spec, hp)
-    return keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
+    network = keras.Model(inputs, outputs, name=f"{name}_{spec.name}")
+    if hp.get("float32_heads"):
+        from .hparams import InapplicableHParam
+        from .layers import latent_layers
+
+        if not latent_layers(network):
+            raise InapplicableHParam(f"float32_heads applies to the models with a Gaussian latent (its heads); {name} has none")
+    return network
 
 
 def build_model(name: str, dataset_spec: DatasetSpec, weighting: Optional[str] = None, terms: Sequence = (),

@@ -224,6 +224,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--fused-batchnorm", action="store_true", default=None,
                    help="compute the unsynchronised BatchNorms with TensorFlow's fused kernel (same weights and "
                         "arithmetic; faster on CPU, see benchmarks/results/profile_step*.json)")
+    g.add_argument("--float32-heads", action="store_true", default=None,
+                   help="under --precision mixed_*: compute the Gaussian latent's heads (loc and scale) and the "
+                        "decoders' first FC in float32 (VIB models), the rest in the mixed policy")
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     d.add_argument("--num-train", type=positive(int), help="MultiMNIST/MultiFashion: composites to generate for training")
@@ -347,6 +350,9 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     conflict = loop_conflict(training)
     if conflict:
         raise SystemExit(f"train.py: error: {conflict}")
+    if hparams.get("float32_heads") and training.get("precision", DEFAULT_PRECISION) == "float32":
+        raise SystemExit("train.py: error: --float32-heads keeps some layers in float32 under a mixed policy: "
+                         "give --precision mixed_bfloat16 or mixed_float16")
     try:
         TrainingConfig.from_dict(training)   # types and ranges, with the one set of defaults
     except (TypeError, ValueError) as e:
@@ -858,9 +864,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"train.py: error: cannot write the run directory {run_dir}: {e}", file=sys.stderr)
         return 2
     from .datasets import DataError
+    from .hparams import InapplicableHParam
 
     # the failures a user can act on: (exception, label, exit status); anything else is a bug and raises
     failures = ((DataError, "data error", 2), (IncompatibleDataset, "error", 2), (runs.RunError, "error", 2),
+                (InapplicableHParam, "error", 2),
                 (TrainingDiverged, "error", 3), (distributed.DistributedSetupError, "error", 2))
     try:
         train(config, run_dir, data_dir=args.data_dir, verbose=args.verbose)

@@ -19,4 +19,4 @@ def build(dataset_spec, hp):
     sync = hp["sync_batchnorm"]
     h = dense_stack(conv_trunk(image, dataset_spec, sync), VIB_ENCODER_FC, "enc_", sync=sync)
     z = latent(hp, "latent")(h)
-    return image, {t: vib_decoder(z, dataset_spec, t, sync) for t in dataset_spec.task_names}
+    return image, {t: vib_decoder(z, dataset_spec, t, sync, hp["float32_heads"]) for t in dataset_spec.task_names}

@@ -15,5 +15,5 @@ def build(dataset_spec, hp):
     for t in dataset_spec.task_names:
         h = dense_stack(conv_trunk(image, dataset_spec, sync, prefix=f"{t}_"), VIB_ENCODER_FC, f"{t}_enc_", sync=sync)
         z = latent(hp, f"{t}_latent")(h)
-        outputs[t] = vib_decoder(z, dataset_spec, t, sync)
+        outputs[t] = vib_decoder(z, dataset_spec, t, sync, hp["float32_heads"])
     return image, outputs

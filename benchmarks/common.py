@@ -370,27 +370,31 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
             load = (m.get("load_average_at_start") or ["-"])[0]
             lines.append(f"| {_cpu_label(doc)} | {row['model']} | {ips['keras_float32']:,.0f} | " + " | ".join(cells)
                          + f" | {load} | `{f.name}`, {doc['date'][:10]} |")
-    parity = results_dir / "precision.json"
-    if parity.exists():
+    for parity in sorted(results_dir.glob("precision*.json")):
         doc = json.loads(parity.read_text())
         runs_ = doc["results"].get("parity", [])
+        if doc.get("quick") or not runs_:
+            continue
         by = {(r["model"], r["precision"], r["seed"]): r for r in runs_}
         parts = []
         for model in sorted({r["model"] for r in runs_}):
-            seeds = sorted(s for (m_, p, s) in by if m_ == model and p == "float32" and (m_, "mixed_bfloat16", s) in by)
-            if not seeds:
-                continue
-            first = by[(model, "float32", seeds[0])]
-            tasks = [t for t in first["accuracy"] if t != "joint"]
-            diffs = {t: [100 * (by[(model, "mixed_bfloat16", s)]["accuracy"][t] - by[(model, "float32", s)]["accuracy"][t])
-                         for s in seeds] for t in tasks}
-            parts.append(f"{model} (seeds {', '.join(str(s) for s in seeds)}): " + ", ".join(f"{t} {sum(d) / len(d):+.1f} (seeds {min(d):+.1f} to {max(d):+.1f})"
-                                                  for t, d in diffs.items()))
+            for variant in dict.fromkeys(r["precision"] for r in runs_ if r["model"] == model):
+                if variant == "float32":
+                    continue
+                seeds = sorted(s for (m_, p, s) in by if m_ == model and p == "float32" and (m_, variant, s) in by)
+                if not seeds:
+                    continue
+                first = by[(model, "float32", seeds[0])]
+                tasks = [t for t in first["accuracy"] if t != "joint"]
+                diffs = {t: [100 * (by[(model, variant, s)]["accuracy"][t] - by[(model, "float32", s)]["accuracy"][t])
+                             for s in seeds] for t in tasks}
+                parts.append(f"{model}, `{variant}` (seeds {', '.join(str(s) for s in seeds)}): " + ", ".join(
+                    f"{t} {sum(d) / len(d):+.1f} (seeds {min(d):+.1f} to {max(d):+.1f})" for t, d in diffs.items()))
         if parts:
-            lines += ["", f"Accuracy of `--precision mixed_bfloat16` minus float32, in points, mean over paired seeds "
-                      f"(`--preset {first['preset']}`, {first['epochs']} epochs on "
-                      f"{first['num_train']:,} images; {_cpu_label(doc)}; `{parity.name}`, "
-                      f"{doc['date'][:10]}): " + "; ".join(parts) + ". Not yet measured at the `fast` preset."]
+            lines += ["", f"Accuracy minus float32's, in points, mean over paired seeds (`--preset {first['preset']}`, "
+                      f"{first['epochs']} epochs on {first['num_train']:,} images; {_cpu_label(doc)}; `{parity.name}`, "
+                      f"{doc['date'][:10]}): " + "; ".join(parts) + "."]
+    lines += ["", "Not yet measured at the `fast` preset."]
     return "\n".join(lines) + "\n"
 
 

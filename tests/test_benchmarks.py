@@ -331,7 +331,7 @@ def test_project_readme_training_speed_is_the_committed_results(tmp_path):
     text = common.training_speed(tmp_path)
     assert "| Test CPU (amx_bf16) | mtvib | 400 | 1.25x | 1.50x | not measured | 0.3 |" in text
     # seed 2 has no bfloat16 partner and is left out: (-2 + 1) / 2 = -0.5
-    assert "gs (seeds 0, 1): a -0.5 (seeds -2.0 to +1.0)" in text
+    assert "gs, `mixed_bfloat16` (seeds 0, 1): a -0.5 (seeds -2.0 to +1.0)" in text
 
 
 def test_readme_figures_are_the_committed_results(tmp_path):

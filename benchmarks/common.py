@@ -302,7 +302,7 @@ README = HERE / "README.md"
 README_BEGIN = "<!-- BEGIN GENERATED: python benchmarks/common.py --readme -->"
 README_END = "<!-- END GENERATED: python benchmarks/common.py --readme -->"
 #: The order of the README's sections (results files not named here follow, by name).
-README_ORDER = ("train", "allocator", "torch", "precision", "precision_tta", "precision_float16", "pipeline", "inference", "robustness", "multiworker")
+README_ORDER = ("train", "allocator", "torch", "precision", "precision_tta", "precision_float16", "load", "pipeline", "inference", "robustness", "multiworker")
 
 
 def results_files(results_dir: pathlib.Path = RESULTS) -> List[pathlib.Path]:

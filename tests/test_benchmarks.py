@@ -149,6 +149,7 @@ def test_bench_precision_quick(tmp_path, data_dir):
     assert len(doc["tables"]) == 2
 
 
+@pytest.mark.slow
 def test_bench_precision_parity_variant_with_float32_heads(tmp_path, data_dir):
     """``mixed_bfloat16+float32_heads``: its own runs, trained with --float32-heads, compared with float32's."""
     doc = _run("bench_precision", tmp_path, "--parts", "parity", "--models", "mtvib",
@@ -161,6 +162,20 @@ def test_bench_precision_parity_variant_with_float32_heads(tmp_path, data_dir):
     bad = subprocess.run([sys.executable, str(BENCH / "bench_precision.py"), "--quick", "--parts", "parity",
                           "--precisions", "float32,mixed_bfloat16+nothing"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "unknown option(s) ['nothing']" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bench_load_quick(tmp_path, data_dir):
+    """The same training alone and beside a competing process: epoch wall and CPU seconds of each, and the
+    loaded / alone ratios computed from them (no timing is asserted)."""
+    doc = _run("bench_load", tmp_path, data_dir=data_dir)
+    runs = doc["results"]["rows"]
+    assert [r["condition"] for r in runs] == ["alone", "beside a competitor"]
+    for r in runs:
+        assert len(r["epoch_seconds"]) == len(r["epoch_cpu_seconds"]) == 1      # 2 epochs, the first left out
+        assert r["epoch_seconds"][0] > 0 and r["epoch_cpu_seconds"][0] > 0
+    ratio = doc["results"]["loaded_vs_alone"]["median_cpu_seconds"]["ratio_of_medians"]
+    assert ratio == pytest.approx(runs[1]["median_cpu_seconds"] / runs[0]["median_cpu_seconds"])
 
 
 @pytest.mark.slow

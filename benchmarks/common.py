@@ -314,14 +314,17 @@ def results_files(results_dir: pathlib.Path = RESULTS) -> List[pathlib.Path]:
 
 def write_readme(readme: pathlib.Path = README, paths: Optional[Sequence[pathlib.Path]] = None) -> str:
     """Replace the generated block of the benchmarks README with :func:`summarize` of the results files."""
-    text = pathlib.Path(readme).read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no {README_BEGIN!r} ... {README_END!r} block to replace")
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    body = summarize(paths if paths is not None else results_files())
-    text = f"{head}{README_BEGIN}\n{body}{README_END}{tail}"
-    pathlib.Path(readme).write_text(text)
+    return replace_block(readme, README_BEGIN, README_END, summarize(paths if paths is not None else results_files()))
+
+
+def replace_block(path: pathlib.Path, begin: str, end: str, body: str) -> str:
+    """Replace the text between the markers ``begin`` and ``end`` of ``path`` with ``body``; the new text."""
+    text = pathlib.Path(path).read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin!r} ... {end!r} block to replace")
+    head, rest = text.split(begin, 1)
+    text = f"{head}{begin}\n{body}{end}{rest.split(end, 1)[1]}"
+    pathlib.Path(path).write_text(text)
     return text
 
 
@@ -400,13 +403,7 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
 
 def write_training_speed(readme: pathlib.Path = PROJECT_README, results_dir: pathlib.Path = RESULTS) -> str:
     """Replace the project README's training-speed block with :func:`training_speed`."""
-    text = pathlib.Path(readme).read_text()
-    if SPEED_BEGIN not in text or SPEED_END not in text:
-        raise SystemExit(f"{readme}: no {SPEED_BEGIN!r} ... {SPEED_END!r} block to replace")
-    head, rest = text.split(SPEED_BEGIN, 1)
-    text = f"{head}{SPEED_BEGIN}\n{training_speed(results_dir)}{SPEED_END}{rest.split(SPEED_END, 1)[1]}"
-    pathlib.Path(readme).write_text(text)
-    return text
+    return replace_block(readme, SPEED_BEGIN, SPEED_END, training_speed(results_dir))
 
 
 if __name__ == "__main__":   # python benchmarks/common.py [--readme] [results/*.json]

@@ -126,6 +126,28 @@ def test_multi_input_batches_train_and_each_task_is_scored_on_its_own_examples(d
         assert float(model.get_metrics_result()[f"{t}_accuracy"]) == pytest.approx(np.mean(pred == y[t].numpy()[own]))
 
 
+def test_multi_input_batches_carry_each_examples_extras_with_its_image(digits_and_fashion):
+    """An extra (here each image's own pixel sum and its row, (N, 2)) rides with its image through the
+    class-balanced shuffling; a split without the extra is refused."""
+    import dataclasses
+
+    spec, splits = digits_and_fashion
+    tagged = {t: dataclasses.replace(s, extras={"tag": np.stack([s.images.reshape(len(s), -1).sum(1).astype(np.float32),
+                                                                np.arange(len(s), dtype=np.float32)], 1)})
+              for t, s in splits.items()}
+    ds = to_multi_input_dataset(tagged, per_task_batch=20, seed=0, task_names=spec.task_names, extras=["tag"])
+    for x, _ in ds.take(2):
+        assert x["tag"].shape == (40, 2) and set(x) == {"image", "task", "tag"}
+        sums = np.round(x["image"].numpy() * 255).reshape(40, -1).sum(1)
+        np.testing.assert_allclose(x["tag"].numpy()[:, 0], sums, rtol=1e-6)
+        for k, t in enumerate(spec.task_names):
+            rows = x["tag"].numpy()[20 * k:20 * (k + 1), 1].astype(int)
+            np.testing.assert_array_equal(np.round(x["image"].numpy()[20 * k:20 * (k + 1)] * 255).astype(np.uint8),
+                                          splits[t].images[rows])
+    with pytest.raises(DataError, match="tag"):
+        to_multi_input_dataset(splits, 20, task_names=spec.task_names, extras=["tag"])
+
+
 def test_multi_input_splits_must_agree_and_carry_their_task(digits_and_fashion):
     _, splits = digits_and_fashion
     with pytest.raises(ValueError, match="name exactly"):

@@ -112,22 +112,65 @@ def test_classifier_schedule_weights_and_training_loss():
         V.BayesianClassifiers(("a",), 4, prior="gumbel")
 
 
-def test_in_batch_attention_against_numpy():
-    f = RNG.normal(size=(8, 3)).astype(np.float32)
-    tasks = np.array([0, 0, 1, 1, 1, 2, 2, 0], np.int32)
-    labels = np.array([1, 2, 1, 1, 2, 1, 2, 1], np.int32)
-    got = V.in_batch_attention(f, tasks, labels, 3).numpy()
+def _attention_numpy(q, q_labels, pool, pool_tasks, pool_labels, i, n):
+    """Table B.3's cross attention of query n over task i's same-class pool rows, as the official loader."""
+    rows = np.flatnonzero((pool_tasks == i) & (pool_labels == q_labels[n]))
+    if len(rows) == 0:
+        return q[n]                                  # no same-class example of task i: the example's own feature
+    s = q[n] @ pool[rows].T
+    a = s / (s.max() - s.min() + 1e-9)
+    w = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+    return w @ pool[rows]
+
+
+def test_class_attention_against_numpy():
+    pool = RNG.normal(size=(12, 3)).astype(np.float32)
+    pool_tasks = np.array([0, 0, 1, 1, 1, 2, 2, 0, 1, 2, 0, 2], np.int32)
+    pool_labels = np.array([1, 2, 1, 1, 2, 1, 2, 1, 1, 2, 2, 2], np.int32)
+    q = RNG.normal(size=(5, 3)).astype(np.float32)
+    q_labels = np.array([1, 2, 2, 1, 3], np.int32)            # class 3: in no task of the pool
+    got = V.class_attention(q, q_labels, pool, pool_tasks, pool_labels, 3).numpy()
+    assert got.shape == (3, 5, 3)
     for i in range(3):
-        for n in range(8):
-            rows = np.flatnonzero((tasks == i) & (labels == labels[n]))
-            if len(rows) == 0:
-                expected = f[n]                      # no same-class example of task i: the example's own feature
-            else:
-                s = f[n] @ f[rows].T
-                a = s / (s.max() - s.min() + 1e-9)
-                w = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
-                expected = w @ f[rows]
-            np.testing.assert_allclose(got[i, n], expected, rtol=1e-4, atol=1e-5, err_msg=f"task {i}, example {n}")
+        for n in range(5):
+            np.testing.assert_allclose(got[i, n], _attention_numpy(q, q_labels, pool, pool_tasks, pool_labels, i, n),
+                                       rtol=1e-4, atol=1e-5, err_msg=f"task {i}, example {n}")
+    # the pool decides: the same queries against a pool of other rows attend to other features
+    other = V.class_attention(q, q_labels, pool[::-1].copy(), pool_tasks, pool_labels, 3).numpy()
+    assert not np.allclose(other, got)
+
+
+def test_attended_extras_attend_over_the_training_pool(data_dir, vmtl_cache):
+    """VMTL's extra: each image's cross attention over each task's same-class *training* images, as the
+    official loader precomputes it (not over the batch): checked against NumPy on the frozen features."""
+    from tf_mtvib.datasets import load
+    from tf_mtvib.extractor import FEATURE_DIM, fashion_extractor
+    from tf_mtvib.families import get_family, with_derived_extras
+
+    train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
+    test = load("digitdomains", "test", data_dir, per_domain=200, fraction=0.2)
+    test = test.subset(np.arange(0, len(test), 61))
+    family = get_family("vmtl")
+    assert "attended" in family.needs
+    got_train = with_derived_extras(family, train, train).extras["attended"]
+    got_test = with_derived_extras(family, test, train).extras["attended"]
+    assert got_train.shape == (len(train), 4, FEATURE_DIM) and got_train.dtype == np.float32
+    extractor = fashion_extractor()
+    f_pool = extractor(train.images.astype(np.float32) / 255.0, training=False).numpy()
+    f_test = extractor(test.images.astype(np.float32) / 255.0, training=False).numpy()
+
+    def own(split):
+        tasks = np.asarray(split.extras["task"])
+        return tasks, np.stack([split.labels[t] for t in split.spec.task_names], 1)[np.arange(len(tasks)), tasks]
+
+    pool_tasks, pool_labels = own(train)
+    for split, f, got in ((train, f_pool, got_train), (test, f_test, got_test)):
+        _, labels = own(split)
+        for n in range(0, len(split), max(1, len(split) // 7)):
+            for i in range(4):
+                np.testing.assert_allclose(got[n, i], _attention_numpy(f, labels, f_pool, pool_tasks, pool_labels, i, n),
+                                           rtol=1e-3, atol=1e-4, err_msg=f"example {n}, task {i}")
+    assert with_derived_extras(get_family("bmtl"), train, train) is train          # no hook: the split itself
 
 
 def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
@@ -142,15 +185,16 @@ def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
     digit = np.tile([3, 3, 7, 7], 4).astype(np.int64)
     images = RNG.integers(0, 256, size=(16, 28, 28, 1)).astype(np.float32) / 255.0
     labels = {t: np.where(tasks == k, digit, -1) for k, t in enumerate(spec.task_names)}
-    inputs = {"image": tf.constant(images), "task": tf.constant(tasks)}
+    attended = RNG.normal(size=(16, 4, 256)).astype(np.float32)     # the extra: (B, T, d), d = the features'
+    inputs = {"image": tf.constant(images), "task": tf.constant(tasks), "attended": tf.constant(attended)}
     term = model.terms[0]
     value = float(term(Step(model, inputs, {k: tf.constant(v) for k, v in labels.items()}, {}, {}, {}, training=True)))
     net = model.network
     f = net.get_layer("extractor")(images, training=False).numpy()
+    assert f.shape[-1] == attended.shape[-1]
     enc = net.get_layer("encoder")
     q_mean, q_var = (t.numpy() for t in enc.moments(f))
-    att = V.in_batch_attention(f, tasks.astype(np.int32), digit.astype(np.int32), 4).numpy()
-    p = [tuple(t.numpy() for t in enc.moments(att[i])) for i in range(4)]
+    p = [tuple(t.numpy() for t in enc.moments(attended[:, i])) for i in range(4)]
     kls = []
     for n in range(16):
         others = [i for i in range(4) if i != tasks[n]]
@@ -167,16 +211,20 @@ def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
 @pytest.mark.parametrize("name", ["bmtl", "vbmtl", "vmtl", "domain_mtvib"])
 def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
     from tf_mtvib.datasets import load, per_task_splits, to_multi_input_dataset
+    from tf_mtvib.families import get_family, with_derived_extras
     from tf_mtvib.models import build_model
 
-    train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
+    family = get_family(name)
+    train = with_derived_extras(family, load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2),
+                                load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2))
     keras.utils.set_random_seed(0)
     # the ELBO's KL weights: the code's start KL_w at 0, so the classifiers' prior weights would not move yet
     model = build_model(name, train.spec, latent_dim=16, **({"kl_weights": "elbo"} if name in ("vbmtl", "vmtl") else {}))
     assert model.partial_labels and model.network.get_layer("extractor").trainable is False
     frozen = [w.numpy().copy() for w in model.network.get_layer("extractor").weights]
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    ds = to_multi_input_dataset(per_task_splits(train), per_task_batch=10, seed=0, task_names=train.spec.task_names)
+    ds = to_multi_input_dataset(per_task_splits(train), per_task_batch=10, seed=0, task_names=train.spec.task_names,
+                                extras=[e for e in family.needs if e != "task"])
     before = [v.numpy().copy() for v in model.trainable_variables]
     x, y = next(iter(ds))
     logs = model.train_on_batch(x, y, return_dict=True)

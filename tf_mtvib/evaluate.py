@@ -736,7 +736,7 @@ def _run(args) -> int:
     runs = [load_run(p) for p in args.run]
     datasets = sorted({r.dataset for r in runs})
     if len(datasets) > 1:
-        raise ValueError(f"runs of different data sets cannot be compared in one table: "
+        raise ValueError("runs of different data sets cannot be compared in one table: "
                          + ", ".join(f"{r.path} ({r.dataset})" for r in runs))
     dataset = datasets[0]
     tasks = runs[0].spec.task_names

@@ -590,6 +590,7 @@ def _multi_input_batches(config, family, train_split, training, loop):
     import numpy as np
 
     from .datasets import DataError, per_task_splits, to_multi_input_dataset
+    from .datasets.pipeline import TASK_KEY
 
     if loop == "custom":
         raise DataError(f"model {config['model']!r} trains on multi-input batches with the fit loop only; "
@@ -604,7 +605,8 @@ def _multi_input_batches(config, family, train_split, training, loop):
     if any(other != labels[0] for other in labels[1:]):
         raise DataError("the tasks' training label sets differ: " + "; ".join(
             f"{t}: {len(ls)} classes" for t, ls in zip(splits, labels)))
-    ds = to_multi_input_dataset(splits, training.batch_size, seed=training.seed, task_names=spec.task_names)
+    ds = to_multi_input_dataset(splits, training.batch_size, seed=training.seed, task_names=spec.task_names,
+                                extras=[e for e in family.needs if e != TASK_KEY])
     return ds, ITERATIONS_PER_EPOCH
 
 
@@ -616,7 +618,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     import keras
 
     from .datasets import DataError, to_dataset, train_val_split
-    from .families import get_family
+    from .families import get_family, with_derived_extras
     from .metrics import evaluate_accuracy
     from .models import build_model
     from .precision import policy_scope
@@ -642,7 +644,10 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     val_ds = val_split = None
     if training.val_fraction:
         train_split, val_split = train_val_split(train_split, training.val_fraction, seed=training.seed)
+        # extras the family derives from the training images (VMTL's cross attention), never from validation's
+        val_split = with_derived_extras(family, val_split, train_split, data_dir)
         val_ds = to_dataset(val_split, training.batch_size, extras=extras)
+    train_split = with_derived_extras(family, train_split, train_split, data_dir)
     batch = training.batch_size
     if family.inputs == "per_task":     # each task its own images (VMTL): class-balanced multi-input batches
         train_ds, steps = _multi_input_batches(config, family, train_split, training, loop)

@@ -21,9 +21,10 @@ The losses (supplement eq. 4; :mod:`tf_mtvib.vmtl` holds the equations):
 * VMTL's z-prior needs each example's task and label, so it is a loss term, :class:`GumbelZPrior`: for an
   example of task t and class c, each other task i contributes the cross attention
   x~_i = softmax(f X_{i,c}^T / (max - min)) X_{i,c} over task i's same-class features, through the encoder
-  (stop-gradient), mixed with z's own Gumbel weights. The official code attends over all of task i's
-  training images of class c, precomputed in its data loader; here it attends over the batch's (a
-  class-balanced batch holds ``m`` of each class per task), computed in the step from the frozen features.
+  (stop-gradient), mixed with z's own Gumbel weights. As in the official code, X_{i,c} is all of task i's
+  *training* images of class c and the attention is computed once, before training, on the frozen features
+  (:func:`class_attention`); each example carries its result as the batch extra ``attended``
+  (:func:`tf_mtvib.families._vmtl.attended_extras`).
 
 The KL weights follow ``kl_weights`` (:func:`tf_mtvib.vmtl.kl_weights`): ``"elbo"`` (KL_w x 1 / N_t and
 KL_z x 1, the ELBO per example) or ``"code"`` (the official code's: beta ramping by 1e-6 * T every 10
@@ -42,7 +43,7 @@ from . import vmtl
 from .terms import LossTerm, Step
 
 __all__ = ["BayesianLinear", "BayesianClassifiers", "GumbelZPrior", "PRIORS", "ENCODER_LAYER",
-           "CLASSIFIERS_LAYER", "EXTRACTOR_LAYER", "in_batch_attention"]
+           "CLASSIFIERS_LAYER", "EXTRACTOR_LAYER", "ATTENDED", "class_attention"]
 
 _PACKAGE = "tf_mtvib"
 #: The priors: N(0, I) (VBMTL); the other tasks' posteriors mixed with Gumbel-Softmax weights (VMTL), with
@@ -50,6 +51,8 @@ _PACKAGE = "tf_mtvib"
 PRIORS = ("normal", "gumbel", "mean", "learnable")
 #: The layer names the z-prior term finds its parts by
 ENCODER_LAYER, CLASSIFIERS_LAYER, EXTRACTOR_LAYER = "encoder", "classifiers", "extractor"
+#: The batch extra of VMTL's z prior: per example, (T, d) the cross-attended training features of each task
+ATTENDED = "attended"
 
 
 def _rho_initializer(rho: float, std: float):
@@ -224,20 +227,22 @@ class BayesianClassifiers(keras.layers.Layer):
                 "init_std": self.init_std, "sample": self.sample, "anneal_per_task_step": self.anneal_per_task_step}
 
 
-def in_batch_attention(features, tasks, labels, num_tasks: int):
-    """``(T, B, d)``: for each task i and example n, the cross attention of f_n over the batch's examples
-    of task i with n's class: softmax_m(f_n . f_m / (max_m - min_m)) weighted sum of those f_m (the official
-    code's normalisation, over task i's same-class features). Where the batch holds no such example the
-    example's own feature stands in.
+def class_attention(query, query_labels, pool, pool_tasks, pool_labels, num_tasks: int):
+    """``(T, B, d)``: for each task i and query example n, the cross attention of f_n over the pool's examples
+    of task i with n's class (Table B.3's "cross attention", as the official code's loader computes it):
+    ``softmax_m(f_n . f_m / (max_m - min_m))``-weighted sum of those f_m. Where the pool holds no such
+    example the example's own feature stands in.
 
-    ``features``: (B, d); ``tasks``: (B,) task index; ``labels``: (B,) the example's label in its own task.
+    ``query``: (B, d) features; ``query_labels``: (B,) each query's label in its own task; ``pool``: (N, d)
+    features; ``pool_tasks``: (N,) task index; ``pool_labels``: (N,) the pool example's label in its task.
     """
-    f = tf.cast(features, tf.float32)
-    scores = tf.matmul(f, f, transpose_b=True)                                     # (B, B)
-    same_class = tf.equal(labels[:, None], labels[None, :])
+    q = tf.cast(query, tf.float32)
+    p = tf.cast(pool, tf.float32)
+    scores = tf.matmul(q, p, transpose_b=True)                                     # (B, N)
+    same_class = tf.equal(tf.cast(query_labels, tf.int64)[:, None], tf.cast(pool_labels, tf.int64)[None, :])
     out = []
     for i in range(num_tasks):
-        mask = tf.logical_and(same_class, tf.equal(tasks, i)[None, :])              # (B, B): m of task i, class c_n
+        mask = tf.logical_and(same_class, tf.equal(tf.cast(pool_tasks, tf.int64), i)[None, :])   # (B, N)
         big = tf.where(mask, scores, -math.inf)
         small = tf.where(mask, scores, math.inf)
         spread = tf.reduce_max(big, axis=1, keepdims=True) - tf.reduce_min(small, axis=1, keepdims=True)
@@ -245,8 +250,8 @@ def in_batch_attention(features, tasks, labels, num_tasks: int):
         usable = tf.logical_and(count > 0, tf.math.is_finite(spread))
         normalised = tf.where(mask, scores / (tf.where(usable, spread, 1.0) + 1e-9), -1e30)
         weights = tf.where(mask, tf.nn.softmax(normalised, axis=1), 0.0)
-        attended = tf.matmul(weights, f)
-        out.append(tf.where(usable, attended, f))
+        attended = tf.matmul(weights, p)
+        out.append(tf.where(usable, attended, q))
     return tf.stack(out)
 
 
@@ -255,13 +260,15 @@ class GumbelZPrior(LossTerm):
     """VMTL's z-prior KL, ``mean_n KL(q(z_n | x_n) || p(z_n | x_n, D_{1:T\\t}))`` (its ``weight``: T times the
     eta of :func:`tf_mtvib.vmtl.kl_weights`, set by the family), with p the Gumbel-Softmax (or uniform, or learned) combination, by the
     z mixing weights of the example's task, of the encoder's posteriors at the cross-attended features of
-    the other tasks (:func:`in_batch_attention`; stop-gradient, as the code's ``.detach()``).
+    the other tasks (:func:`class_attention` over their training images; stop-gradient, as the code's
+    ``.detach()``).
 
-    It reads the batch's task ids (the extra ``task``) and labels, and the frozen features of the step's
-    forward pass (:meth:`~tf_mtvib.terms.Step.activation`).
+    It reads the batch's task ids (the extra ``task``), each example's cross-attended features (the extra
+    :data:`ATTENDED`, ``(B, T, d)``, computed before training by the family), and the frozen features of the
+    step's forward pass (:meth:`~tf_mtvib.terms.Step.activation`).
     """
 
-    needs = ("task",)
+    needs = ("task", ATTENDED)
     activations = (EXTRACTOR_LAYER,)
 
     def __init__(self, weight: float = 1.0, name: Optional[str] = None):
@@ -273,11 +280,9 @@ class GumbelZPrior(LossTerm):
         classifiers = network.get_layer(CLASSIFIERS_LAYER)
         tasks = tf.cast(tf.reshape(step.inputs["task"], [-1]), tf.int32)
         names = classifiers.task_names
-        own = tf.stack([tf.cast(step.labels[t], tf.int32) for t in names], axis=1)    # (B, T), -1 off-task
-        labels = tf.gather(own, tasks, axis=1, batch_dims=1)
         features = tf.stop_gradient(step.activation(EXTRACTOR_LAYER))
         q_mean, q_var = encoder.moments(features)
-        attended = in_batch_attention(features, tasks, labels, len(names))            # (T, B, d)
+        attended = tf.transpose(tf.cast(step.inputs[ATTENDED], tf.float32), [1, 0, 2])     # (T, B, d)
         flat = tf.reshape(attended, [-1, tf.shape(features)[-1]])
         p_mean, p_var = encoder.moments(flat)
         shape = tf.concat([[len(names)], tf.shape(q_mean)], 0)

@@ -72,7 +72,8 @@ def _scaled(x):
 
 
 def to_multi_input_dataset(splits: Mapping[str, Split], per_task_batch: int, seed: int = 0,
-                           task_names: Optional[Sequence[str]] = None) -> "tf.data.Dataset":
+                           task_names: Optional[Sequence[str]] = None,
+                           extras: Sequence[str] = ()) -> "tf.data.Dataset":
     """Endless multi-input batches, one class-balanced sub-batch of ``per_task_batch`` per task.
 
     ``splits``: ``{task: split}``, each split labelled for its task (``split.labels[task]``);
@@ -81,7 +82,9 @@ def to_multi_input_dataset(splits: Mapping[str, Split], per_task_batch: int, see
     ``per_task_batch = m * C`` holds exactly ``m`` examples of each of the task's ``C``
     classes present. A batch is ``({"image": (K*b, H, W, C) float32, "task": (K*b,) int32},
     {task: (K*b,) int64})``, tasks in ``task_names`` order (default: the order of
-    ``splits``); a task's labels are :data:`MISSING_LABEL` on the other tasks' examples.
+    ``splits``); a task's labels are :data:`MISSING_LABEL` on the other tasks' examples. With ``extras``
+    (keys of every split's ``extras``) each example's extras ride along with its image, concatenated
+    in the same order.
     """
     import tensorflow as tf
 
@@ -99,10 +102,12 @@ def to_multi_input_dataset(splits: Mapping[str, Split], per_task_batch: int, see
         if name not in split.labels:
             raise DataError(f"the split given for task {name!r} has no labels for it (it has {sorted(split.labels)})")
         labels = np.asarray(split.labels[name])
+        fields = _extras_of(split, extras)
         by_class = []
         for c, cls in enumerate(np.unique(labels)):
             rows = np.flatnonzero(labels == cls)
-            by_class.append(tf.data.Dataset.from_tensor_slices((split.images[rows], labels[rows]))
+            rows_extras = {k: v[rows] for k, v in fields.items()}
+            by_class.append(tf.data.Dataset.from_tensor_slices((split.images[rows], labels[rows], rows_extras))
                             .shuffle(len(rows), seed=seed * 1000 + k * 100 + c, reshuffle_each_iteration=True)
                             .repeat())
         order = tf.data.Dataset.range(len(by_class)).repeat()
@@ -117,7 +122,8 @@ def to_multi_input_dataset(splits: Mapping[str, Split], per_task_batch: int, see
             parts = [tf.cast(b[1], tf.int64) if j == k else tf.fill([per_task_batch], tf.constant(MISSING_LABEL, tf.int64))
                      for j, b in enumerate(batches)]
             labels[name] = tf.concat(parts, axis=0)
-        return {IMAGE_KEY: images, TASK_KEY: task}, labels
+        fields = {k: tf.concat([b[2][k] for b in batches], axis=0) for k in extras}
+        return {IMAGE_KEY: images, TASK_KEY: task, **fields}, labels
 
     return tf.data.Dataset.zip(tuple(per_task)).map(join, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)

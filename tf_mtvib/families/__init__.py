@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..hparams import HParam
 
 __all__ = ["FamilySpec", "HParam", "IncompatibleDataset", "check_dataset", "register_family", "get_family", "family_names", "families", "builder_of",
-           "terms_of", "risk_environments_of", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
+           "terms_of", "risk_environments_of", "with_derived_extras", "ENTRY_POINT_GROUP", "PACKAGE_FAMILIES"]
 
 #: The entry-point group through which other distributions register families
 ENTRY_POINT_GROUP = "tf_mtvib.families"
@@ -75,7 +75,10 @@ class FamilySpec:
     the extra ``environment``) whose examples the task losses read in training (empty: all);
     MT-CRL's risk reads the train environment only. ``prepare``: ``"module:function"`` called with the data
     directory before the family builds (it fetches or trains, once, what the builder then finds cached:
-    VMTL's frozen extractor). ``stochastic``: its predictions sample (a posterior).
+    VMTL's frozen extractor). ``derive_extras``: ``"module:function"`` mapping ``(split, pool)`` to extras
+    ``{name: (N, ...) array}`` that the family computes for the images of ``split`` from the training split
+    ``pool`` before training (VMTL's cross attention over each task's same-class training images); they must
+    be among ``needs``. ``stochastic``: its predictions sample (a posterior).
     ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
 
@@ -92,6 +95,7 @@ class FamilySpec:
     terms: Optional[str] = None
     risk_environments: Optional[str] = None
     prepare: Optional[str] = None
+    derive_extras: Optional[str] = None
     stochastic: bool = False
     search: Tuple[str, ...] = ()       # what ``tune`` searches by default (empty: the family is not tunable)
     default_search: str = "bayesian"   # ``tune --search`` when not given: grid, bayesian or random
@@ -236,6 +240,20 @@ def prepare_family(spec: FamilySpec, data_dir=None) -> None:
     for a family without one."""
     if spec.prepare:
         _resolve(spec.prepare)(data_dir)
+
+
+def with_derived_extras(spec: FamilySpec, split, pool, data_dir=None):
+    """``split`` with the extras of the family's ``derive_extras`` hook computed from the training split
+    ``pool`` (``split`` itself when the family has none). The family's ``prepare`` hook runs first, with
+    ``data_dir``: the derivation may read what it caches (VMTL: the frozen extractor)."""
+    if not spec.derive_extras:
+        return split
+    prepare_family(spec, data_dir)
+    extras = _resolve(spec.derive_extras)(split, pool)
+    stray = sorted(set(extras) - set(spec.needs))
+    if stray:
+        raise ValueError(f"family {spec.name!r}: derive_extras gave {stray}, which are not among its needs {spec.needs}")
+    return dataclasses.replace(split, extras={**split.extras, **extras})
 
 
 def import_family(name: str) -> None:

@@ -33,6 +33,47 @@ def prepare(data_dir=None) -> None:
     ensure_fashion_extractor(data_dir)
 
 
+#: The VMTL family's ``extras`` hook
+ATTENDED_EXTRAS = f"{__name__}:attended_extras"
+
+
+def _features(images, batch: int = 500):
+    """The frozen extractor's features (float32) of uint8 images, scaled as the training batches are."""
+    import numpy as np
+
+    from ..extractor import fashion_extractor
+
+    extractor = fashion_extractor()
+    return np.concatenate([np.asarray(extractor(images[i:i + batch].astype(np.float32) / 255.0, training=False),
+                                      np.float32) for i in range(0, len(images), batch)])
+
+
+def _own_labels(split):
+    """``(tasks, labels)``: each example's task index and its label in that task."""
+    import numpy as np
+
+    tasks = np.asarray(split.extras["task"], np.int64)
+    own = np.stack([np.asarray(split.labels[t], np.int64) for t in split.spec.task_names], axis=1)
+    return tasks, own[np.arange(len(tasks)), tasks]
+
+
+def attended_extras(split, pool):
+    """``{"attended": (N, T, d) float32}``: for each image of ``split`` and each task i, the cross attention
+    of its frozen features over task i's images of its class in ``pool`` (the training split), as the official
+    code's loader precomputes for VMTL's z prior (Table B.3; :func:`tf_mtvib.variational.class_attention`).
+    The extractor is frozen, so computing this once before training gives what every step would."""
+    import numpy as np
+
+    from ..variational import ATTENDED, class_attention
+
+    tasks, labels = _own_labels(split)
+    pool_tasks, pool_labels = _own_labels(pool)
+    f_pool = _features(pool.images)
+    f = f_pool if split is pool else _features(split.images)
+    attended = class_attention(f, labels, f_pool, pool_tasks, pool_labels, len(split.spec.task_names))
+    return {ATTENDED: np.transpose(np.asarray(attended, np.float32), (1, 0, 2))}
+
+
 def frozen_features(dataset_spec, hp):
     """``(image input, features)``: pixels -> the frozen extractor -> dropout; and the tasks' one class count."""
     import keras

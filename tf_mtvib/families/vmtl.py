@@ -10,11 +10,12 @@ words; its KL by Monte Carlo). Table C.10 finds the prior's form worth at most a
 from ..hparams import HParam
 from . import FamilySpec
 from ._lenet import _choice
-from ._vmtl import PREPARE, VARIATIONAL_HPARAMS, VMTL_DATASETS
+from ._vmtl import ATTENDED_EXTRAS, PREPARE, VARIATIONAL_HPARAMS, VMTL_DATASETS
 
 SPEC = FamilySpec(
     name="vmtl", description="VMTL: variational z and w, Gumbel-Softmax priors from the other tasks (Shen et al. 2021)",
-    default_weighting="fixed", datasets=VMTL_DATASETS, inputs="per_task", prepare=PREPARE, needs=("task",), terms=f"{__name__}:terms",
+    default_weighting="fixed", datasets=VMTL_DATASETS, inputs="per_task", prepare=PREPARE,
+    needs=("task", "attended"), derive_extras=ATTENDED_EXTRAS, terms=f"{__name__}:terms",
     defaults={"latent_dim": 256},
     hparams={**VARIATIONAL_HPARAMS,
              "vmtl_prior": HParam("gumbel", "the priors' mixing weights: 'gumbel' (Gumbel-Softmax, the paper), 'mean' "

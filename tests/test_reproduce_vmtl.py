@@ -52,11 +52,18 @@ def test_report_judges_each_claim_from_the_cells(tmp_path):
             accuracy = {t: [a + bump for a in curve] for t in (*vmtl.TASKS, "average")}
             cell["robustness"] = {"eps": [0.0, 0.1, 0.2], "accuracy": accuracy, "zero_gradient": 0.0,
                                   "num_examples": {t: 950 for t in vmtl.TASKS}}
+            pgd = (0.6, 0.05, 0.0) if m == "bmtl" else (0.66, 0.04, 0.0)     # PGD: VMTL nowhere above BMTL
+            cell["robustness_pgd"] = {"eps": [0.0, 0.1, 0.2], "zero_gradient": 0.01,
+                                      "accuracy": {t: [a + bump for a in pgd] for t in (*vmtl.TASKS, "average")},
+                                      "num_examples": {t: 950 for t in vmtl.TASKS}}
             path.write_text(json.dumps(cell))
     assert vmtl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
     text = (tmp_path / "r.md").read_text()
     assert "| vmtl | 66.0 ± 0.2 (n=3) | 40.0 ± 0.2 (n=3) | 9.0 ± 0.2 (n=3) | 0.0 |" in text
     assert "- VMTL above BMTL at 1 of 2 eps > 0" in text and ": mixed; 3 seed(s)." in text
+    pgd = text[text.index("under PGD (10 steps"):]                   # the same cells under PGD, judged alike
+    assert "| vmtl | 66.0 ± 0.2 (n=3) | 4.0 ± 0.2 (n=3) | 0.0 ± 0.2 (n=3) | 1.0 |" in pgd
+    assert "- VMTL above BMTL at 0 of 2 eps > 0" in pgd and ": not reproduced; 3 seed(s)." in pgd
     assert "| vbmtl | - | - | - | - |" in text
     assert "| vmtl | 66.0 ± 0.2 (n=3) | 58.3 |" in text
     assert "- 5 %: VMTL - VBMTL = +4.0 (reproduced), VBMTL - BMTL = +2.0 (reproduced) points" in text
@@ -90,6 +97,25 @@ def test_smoke_kl_stage_trains_measures_and_reuses(tmp_path, data_dir, tmp_cache
     assert cell["entropy_ratio"]["pooled"] > 0 and set(cell["num_test"]) == set(vmtl.TASKS)
     (tmp_path / "runs").rename(tmp_path / "gone")                  # a second call reuses every cell
     assert vmtl.main(args) == 0
+
+
+@pytest.mark.slow
+def test_smoke_robustness_stage_keeps_fgsm_and_pgd_with_the_masking_check(tmp_path, data_dir, tmp_cache,
+                                                                          monkeypatch):
+    monkeypatch.setitem(vmtl.STAGES, "robustness", (("bmtl", "vmtl"), (0.05,), "short", (1,)))   # 2 cells, not 9
+    args = ["--smoke", "--stages", "robustness", "--root", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), "--report", str(tmp_path / "r.md"), "--data-dir", str(data_dir)]
+    assert vmtl.main(args) == 0
+    cells = sorted((tmp_path / "results" / "it100").glob("*.json"))
+    assert [c.name for c in cells] == ["bmtl-f20-s1.json", "vmtl-f20-s1.json"]
+    cell = json.loads(cells[1].read_text())
+    for name, key in vmtl.ROBUSTNESS_KEYS.items():
+        r = cell[key]
+        assert r["attack"] == name and r["loss"] == "per_task" and set(r["num_examples"]) == set(vmtl.TASKS)
+        assert r["accuracy"]["average"][0] == pytest.approx(cell["test"]["average"], abs=1e-6)   # eps 0: clean
+        assert 0.0 <= r["zero_gradient"] <= 1.0
+    text = (tmp_path / "r.md").read_text()
+    assert "under PGD (10 steps" in text and text.count("eps > 0 (rule") == 2
 
 
 def test_the_families_default_kl_weights_is_the_development_choice():

@@ -140,20 +140,24 @@ def test_class_attention_against_numpy():
     assert not np.allclose(other, got)
 
 
-def test_attended_extras_attend_over_the_training_pool(data_dir, vmtl_cache):
+def test_attended_extras_attend_over_the_training_pool(data_dir, vmtl_cache, monkeypatch):
     """VMTL's extra: each image's cross attention over each task's same-class *training* images, as the
-    official loader precomputes it (not over the batch): checked against NumPy on the frozen features."""
+    official loader precomputes it (not over the batch): checked against NumPy on the frozen features. The
+    pool's features are extracted once for all the splits derived together."""
     from tf_mtvib.datasets import load
     from tf_mtvib.extractor import FEATURE_DIM, fashion_extractor
-    from tf_mtvib.families import get_family, with_derived_extras
+    from tf_mtvib.families import _vmtl, get_family, with_derived_extras
 
     train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
     test = load("digitdomains", "test", data_dir, per_domain=200, fraction=0.2)
     test = test.subset(np.arange(0, len(test), 61))
     family = get_family("vmtl")
     assert "attended" in family.needs
-    got_train = with_derived_extras(family, train, train).extras["attended"]
-    got_test = with_derived_extras(family, test, train).extras["attended"]
+    extracted = []
+    features = _vmtl._features
+    monkeypatch.setattr(_vmtl, "_features", lambda images: extracted.append(len(images)) or features(images))
+    got_train, got_test = (s.extras["attended"] for s in with_derived_extras(family, [train, test], train))
+    assert extracted == [len(train), len(test)]                   # the pool (= train) once, then the test images
     assert got_train.shape == (len(train), 4, FEATURE_DIM) and got_train.dtype == np.float32
     extractor = fashion_extractor()
     f_pool = extractor(train.images.astype(np.float32) / 255.0, training=False).numpy()
@@ -170,7 +174,7 @@ def test_attended_extras_attend_over_the_training_pool(data_dir, vmtl_cache):
             for i in range(4):
                 np.testing.assert_allclose(got[n, i], _attention_numpy(f, labels, f_pool, pool_tasks, pool_labels, i, n),
                                            rtol=1e-3, atol=1e-4, err_msg=f"example {n}, task {i}")
-    assert with_derived_extras(get_family("bmtl"), train, train) is train          # no hook: the split itself
+    assert with_derived_extras(get_family("bmtl"), [train], train)[0] is train     # no hook: the split itself
 
 
 def test_gumbel_z_prior_term_against_numpy(data_dir, vmtl_cache):
@@ -215,8 +219,8 @@ def test_vmtl_families_train_on_multi_input_batches(name, data_dir, vmtl_cache):
     from tf_mtvib.models import build_model
 
     family = get_family(name)
-    train = with_derived_extras(family, load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2),
-                                load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2))
+    train = load("digitdomains", "train", data_dir, per_domain=200, fraction=0.2)
+    train, = with_derived_extras(family, [train], train)
     keras.utils.set_random_seed(0)
     # the ELBO's KL weights: the code's start KL_w at 0, so the classifiers' prior weights would not move yet
     model = build_model(name, train.spec, latent_dim=16, **({"kl_weights": "elbo"} if name in ("vbmtl", "vmtl") else {}))
@@ -301,7 +305,8 @@ def test_per_task_fgsm_attacks_each_task_on_its_own_images(data_dir, vmtl_cache)
 
 @pytest.mark.slow
 def test_vmtl_train_and_export_take_pixels_and_a_task_index(tmp_path, data_dir, vmtl_cache):
-    """train.py trains a VMTL family on digitdomains; the export's predict_task signature (SavedModel and
+    """train.py trains a VMTL family on digitdomains (with a validation carve, whose cross attention is over
+    the training images); the export's predict_task signature (SavedModel and
     TFLite, run by LiteRT) takes pixels and a task index per image and returns that task's probabilities,
     class and predictive entropy, the same as the task's head of serving_default."""
     import json
@@ -312,7 +317,7 @@ def test_vmtl_train_and_export_take_pixels_and_a_task_index(tmp_path, data_dir, 
 
     run = tmp_path / "run"
     assert train.main(["--dataset", "digitdomains", "--model", "vmtl", "--preset", "smoke", "--output-dir", str(run),
-                       "--data-dir", str(data_dir)]) == 0
+                       "--data-dir", str(data_dir), "--val-fraction", "0.2"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]["mean"]) == {"original", "rotated", "negative", "textured", "average"}
     out = tmp_path / "export"

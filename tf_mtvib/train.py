@@ -645,9 +645,10 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     if training.val_fraction:
         train_split, val_split = train_val_split(train_split, training.val_fraction, seed=training.seed)
         # extras the family derives from the training images (VMTL's cross attention), never from validation's
-        val_split = with_derived_extras(family, val_split, train_split, data_dir)
+        train_split, val_split = with_derived_extras(family, [train_split, val_split], train_split, data_dir)
         val_ds = to_dataset(val_split, training.batch_size, extras=extras)
-    train_split = with_derived_extras(family, train_split, train_split, data_dir)
+    else:
+        train_split, = with_derived_extras(family, [train_split], train_split, data_dir)
     batch = training.batch_size
     if family.inputs == "per_task":     # each task its own images (VMTL): class-balanced multi-input batches
         train_ds, steps = _multi_input_batches(config, family, train_split, training, loop)

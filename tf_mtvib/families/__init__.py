@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..hparams import HParam
 
@@ -75,9 +75,9 @@ class FamilySpec:
     the extra ``environment``) whose examples the task losses read in training (empty: all);
     MT-CRL's risk reads the train environment only. ``prepare``: ``"module:function"`` called with the data
     directory before the family builds (it fetches or trains, once, what the builder then finds cached:
-    VMTL's frozen extractor). ``derive_extras``: ``"module:function"`` mapping ``(split, pool)`` to extras
-    ``{name: (N, ...) array}`` that the family computes for the images of ``split`` from the training split
-    ``pool`` before training (VMTL's cross attention over each task's same-class training images); they must
+    VMTL's frozen extractor). ``derive_extras``: ``"module:function"`` mapping ``(splits, pool)`` to
+    extras ``{name: (N, ...) array}``, one per split, that the family computes for the images of each split
+    from the training split ``pool`` before training (VMTL's cross attention over each task's same-class training images); they must
     be among ``needs``. ``stochastic``: its predictions sample (a posterior).
     ``search``/``default_search``: the hyper-parameters ``tune`` searches, and how.
     """
@@ -242,18 +242,23 @@ def prepare_family(spec: FamilySpec, data_dir=None) -> None:
         _resolve(spec.prepare)(data_dir)
 
 
-def with_derived_extras(spec: FamilySpec, split, pool, data_dir=None):
-    """``split`` with the extras of the family's ``derive_extras`` hook computed from the training split
-    ``pool`` (``split`` itself when the family has none). The family's ``prepare`` hook runs first, with
-    ``data_dir``: the derivation may read what it caches (VMTL: the frozen extractor)."""
+def with_derived_extras(spec: FamilySpec, splits: Sequence, pool, data_dir=None) -> List:
+    """Each split of ``splits`` with the extras of the family's ``derive_extras`` hook, computed from the
+    training split ``pool`` in one call (the splits themselves when the family has none). The family's
+    ``prepare`` hook runs first, with ``data_dir``: the derivation may read what it caches (VMTL: the frozen
+    extractor)."""
+    splits = list(splits)
     if not spec.derive_extras:
-        return split
+        return splits
     prepare_family(spec, data_dir)
-    extras = _resolve(spec.derive_extras)(split, pool)
-    stray = sorted(set(extras) - set(spec.needs))
+    derived = list(_resolve(spec.derive_extras)(splits, pool))
+    if len(derived) != len(splits):
+        raise ValueError(f"family {spec.name!r}: derive_extras gave extras for {len(derived)} splits, "
+                         f"not the {len(splits)} it was given")
+    stray = sorted({name for extras in derived for name in extras} - set(spec.needs))
     if stray:
         raise ValueError(f"family {spec.name!r}: derive_extras gave {stray}, which are not among its needs {spec.needs}")
-    return dataclasses.replace(split, extras={**split.extras, **extras})
+    return [dataclasses.replace(split, extras={**split.extras, **extras}) for split, extras in zip(splits, derived)]
 
 
 def import_family(name: str) -> None:

@@ -57,21 +57,25 @@ def _own_labels(split):
     return tasks, own[np.arange(len(tasks)), tasks]
 
 
-def attended_extras(split, pool):
-    """``{"attended": (N, T, d) float32}``: for each image of ``split`` and each task i, the cross attention
-    of its frozen features over task i's images of its class in ``pool`` (the training split), as the official
-    code's loader precomputes for VMTL's z prior (Table B.3; :func:`tf_mtvib.variational.class_attention`).
-    The extractor is frozen, so computing this once before training gives what every step would."""
+def attended_extras(splits, pool):
+    """``[{"attended": (N, T, d) float32}]``, one per split of ``splits``: for each image and each task i, the
+    cross attention of its frozen features over task i's images of its class in ``pool`` (the training
+    split), as the official code's loader precomputes for VMTL's z prior (Table B.3;
+    :func:`tf_mtvib.variational.class_attention`). The extractor is frozen, so computing this once before
+    training gives what every step would; the pool's features are computed once for all the splits."""
     import numpy as np
 
     from ..variational import ATTENDED, class_attention
 
-    tasks, labels = _own_labels(split)
     pool_tasks, pool_labels = _own_labels(pool)
     f_pool = _features(pool.images)
-    f = f_pool if split is pool else _features(split.images)
-    attended = class_attention(f, labels, f_pool, pool_tasks, pool_labels, len(split.spec.task_names))
-    return {ATTENDED: np.transpose(np.asarray(attended, np.float32), (1, 0, 2))}
+    out = []
+    for split in splits:
+        tasks, labels = _own_labels(split)
+        f = f_pool if split is pool else _features(split.images)
+        attended = class_attention(f, labels, f_pool, pool_tasks, pool_labels, len(split.spec.task_names))
+        out.append({ATTENDED: np.transpose(np.asarray(attended, np.float32), (1, 0, 2))})
+    return out
 
 
 def frozen_features(dataset_spec, hp):

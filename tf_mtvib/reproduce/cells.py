@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from .. import runs
 
-__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell", "argv_cell_parser"]
+__all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell", "argv_cell_parser",
+           "attack_sweep"]
 
 
 def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
@@ -80,6 +81,28 @@ def ensure_argv_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv:
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(path, cell)
     return cell
+
+
+def attack_sweep(model, split, attack: str = "fgsm", *, by_task: bool = False, seed: int = 0,
+                 **settings) -> Dict[str, Any]:
+    """One attack sweep of a reproduction's cell, over :data:`tf_mtvib.evaluate.DEFAULT_EPS`, compact enough
+    to commit: the settings, eps, accuracy per task and eps, the examples attacked, and the masking check
+    (the share of images whose attack gradient is exactly 0, and S, per task).
+
+    ``settings`` go to :func:`tf_mtvib.evaluate.evaluate_robustness` (``loss`` defaults to ``per_task``,
+    ``mode`` to ``mean``: every family's robustness protocol). ``by_task`` is for data whose tasks have their
+    own examples (VMTL's): each task attacked on its own images (:func:`evaluate_robustness_by_task`), the
+    examples then counted per task."""
+    from ..evaluate import DEFAULT_EPS, evaluate_robustness, evaluate_robustness_by_task
+
+    settings = {"loss": "per_task", "mode": "mean", **settings}
+    evaluate = evaluate_robustness_by_task if by_task else evaluate_robustness
+    r = evaluate(model, split, attack, DEFAULT_EPS, verbose=0, seed=seed, **settings)
+    masking = r.get("masking") or {}
+    return {"attack": attack, **settings, "eps": r["eps"], "accuracy": r["accuracy"],
+            "num_examples": r["num_examples_per_task"] if by_task else r["num_examples"],
+            "zero_gradient": r.get("zero_gradient"),
+            "masking": {k: masking[k] for k in ("zero_gradient", "S") if k in masking}}
 
 
 def argv_cell_parser(name: str, description: str, stages_default: str, stages_help: str) -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from . import verdicts as V
-from .cells import ensure_argv_cell
+from .cells import attack_sweep, ensure_argv_cell
 from .docs import doc_paths, write_section
 from .tables import mean_half_range
 
@@ -173,19 +173,10 @@ def cell_argv(method: str, seed: int, per_pair: int, holdout: str, search: Optio
 
 
 def attack_cell(run, examples: int, data_dir=None) -> Dict[str, Any]:
-    """The per-task FGSM and PGD sweeps of a run (mean mode), compact: eps, accuracy per task, masking."""
-    from ..evaluate import DEFAULT_EPS, evaluate_robustness
-
+    """Each sweep of :data:`ATTACKS` on a seeded stratified subset of ``examples`` test pairs
+    (:func:`cells.attack_sweep`: per-task loss, mean mode, the masking check)."""
     test = run.load_split("test", data_dir).sample(examples, seed=0)
-    out = {}
-    for name, kwargs in ATTACKS.items():
-        r = evaluate_robustness(run.model, test, eps_list=DEFAULT_EPS, loss="per_task", mode="mean", verbose=0,
-                                seed=0, **kwargs)
-        masking = r.get("masking") or {}
-        out[name] = {"eps": r["eps"], "accuracy": r["accuracy"], "num_examples": r["num_examples"],
-                     "zero_gradient": r.get("zero_gradient"),
-                     "masking": {k: masking[k] for k in ("zero_gradient", "S") if k in masking}}
-    return out
+    return {name: attack_sweep(run.model, test, **kwargs) for name, kwargs in ATTACKS.items()}
 
 
 def evaluate_cell(run_dir: pathlib.Path, with_train: bool, with_rho: bool, data_dir=None,

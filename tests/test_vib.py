@@ -47,7 +47,7 @@ def smoke_sweep(tmp_path_factory, request):
         pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
     out = tmp_path_factory.mktemp("vib") / "sweep"
     argv = ["--betas", "1e-3,1e-1", "--preset", "smoke", "--epochs", "1", "--max-test", "64",
-            "--cw-examples", "8", "--cw-binary-steps", "2", "--cw-iterations", "10",
+            "--cw-examples", "8", "--cw-binary-steps", "2", "--cw-iterations", "10", "--attack-examples", "16",
             "--output-dir", str(out), "--data-dir", value, "--verbose", "0",
             "--results-dir", str(out.parent / "docs" / "results" / "vib"), "--doc", str(out.parent / "docs" / "vib.md")]
     proc = subprocess.run([sys.executable, "-m", "tf_mtvib.reproduce", "vib", *argv], cwd=ROOT, env=ENV,
@@ -84,6 +84,28 @@ def test_sweep_attacks_every_model_with_cw_and_draws_fig3(smoke_sweep):
     assert vib.cw_table(result) in (out / vib.TABLE_NAME).read_text()
     page = (out.parent / "docs" / "vib.md").read_text()
     assert "Fig. 4(b): CW-L2 on the first 8 test images" in page and vib.FIG3_NAME in page
+
+
+@pytest.mark.slow
+def test_sweep_attacks_every_model_with_fgsm_pgd_and_the_masking_check(smoke_sweep):
+    """Item 5: the FGSM/PGD sweeps every family gets, with the random-sign control and the masking verdict,
+    on the first N test images of every model; published in the table and on the page."""
+    out, _, _ = smoke_sweep
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    assert result["attacks"]["examples"] == 16
+    for row in [result["baseline"], *result["vib"]]:
+        a = row["attacks"]
+        for name in vib.SWEEP_ATTACKS:
+            acc = a[name]["accuracy"]["digit"]
+            assert a[name]["num_examples"] == 16 and a[name]["tasks"] == ["digit"] and a[name]["eps"][0] == 0.0
+            assert len(acc) == len(a[name]["eps"]) and all(0.0 <= v <= 1.0 for v in acc)
+            assert a[name]["loss"] == "per_task" and a[name]["mode"] == "mean"
+        assert a["pgd"]["accuracy"]["digit"][0] == a["fgsm"]["accuracy"]["digit"][0]     # the same clean images
+        assert a["masking_verdict"]["verdict"] in ("none", "masking", "overshoot")
+    assert vib.attack_table(result) in (out / vib.TABLE_NAME).read_text()
+    page = (out.parent / "docs" / "vib.md").read_text()
+    assert "FGSM and PGD, as every family is attacked, on the first 16 test images" in page
+    assert "### Verdicts" in page and "`paper`: no sweep at 200 epochs" in page
 
 
 @pytest.mark.slow
@@ -230,9 +252,52 @@ def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_be
     assert "has written test_along.json yet" in capsys.readouterr().err
 
 
+def _published(schedule, seed, vib_error, base_error, epochs=200, num_train=60000):
+    """A published sweep's JSON, as far as the verdicts read it."""
+    row = lambda model, beta, err: {"model": model, "beta": beta, "epochs": epochs, "num_train": num_train,
+                                    "error_pct": {"avg": err}}
+    return {"schedule": schedule, "seed": seed, "baseline": row("mlp", None, base_error),
+            "vib": [row("vib_mlp", 1e-4, 2.0), row("vib_mlp", 1e-3, vib_error)]}
+
+
+def test_table1_verdicts_judge_the_demo_seeds_mean_and_report_the_paper_schedule():
+    close = [_published("demo", s, e, 1.4) for s, e in ((1, 1.10), (2, 1.20), (3, 1.25))]   # mean 1.183
+    lines = vib.table1_verdicts(close + [_published("paper", 0, 1.5, 1.6)])
+    paper, demo = lines
+    assert "VIB (beta 0.001) 1.50 %" in paper and "one seed" in paper and "no goal" in paper
+    assert "1.18 %" in demo and "range 0.15 points" in demo and ": reproduced" in demo and "seeds 1, 2, 3" in demo
+    assert "deterministic 1.40 %" in demo and "seeds asked for" not in demo
+    far = vib.table1_verdicts([_published("demo", s, 1.29, 1.4) for s in (1, 2)])[1]   # 0.16 points off
+    assert ": not reproduced" in far and "2 of the 3 seeds asked for" in far
+    short = vib.table1_verdicts([_published("demo", 1, 1.13, 1.4, epochs=10),
+                                 _published("demo", 2, 1.13, 1.4, num_train=6000)])
+    assert all("no verdict" in line for line in short)
+
+
+def _cw_published(accuracies, base_accuracy, n=1000):
+    cw = lambda a: {"untargeted": {"accuracy": a}, "targeted": {"accuracy": a}}
+    return {"cw": {"examples": n}, "baseline": {"cw": cw(base_accuracy)},
+            "vib": [{"beta": b, "cw": cw(a)} for b, a in accuracies]}
+
+
+def test_cw_verdicts_rise_over_the_range_and_the_deterministic_near_zero():
+    rising = [(1e-7, 0.9), (1e-6, 0.10), (1e-4, 0.30), (1e-3, 0.31), (1e-2, 0.70), (1e-1, 0.2)]
+    lines = vib.cw_verdicts("s", _cw_published(rising, 0.0))
+    assert len(lines) == 3 and all(": reproduced" in line for line in lines)
+    assert "1e-07" not in lines[0] and "0.1:" not in lines[0]                 # outside [1e-6, 1e-2]
+    dip = [(1e-6, 0.10), (1e-4, 0.50), (1e-3, 0.40), (1e-2, 0.70)]           # 10 points down: > 2 SE on 1,000
+    untargeted = vib.cw_verdicts("s", _cw_published(dip, 0.02))
+    assert ": not reproduced" in untargeted[0] and "down at 0.001" in untargeted[0]
+    assert "deterministic" in untargeted[2] and ": not reproduced" in untargeted[2]
+    flat = vib.cw_verdicts("s", _cw_published([(1e-6, 0.30), (1e-4, 0.31), (1e-2, 0.32)], 0.0))
+    assert ": not reproduced" in flat[0]                                       # 2 points: within 2 SE
+    few = vib.cw_verdicts("s", _cw_published([(1e-6, 0.1), (1e-2, 0.9)], 0.0))
+    assert "fewer than 3 betas" in few[0]
+
+
 def test_bad_flags(capsys):
     for argv, msg in ((["--betas", "x"], "not a number"), (["--schedule", "fast"], "invalid choice"),
-                      (["--epochs", "0"], "must be >= 1")):
+                      (["--epochs", "0"], "must be >= 1"), (["--attack-examples", "-1"], "must be >= 0")):
         with pytest.raises(SystemExit) as e:
             vib.main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err

@@ -13,7 +13,11 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 from .. import runs
 
 __all__ = ["run_dir", "cell_dir", "parse_seeds", "cell_seeds", "collect", "ensure_argv_cell", "argv_cell_parser",
-           "attack_sweep"]
+           "ATTACKS", "attack_sweep"]
+
+#: Every family's robustness sweeps (:func:`attack_sweep`): FGSM, and PGD with 10 steps (in no seed paper
+#: but the check each family gets: a single step can understate a network's vulnerability)
+ATTACKS: Dict[str, Dict[str, Any]] = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd", "steps": 10}}
 
 
 def run_dir(root: pathlib.Path, preset: str, dataset: str, model: str, seed: int) -> pathlib.Path:
@@ -99,7 +103,7 @@ def attack_sweep(model, split, attack: str = "fgsm", *, by_task: bool = False, s
     evaluate = evaluate_robustness_by_task if by_task else evaluate_robustness
     r = evaluate(model, split, attack, DEFAULT_EPS, verbose=0, seed=seed, **settings)
     masking = r.get("masking") or {}
-    return {"attack": attack, **settings, "eps": r["eps"], "accuracy": r["accuracy"],
+    return {"attack": attack, **settings, "eps": r["eps"], "tasks": list(r["tasks"]), "accuracy": r["accuracy"],
             "num_examples": r["num_examples_per_task"] if by_task else r["num_examples"],
             "zero_gradient": r.get("zero_gradient"),
             "masking": {k: masking[k] for k in ("zero_gradient", "S") if k in masking}}

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from . import verdicts as V
-from .cells import attack_sweep, ensure_argv_cell
+from .cells import ATTACKS, attack_sweep, ensure_argv_cell
 from .docs import doc_paths, write_section
 from .tables import mean_half_range
 
@@ -108,8 +108,7 @@ STAGES: Dict[str, Tuple[Tuple[str, ...], int, str]] = {
 }
 #: The robustness stage's attacks: each task attacked with its own loss (the per-task attack), mean mode
 #: (z = posterior mean for MTVIB), on a seeded stratified subset of the test pairs; the masking check
-#: (the share of images whose attack gradient is exactly 0) is kept with each result
-ATTACKS = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd", "steps": 10}}
+#: (the share of images whose attack gradient is exactly 0) is kept with each result (:data:`cells.ATTACKS`)
 ATTACK_EXAMPLES = {"smoke": 40, "full": 1000}
 
 #: The paper's numbers (the seed's Tables 1, 2, 3, 6 and 11, Multi-MNIST), accuracy as fractions

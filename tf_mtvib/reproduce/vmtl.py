@@ -39,7 +39,7 @@ from .. import runs
 from ..datasets.domains import DOMAINS
 from ..datasets.paths import runs_dir
 from . import verdicts as V
-from .cells import argv_cell_parser, attack_sweep, ensure_argv_cell
+from .cells import ATTACKS, argv_cell_parser, attack_sweep, ensure_argv_cell
 from .docs import doc_paths, write_section
 from .tables import mean_half_range
 
@@ -86,8 +86,7 @@ STAGES: Dict[str, Tuple[Tuple[str, ...], Tuple[float, ...], str, Tuple[int, ...]
 #: Fig. C.2's protocol here: FGSM in pixel space through the frozen extractor, each task attacked with its own
 #: loss on its own test images, predictions in mean mode (the paper's test); the masking check kept. PGD
 #: (10 steps; not in the paper) as every family's robustness is evaluated: a single step can understate a
-#: network's vulnerability. Each sweep goes into the cell under its key.
-ATTACKS = {"fgsm": {"attack": "fgsm"}, "pgd": {"attack": "pgd", "steps": 10}}
+#: network's vulnerability (:data:`cells.ATTACKS`). Each sweep goes into the cell under its key.
 ROBUSTNESS_KEYS = {"fgsm": "robustness", "pgd": "robustness_pgd"}
 #: The supplement's Office-Home averages (Tables C.4, C.10, C.16), for orientation only: another data set
 PAPER = {

@@ -343,6 +343,30 @@ def _robustness_table(results, b, attack_name: str = "fgsm") -> Tuple[str, List[
     return "\n".join(lines), verdict
 
 
+def _masking_lines(results, b) -> List[str]:
+    """The masking check of the robustness stage per method: where the seeds' mean PGD accuracy is above
+    FGSM's by more than two binomial standard errors (iterating the gradient doing worse than one step: a sign
+    of masking), and the largest share of images with an exactly-zero attack gradient."""
+    fraction = stage_fractions("robustness", b)[0]
+    lines = []
+    for m in STAGES["robustness"][0]:
+        cells = [c for c in _cells(results, "short", m, fraction, SEEDS, b) if all(k in c for k in ROBUSTNESS_KEYS.values())]
+        if not cells:
+            continue
+        fgsm = cells[0][ROBUSTNESS_KEYS["fgsm"]]
+        n = sum(fgsm["num_examples"].values())
+        mean = lambda key, i: statistics.fmean(c[key]["accuracy"]["average"][i] for c in cells)
+        above = [e for i, e in enumerate(fgsm["eps"]) if e > 0 and mean(ROBUSTNESS_KEYS["pgd"], i)
+                 > mean(ROBUSTNESS_KEYS["fgsm"], i) + V.two_se(mean(ROBUSTNESS_KEYS["fgsm"], i), n)]
+        zero = max(c[k].get("zero_gradient") or 0.0 for c in cells for k in ROBUSTNESS_KEYS.values())
+        lines.append(f"- {m}: PGD above FGSM beyond two binomial standard errors ({n:,} images) at "
+                     + (", ".join(f"eps {e:g}" for e in above) if above else "no eps")
+                     + f"; at most {100 * zero:.1f} % of the images with a zero attack gradient: "
+                     + ("a sign of masking" if above or zero > 0.01 else "no sign of masking")
+                     + V.seeds_note(len(cells)))
+    return lines or ["- no attacked cell yet."]
+
+
 def _kl_table(results, b) -> str:
     fraction = stage_fractions("kl", b)[0]
     lines = [f"| method | KL weights | average accuracy, {round(100 * fraction)} %, seed {DEV_SEED} |",
@@ -394,7 +418,8 @@ def build_report(results: pathlib.Path, smoke: bool = False) -> str:
         + "\n".join(robust_v)
         + f"\n\nThe same cells under PGD ({ATTACKS['pgd']['steps']} steps; not in the paper, the check every family "
         "gets: a single step can understate a network's vulnerability):\n\n" + robust_pgd + "\n\n"
-        + "\n".join(robust_pgd_v),
+        + "\n".join(robust_pgd_v) + "\n\nThe masking check (each task's own loss, its own images):\n\n"
+        + "\n".join(_masking_lines(results, b)),
         "Not measured here: Office-Home itself (its features cannot be had here; "
         "`tf_mtvib.datasets.read_office_home` reads them where they can), STL / VSTL and VMTL-AC.",
     ])

@@ -81,3 +81,21 @@ def test_machine_names_the_cpu_its_isa_and_the_cores():
     import json
 
     json.dumps(m)   # JSON-able, for metrics.json and every benchmark
+
+
+def test_cpu_label_and_the_time_table_name_the_machine():
+    """Each reproduction's time table names the CPU and its bf16/fp16 flags, from the cells' machine records."""
+    from tf_mtvib.reproduce.tables import time_table
+
+    amx = {"cpu": "Xeon", "isa": ["amx_tile", "amx_bf16", "avx512_bf16", "avx512_fp16", "avx2"]}
+    epyc = {"cpu": "EPYC", "isa": ["avx512_bf16", "avx512f", "avx2"]}
+    assert runtime.cpu_label(amx) == "Xeon (amx_bf16, avx512_bf16, avx512_fp16)"
+    assert runtime.cpu_label(epyc) == "EPYC (avx512_bf16)"
+    assert runtime.cpu_label({"cpu": "old", "isa": ["avx2"]}) == "old (no bf16 ISA)"
+    assert runtime.cpu_label({"cpu": "older"}) == "older (ISA not recorded)"
+    assert set(runtime.LOW_PRECISION_FLAGS) <= set(runtime.ISA_FLAGS)
+    cells = [{"seconds_per_epoch": s, "machine": m} for s, m in ((2.0, amx), (4.0, epyc), (3.0, amx))]
+    table = time_table([("a", cells, 30), ("untimed", [{"machine": amx}], 30)], unit="100 iterations")
+    assert "| a | 3.0 | 1.5 | 3 | EPYC (avx512_bf16); Xeon (amx_bf16, avx512_bf16, avx512_fp16) |" in table
+    assert "seconds per 100 iterations" in table and "untimed" not in table
+    assert time_table([("b", [], 1)]) == "No timed cell yet."

@@ -101,6 +101,18 @@ def machine() -> Dict[str, object]:
     return info
 
 
+#: The flags that tell the CPU types apart for bf16 and fp16 (the AMX tiles, the AVX-512 extensions)
+LOW_PRECISION_FLAGS = ("amx_bf16", "avx512_bf16", "avx512_fp16")
+
+
+def cpu_label(info: Mapping[str, object]) -> str:
+    """``"<model> (<its flags of LOW_PRECISION_FLAGS>)"`` of a :func:`machine` record, for tables that
+    name the machine a figure comes from."""
+    isa = info.get("isa")
+    flags = "ISA not recorded" if isa is None else ", ".join(f for f in LOW_PRECISION_FLAGS if f in isa) or "no bf16 ISA"
+    return f"{info.get('cpu', '?')} ({flags})"
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu() -> Dict[str, object]:
     """The parts of :func:`machine` that do not change while a process runs."""

@@ -48,7 +48,7 @@ from ..datasets.paths import runs_dir
 from . import verdicts as V
 from .cells import ATTACKS, attack_sweep, ensure_argv_cell
 from .docs import doc_paths, write_section
-from .tables import mean_half_range
+from .tables import mean_half_range, time_table
 
 __all__ = ["DATASET", "METHODS", "SEARCH", "STAGES", "PAPER", "main"]
 
@@ -358,15 +358,8 @@ def _robustness(results: pathlib.Path, b) -> str:
 
 def _times(results: pathlib.Path, b) -> str:
     """Seconds per epoch (median over the seeds' medians) of each method at the large budget, and the CPU."""
-    lines = ["| method | seconds per epoch | minutes per run | seeds | CPU |", "|---|---|---|---|---|"]
-    for m in dict.fromkeys(STAGES["table2"][0] + STAGES["robustness"][0]):
-        cells = [c for c in _load(results, b["large"], "test", m) if c.get("seconds_per_epoch")]
-        if not cells:
-            continue
-        sec = statistics.median(c["seconds_per_epoch"] for c in cells)
-        cpus = sorted({(c.get("machine") or {}).get("cpu", "?") for c in cells})
-        lines.append(f"| {m} | {sec:.1f} | {sec * b['epochs'] / 60:.1f} | {len(cells)} | {'; '.join(cpus)} |")
-    return "\n".join(lines) if len(lines) > 2 else "No timed cell yet."
+    return time_table([(m, _load(results, b["large"], "test", m), b["epochs"])
+                       for m in dict.fromkeys(STAGES["table2"][0] + STAGES["robustness"][0])])
 
 
 def _search_table(results: pathlib.Path) -> str:

@@ -54,3 +54,20 @@ def mean_half_range(values: Sequence[float]) -> str:
         return "-"
     v = [100 * x for x in values]
     return f"{statistics.fmean(v):.1f} ± {(max(v) - min(v)) / 2:.1f} (n={len(v)})"
+
+
+def time_table(rows: Sequence[Any], unit: str = "epoch") -> str:
+    """Seconds per ``unit`` (the median over the cells' medians) and minutes per run, with the CPU and its
+    bf16/fp16 flags (:func:`tf_mtvib.runtime.cpu_label`), from result cells that carry ``seconds_per_epoch``
+    and ``machine``: one line per ``(label, cells, units per run)``."""
+    from ..runtime import cpu_label
+
+    lines = [f"| method | seconds per {unit} | minutes per run | seeds | CPU |", "|---|---|---|---|---|"]
+    for label, cells, units in rows:
+        cells = [c for c in cells if c.get("seconds_per_epoch")]
+        if not cells:
+            continue
+        sec = statistics.median(c["seconds_per_epoch"] for c in cells)
+        cpus = sorted({cpu_label(c.get("machine") or {}) for c in cells})
+        lines.append(f"| {label} | {sec:.1f} | {sec * units / 60:.1f} | {len(cells)} | {'; '.join(cpus)} |")
+    return "\n".join(lines) if len(lines) > 2 else "No timed cell yet."

@@ -41,7 +41,7 @@ from ..datasets.paths import runs_dir
 from . import verdicts as V
 from .cells import ATTACKS, argv_cell_parser, attack_sweep, ensure_argv_cell
 from .docs import doc_paths, write_section
-from .tables import mean_half_range
+from .tables import mean_half_range, time_table
 
 __all__ = ["DATASET", "METHODS", "STAGES", "PAPER", "main"]
 
@@ -367,6 +367,17 @@ def _masking_lines(results, b) -> List[str]:
     return lines or ["- no attacked cell yet."]
 
 
+def _times(results, b) -> str:
+    """Seconds per 100 iterations (median over the seeds' medians) per method, fraction and budget, with the
+    minutes per run and the CPU its cells name."""
+    rows = []
+    for key, stage in (("short", "grid"), ("long", "long")):
+        for f in stage_fractions(stage, b):
+            rows += [(f"{m}, {round(100 * f)} %, {b[key] * 100:,} iterations", _cells(results, key, m, f, SEEDS, b),
+                      b[key]) for m in STAGES[stage][0]]
+    return time_table(rows, unit="100 iterations")
+
+
 def _kl_table(results, b) -> str:
     fraction = stage_fractions("kl", b)[0]
     lines = [f"| method | KL weights | average accuracy, {round(100 * fraction)} %, seed {DEV_SEED} |",
@@ -420,6 +431,9 @@ def build_report(results: pathlib.Path, smoke: bool = False) -> str:
         "gets: a single step can understate a network's vulnerability):\n\n" + robust_pgd + "\n\n"
         + "\n".join(robust_pgd_v) + "\n\nThe masking check (each task's own loss, its own images):\n\n"
         + "\n".join(_masking_lines(results, b)),
+        "### Time per model\n\nThe training's seconds per 100 iterations (each cell's median, from its run's "
+        "history; the machine its metrics.json names), with other processes sharing the two cores at times: a "
+        "cost, not a benchmark.\n\n" + _times(results, b),
         "Not measured here: Office-Home itself (its features cannot be had here; "
         "`tf_mtvib.datasets.read_office_home` reads them where they can), STL / VSTL and VMTL-AC.",
     ])

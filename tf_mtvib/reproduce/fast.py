@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .. import runs
 from ..datasets.paths import runs_dir
 from ..datasets.spec import get_spec
+from ..runtime import cpu_label
 from .cells import argv_cell_parser, ensure_argv_cell
 from .docs import doc_paths, write_section
 
@@ -158,13 +159,12 @@ def build_report(results: pathlib.Path) -> str:
         best = " / ".join(f"{100 * max(cell['val_accuracy'][t]):.1f}" for t in TASKS)
         hit = hits[name]
         machine = cell.get("machine") or {}
-        isa = [f for f in machine.get("isa", []) if f in ("amx_bf16", "avx512_bf16")]
         at, seconds, cpu = ((f"epoch {hit['epoch']}", f"{hit['seconds']:.0f}",
                              "-" if hit["cpu_seconds"] is None else f"{hit['cpu_seconds']:.0f}")
                             if hit else ("not reached", "-", "-"))
         load = hit["max_load"] if hit and hit.get("max_load") is not None else machine.get("load_1min", "-")
         lines.append(f"| {name} | `{' '.join(flags)}` | {len(cell['epoch_seconds'])} | {best} | {at} | {seconds} | "
-                     f"{cpu} | {machine.get('cpu', '-')} ({', '.join(isa) or 'no bf16 ISA'}) | {load} |")
+                     f"{cpu} | {cpu_label(machine)} | {load} |")
     chosen = choose(hits)
     lines.append("")
     if not cells:

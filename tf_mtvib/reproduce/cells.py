@@ -1,6 +1,7 @@
 """The layout every reproduction shares: run directories (checkpoints, outside the
 repository) and results cells (committed JSON), one per (data set, model, seed); the
-seed lists of the command lines; collecting the committed cells.
+seed lists of the command lines; collecting the committed cells; and the attack sweeps
+every family's cells carry (:data:`ATTACKS`, :func:`attack_sweep`).
 
 Imports neither TensorFlow nor Keras.
 """

@@ -130,3 +130,16 @@ def test_dataset_summary_counts_each_task_on_its_own_images(data_dir, tmp_cache)
     text = describe(train)
     for name, part in per_task_splits(train).items():
         assert f"{name} ({len(part)} of its own): " in text
+
+
+def test_train_py_refuses_bad_digitdomains_input_with_exit_2(data_dir, tmp_path, capsys):
+    """Bad input to a VMTL training is a clear error and exit 2: a task with no training image of a class
+    at the chosen fraction, and a data set whose tasks do not have their own images."""
+    from tf_mtvib import train
+
+    argv = ["--model", "vmtl", "--preset", "smoke", "--data-dir", str(data_dir)]
+    assert train.main(["--dataset", "digitdomains", "--per-domain", "50", "--fraction", "0.05",
+                       "--output-dir", str(tmp_path / "a"), *argv]) == 2
+    assert "has no training images of class" in capsys.readouterr().err
+    assert train.main(["--dataset", "mnist", "--output-dir", str(tmp_path / "b"), *argv]) == 2
+    assert "does not take data set 'mnist'" in capsys.readouterr().err

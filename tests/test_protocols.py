@@ -60,6 +60,18 @@ def test_masking_verdict_rule():
     assert v["verdict"] == "overshoot" and v["fgsm_rises"] == [0.1, 0.15, 0.2, 0.25, 0.3]
 
 
+def test_masking_rule_without_the_random_sign_control_checks_the_other_two_rules():
+    """A sweep with no random-sign control (VMTL's robustness stage) is judged by rules (b) and (c) alone, and
+    says rule (a) was not checked rather than passed."""
+    f = [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+    v = P.masking_verdict(_result(f), _result([0.9, 0.3, 0.2, 0.1, 0.05, 0.0, 0.0]))
+    assert v["verdict"] == "none" and v["random_below_fgsm"] is None and v["random_sign"] is None
+    v = P.masking_rule(P.DEFAULT_EPS, 400, f, [0.9, 0.7] + f[2:])
+    assert v["verdict"] == "masking" and v["pgd_above_fgsm"] == [0.05] and v["random_below_fgsm"] is None
+    # the same curves judge the same with the control present and harmless
+    assert P.masking_rule(P.DEFAULT_EPS, 400, f, [0.9, 0.7] + f[2:], [0.9] * 7)["pgd_above_fgsm"] == [0.05]
+
+
 def test_each_preset_has_its_own_block_and_a_study_grows_one_data_set_at_a_time():
     assert P.markers("cpu") == (P.BEGIN, P.END)
     begin, end = P.markers("full")

@@ -205,14 +205,25 @@ def mean_task_curve(result: Dict[str, Any]) -> List[float]:
     return [statistics.fmean(result["accuracy"][t][i] for t in result["tasks"]) for i in range(len(result["eps"]))]
 
 
-def masking_verdict(fgsm: Dict[str, Any], pgd: Dict[str, Any], rand: Dict[str, Any]) -> Dict[str, Any]:
-    """The masking rule, on the mean of the task accuracies at each eps > 0 (same images).
+def masking_verdict(fgsm: Dict[str, Any], pgd: Dict[str, Any], rand: Optional[Dict[str, Any]] = None
+                    ) -> Dict[str, Any]:
+    """:func:`masking_rule` on the mean of the task accuracies at each eps (:func:`mean_task_curve`) of three
+    sweeps on the same images; ``rand`` (the random-sign control) may be missing."""
+    return masking_rule(fgsm["eps"], fgsm["num_examples"], mean_task_curve(fgsm), mean_task_curve(pgd),
+                        mean_task_curve(rand) if rand is not None else None)
+
+
+def masking_rule(eps: Sequence[float], n: int, f: Sequence[float], p: Sequence[float],
+                 r: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """The masking rule on accuracy curves over ``eps`` (fractions of 1, on the same ``n`` images): FGSM
+    ``f``, PGD with restarts ``p`` and the random-sign control ``r`` (``None`` when it was not run).
 
     With ``m(eps) = 2 * sqrt(p (1 - p) / n)`` (two binomial standard errors of the
     FGSM accuracy ``p`` on ``n`` images, at least ``1 / n``):
 
     * (a) random sign below FGSM by more than ``m``: a direction that ignores the
-      model beats the gradient's, so the gradient misleads;
+      model beats the gradient's, so the gradient misleads (``random_below_fgsm`` is
+      ``None`` when ``r`` is missing: not checked);
     * (b) PGD with restarts above FGSM by more than ``m``: iterating the gradient
       does worse than one step;
     * (c) FGSM accuracy rises with eps by more than ``m`` between neighbours.
@@ -221,17 +232,15 @@ def masking_verdict(fgsm: Dict[str, Any], pgd: Dict[str, Any], rand: Dict[str, A
     (c) holds and PGD does not rise with eps (the single step overshoots,
     the gradient is fine); ``none`` otherwise.
     """
-    eps = fgsm["eps"]
-    n = fgsm["num_examples"]
-    f, p, r = mean_task_curve(fgsm), mean_task_curve(pgd), mean_task_curve(rand)
     margin = [max(2.0 * math.sqrt(a * (1.0 - a) / n), 1.0 / n) for a in f]
-    a = [e for i, e in enumerate(eps) if e > 0 and r[i] < f[i] - margin[i]]
+    a = None if r is None else [e for i, e in enumerate(eps) if e > 0 and r[i] < f[i] - margin[i]]
     b = [e for i, e in enumerate(eps) if e > 0 and p[i] > f[i] + margin[i]]
     c = [eps[i] for i in range(2, len(eps)) if f[i] > f[i - 1] + margin[i]]
     pgd_rises = [eps[i] for i in range(2, len(eps)) if p[i] > p[i - 1] + margin[i]]
     verdict = "masking" if a or b else "overshoot" if c and not pgd_rises else "none"
     return {"verdict": verdict, "random_below_fgsm": a, "pgd_above_fgsm": b, "fgsm_rises": c,
-            "pgd_rises": pgd_rises, "fgsm": f, "pgd": p, "random_sign": r, "margin": margin}
+            "pgd_rises": pgd_rises, "fgsm": list(f), "pgd": list(p), "random_sign": None if r is None else list(r),
+            "margin": margin}
 
 
 # --------------------------------------------------------------------------

@@ -344,9 +344,11 @@ def _robustness_table(results, b, attack_name: str = "fgsm") -> Tuple[str, List[
 
 
 def _masking_lines(results, b) -> List[str]:
-    """The masking check of the robustness stage per method: where the seeds' mean PGD accuracy is above
-    FGSM's by more than two binomial standard errors (iterating the gradient doing worse than one step: a sign
-    of masking), and the largest share of images with an exactly-zero attack gradient."""
+    """The masking check of the robustness stage per method: :func:`tf_mtvib.reproduce.protocols.masking_rule`
+    on the seeds' mean FGSM and PGD curves of the domain-average accuracy (no random-sign control was run, so
+    its rule (a) is not checked), and the largest share of images with an exactly-zero attack gradient."""
+    from .protocols import masking_rule
+
     fraction = stage_fractions("robustness", b)[0]
     lines = []
     for m in STAGES["robustness"][0]:
@@ -355,14 +357,18 @@ def _masking_lines(results, b) -> List[str]:
             continue
         fgsm = cells[0][ROBUSTNESS_KEYS["fgsm"]]
         n = sum(fgsm["num_examples"].values())
-        mean = lambda key, i: statistics.fmean(c[key]["accuracy"]["average"][i] for c in cells)
-        above = [e for i, e in enumerate(fgsm["eps"]) if e > 0 and mean(ROBUSTNESS_KEYS["pgd"], i)
-                 > mean(ROBUSTNESS_KEYS["fgsm"], i) + V.two_se(mean(ROBUSTNESS_KEYS["fgsm"], i), n)]
+        curve = {attack: [statistics.fmean(c[key]["accuracy"]["average"][i] for c in cells)
+                          for i in range(len(fgsm["eps"]))] for attack, key in ROBUSTNESS_KEYS.items()}
+        rule = masking_rule(fgsm["eps"], n, curve["fgsm"], curve["pgd"])
+        above = rule["pgd_above_fgsm"]
         zero = max(c[k].get("zero_gradient") or 0.0 for c in cells for k in ROBUSTNESS_KEYS.values())
+        masked = rule["verdict"] == "masking" or zero > 0.01
         lines.append(f"- {m}: PGD above FGSM beyond two binomial standard errors ({n:,} images) at "
                      + (", ".join(f"eps {e:g}" for e in above) if above else "no eps")
                      + f"; at most {100 * zero:.1f} % of the images with a zero attack gradient: "
-                     + ("a sign of masking" if above or zero > 0.01 else "no sign of masking")
+                     + ("a sign of masking" if masked else "no sign of masking")
+                     + (f" (FGSM rises with eps at {', '.join(f'eps {e:g}' for e in rule['fgsm_rises'])}: "
+                        "a single step that overshoots)" if rule["verdict"] == "overshoot" else "")
                      + V.seeds_note(len(cells)))
     return lines or ["- no attacked cell yet."]
 

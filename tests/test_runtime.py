@@ -99,3 +99,11 @@ def test_cpu_label_and_the_time_table_name_the_machine():
     assert "| a | 3.0 | 1.5 | 3 | EPYC (avx512_bf16); Xeon (amx_bf16, avx512_bf16, avx512_fp16) |" in table
     assert "seconds per 100 iterations" in table and "untimed" not in table
     assert time_table([("b", [], 1)]) == "No timed cell yet."
+
+
+def test_seed_summaries_print_the_spread_and_name_a_single_seed():
+    from tf_mtvib.reproduce.tables import mean_half_range, seed_range
+
+    assert seed_range([1.2, 1.5, 1.3]) == "n = 3, range 0.30 points"
+    assert seed_range([1.2]) == "one seed"
+    assert mean_half_range([0.5, 0.6]) == "55.0 ± 5.0 (n=2)" and mean_half_range([]) == "-"

@@ -56,6 +56,12 @@ def mean_half_range(values: Sequence[float]) -> str:
     return f"{statistics.fmean(v):.1f} ± {(max(v) - min(v)) / 2:.1f} (n={len(v)})"
 
 
+def seed_range(values: Sequence[float]) -> str:
+    """``n = N, range R points`` of per-seed values already in points (``one seed`` for one): the spread that
+    stands beside a mean the caller prints in its own units (:func:`mean_half_range` prints both)."""
+    return f"n = {len(values)}, range {max(values) - min(values):.2f} points" if len(values) > 1 else "one seed"
+
+
 def time_table(rows: Sequence[Any], unit: str = "epoch") -> str:
     """Seconds per ``unit`` (the median over the cells' medians) and minutes per run, with the CPU and its
     bf16/fp16 flags (:func:`tf_mtvib.runtime.cpu_label`), from result cells that carry ``seconds_per_epoch``

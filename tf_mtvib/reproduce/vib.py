@@ -63,6 +63,7 @@ from ..datasets.paths import runs_dir
 from ..metrics import MC_SAMPLES
 from .cells import ATTACKS, attack_sweep
 from .docs import doc_paths
+from .tables import seed_range
 
 __all__ = [
     "DATASET", "DEFAULT_BETAS", "SCHEDULES", "PAPER", "JSON_NAME", "TABLE_NAME", "FIGURES", "EVAL_NAME",
@@ -265,15 +266,22 @@ def evaluate_model(model, split, samples: int = MC_SAMPLES, batch_size: int = 50
     }
 
 
-def evaluate_run(run_dir, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0, data_dir=None,
+def _open(run) -> Any:
+    """A :class:`tf_mtvib.runs.Run` as given, or the run at a directory: a sweep opens each run once, so that
+    its model loads once for the evaluation and every attack."""
+    from .. import runs
+
+    return run if isinstance(run, runs.Run) else runs.load_run(run)
+
+
+def evaluate_run(run, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0, data_dir=None,
                  log=print) -> Dict[str, Any]:
-    """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds.
+    """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds;
+    ``run`` is a :class:`tf_mtvib.runs.Run` or its directory.
 
     Cached in ``<run_dir>/vib_eval.json`` (recomputed when the model file or the settings change).
     """
-    from .. import runs
-
-    run = runs.load_run(run_dir)
+    run = _open(run)
 
     def compute():
         log(f"[vib] evaluating {run.path} ({samples} posterior samples)")
@@ -316,14 +324,14 @@ CW_EOT_SAMPLES = MC_SAMPLES
 FIG3_NAME = "vib_cw_zeros_to_one.png"
 
 
-def cw_run(run_dir, examples: int, binary_steps: int, iterations: int, seed: int = 0, data_dir=None,
+def cw_run(run, examples: int, binary_steps: int, iterations: int, seed: int = 0, data_dir=None,
            log=print) -> Dict[str, Any]:
-    """CW-L2 untargeted and targeted on a run's first ``examples`` test images (cached in
-    ``<run_dir>/vib_cw.json``, recomputed when the model file or the budget changes)."""
-    from .. import runs
+    """CW-L2 untargeted and targeted on a run's (a :class:`tf_mtvib.runs.Run` or its directory) first
+    ``examples`` test images (cached in ``<run_dir>/vib_cw.json``, recomputed when the model file or the budget
+    changes)."""
     from ..cw import evaluate_cw
 
-    run = runs.load_run(run_dir)
+    run = _open(run)
 
     def compute():
         split = run.load_split("test", data_dir).take(examples)
@@ -348,13 +356,13 @@ ATTACKS_NAME = "vib_attacks.json"
 SWEEP_ATTACKS: Dict[str, Dict[str, Any]] = {**ATTACKS, "random_sign": {"attack": "random_sign"}}
 
 
-def attack_run(run_dir, examples: int, seed: int = 0, data_dir=None, log=print) -> Dict[str, Any]:
-    """Each sweep of :data:`SWEEP_ATTACKS` on a run's first ``examples`` test images
-    (:func:`cells.attack_sweep`), with the masking verdict; cached in ``<run_dir>/vib_attacks.json``."""
-    from .. import runs
+def attack_run(run, examples: int, seed: int = 0, data_dir=None, log=print) -> Dict[str, Any]:
+    """Each sweep of :data:`SWEEP_ATTACKS` on a run's (a :class:`tf_mtvib.runs.Run` or its directory) first
+    ``examples`` test images (:func:`cells.attack_sweep`), with the masking verdict; cached in
+    ``<run_dir>/vib_attacks.json``."""
     from .protocols import masking_verdict
 
-    run = runs.load_run(run_dir)
+    run = _open(run)
 
     def compute():
         log(f"[vib] FGSM / PGD / random sign on the first {examples} test images of {run.path}")
@@ -411,19 +419,19 @@ def cw_table(result: Dict[str, Any]) -> str:
 
 def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, iterations: int, data_dir=None
                       ) -> pathlib.Path:
-    """Fig. 3: the first ten zeros of the test set, each targeted to "1" by CW-L2, one row per model."""
+    """Fig. 3: the first ten zeros of the test set, each targeted to "1" by CW-L2, one row per model
+    (``run_dirs``: :class:`tf_mtvib.runs.Run` objects or their directories)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .. import runs
     from ..attacks import model_fn_for
     from ..cw import cw_l2
 
     rows = []
     for run_dir in run_dirs:
-        run = runs.load_run(run_dir)
+        run = _open(run_dir)
         split = run.load_split("test", data_dir)
         (task,) = run.spec.task_names
         zeros = np.flatnonzero(split.labels[task] == 0)[:10]
@@ -456,10 +464,10 @@ def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, it
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
-def _run_summary(run_dir) -> Dict[str, Any]:
+def _run_summary(run) -> Dict[str, Any]:
     from .. import runs
 
-    run = runs.load_run(run_dir)
+    run = _open(run)
     m = run.metrics() or {}
     hist_path = run.path / runs.HISTORY
     hist = runs.read_json(hist_path) if hist_path.exists() else []
@@ -491,6 +499,7 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
     jobs = ([(BASELINE, None)] if baseline else []) + [(VIB, float(b)) for b in betas]
     rows: List[Dict[str, Any]] = []
     failures: List[Dict[str, Any]] = []
+    opened: Dict[str, Any] = {}   # run directory -> its Run, opened once (its model loads on first use)
     for model, beta in jobs:
         run_dir = out / run_name(model, beta)
         argv = train_argv(model, run_dir, beta, preset=preset, schedule=schedule, epochs=epochs,
@@ -504,15 +513,16 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
             log(f"[vib] {e}; going on without it")
             failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
             continue
-        ev = evaluate_run(run_dir, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
+        run = opened[str(run_dir)] = runs.load_run(run_dir)
+        ev = evaluate_run(run, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
                           data_dir=data_dir, log=log)
         row = {"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
-               "status": status, **_run_summary(run_dir), **ev}
+               "status": status, **_run_summary(run), **ev}
         if cw_examples:
-            row["cw"] = cw_run(run_dir, cw_examples, cw_binary_steps, cw_iterations, seed=seed, data_dir=data_dir,
+            row["cw"] = cw_run(run, cw_examples, cw_binary_steps, cw_iterations, seed=seed, data_dir=data_dir,
                                log=log)
         if attack_examples:
-            row["attacks"] = attack_run(run_dir, attack_examples, seed=seed, data_dir=data_dir, log=log)
+            row["attacks"] = attack_run(run, attack_examples, seed=seed, data_dir=data_dir, log=log)
         rows.append(row)
     vib_rows = sorted((r for r in rows if not r["baseline"]), key=lambda r: r["beta"])
     base = next((r for r in rows if r["baseline"]), None)
@@ -546,7 +556,7 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
         (out / TABLE_NAME).write_text(table + "\n" + (f"\n{cw}\n" if cw else ""))
         plot_sweep(result, out)
         if cw_examples:
-            plot_zeros_to_one([r["run_dir"] for r in ([base] if base else []) + vib_rows], out, cw_binary_steps,
+            plot_zeros_to_one([opened[r["run_dir"]] for r in ([base] if base else []) + vib_rows], out, cw_binary_steps,
                               cw_iterations, data_dir)
         log(table + (f"\n\n{cw}" if cw else ""))
     runs.write_json(out / JSON_NAME, result)
@@ -741,9 +751,9 @@ def table1_verdicts(results: Sequence[Dict[str, Any]]) -> List[str]:
         base = [r["baseline"]["error_pct"]["avg"] for r, _ in cells if r.get("baseline")]
         mean = statistics.fmean(errors)
         text = (f"- `{schedule}`: VIB (beta {PAPER['vib_beta']:g}) {mean:.2f} % (12-sample average, "
-                f"{mean_spread(errors)}, seeds {', '.join(str(r['seed']) for r, _ in cells)}) against the paper's "
+                f"{seed_range(errors)}, seeds {', '.join(str(r['seed']) for r, _ in cells)}) against the paper's "
                 f"{PAPER['vib_error_pct']} %; deterministic "
-                + (f"{statistics.fmean(base):.2f} % ({mean_spread(base)})" if base else "not run")
+                + (f"{statistics.fmean(base):.2f} % ({seed_range(base)})" if base else "not run")
                 + f" against {PAPER['deterministic_error_pct']} %")
         if schedule == "demo":
             close = abs(mean - PAPER["vib_error_pct"]) <= TABLE1_POINTS
@@ -756,11 +766,6 @@ def table1_verdicts(results: Sequence[Dict[str, Any]]) -> List[str]:
             text += " (the paper's stated schedule; reported, no goal)."
         lines.append(text)
     return lines
-
-
-def mean_spread(values: Sequence[float]) -> str:
-    """``n = N, range R points`` of a list of errors (``one seed`` for one)."""
-    return f"n = {len(values)}, range {max(values) - min(values):.2f} points" if len(values) > 1 else "one seed"
 
 
 def cw_verdicts(name: str, result: Dict[str, Any]) -> List[str]:

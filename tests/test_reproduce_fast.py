@@ -65,6 +65,15 @@ def test_report_names_the_choice_or_the_shortfall(tmp_path):
     assert "the closest fell 0.9 points short on its worst task" in (tmp_path / "r.md").read_text()
 
 
+def test_report_with_one_candidate_says_it_is_the_only_one_run(tmp_path):
+    folder = tmp_path / fast.SEARCH_FOLDER
+    folder.mkdir()
+    (folder / "c1.json").write_text(json.dumps({"argv": [], **_cell([(0.95, 0.96), (0.93, 0.94)], (50, 60))}))
+    assert fast.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "Chosen for now: c1" in text and "the only candidate run so far" in text and "1 candidates" not in text
+
+
 def test_unknown_candidates_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         fast.main(["--candidates", "c9", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])

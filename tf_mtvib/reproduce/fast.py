@@ -176,8 +176,10 @@ def build_report(results: pathlib.Path) -> str:
                      f"{100 * -gap:.1f} points short on its worst task: there is no `fast` preset yet.")
     else:
         unit = "CPU seconds" if cost_key(hits) == "cpu_seconds" else "wall seconds"
-        lines.append(f"Chosen: {chosen} (`{' '.join(CANDIDATES[chosen])}`), the fewest {unit} to the targets "
-                     f"of the {len(cells)} candidates run.")
+        flags = f"`{' '.join(CANDIDATES[chosen])}`"
+        lines.append(f"Chosen for now: {chosen} ({flags}), the only candidate run so far; it reached the targets."
+                     if len(cells) == 1 else
+                     f"Chosen: {chosen} ({flags}), the fewest {unit} to the targets of the {len(cells)} candidates run.")
     return "\n".join(lines)
 
 

@@ -434,6 +434,18 @@ def test_goals_table_checks_each_model_against_the_papers_table_and_the_majority
     assert mtl.goals_section(tmp_path, "cpu") is None              # the cpu preset sets no goals
 
 
+def test_a_preset_chosen_for_one_data_set_runs_there_by_default_and_refuses_the_others(tmp_path, capsys):
+    """``--preset fast`` (chosen on MultiMNIST) plans MultiMNIST alone, and names the preset when asked for MTFL."""
+    argv = ["--preset", "fast", "--models", "mtvib", "--root", str(tmp_path / "runs"), "--results-dir",
+            str(tmp_path / "results"), "--report", str(tmp_path / "R.md"), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "would run multimnist mtvib seed 0" in out and "mtfl" not in out and "multifashion" not in out
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--datasets", "multimnist,mtfl"])
+    assert e.value.code == 2 and "chosen for multimnist only, not 'mtfl'" in capsys.readouterr().err
+
+
 def test_dry_run_times_each_training_from_the_committed_seeds(tmp_path, capsys):
     """``--dry-run`` prices every training still to run from the committed cells' own epoch
     times (median seconds per epoch x the preset's epochs), and says which it cannot price."""

@@ -54,6 +54,34 @@ def test_bad_flags_are_argparse_errors(argv, message, capsys):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_the_fast_preset_is_the_candidate_its_committed_search_chose():
+    """One source of truth: ``--preset fast`` resolves to exactly the configuration of ``--preset full`` plus the
+    flags of the candidate that the committed search (docs/results/fast/search) chose, for MTVIB and GS."""
+    from tf_mtvib.reproduce import fast
+
+    cells = fast.load_cells(ROOT / "docs" / "results" / "fast")
+    chosen = fast.choose({name: fast.reached(cell, fast.targets()) for name, cell in cells.items()})
+    assert chosen is not None, "the committed search chose no candidate"
+    for model in ("mtvib", "gs"):
+        base = ["--dataset", fast.DATASET, "--model", model, "--seed", "1"]
+        preset = build_config(parse_args([*base, "--preset", "fast"]))
+        flags = build_config(parse_args([*base, "--preset", "full", *fast.CANDIDATES[chosen]]))
+        assert {**preset, "preset": "full"} == flags
+    off = build_config(parse_args(["--dataset", "multimnist", "--preset", "fast", "--no-fused-batchnorm"]))
+    assert off["hparams"]["fused_batchnorm"] is False and off["training"]["precision"] == "mixed_bfloat16"
+    assert "fused_batchnorm" not in build_config(parse_args(["--dataset", "multimnist", "--preset", "full"]))["hparams"]
+
+
+def test_a_preset_chosen_for_one_data_set_refuses_the_others(tmp_path, capsys):
+    from tf_mtvib.train import presets_for
+
+    assert "fast" in presets_for("multimnist") and "fast" not in presets_for("mtfl")
+    assert set(presets_for("mnist")) == set(PRESETS) - {"fast"}
+    assert main(["--dataset", "mtfl", "--model", "gs", "--preset", "fast", "--output-dir", str(tmp_path / "r")]) == 2
+    assert "chosen for multimnist only, not 'mtfl'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_option_of_another_data_set_is_refused():
     with pytest.raises(SystemExit, match="--num-train"):
         build_config(parse_args(["--dataset", "mtfl", "--model", "gs", "--num-train", "10"]))

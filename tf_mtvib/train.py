@@ -37,7 +37,7 @@ from .config import TRAINING_KEYS, TrainingConfig
 from .metrics import MC_SAMPLES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
-__all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
+__all__ = ["PRESETS", "check_preset", "presets_for", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
            "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
            "RunFailed", "config_differences"]
 
@@ -45,10 +45,13 @@ __all__ = ["PRESETS", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "tra
 DEFAULT_MODEL = "mtvib"
 
 #: Training budgets. Top-level training settings (epochs, batch_size,
-#: learning_rate, and optionally lr_schedule, ...); ``data`` holds per-data-set
+#: learning_rate, and optionally lr_schedule, precision, ...); ``data`` holds per-data-set
 #: options for datasets.load, the ``max_train``/``max_test`` caps (a seeded,
 #: stratified random subset of a split: ``Split.sample`` with the run's seed, see
-#: ``runs.load_split``) and per-data-set training settings (e.g. epochs).
+#: ``runs.load_split``) and per-data-set training settings (e.g. epochs). Optional:
+#: ``hparams``, model hyper-parameters the preset sets (``--hparams`` and flags override
+#: them), and ``datasets``, the only data sets the preset was chosen for (others are
+#: refused, :func:`check_preset`).
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The paper: Adam 1e-4, batch 200, 200 epochs, full data sets.
     "paper": {"epochs": 200, "batch_size": 200, "learning_rate": 1e-4,
@@ -130,6 +133,30 @@ def base_name(name: str) -> str:
 
 #: ``full-x2``: the full preset at twice its epochs (the report's "next doubling" check).
 PRESETS[doubled_name("full")] = doubled(PRESETS["full"])
+
+#: ``fast``: MultiMNIST's paper accuracy in the fewest CPU seconds. The full preset's data and batch with
+#: the schedule the search of ``python -m tf_mtvib.reproduce fast`` chose on a validation carve of the
+#: training split (docs/fast.md; a test holds this entry to the chosen candidate's flags): bf16 compute,
+#: TF's fused BatchNorm kernel, a one-epoch linear warm-up to Adam 2e-3, then cosine decay.
+PRESETS["fast"] = {
+    "epochs": 10, "batch_size": 200, "learning_rate": 2e-3, "lr_schedule": "warmup_cosine", "warmup_epochs": 1,
+    "precision": "mixed_bfloat16", "hparams": {"fused_batchnorm": True},
+    "datasets": ("multimnist",),
+    "data": {"multimnist": dict(PRESETS["full"]["data"]["multimnist"])},
+}
+
+
+def presets_for(dataset: str) -> List[str]:
+    """The presets that may train ``dataset`` (all but those chosen for other data sets)."""
+    return [name for name, preset in PRESETS.items() if dataset in preset.get("datasets", (dataset,))]
+
+
+def check_preset(name: str, dataset: str) -> None:
+    """ValueError when preset ``name`` declares the data sets it was chosen for and ``dataset`` is not one."""
+    chosen_for = PRESETS[name].get("datasets")
+    if chosen_for is not None and dataset not in chosen_for:
+        raise ValueError(f"the {name!r} preset was chosen for {', '.join(chosen_for)} only, not {dataset!r} "
+                         f"(its schedule was searched there); use --preset full, or give the training flags yourself")
 
 _TRAINING_KEYS = TRAINING_KEYS
 #: The defaults written into a new run's config.json: TrainingConfig's, except lr_schedule and warmup_epochs
@@ -221,9 +248,10 @@ def make_parser() -> argparse.ArgumentParser:
     add_family_arguments(g)      # each family's own hyper-parameters
     g.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="synchronise BatchNorm statistics across replicas")
-    g.add_argument("--fused-batchnorm", action="store_true", default=None,
+    g.add_argument("--fused-batchnorm", action=argparse.BooleanOptionalAction, default=None,
                    help="compute the unsynchronised BatchNorms with TensorFlow's fused kernel (same weights and "
-                        "arithmetic; faster on CPU, see benchmarks/results/profile_step*.json)")
+                        "arithmetic; faster on CPU, see benchmarks/results/profile_step*.json); on in the fast "
+                        "preset, --no-fused-batchnorm turns it off")
     g.add_argument("--float32-heads", action="store_true", default=None,
                    help="under --precision mixed_*: compute the Gaussian latent's heads (loc and scale) and the "
                         "decoders' first FC in float32 (VIB models), the rest in the mixed policy")
@@ -301,8 +329,8 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
             training[k] = per_data.pop(k)
     limits = {k: per_data.pop(k) for k in _LIMIT_KEYS if k in per_data}
     data = dict(per_data)
-    hparams: Dict[str, Any] = {}
     known = hparam_defaults()
+    hparams: Dict[str, Any] = dict(preset.get("hparams", {}))
     if args.hparams is not None:
         try:
             loaded = json.loads(args.hparams.read_text())
@@ -328,6 +356,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     try:
+        check_preset(args.preset, args.dataset)
         check_dataset(get_family(args.model), args.dataset)
         check_weighting(args.model, hparams.get("weighting"), hparams)
     except ValueError as e:

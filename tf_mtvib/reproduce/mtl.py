@@ -677,8 +677,10 @@ def same_training(preset: str, dataset: str, model: str) -> List[str]:
         config.pop("dataset")
         return tuple(get_spec(d).input_shape), config
 
+    from ..train import presets_for
+
     mine = key(dataset)
-    return [d for d in DATASETS if d != dataset and key(d) == mine]
+    return [d for d in DATASETS if d != dataset and preset in presets_for(d) and key(d) == mine]
 
 
 def price_epoch(results_dir: pathlib.Path, preset: str, dataset: str,
@@ -1095,7 +1097,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce mtl", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu", choices=list(train_module.PRESETS))
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated subset (default: all, or the data sets a preset was chosen for)")
     p.add_argument("--models", default=None,
                    help="comma-separated models to train and evaluate (default: the paper's, except under a "
                         "doubled preset such as full-x2, which prices the next doubling on models named here): "
@@ -1158,7 +1161,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     doc_paths(p, args, {"results_dir": "docs/results", "report": "docs/RESULTS.md"})
-    datasets = comma_choices(p, args.datasets, DATASETS, "data set")
+    from ..train import PRESETS, check_preset
+
+    chosen_for = [d for d in DATASETS if d in PRESETS[args.preset].get("datasets", DATASETS)]
+    datasets = comma_choices(p, args.datasets or ",".join(chosen_for), DATASETS, "data set")
+    for d in datasets:
+        try:
+            check_preset(args.preset, d)
+        except ValueError as e:
+            p.error(str(e))
     if args.models is None and base_name(args.preset) != args.preset and not (args.report_only or args.search_only):
         p.error(f"--preset {args.preset} doubles {base_name(args.preset)}'s budget to price the next doubling "
                 "on chosen models: name them with --models (e.g. --models mtvib)")

@@ -854,13 +854,13 @@ def doc_section(results_dir, doc_dir) -> str:
 # Command line
 # --------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    from ..train import PRESETS
+    from ..train import presets_for
 
     p = argparse.ArgumentParser(prog="python -m tf_mtvib.reproduce vib",
                                 description="Deep VIB on MNIST (Alemi et al. 2017): beta sweep, Fig. 1a/1c/1d.")
     p.add_argument("--betas", default=",".join(f"{b:g}" for b in DEFAULT_BETAS),
                    help="comma-separated betas (default: %(default)s)")
-    p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="data/epoch budget (default: %(default)s)")
+    p.add_argument("--preset", choices=presets_for(DATASET), default="cpu", help="data/epoch budget (default: %(default)s)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="paper",
                    help="optimiser schedule: paper (Adam 1e-3) or demo (Adam 1e-4, beta1 0.5, decay 0.97/2 "
                         "epochs, EMA 0.999) (default: %(default)s)")

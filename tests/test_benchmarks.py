@@ -142,11 +142,36 @@ def test_bench_precision_quick(tmp_path, data_dir):
     for t in ("top_left", "bottom_right"):
         assert bf16["points_vs_float32"][t] == pytest.approx(100 * (mean("mixed_bfloat16", t) - mean("float32", t)))
     assert bf16["within_1_point"] == all(abs(bf16["points_vs_float32"][t]) <= 1 for t in ("top_left", "bottom_right"))
-    assert [r["precision"] for r in tta] == ["float32", "mixed_bfloat16"]
+    assert [(r["model"], r["seed"], r["precision"]) for r in tta] == [
+        ("gs", 0, "float32"), ("gs", 0, "mixed_bfloat16"), ("gs", 1, "float32"), ("gs", 1, "mixed_bfloat16")]
     for r in tta:
         assert r["evaluations"] and r["evaluations"][0]["train_seconds"] > 0
         assert set(r["best"]) == {"top_left", "bottom_right", "joint"}
+        assert r["targets"] == {"top_left": 0.9, "bottom_right": 0.9} and r["preset"] == "full"
     assert len(doc["tables"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_precision_time_to_the_paper_targets_at_the_fast_preset(tmp_path, data_dir):
+    """``--tta-preset fast --target paper``: the fast preset's precision and fused BatchNorm, each model's own
+    Table III row less one point as its targets."""
+    doc = _run("bench_precision", tmp_path, "--parts", "tta", "--models", "mtvib", "--precisions", "mixed_bfloat16",
+               "--tta-preset", "fast", "--target", "paper", data_dir=data_dir)
+    (row,) = doc["results"]["tta"]
+    assert row["preset"] == "fast" and row["hparams"]["fused_batchnorm"] is True and row["target"] == "paper"
+    assert row["targets"] == pytest.approx({"top_left": 0.939, "bottom_right": 0.927})
+    assert "Table III row less one point" in " ".join(doc["notes"])
+
+
+def test_bench_precision_targets_are_a_number_or_each_models_paper_row():
+    import bench_precision
+
+    assert bench_precision.tta_targets("paper", "gs", None) == pytest.approx({"top_left": 0.937, "bottom_right": 0.927})
+    assert bench_precision.tta_targets("paper", "mtvib", None) == pytest.approx({"top_left": 0.939,
+                                                                                 "bottom_right": 0.927})
+    assert bench_precision.tta_targets("0.9", "gs", ["a", "b"]) == {"a": 0.9, "b": 0.9}
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        bench_precision.tta_targets("1.5", "gs", ["a"])
 
 
 @pytest.mark.slow
@@ -347,6 +372,26 @@ def test_project_readme_training_speed_is_the_committed_results(tmp_path):
     assert "| Test CPU (amx_bf16) | mtvib | 400 | 1.25x | 1.50x | not measured | 0.3 |" in text
     # seed 2 has no bfloat16 partner and is left out: (-2 + 1) / 2 = -0.5
     assert "gs, `mixed_bfloat16` (seeds 0, 1): a -0.5 (seeds -2.0 to +1.0)" in text
+    assert "Not yet measured at the `fast` preset." not in text     # the parity above ran at the fast preset
+
+    # the fast preset's time to the paper's targets, per model and precision, against the 1,800 s goal
+    (tmp_path / "precision.json").unlink()
+    assert "Not yet measured at the `fast` preset." in common.training_speed(tmp_path)
+    tta = lambda model, seed, precision, secs, ratio=None: {
+        "model": model, "seed": seed, "precision": precision, "preset": "fast", "target": "paper",
+        "num_train": 120000, "reached": {"all": {"train_seconds": secs}} if secs else {},
+        **({"speedup_vs_float32": ratio} if ratio else {})}
+    (tmp_path / "precision_tta_fast.json").write_text(json.dumps({"date": "2026-01-03T00:00:00", "machine": machine,
+        "results": {"tta": [tta("mtvib", 0, "mixed_bfloat16", 1500.0), tta("mtvib", 1, "mixed_bfloat16", 1900.0),
+                            tta("mtvib", 2, "mixed_bfloat16", None), tta("gs", 0, "float32", 2000.0),
+                            tta("gs", 0, "mixed_bfloat16", 1000.0, 2.0)]}}))
+    text = common.training_speed(tmp_path)
+    assert ("mtvib, `mixed_bfloat16` (seeds 0, 1, 2): 1,700 s mean (seeds 1,500 to 1,900); 1 of 3 within 1,800 s, "
+            "1 not reached") in text
+    assert "gs, `mixed_bfloat16` (seeds 0): 1,000 s mean (seeds 1,000 to 1,000); 1 of 1 within 1,800 s; " \
+           "float32's time over this: 2.00x" in text
+    assert "Test CPU (amx_bf16); load at start 0.3; `precision_tta_fast.json`, 2026-01-03" in text
+    assert "Not yet measured at the `fast` preset." not in text
 
 
 def test_readme_figures_are_the_committed_results(tmp_path):

@@ -37,8 +37,8 @@ from .config import TRAINING_KEYS, TrainingConfig
 from .metrics import MC_SAMPLES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
-__all__ = ["PRESETS", "check_preset", "presets_for", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train", "main", "parse_args",
-           "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
+__all__ = ["PRESETS", "check_preset", "presets_for", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train",
+           "main", "parse_args", "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
            "RunFailed", "config_differences"]
 
 #: The model trained when ``--model`` is not given: the project's model, MTVIB.

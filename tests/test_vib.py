@@ -121,12 +121,26 @@ def test_sweep_writes_json_table_and_three_pngs(smoke_sweep):
         numbers = [*r["error_pct"].values(), *r["ce_nats"].values(), r["kl_nats"], r["izx_bits"], r["izy_bits"]]
         assert all(math.isfinite(v) for v in numbers), r
         assert r["epochs"] == 1 and r["num_train"] == 256 and r["num_test"] == 64 and r["stochastic"]
+        # Fig. 1(a)'s training error, on the images the run trained on, in the same modes
+        assert r["num_train_evaluated"] == 256 and set(r["train_error_pct"]) == set(r["error_pct"])
+        assert all(0.0 <= v <= 100.0 for v in r["train_error_pct"].values())
         # I(Z;X) <= mean KL / ln 2 and I(Z;Y) >= H(Y) - CE / ln 2, in bits
         assert r["izx_bits"] == pytest.approx(r["kl_nats"] / math.log(2), rel=1e-12)
         assert r["izy_bits"] == pytest.approx(result["h_y_bits"] - r["ce_nats"]["sampled"] / math.log(2), rel=1e-12)
     assert 3.0 < result["h_y_bits"] <= math.log2(10) + 1e-9
     table = (out / vib.TABLE_NAME).read_text()
     assert table in stdout and "| mlp | - |" in table and "| vib_mlp | 0.1 |" in table
+    tr = result["vib"][0]["train_error_pct"]
+    assert f"| {tr['1shot']:.2f} / {tr['avg']:.2f} |" in table
+
+
+def test_the_table_shows_no_training_error_for_a_sweep_evaluated_before_it_was_recorded():
+    row = {"model": "vib_mlp", "beta": 1e-3, "epochs": 10, "num_train": 60000, "izx_bits": 3.0, "izy_bits": 3.2,
+           "error_pct": {"1shot": 2.5, "1shot_std": 0.1, "avg": 2.1, "mean": 2.2}, "ce_nats": {"sampled": 0.1}}
+    old = vib.markdown_table({"baseline": None, "vib": [row]})
+    assert "| 2.50 (±0.10) | 2.10 | 2.20 | - | 3.00 |" in old
+    new = vib.markdown_table({"baseline": None, "vib": [{**row, "train_error_pct": {"1shot": 0.5, "avg": 0.25}}]})
+    assert "| 2.20 | 0.50 / 0.25 | 3.00 |" in new
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ EVAL_NAME = "vib_eval.json"   # per-run evaluation cache, inside each run direct
 FIGURES = {"error_vs_beta": "vib_error_vs_beta.png", "info_plane": "vib_info_plane.png",
            "izx_vs_beta": "vib_izx_vs_beta.png"}
 LN2 = math.log(2.0)
-_EVAL_VERSION = 2  # bump when evaluate_model changes: cached evaluations are then recomputed
+_EVAL_VERSION = 3  # bump when the evaluation changes: cached evaluations are then recomputed (3: train error)
 
 
 class SweepError(RuntimeError):
@@ -276,7 +276,8 @@ def _open(run) -> Any:
 
 def evaluate_run(run, samples: int = MC_SAMPLES, batch_size: int = 500, seed: int = 0, data_dir=None,
                  log=print) -> Dict[str, Any]:
-    """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds;
+    """:func:`evaluate_model` on a run's test set (its ``max_test`` cap honoured), plus H(Y) and the bounds, and
+    the training error in the same modes on the images it trained on (Fig. 1(a) plots both; ``train_error_pct``);
     ``run`` is a :class:`tf_mtvib.runs.Run` or its directory.
 
     Cached in ``<run_dir>/vib_eval.json`` (recomputed when the model file or the settings change).
@@ -290,6 +291,10 @@ def evaluate_run(run, samples: int = MC_SAMPLES, batch_size: int = 500, seed: in
         result["h_y_bits"] = label_entropy_bits(split.labels[run.spec.task_names[0]])
         result.update(info_bits(result["kl_nats"] if result["stochastic"] else None, result["ce_nats"]["sampled"],
                                 result["h_y_bits"]))
+        log(f"[vib] training error of {run.path}")
+        train = evaluate_model(run.model, run.load_split("train", data_dir), samples=samples, batch_size=batch_size,
+                               seed=seed)
+        result["train_error_pct"], result["num_train_evaluated"] = train["error_pct"], train["num_test"]
         return result
 
     return _cached(run, EVAL_NAME, {"version": _EVAL_VERSION, "samples": samples, "seed": seed}, compute)
@@ -564,18 +569,21 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
 
 
 def markdown_table(result: Dict[str, Any]) -> str:
-    """One row per model: test error (%) in the three modes, the bounds in bits, the budget."""
+    """One row per model: test error (%) in the three modes, the training error (1-shot / avg; ``-`` for a sweep
+    evaluated before it was recorded), the bounds in bits, the budget."""
     lines = ["| model | beta | epochs | train images | error 1-shot % | error avg % | error mean % | "
-             "I(Z;X) <= bits | I(Z;Y) >= bits | test CE nats (sampled) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "train error 1-shot / avg % | I(Z;X) <= bits | I(Z;Y) >= bits | test CE nats (sampled) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = ([result["baseline"]] if result.get("baseline") else []) + list(result["vib"])
     for r in rows:
         e = r["error_pct"]
         izx = "-" if r["izx_bits"] is None else f"{r['izx_bits']:.2f}"
         beta = "-" if r["beta"] is None else f"{r['beta']:g}"
         ntrain = f"{r['num_train']:,}" if r.get("num_train") else "?"
+        tr = r.get("train_error_pct")
+        train = "-" if tr is None else f"{tr['1shot']:.2f} / {tr['avg']:.2f}"
         lines.append(f"| {r['model']} | {beta} | {r['epochs']} | {ntrain} "
-                     f"| {e['1shot']:.2f} (±{e['1shot_std']:.2f}) | {e['avg']:.2f} | {e['mean']:.2f} "
+                     f"| {e['1shot']:.2f} (±{e['1shot_std']:.2f}) | {e['avg']:.2f} | {e['mean']:.2f} | {train} "
                      f"| {izx} | {r['izy_bits']:.3f} | {r['ce_nats']['sampled']:.4f} |")
     return "\n".join(lines)
 
@@ -608,12 +616,16 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
     budget = _budget_caption(result)
     paths = {k: out / v for k, v in FIGURES.items()}
 
-    # Fig. 1a: test error vs beta.
+    # Fig. 1a: test (and, where evaluated, training) error vs beta.
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
     modes = (("1shot", "o-", "VIB 1 shot"), ("avg", "s-", f"VIB avg ({result['eval_samples']} samples)"),
              ("mean", "^-", "VIB mean (z = mu)"))
     for key, style, label in modes:
         ax.plot(betas, [r["error_pct"][key] for r in rows], style, ms=4, label=label)
+    if rows and all(r.get("train_error_pct") for r in rows):
+        for key, style, label in modes[:2]:
+            ax.plot(betas, [max(r["train_error_pct"][key], 1e-3) for r in rows], style.replace("-", "--"), ms=3,
+                    alpha=0.7, label=f"{label}, train")
     if base:
         ax.axhline(base["error_pct"]["mean"], color="k", ls="--", lw=1,
                    label=f"deterministic MLP ({base['error_pct']['mean']:.2f}%)")
@@ -622,8 +634,8 @@ def plot_sweep(result: Dict[str, Any], output_dir) -> Dict[str, pathlib.Path]:
     ax.axhline(PAPER["deterministic_error_pct"], color="tab:red", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _finish(fig, ax, "beta", "test error (%, log scale)",
-            f"Deep VIB on MNIST: test error vs beta\n{budget}", paths["error_vs_beta"], fontsize=8)
+    _finish(fig, ax, "beta", "error (%, log scale; a training error of 0 drawn at 0.001)",
+            f"Deep VIB on MNIST: error vs beta\n{budget}", paths["error_vs_beta"], fontsize=7)
 
     # Fig. 1c: the information plane.
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)

@@ -377,6 +377,7 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
             load = (m.get("load_average_at_start") or ["-"])[0]
             lines.append(f"| {_cpu_label(doc)} | {row['model']} | {ips['keras_float32']:,.0f} | " + " | ".join(cells)
                          + f" | {load} | `{f.name}`, {doc['date'][:10]} |")
+    fast = False      # whether any file measured the fast preset (parity or time to target)
     for parity in sorted(results_dir.glob("precision*.json")):
         doc = json.loads(parity.read_text())
         runs_ = doc["results"].get("parity", [])
@@ -398,10 +399,10 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
                 parts.append(f"{model}, `{variant}` (seeds {', '.join(str(s) for s in seeds)}): " + ", ".join(
                     f"{t} {sum(d) / len(d):+.1f} (seeds {min(d):+.1f} to {max(d):+.1f})" for t, d in diffs.items()))
         if parts:
+            fast = fast or first["preset"] == "fast"
             lines += ["", f"Accuracy minus float32's, in points, mean over paired seeds (`--preset {first['preset']}`, "
                       f"{first['epochs']} epochs on {first['num_train']:,} images; {_cpu_label(doc)}; `{parity.name}`, "
                       f"{doc['date'][:10]}): " + "; ".join(parts) + "."]
-    fast = False
     for tta in sorted(results_dir.glob("precision*.json")):
         doc = json.loads(tta.read_text())
         rows = [r for r in doc["results"].get("tta", []) if r.get("preset") == "fast" and r.get("target") == "paper"]
@@ -433,7 +434,6 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
                   f"{(doc['machine'].get('load_average_at_start') or ['-'])[0]}; `{tta.name}`, {doc['date'][:10]}; "
                   "`benchmarks/bench_precision.py --parts tta --tta-preset fast --target paper`): "
                   + "; ".join(parts) + "."]
-    fast = fast or any("`--preset fast`" in line for line in lines)
     if not fast:
         lines += ["", "Not yet measured at the `fast` preset."]
     return "\n".join(lines) + "\n"

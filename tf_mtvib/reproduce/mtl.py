@@ -1161,9 +1161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
     doc_paths(p, args, {"results_dir": "docs/results", "report": "docs/RESULTS.md"})
-    from ..train import PRESETS, check_preset
+    from ..train import check_preset, presets_for
 
-    chosen_for = [d for d in DATASETS if d in PRESETS[args.preset].get("datasets", DATASETS)]
+    chosen_for = [d for d in DATASETS if args.preset in presets_for(d)]
     datasets = comma_choices(p, args.datasets or ",".join(chosen_for), DATASETS, "data set")
     for d in datasets:
         try:

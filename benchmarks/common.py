@@ -396,6 +396,10 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
                 tasks = [t for t in first["accuracy"] if t != "joint"]
                 diffs = {t: [100 * (by[(model, variant, s)]["accuracy"][t] - by[(model, "float32", s)]["accuracy"][t])
                              for s in seeds] for t in tasks}
+                if len(seeds) == 1:    # one pair: no spread to state
+                    parts.append(f"{model}, `{variant}` (seed {seeds[0]}, one pair): " + ", ".join(
+                        f"{t} {d[0]:+.1f}" for t, d in diffs.items()))
+                    continue
                 parts.append(f"{model}, `{variant}` (seeds {', '.join(str(s) for s in seeds)}): " + ", ".join(
                     f"{t} {sum(d) / len(d):+.1f} (seeds {min(d):+.1f} to {max(d):+.1f})" for t, d in diffs.items()))
         if parts:
@@ -415,10 +419,13 @@ def training_speed(results_dir: pathlib.Path = RESULTS) -> str:
                 got = [r for r in rows if r["model"] == model and r["precision"] == precision]
                 secs = [r["reached"]["all"]["train_seconds"] for r in got if "all" in r["reached"]]
                 seeds = ", ".join(str(r["seed"]) for r in got)
-                text = f"{model}, `{precision}` (seeds {seeds}): "
-                if secs:
+                text = f"{model}, `{precision}` ({'seeds' if len(got) > 1 else 'seed'} {seeds}): "
+                if len(secs) > 1:
                     text += (f"{sum(secs) / len(secs):,.0f} s mean (seeds {min(secs):,.0f} to {max(secs):,.0f}); "
                              f"{sum(x <= FAST_GOAL_SECONDS for x in secs)} of {len(got)} within {FAST_GOAL_SECONDS:,} s")
+                elif secs:
+                    text += (f"{secs[0]:,.0f} s, {'within' if secs[0] <= FAST_GOAL_SECONDS else 'over'} "
+                             f"{FAST_GOAL_SECONDS:,} s (one seed)")
                 else:
                     text += "targets not reached"
                 if len(secs) < len(got) and secs:

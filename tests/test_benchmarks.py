@@ -373,6 +373,10 @@ def test_project_readme_training_speed_is_the_committed_results(tmp_path):
     # seed 2 has no bfloat16 partner and is left out: (-2 + 1) / 2 = -0.5
     assert "gs, `mixed_bfloat16` (seeds 0, 1): a -0.5 (seeds -2.0 to +1.0)" in text
     assert "Not yet measured at the `fast` preset." not in text     # the parity above ran at the fast preset
+    (tmp_path / "precision.json").write_text(json.dumps({"date": "2026-01-02T00:00:00", "machine": machine, "results": {
+        "parity": [{"model": "gs", "precision": p, "seed": 0, "preset": "fast", "epochs": 4, "num_train": 1000,
+                    "accuracy": {"a": acc, "joint": 0.0}} for p, acc in (("float32", 0.90), ("mixed_bfloat16", 0.88))]}}))
+    assert "gs, `mixed_bfloat16` (seed 0, one pair): a -2.0." in common.training_speed(tmp_path)   # no spread
 
     # the fast preset's time to the paper's targets, per model and precision, against the 1,800 s goal
     (tmp_path / "precision.json").unlink()
@@ -388,8 +392,8 @@ def test_project_readme_training_speed_is_the_committed_results(tmp_path):
     text = common.training_speed(tmp_path)
     assert ("mtvib, `mixed_bfloat16` (seeds 0, 1, 2): 1,700 s mean (seeds 1,500 to 1,900); 1 of 3 within 1,800 s, "
             "1 not reached") in text
-    assert "gs, `mixed_bfloat16` (seeds 0): 1,000 s mean (seeds 1,000 to 1,000); 1 of 1 within 1,800 s; " \
-           "float32's time over this: 2.00x" in text
+    assert "gs, `mixed_bfloat16` (seed 0): 1,000 s, within 1,800 s (one seed); float32's time over this: 2.00x" in text
+    assert "gs, `float32` (seed 0): 2,000 s, over 1,800 s (one seed)" in text
     assert "Test CPU (amx_bf16); load at start 0.3; `precision_tta_fast.json`, 2026-01-03" in text
     assert "Not yet measured at the `fast` preset." not in text
 

@@ -332,3 +332,60 @@ def test_k_trunks_build_one_lenet_per_module_and_take_a_step(family):
     assert "_layer_fns" not in separate.__dict__
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(separate))
     assert restored.network.get_layer("modules").separate
+
+
+def test_beta_vae_modules_add_the_reconstruction_and_the_latent_adds_the_kl():
+    """Table 3's beta-VAE row: weight / pixels * (sum_pixels BCE + beta * KL), against NumPy."""
+    import keras
+
+    from tf_mtvib.layers import GaussianLatent
+    from tf_mtvib.modular import VAEModules
+
+    rng = np.random.default_rng(0)
+    h = tf.constant(rng.normal(size=(8, 7)).astype(np.float32))
+    image = tf.constant(rng.random((8, 4, 4, 1)).astype(np.float32))
+    weight, beta, pixels = 0.5, 4.0, 16
+    latent = GaussianLatent(6, beta=weight * beta / pixels, head="linear")
+    vae = VAEModules(3, 2, weight=weight, hidden=5)
+    z = latent(h, training=True, sample=False)               # the posterior mean: a deterministic check
+    out = vae([z, image], training=True)
+    assert tuple(out.shape) == (8, 3, 2)
+    np.testing.assert_allclose(out.numpy().reshape(8, 6), z.numpy())
+    w1, b1 = (np.asarray(v, np.float64) for v in vae.decoder_hidden.weights)
+    w2, b2 = (np.asarray(v, np.float64) for v in vae.decoder_out.weights)
+    logits = np.maximum(z.numpy() @ w1 + b1, 0) @ w2 + b2
+    x = image.numpy().reshape(8, pixels)
+    bce = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
+    assert len(vae.losses) == 1
+    assert float(vae.losses[0]) == pytest.approx(weight * bce.sum(1).mean() / pixels, rel=1e-5)
+    loc, scale = (t.numpy().astype(np.float64) for t in latent.loc_and_scale(h))
+    kl = 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * np.log(scale)).sum(1)
+    assert float(latent.losses[0]) == pytest.approx(weight * beta / pixels * kl.mean(), rel=1e-5)
+    inference = VAEModules(3, 2, weight=weight, hidden=5)
+    inference([z, image], training=False)
+    assert not inference.losses
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(vae))
+    assert isinstance(restored, VAEModules) and restored.get_config()["weight"] == weight
+    with pytest.raises(ValueError, match="K \\* m"):
+        VAEModules(4, 2)([z, image])
+
+
+def test_mtcrl_beta_vae_row_trains_with_g_irm_and_takes_one_trunk():
+    import keras
+
+    from tf_mtvib.datasets.spec import SPECS
+    from tf_mtvib.hparams import InapplicableHParam
+    from tf_mtvib.models import build_model
+    from tf_mtvib.modular import VAEModules
+
+    spec = SPECS["pairmnist"]
+    model = build_model("mtcrl", spec, disentangle="beta_vae", num_modules=4)
+    assert isinstance(model.network.get_layer("modules"), VAEModules)
+    assert model.is_stochastic and model.network.get_layer("module_latent").beta > 0
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = {"image": rng.random((8, *spec.input_shape), dtype=np.float32), "environment": np.array([0, 1] * 4)}
+    logs = model.train_on_batch(x, {t: rng.integers(0, 10, 8) for t in spec.task_names}, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["kl"] > 0 and np.isfinite(logs["g_irm"])
+    with pytest.raises(InapplicableHParam, match="one trunk"):
+        build_model("mtcrl", spec, disentangle="beta_vae", module_trunks="separate")

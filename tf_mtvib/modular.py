@@ -10,7 +10,8 @@ is vanilla MMoE):
   input-dependent softmax gates ``g_t(x)`` (:class:`SoftmaxGates`);
 * MT-CRL: the combination follows a learned, input-independent graph
   ``A = sigmoid(theta)`` (:class:`CausalGraph`, eq. 3's terms as its layer
-  loss); the modules add eq. (2)'s decorrelation as theirs; and
+  loss); the modules add eq. (2)'s decorrelation as theirs (or, in Table 3's
+  beta-VAE row, are a beta-VAE's latent: :class:`VAEModules`); and
   :class:`GraphIRMPenalty` adds G-IRM (eqs. 7-9) in the training step.
 
 The trunk (:func:`lenet_trunk`) is the MultiLeNet of Sener & Koltun's
@@ -30,7 +31,7 @@ import tensorflow as tf
 from .mtcrl import AGGREGATIONS, GIRM_FORMS, aggregate, decorrelation, g_irm, graph_balance, graph_sparsity
 from .terms import LossTerm, Step
 
-__all__ = ["PREDICTORS", "lenet_trunk", "Modules", "SoftmaxGates", "CausalGraph", "TaskPredictors",
+__all__ = ["PREDICTORS", "lenet_trunk", "Modules", "VAEModules", "SoftmaxGates", "CausalGraph", "TaskPredictors",
            "GraphIRMPenalty", "MODULES_LAYER", "GRAPH_LAYER", "PREDICTORS_LAYER"]
 
 _PACKAGE = "tf_mtvib"
@@ -105,6 +106,64 @@ class Modules(keras.layers.Layer):
         if self.separate:
             config["separate"] = True
         return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class VAEModules(keras.layers.Layer):
+    """The K modules as a beta-VAE's latent (MT-CRL's Table 3, "beta-VAE" in place of eq. 2's decorrelation;
+    Higgins et al. 2017): called on ``[z, image]``, where ``z`` (B, K*m) is the sample (or, in inference, the
+    mean) of a :class:`tf_mtvib.layers.GaussianLatent` on the trunk's features, which adds the beta-weighted
+    KL. Returns ``z`` as ``(B, K, m)``; in training it adds ``weight * mean_batch sum_pixels BCE(x, x_hat) /
+    pixels``, the reconstruction term, where ``x_hat = sigmoid(decoder(z))`` and the decoder is
+    ``Dense(hidden, relu)`` then ``Dense(pixels)``. With the latent's beta set to ``weight * beta_vae /
+    pixels`` the two terms are ``weight / pixels * (reconstruction + beta_vae * KL)``, beta-VAE's loss per
+    pixel (:func:`tf_mtvib.families._lenet.modular_network` sets it so)."""
+
+    def __init__(self, num_modules: int, module_dim: int, weight: float = 1.0, hidden: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        if num_modules < 1 or module_dim < 1 or hidden < 1:
+            raise ValueError(f"num_modules, module_dim and hidden must be >= 1, got {num_modules}, {module_dim}, "
+                             f"{hidden}")
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}")
+        self.num_modules, self.module_dim = int(num_modules), int(module_dim)
+        self.weight, self.hidden = float(weight), int(hidden)
+        self.decoder_hidden = keras.layers.Dense(self.hidden, activation="relu", name="decoder_hidden",
+                                                 dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        z_shape, image_shape = input_shape
+        if z_shape[-1] != self.num_modules * self.module_dim:
+            raise ValueError(f"z has {z_shape[-1]} units, expected K * m = {self.num_modules * self.module_dim}")
+        self.pixels = 1
+        for n in image_shape[1:]:
+            self.pixels *= int(n)
+        self.decoder_hidden.build(z_shape)
+        self.decoder_out = keras.layers.Dense(self.pixels, name="decoder_out", dtype=self.dtype_policy)
+        self.decoder_out.build((z_shape[0], self.hidden))
+
+    def reconstruction_logits(self, z):
+        """The decoder's logits for the image's pixels, (B, pixels), float32."""
+        return tf.cast(self.decoder_out(self.decoder_hidden(z)), tf.float32)
+
+    def reconstruction_loss(self, z, image):
+        """``mean_batch sum_pixels BCE(x, sigmoid(logits)) / pixels``: the mean per-pixel cross-entropy."""
+        x = tf.reshape(tf.cast(image, tf.float32), [-1, self.pixels])
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=self.reconstruction_logits(z))
+        return tf.reduce_mean(tf.reduce_sum(bce, axis=-1)) / self.pixels
+
+    def call(self, inputs, training=None):
+        z, image = inputs
+        if training and self.weight > 0:
+            self.add_loss(self.weight * self.reconstruction_loss(z, image))
+        return tf.reshape(z, [-1, self.num_modules, self.module_dim])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_modules, self.module_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_modules": self.num_modules, "module_dim": self.module_dim,
+                "weight": self.weight, "hidden": self.hidden}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

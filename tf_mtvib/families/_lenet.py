@@ -42,6 +42,26 @@ def module_dim(hp) -> int:
     return d // k
 
 
+def _beta_vae_modules(image, h, hp, separate: bool):
+    """MT-CRL's Table 3 row "beta-VAE" (in place of eq. 2): the K modules are the latent z (K * d/K units) of a
+    beta-VAE on the trunk's features, ``lambda_vae / pixels * (reconstruction + beta_vae * KL)`` with a
+    Gaussian posterior (the linear head of :class:`tf_mtvib.layers.GaussianLatent`) and an MLP decoder
+    (:class:`tf_mtvib.modular.VAEModules`); in inference the modules are the posterior mean."""
+    from ..hparams import InapplicableHParam
+    from ..layers import GaussianLatent
+    from ..modular import MODULES_LAYER, VAEModules
+
+    if separate:
+        raise InapplicableHParam("--disentangle beta_vae takes one trunk (--module-trunks shared): its latent is "
+                                 "read from one set of features")
+    k, m = hp["num_modules"], module_dim(hp)
+    pixels = 1
+    for n in image.shape[1:]:
+        pixels *= int(n)
+    z = GaussianLatent(k * m, hp["lambda_vae"] * hp["beta_vae"] / pixels, head="linear", name="module_latent")(h)
+    return VAEModules(k, m, hp["lambda_vae"], name=MODULES_LAYER)([z, image])
+
+
 def modular_network(dataset_spec, hp, combine):
     """image -> LeNet trunk -> Modules -> ``combine(h, z)`` (the tasks' inputs) -> TaskPredictors -> logits."""
     from ..blocks import image_input
@@ -52,7 +72,11 @@ def modular_network(dataset_spec, hp, combine):
     separate = hp["module_trunks"] == "separate"
     trunks = [h] + [lenet_trunk(image, prefix=f"module{i}_", dropout=hp["lenet_dropout"])
                     for i in range(1, hp["num_modules"])] if separate else h
-    z = Modules(hp["num_modules"], module_dim(hp), hp.get("lambda_decor", 0.0), separate, name=MODULES_LAYER)(trunks)
+    if hp.get("disentangle", "decor") == "beta_vae":
+        z = _beta_vae_modules(image, h, hp, separate)
+    else:
+        z = Modules(hp["num_modules"], module_dim(hp), hp.get("lambda_decor", 0.0), separate,
+                    name=MODULES_LAYER)(trunks)
     inputs = combine(h, z)       # MMoE's gates read the first trunk's features
     logits = TaskPredictors([t.num_classes for t in dataset_spec.tasks], hp["predictor"], hp["predictor_hidden"],
                             name=PREDICTORS_LAYER)(inputs)

@@ -23,6 +23,14 @@ SPEC = FamilySpec(
              "aggregation": HParam("concat", "f_t's input: 'concat' ([A_t1 Z_1, ..., A_tK Z_K], d wide) or 'sum' "
                                              "(sum_i A_ti Z_i, d/K wide, as §3.1 writes it)",
                                    _choice("concat", "sum"), "MODE"),
+             "disentangle": HParam("decor", "the disentangling regulariser: 'decor' (eq. 2, the paper's) or "
+                                            "'beta_vae' (Table 3's alternative: the modules as a beta-VAE's latent, "
+                                            "Higgins et al. 2017; --beta-vae, --lambda-vae)",
+                                   _choice("decor", "beta_vae"), "KIND"),
+             "beta_vae": HParam(4.0, "beta of the beta-VAE (--disentangle beta_vae): the KL's weight beside the "
+                                     "reconstruction (Higgins et al. 2017; this library's choice, the paper gives none)"),
+             "lambda_vae": HParam(1.0, "weight of the beta-VAE loss per pixel, (reconstruction + beta KL) / pixels "
+                                       "(--disentangle beta_vae; this library's choice)"),
              "lambda_decor": HParam(0.01, "weight of the decorrelation loss, eq. (2) (a sum over K(K-1)/2 module pairs of (d/K)^2 squared correlations)"),
              "lambda_sps": HParam(0.01, "weight of the graph's L1 sparsity, eq. (3)"),
              "lambda_bal": HParam(0.1, "weight of the graph's balance entropy, eq. (3)"),

@@ -171,7 +171,7 @@ def time_to_accuracy(model_name: str, precision: str, seed: int, args, data_dir,
     test_split = runs.load_split(config, "test", data_dir)
     batch = training["batch_size"]
     steps_per_epoch = math.ceil(len(train_split) / batch)
-    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"])
+    train_ds = to_dataset(train_split, batch, shuffle=True, seed=training["seed"], repeat=True)   # as train.py
     test_ds = to_dataset(test_split, 500)
     with policy_scope(precision):
         model = build_model(model_name, spec, **config["hparams"])
@@ -216,7 +216,8 @@ def time_to_accuracy(model_name: str, precision: str, seed: int, args, data_dir,
     common.log(f"{label}: {len(train_split):,} training images, batch {batch}, "
                f"lr {training['learning_rate']} ({training.get('lr_schedule', 'constant')}), "
                f"up to {max_epochs} epoch(s), targets " + ", ".join(f"{t} {v:.3f}" for t, v in goal.items()))
-    model.fit(train_ds, epochs=max_epochs, verbose=0, callbacks=[Probe()], shuffle=False)
+    model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Probe()],
+              shuffle=False)
     keras.backend.clear_session()
     return {"model": model_name, "precision": precision, "seed": seed, "target": args.target, "targets": goal,
             "num_train": len(train_split), "num_test": len(test_split), "hparams": config["hparams"],

@@ -399,6 +399,14 @@ def test_to_dataset_shuffle_seeded_and_repeat():
     np.testing.assert_array_equal(a, b)
     assert sorted(a.tolist()) == sorted(split.labels["top_left"].tolist())
     assert len(list(to_dataset(split, 5, repeat=True).take(7))) == 7
+    # repeated (labels 0-9 name the images): epoch after epoch the batches a fresh iterator per epoch gives
+    # (the last one partial),
+    # reshuffled each epoch; train.py's fit reads it with steps_per_epoch = ceil(10 / 3) = 4
+    fresh = to_dataset(split, 3, shuffle=True, seed=5)
+    epochs = [[lab["top_left"].numpy().tolist() for _, lab in fresh] for _ in range(3)]
+    endless = iter(to_dataset(split, 3, shuffle=True, seed=5, repeat=True))
+    assert [[next(endless)[1]["top_left"].numpy().tolist() for _ in range(4)] for _ in range(3)] == epochs
+    assert [len(b) for b in epochs[0]] == [3, 3, 3, 1] and epochs[0] != epochs[1]
 
 
 # ---------------------------------------------------------------- missing files

@@ -683,7 +683,9 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     if family.inputs == "per_task":     # each task its own images (VMTL): class-balanced multi-input batches
         train_ds, steps = _multi_input_batches(config, family, train_split, training, loop)
     else:
-        train_ds = to_dataset(train_split, batch, shuffle=True, seed=training.seed, extras=extras)
+        # fit: one endless iterator, `steps` batches an epoch (the same batches as a fresh iterator per epoch)
+        train_ds = to_dataset(train_split, batch, shuffle=True, seed=training.seed, extras=extras,
+                              repeat=loop != "custom")
         steps = (distributed.steps_per_epoch(len(train_split), batch, strategy.num_replicas_in_sync)
                  if loop == "custom" else math.ceil(len(train_split) / batch))
 
@@ -721,7 +723,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
             samples = training.eval_samples if model.is_stochastic else 0
             callbacks.insert(2, _test_at_callback(run_dir, to_dataset(test_split, batch), training.test_at, samples))
         model.fit(train_ds, epochs=training.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
-                  steps_per_epoch=steps if per_task else None,
+                  steps_per_epoch=steps,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # train_ds is shuffled by tf.data
     train_seconds = time.perf_counter() - t0
     if guard.bad is not None:

@@ -45,7 +45,11 @@ def to_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: Optio
 
     The uint8 arrays are what the pipeline holds; scaling happens per batch.
     shuffle: reshuffle every epoch (buffer = the whole split; ``seed`` makes it repeatable).
-    repeat:  repeat indefinitely (each repetition reshuffled).
+    repeat:  repeat indefinitely, epoch after epoch: each repetition is one epoch of whole batches
+             (the last one partial unless ``drop_remainder``), reshuffled, and the same batches as
+             iterating the dataset again would give. ``fit`` then takes ``steps_per_epoch =
+             ceil(len / batch)`` and keeps one iterator for the whole training: creating one per epoch
+             left the first step of some epochs waiting seconds for it (``train.py``).
     """
     import tensorflow as tf
 
@@ -56,9 +60,9 @@ def to_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: Optio
     ds = tf.data.Dataset.from_tensor_slices((inputs, dict(split.labels)))
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x, labels: (_scaled(x), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -204,6 +204,20 @@ def test_bench_load_quick(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_bench_epochs_quick(tmp_path, data_dir):
+    doc = _run("bench_epochs", tmp_path, data_dir=data_dir)
+    r = doc["results"]
+    assert r["images"] == 1200 and r["epochs"] == 3 and [row["iterator"] for row in r["rows"]] == ["fresh", "endless"]
+    for row in r["rows"]:
+        fits = r["fits"][row["iterator"]]
+        assert len(fits) == r["rounds"] and all(len(f["epoch_seconds"]) == 3 and len(f["first_step_waits"]) == 2
+                                                for f in fits)
+        assert row["timed_seconds"] == [pytest.approx(sum(f["epoch_seconds"][1:])) for f in fits]
+        assert row["longest_wait"] == max(w for f in fits for w in f["first_step_waits"])
+    _derived(r["fresh_vs_endless"], r["rows"][0]["timed_seconds"], r["rows"][1]["timed_seconds"])
+
+
+@pytest.mark.slow
 def test_bench_pipeline_quick(tmp_path, data_dir):
     doc = _run("bench_pipeline", tmp_path, data_dir=data_dir)
     (r,) = doc["results"]["rows"]

@@ -264,7 +264,7 @@ def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machi
         "benchmark": name,
         "quick": bool(args.quick),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", f"benchmarks/{name}.py", *sys.argv[1:]]),
+        "command": " ".join(["python", f"benchmarks/{name}.py", *map(shown_path, sys.argv[1:])]),
         "machine": dict(machine_info, load_average_at_end=_load_average()),
         "seconds": round(time.perf_counter() - started, 1) if started is not None else None,
         "results": results,
@@ -277,6 +277,19 @@ def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machi
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, doc)
     print(f"\nwrote {path}")
+
+
+def shown_path(arg: str) -> str:
+    """A command-line argument as a results file may record it: a path in this checkout relative to it, one
+    under the home directory from ``~``; no machine's absolute path."""
+    for root, shown in ((REPO, ""), (pathlib.Path.home(), "~/")):
+        prefix = f"{root.resolve().as_posix()}/"
+        if arg.startswith(prefix):
+            return shown + arg[len(prefix):]
+        if "=" in arg and arg.split("=", 1)[1].startswith(prefix):
+            key, value = arg.split("=", 1)
+            return f"{key}={shown_path(value)}"
+    return arg
 
 
 def log(msg: str) -> None:

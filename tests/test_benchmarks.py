@@ -431,3 +431,10 @@ def test_readme_figures_are_the_committed_results(tmp_path):
     outside = re.sub(r"reach(es)? 90%", "", outside)     # bench_precision's target, not a result
     figure = r"\d[\d,.]*\s*(%|img/s|images/s|ms\b|MFLOP|GFLOP|x faster|times faster)"
     assert not re.search(figure, outside), re.findall(".{30}" + figure, outside)
+
+
+def test_results_record_commands_without_machine_paths():
+    assert common.shown_path(str(common.REPO.resolve() / "benchmarks" / "results" / "x.json")) == "benchmarks/results/x.json"
+    assert common.shown_path(str(pathlib.Path.home().resolve() / ".cache" / "runs")) == "~/.cache/runs"
+    assert common.shown_path(f"--output={common.REPO.resolve()}/a.json") == "--output=a.json"
+    assert common.shown_path("--seeds") == "--seeds" and common.shown_path("0,1,2") == "0,1,2"

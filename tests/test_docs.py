@@ -114,3 +114,15 @@ def test_saturation_blocks_are_the_committed_json():
     why = text[text.index(S.WHY_BEGIN) + len(S.WHY_BEGIN):text.index(S.WHY_END)].strip("\n")
     assert why == S.why_section(DOCS / "results", "full").strip("\n")
     assert (DOCS / "results" / "full" / S.REPORT).read_text().strip("\n") == S.render(DOCS / "results", "full").strip("\n")
+
+
+def test_committed_results_and_pages_name_no_machine_path():
+    """Results files and pages record paths in the checkout relative to it (and the home directory as ``~``),
+    never one machine's absolute path."""
+    root = DOCS.parent
+    absolute = re.compile(r"(?<![\w.~-])/(?:root|home|Users|work|tmp|mnt|var)/[\w.-]+")
+    pages = [root / "README.md", root / "benchmarks" / "README.md", *DOCS.glob("*.md")]
+    files = pages + sorted((root / "benchmarks" / "results").glob("*.json")) + sorted(DOCS.glob("results/**/*.json"))
+    files += sorted(DOCS.glob("results/**/*.md"))
+    found = {str(f.relative_to(root)): m for f in files for m in absolute.findall(f.read_text())}
+    assert not found, found

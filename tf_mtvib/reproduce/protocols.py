@@ -549,7 +549,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result["plot"] = (pathlib.Path("results") / args.preset / "protocols" / plot.name).as_posix()
         doc["datasets"][d] = result
         computed += sum(c.computed for c in cells.values())
-    doc["json"] = (out / "protocols.json").as_posix()
+    # where the committed file lives in a checkout (no machine's path: as the plots above)
+    doc["json"] = (pathlib.Path("docs") / "results" / args.preset / "protocols" / "protocols.json").as_posix()
     doc = merged(runs.read_json(out / "protocols.json") if (out / "protocols.json").exists() else None, doc)
     runs.write_json(out / "protocols.json", doc)
     text = render_markdown(doc)

@@ -108,6 +108,15 @@ class Modules(keras.layers.Layer):
         return config
 
 
+def pixel_count(image_shape) -> int:
+    """The number of pixels (times channels) of one image of a batch shaped ``image_shape``: the
+    normaliser of :class:`VAEModules`' reconstruction term, and so of the beta it pairs with."""
+    count = 1
+    for n in image_shape[1:]:
+        count *= int(n)
+    return count
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class VAEModules(keras.layers.Layer):
     """The K modules as a beta-VAE's latent (MT-CRL's Table 3, "beta-VAE" in place of eq. 2's decorrelation;
@@ -135,9 +144,7 @@ class VAEModules(keras.layers.Layer):
         z_shape, image_shape = input_shape
         if z_shape[-1] != self.num_modules * self.module_dim:
             raise ValueError(f"z has {z_shape[-1]} units, expected K * m = {self.num_modules * self.module_dim}")
-        self.pixels = 1
-        for n in image_shape[1:]:
-            self.pixels *= int(n)
+        self.pixels = pixel_count(image_shape)
         self.decoder_hidden.build(z_shape)
         self.decoder_out = keras.layers.Dense(self.pixels, name="decoder_out", dtype=self.dtype_policy)
         self.decoder_out.build((z_shape[0], self.hidden))

@@ -49,16 +49,13 @@ def _beta_vae_modules(image, h, hp, separate: bool):
     (:class:`tf_mtvib.modular.VAEModules`); in inference the modules are the posterior mean."""
     from ..hparams import InapplicableHParam
     from ..layers import GaussianLatent
-    from ..modular import MODULES_LAYER, VAEModules
+    from ..modular import MODULES_LAYER, VAEModules, pixel_count
 
     if separate:
         raise InapplicableHParam("--disentangle beta_vae takes one trunk (--module-trunks shared): its latent is "
                                  "read from one set of features")
     k, m = hp["num_modules"], module_dim(hp)
-    pixels = 1
-    for n in image.shape[1:]:
-        pixels *= int(n)
-    z = GaussianLatent(k * m, hp["lambda_vae"] * hp["beta_vae"] / pixels, head="linear", name="module_latent")(h)
+    z = GaussianLatent(k * m, hp["lambda_vae"] * hp["beta_vae"] / pixel_count(image.shape), head="linear", name="module_latent")(h)
     return VAEModules(k, m, hp["lambda_vae"], name=MODULES_LAYER)([z, image])
 
 

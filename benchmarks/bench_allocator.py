@@ -82,9 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="gs,mtvib", help="comma-separated models (MultiMNIST's network)")
     p.add_argument("--batch-size", type=int, default=200, help="the full preset's MultiMNIST batch")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each model per process")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (1 if args.quick else 4))
+    args = common.parse_args(p, argv, rounds=(1, 4))
+    rounds = args.rounds
     if args.quick:
         args.steps = min(args.steps, 3)
 
@@ -154,7 +153,7 @@ def main(argv=None) -> int:
                / per_process["default"]["peak_resident_mib"],
                "processes": processes,
                "min_tuned_vs_default": min(r["tuned_vs_default"]["median_of_round_ratios"] for r in rows)}
-    common.write_results(args.output, "bench_allocator", args, info, results, tables, notes, started)
+    common.write_results(args.output, "bench_allocator", args, info, results, tables, notes)
     return 0
 
 

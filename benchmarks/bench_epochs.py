@@ -81,9 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="mtvib")
     p.add_argument("--images", type=int, default=48_000, help="training composites (the first N of the split)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first one is not timed)")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (1 if args.quick else 2))
+    args = common.parse_args(p, argv, rounds=(1, 2))
+    rounds = args.rounds
     if args.quick:
         args.images, args.epochs = 1_200, 3
     if args.epochs < 2:
@@ -113,7 +112,7 @@ def main(argv=None) -> int:
                 "longest_wait": waits[m]} for m in MODES]
     common.write_results(args.output, "bench_epochs", args, info,
                          {"model": args.model, "images": args.images, "epochs": args.epochs, "rounds": rounds,
-                          "rows": summary, "fits": fits, "fresh_vs_endless": ratio}, [tab], notes, started)
+                          "rows": summary, "fits": fits, "fresh_vs_endless": ratio}, [tab], notes)
     return 0
 
 

@@ -25,7 +25,6 @@ file. Ratios (TFLite / SavedModel) are medians of the per-round ratios.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import tempfile
 import time
@@ -113,9 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
     p.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: usable cores)")
     p.add_argument("--calls", default=None, help="calls per timed unit at batch 1 and 64 (default 50,4; --quick 5,1)")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (2 if args.quick else 7))
+    args = common.parse_args(p, argv, rounds=(2, 7))
+    rounds = args.rounds
     calls = (5, 1) if args.quick else (50, 4)
     if args.calls:
         calls = tuple(int(c) for c in args.calls.split(","))
@@ -153,7 +151,7 @@ def main(argv=None) -> int:
              + ", ".join(sorted({r["inputs"] for r in results})) + ")"]
     if not args.run:
         notes.append(f"models: {args.model} trained with train.py --preset smoke (speed does not depend on training)")
-    common.write_results(args.output, "bench_inference", args, info, {"rows": results}, [tab], notes, started)
+    common.write_results(args.output, "bench_inference", args, info, {"rows": results}, [tab], notes)
     return 0
 
 

@@ -81,9 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-train", type=int, default=20000, help="MultiMNIST composites per epoch")
     p.add_argument("--epochs", type=int, default=4, help="epochs per run (the first, tracing, is left out)")
     p.add_argument("--data-dir", type=pathlib.Path, help="data directory (default: $TF_MTVIB_DATA_DIR)")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or 1)
+    args = common.parse_args(p, argv, rounds=(1, 1))
+    rounds = args.rounds
     if args.quick:
         args.num_train, args.epochs = 400, 2
     if args.epochs < 2:
@@ -124,7 +123,7 @@ def main(argv=None) -> int:
              "ratio: loaded / alone of the median epoch time, median [quartiles] over the rounds"]
     results = {"rounds": rounds, "num_train": args.num_train, "epochs": args.epochs, "rows": runs,
                "loaded_vs_alone": ratios}
-    common.write_results(args.output, "bench_load", args, info, results, tables, notes, started)
+    common.write_results(args.output, "bench_load", args, info, results, tables, notes)
     return 0
 
 

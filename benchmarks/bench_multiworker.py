@@ -28,7 +28,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
 import common
 
@@ -93,9 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-train", type=int, default=4000, help="training composites per job")
     p.add_argument("--batch-size", type=int, default=100, help="global batch size")
     p.add_argument("--epochs", type=int, default=3, help="epochs per job (the first is not timed)")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (1 if args.quick else 3))
+    args = common.parse_args(p, argv, rounds=(1, 3))
+    rounds = args.rounds
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     options = {"num_train": args.num_train, "batch_size": args.batch_size, "epochs": args.epochs}
     if args.quick:
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
              f"multi-worker machinery, not a scaling result",
              "all-reduced bytes per step: float32 gradients of every trainable variable plus synchronised BatchNorm "
              "statistics; a ring all-reduce sends 2(W-1)/W of that per worker (W = 2)"]
-    common.write_results(args.output, "bench_multiworker", args, info, {"rows": results}, [tab], notes, started)
+    common.write_results(args.output, "bench_multiworker", args, info, {"rows": results}, [tab], notes)
     return 0
 
 

@@ -112,9 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", default="multimnist=100,mtfl=32",
                    help="batch size per data set (as bench_train.py)")
     p.add_argument("--steps", default="multimnist=11,mtfl=6", help="fit steps per timed training unit")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (2 if args.quick else 7))
+    args = common.parse_args(p, argv, rounds=(2, 7))
+    rounds = args.rounds
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     if args.quick and args.datasets == ",".join(DATASETS):
         datasets = ["multimnist"]
@@ -144,7 +143,7 @@ def main(argv=None) -> int:
              "included; training: fit on synthetic in-memory batches (no pipeline)",
              f"lowest pipeline/training ratio: {worst:.1f} (target >= 10)"]
     common.write_results(args.output, "bench_pipeline", args, info,
-                         {"rows": results, "min_pipeline_vs_training": worst}, [tab], notes, started)
+                         {"rows": results, "min_pipeline_vs_training": worst}, [tab], notes)
     return 0
 
 

@@ -274,8 +274,7 @@ def main(argv=None) -> int:
     p.add_argument("--tta-flags", default="", help="tta: further train.py flags, e.g. '--task-weights 0.5,0.5' for gs")
     p.add_argument("--eval-every", type=int, default=100, help="tta: steps between test evaluations")
     p.add_argument("--max-epochs", type=int, default=None, help="tta: stop after this many epochs (default: the preset's)")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
+    args = common.parse_args(p, argv)
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     models = [x.strip() for x in args.models.split(",") if x.strip()]
@@ -346,7 +345,7 @@ def main(argv=None) -> int:
                      f"evaluations every {args.eval_every} steps excluded) until the clean test accuracy (mean mode, "
                      f"{rows[0]['num_test']:,} images) reaches {goal} for each task")
     common.write_results(args.output, "bench_precision", args, info, {"rows": results.get("parity", []) +
-                         results.get("tta", []), **results}, tables, notes, started)
+                         results.get("tta", []), **results}, tables, notes)
     if tmp is not None:
         tmp.cleanup()
     return 0

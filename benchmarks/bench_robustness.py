@@ -74,9 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--test-images", type=int, default=None, help="test images (default 10,000; --quick 500)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--eval-samples", type=int, default=0, help="0: mean mode; N: average N posterior samples")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    rounds = int(args.rounds or (2 if args.quick else 3))
+    args = common.parse_args(p, argv, rounds=(2, 3))
+    rounds = args.rounds
     n_test = args.test_images or (500 if args.quick else 10_000)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.quick and args.models == "mtvib,gs":
@@ -105,7 +104,7 @@ def main(argv=None) -> int:
              "eps = " + ", ".join(f"{e:g}" for e in EPS) + f"; batch {args.batch_size}; real {args.dataset} test images"]
     if not args.run:
         notes.append("models trained with train.py --preset smoke (speed does not depend on training)")
-    common.write_results(args.output, "bench_robustness", args, info, {"rows": results}, [tab], notes, started)
+    common.write_results(args.output, "bench_robustness", args, info, {"rows": results}, [tab], notes)
     return 0
 
 

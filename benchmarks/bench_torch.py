@@ -44,7 +44,6 @@ CPU-only build).
 """
 from __future__ import annotations
 
-import os
 import time
 
 import common
@@ -278,14 +277,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: the usable cores)")
     p.add_argument("--ghz", type=float, default=None, help="clock for the peak (default: /proc/cpuinfo's cpu MHz)")
     p.add_argument("--fma-bits", type=int, default=None, help="FMA datapath bits per cycle per core for the peak")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
+    args = common.parse_args(p, argv, rounds=(3, 40))
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
-    rounds = int(args.rounds or (3 if args.quick else 40))
+    rounds = args.rounds
     batch = min(args.batch_size, 16) if args.quick else args.batch_size
     try:
         import torch
@@ -346,7 +344,7 @@ def main(argv=None) -> int:
              f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, eager; Keras: the library model as "
              f"train.py compiles it (jit_compile=False)"]
     common.write_results(args.output, "bench_torch", args, info,
-                         {"rows": results, "peak": peak, "variants": variants}, [speed, peaks], notes, started)
+                         {"rows": results, "peak": peak, "variants": variants}, [speed, peaks], notes)
     return 0
 
 

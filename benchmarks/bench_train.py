@@ -314,8 +314,7 @@ def main(argv=None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variant")
     p.add_argument("--no-bf16", action="store_true", help="skip the mixed_bfloat16 variant")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
+    args = common.parse_args(p, argv)
     rounds_arg = args.rounds or ("3" if args.quick else "multimnist=60,mtfl=25")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -369,7 +368,7 @@ def main(argv=None) -> int:
              f"peak: {peak['formula']} ({peak['fma_source']}; clock from /proc/cpuinfo); bf16: the library "
              f"built with --precision mixed_bfloat16, against the bfloat16 peak"]
     common.write_results(args.output, "bench_train", args, info,
-                         {"rows": results, "min_library_vs_reference": worst, "peak": peak}, [tab], notes, started)
+                         {"rows": results, "min_library_vs_reference": worst, "peak": peak}, [tab], notes)
     return 0
 
 

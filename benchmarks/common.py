@@ -19,7 +19,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,6 +39,20 @@ def make_parser(name: str, description: str) -> argparse.ArgumentParser:
                    help="JSON results file")
     p.add_argument("--rounds", default=None, help="interleaved rounds per measurement (default: per script)")
     return p
+
+
+_STARTED: Optional[float] = None
+
+
+def parse_args(p: argparse.ArgumentParser, argv=None, rounds: Optional[Tuple[int, int]] = None) -> argparse.Namespace:
+    """Parse the command line and start the clock :func:`write_results` reports as ``seconds``. With
+    ``rounds=(quick, full)``, an unset ``--rounds`` becomes the script's default for its mode (an int)."""
+    global _STARTED
+    args = p.parse_args(argv)
+    _STARTED = time.perf_counter()
+    if rounds is not None:
+        args.rounds = int(args.rounds or rounds[0 if args.quick else 1])
+    return args
 
 
 def data_dir(arg: Optional[pathlib.Path]) -> Optional[pathlib.Path]:
@@ -254,7 +268,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machine_info: Mapping[str, Any],
                   results: Any, tables: Sequence[str], notes: Sequence[str] = (), started: float = None) -> None:
-    """Print the tables and notes, write the JSON results file (atomically) and say where it went."""
+    """Print the tables and notes, write the JSON results file (atomically) and say where it went.
+    ``seconds`` counts from ``started``, by default from :func:`parse_args`."""
+    started = _STARTED if started is None else started
     for t in tables:
         print()
         print(t)

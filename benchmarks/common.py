@@ -267,10 +267,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machine_info: Mapping[str, Any],
-                  results: Any, tables: Sequence[str], notes: Sequence[str] = (), started: float = None) -> None:
+                  results: Any, tables: Sequence[str], notes: Sequence[str] = ()) -> None:
     """Print the tables and notes, write the JSON results file (atomically) and say where it went.
-    ``seconds`` counts from ``started``, by default from :func:`parse_args`."""
-    started = _STARTED if started is None else started
+    ``seconds`` counts from :func:`parse_args`."""
     for t in tables:
         print()
         print(t)
@@ -282,7 +281,7 @@ def write_results(path: pathlib.Path, name: str, args: argparse.Namespace, machi
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", f"benchmarks/{name}.py", *map(shown_path, sys.argv[1:])]),
         "machine": dict(machine_info, load_average_at_end=_load_average()),
-        "seconds": round(time.perf_counter() - started, 1) if started is not None else None,
+        "seconds": round(time.perf_counter() - _STARTED, 1) if _STARTED is not None else None,
         "results": results,
         "tables": list(tables),
         "notes": list(notes),

@@ -107,8 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--learning-rate", type=float, default=5e-3, help="CleverHans' default")
     p.add_argument("--initial-const", type=float, default=1e-2, help="CleverHans' default")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    started = time.perf_counter()
+    args = common.parse_args(p, argv)
     examples = args.examples or (20 if args.quick else 500)
     iterations = 10 if args.quick else args.iterations
     data_dir = common.data_dir(args.data_dir)
@@ -135,7 +134,7 @@ def main(argv=None) -> int:
              f"median L2 (of the clean-correct images moved) within {100 * L2_RELATIVE:g} %"]
     if not args.run:
         notes.append("models trained with train.py --preset smoke: a check of the two attacks, not of the models")
-    common.write_results(args.output, "cw_reference", args, info, {"rows": rows}, [table], notes, started)
+    common.write_results(args.output, "cw_reference", args, info, {"rows": rows}, [table], notes)
     return 0
 
 

@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="mtvib")
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--steps", type=int, default=10)
-    args = p.parse_args(argv)
-    started = time.perf_counter()
+    args = common.parse_args(p, argv)
 
     info = common.machine()
     steps = 2 if args.quick else args.steps
@@ -147,8 +146,7 @@ def main(argv=None) -> int:
              f"fused BatchNorm {speedups['fused_bn_fp32']:.2f}x in fp32 and {speedups['fused_bn_bf16']:.2f}x in bf16; "
              f"bf16 with fused BatchNorm against Keras's fp32 step {speedups['fused_bn_bf16_over_keras_fp32']:.2f}x."]
     common.write_results(common.RESULTS / "profile_step_quick.json" if args.quick else args.output,
-                         "profile_step", args, info, {"shares": share, "speedups": speedups, **results}, [table], notes,
-                         started)
+                         "profile_step", args, info, {"shares": share, "speedups": speedups, **results}, [table], notes)
     return 0
 
 

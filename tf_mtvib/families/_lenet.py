@@ -55,7 +55,8 @@ def _beta_vae_modules(image, h, hp, separate: bool):
         raise InapplicableHParam("--disentangle beta_vae takes one trunk (--module-trunks shared): its latent is "
                                  "read from one set of features")
     k, m = hp["num_modules"], module_dim(hp)
-    z = GaussianLatent(k * m, hp["lambda_vae"] * hp["beta_vae"] / pixel_count(image.shape), head="linear", name="module_latent")(h)
+    beta = hp["lambda_vae"] * hp["beta_vae"] / pixel_count(image.shape)
+    z = GaussianLatent(k * m, beta, head="linear", name="module_latent")(h)
     return VAEModules(k, m, hp["lambda_vae"], name=MODULES_LAYER)([z, image])
 
 

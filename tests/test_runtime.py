@@ -107,3 +107,4 @@ def test_seed_summaries_print_the_spread_and_name_a_single_seed():
     assert seed_range([1.2, 1.5, 1.3]) == "n = 3, range 0.30 points"
     assert seed_range([1.2]) == "one seed"
     assert mean_half_range([0.5, 0.6]) == "55.0 ± 5.0 (n=2)" and mean_half_range([]) == "-"
+    assert mean_half_range([0.5]) == "50.0 (n=1)"   # one seed: no spread shown, not a spread of 0

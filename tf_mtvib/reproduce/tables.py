@@ -49,10 +49,13 @@ def spread_diff(ours: Sequence[float], paper: float) -> str:
 
 
 def mean_half_range(values: Sequence[float]) -> str:
-    """Fractions of 1 as ``'mean ± half-range (n=seeds)'`` in points; ``'-'`` for none."""
+    """Fractions of 1 as ``'mean ± half-range (n=seeds)'`` in points; ``'value (n=1)'`` for one seed, which has
+    no spread to state; ``'-'`` for none."""
     if not values:
         return "-"
     v = [100 * x for x in values]
+    if len(v) == 1:
+        return f"{v[0]:.1f} (n=1)"
     return f"{statistics.fmean(v):.1f} ± {(max(v) - min(v)) / 2:.1f} (n={len(v)})"
 
 

@@ -60,6 +60,29 @@ def test_report_sets_ours_beside_the_paper_and_judges_the_goal(tmp_path):
     assert again.read_text() == before
 
 
+def test_table1_judges_the_papers_direction_by_more_than_the_seed_range(tmp_path):
+    folder = tmp_path / "pp1000-valid"
+    for seed, (stl, sb, rho_stl, rho_sb) in zip((1, 2), ((0.95, 0.92, 0.29, 0.34), (0.94, 0.93, 0.28, 0.29))):
+        for name, acc, rho in (("stl", stl, rho_stl), ("shared-bottom", sb, rho_sb)):
+            _cell(folder / f"{name}-s{seed}.json", acc, acc)
+            cell = json.loads((folder / f"{name}-s{seed}.json").read_text())
+            cell["rho_spur"] = {"left": rho, "right": rho}
+            (folder / f"{name}-s{seed}.json").write_text(json.dumps(cell))
+    assert mtcrl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    # accuracy: -2.0 points against a seed range of 1.0: the paper's direction, reproduced
+    assert "- Acc_val (unseen pairs): shared-bottom - STL = -2.0 points (paper: -2.8)" in text
+    assert "range, 1.0): reproduced; 2 seed(s)." in text
+    # rho_spur: +3.0 points, but shared-bottom's seeds span 5.0: not beyond the spread
+    assert "- rho_spur: shared-bottom - STL = +3.0 points (paper: +6.7)" in text
+    assert "range, 5.0): not reproduced; 2 seed(s)." in text
+    # one model without cells: no verdict
+    for f in folder.glob("shared-bottom-*.json"):
+        f.unlink()
+    mtcrl.main(["--report-only", "--results-dir", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert "- no verdict yet: Table 1 lacks cells." in (tmp_path / "r.md").read_text()
+
+
 @pytest.mark.slow
 def test_smoke_search_and_table1_train_evaluate_and_report(tmp_path, data_dir, tmp_cache):
     args = ["--smoke", "--stages", "search,table1", "--seeds", "1", "--root", str(tmp_path / "runs"),

@@ -53,6 +53,10 @@ def test_report_sets_ours_beside_the_paper_and_judges_the_goal(tmp_path):
     assert "- right: MT-CRL - MMoE = +4.0 points (goal: >= +4; met (a tie: exactly on the boundary))" in text
     assert "| pcgrad | - | 88.0 |" in text                                        # no cell: no number
     assert "| mtcrl | +5.3 % (n=3) | +8.1 % |" in text                            # Table 2, from the same cells
+    # its verdict: MT-CRL +4.5 points over MTL against a seed range of 2.0; STL +1.5 against 2.0: not above
+    assert "- mtcrl: +4.5 points over MTL; above it by more than the larger seed range (2.0): reproduced" in text
+    assert "- stl: +1.5 points over MTL; above it by more than the larger seed range (2.0): not reproduced" in text
+    assert "- pcgrad: no cell yet." in text
     # the report is rebuilt in place, between its markers, and nothing else changes
     again = tmp_path / "r.md"
     before = again.read_text()

@@ -87,6 +87,33 @@ def test_table1_judges_the_papers_direction_by_more_than_the_seed_range(tmp_path
     assert "- no verdict yet: Table 1 lacks cells." in (tmp_path / "r.md").read_text()
 
 
+def test_a_cell_trained_anew_keeps_the_first_runs_record_and_the_report_states_the_shift(tmp_path, monkeypatch):
+    from tf_mtvib import train
+    from tf_mtvib.reproduce import cells
+
+    argv = mtcrl.cell_argv("mtl", 1, mtcrl.LARGE, "test", None)
+    folder = tmp_path / "results" / "pp1000"
+    _cell(folder / "mtl-s1.json", 0.975, 0.962)
+    first = json.loads((folder / "mtl-s1.json").read_text())
+    first["argv"] = argv
+    (folder / "mtl-s1.json").write_text(json.dumps(first))
+    trained = []
+    # the training itself is not what is tested here: only the bookkeeping around a run that had to be retrained
+    monkeypatch.setattr(train, "ensure_run", lambda config, run_dir, **kw: trained.append(run_dir))
+    measure = lambda run_dir: {"test": {"left": 0.978, "right": 0.972, "joint": 0.95}, "num_test": 20000,
+                               "train": {}}
+    cell = cells.ensure_argv_cell(tmp_path / "runs", folder, "mtl-s1", argv, measure,
+                                  done=lambda c: "train" in c)
+    assert trained and cell["retrained_from"]["test"]["left"] == 0.975 and cell["test"]["left"] == 0.978
+    # done now: returned as it is, no second training
+    assert cells.ensure_argv_cell(tmp_path / "runs", folder, "mtl-s1", argv, measure,
+                                  done=lambda c: "train" in c) == cell and len(trained) == 1
+    assert mtcrl.main(["--report-only", "--results-dir", str(tmp_path / "results"),
+                       "--report", str(tmp_path / "r.md")]) == 0
+    assert "first run -> retrain, in points): mtl-s1 (left 97.5 -> 97.8, right 96.2 -> 97.2)." in \
+        (tmp_path / "r.md").read_text()
+
+
 @pytest.mark.slow
 def test_smoke_search_and_table1_train_evaluate_and_report(tmp_path, data_dir, tmp_cache):
     args = ["--smoke", "--stages", "search,table1", "--seeds", "1", "--root", str(tmp_path / "runs"),

@@ -64,6 +64,9 @@ def collect(results_dir: pathlib.Path, preset: str, dataset: str,
     return {m: dict(sorted(c.items())) for m, c in found.items()}
 
 
+RETRAIN_KEPT = ("test", "num_test", "seconds_per_epoch", "machine")   # an earlier run's record, kept on a retrain
+
+
 def ensure_argv_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv: Sequence[str],
                      measure: Callable[[pathlib.Path], Dict[str, Any]],
                      done: Callable[[Dict[str, Any]], bool] = lambda cell: True, data_dir=None,
@@ -71,18 +74,29 @@ def ensure_argv_cell(root: pathlib.Path, results: pathlib.Path, name: str, argv:
     """One cell of a reproduction whose cells are ``train.py`` command lines (MT-CRL's, VMTL's): train (or
     reuse, or resume) the run ``root/name`` from ``argv``, then write ``results/name.json`` holding ``argv``
     and what ``measure(run_dir)`` returns. A cell whose JSON holds the same arguments (and satisfies
-    ``done``, e.g. holds a measurement added later) is returned as it is, with no training."""
+    ``done``, e.g. holds a measurement added later) is returned as it is, with no training. One that lacks
+    such a measurement is measured again; when that means training anew (no finished run directory), the
+    earlier run's record (:data:`RETRAIN_KEPT`) is kept under ``retrained_from``, so a report can state
+    what the retrain changed."""
     from .. import train
 
     path = pathlib.Path(results) / f"{name}.json"
+    earlier = None
     if path.exists():
         cell = runs.read_json(path)
-        if cell.get("argv") == list(argv) and done(cell):
-            return cell
+        if cell.get("argv") == list(argv):
+            if done(cell):
+                return cell
+            # the same cell, measured again for what it lacks: keep what the earlier run measured, since a
+            # run trained anew (its checkpoint gone) differs from it by the run-to-run spread
+            earlier = cell.get("retrained_from") or {k: cell[k] for k in RETRAIN_KEPT if k in cell}
     config = train.build_config(train.parse_args(list(argv)))
     run_dir = pathlib.Path(root) / name
+    trained = not (run_dir / "metrics.json").exists()
     train.ensure_run(config, run_dir, data_dir=data_dir, isolate=True, log=log)
     cell = {"argv": list(argv), **measure(run_dir)}
+    if earlier and trained:
+        cell["retrained_from"] = earlier
     path.parent.mkdir(parents=True, exist_ok=True)
     runs.write_json(path, cell)
     return cell

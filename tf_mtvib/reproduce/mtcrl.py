@@ -300,11 +300,19 @@ def _table6(results: pathlib.Path, b) -> Tuple[str, List[str]]:
     return "\n".join(lines), verdicts
 
 
+TABLE2_METHODS = ("stl", "pcgrad", "irm", "mtcrl-nogirm", "mtcrl-norm", "mtcrl")
+
+
+def _accuracy_per_seed(cells: Sequence[Dict[str, Any]]) -> List[Fraction]:
+    """Each cell's test accuracy averaged over the two tasks, exactly (:func:`verdicts.exact`)."""
+    return [V.mean([V.exact(c["test"][t], c["num_test"]) for t in TASKS]) for c in cells]
+
+
 def _table2(results: pathlib.Path, b) -> str:
     lines = ["| method | relative improvement over MTL (ours) | paper |", "|---|---|---|"]
     mtl = _load(results, b["large"], "test", "mtl")
     base = {t: _mean([c["test"][t] for c in mtl]) for t in TASKS} if mtl else None
-    for m in ("stl", "pcgrad", "irm", "mtcrl-nogirm", "mtcrl-norm", "mtcrl"):
+    for m in TABLE2_METHODS:
         cells = _load(results, b["large"], "test", m)
         if base and cells:
             rel = statistics.fmean((_mean([c["test"][t] for c in cells]) - base[t]) / base[t] for t in TASKS)
@@ -337,13 +345,12 @@ def _table2_verdicts(results: pathlib.Path, b) -> List[str]:
     """Table 2's claim: every method it lists improves on MTL (MMoE), MT-CRL most. Each method's seeds (mean
     accuracy of the two tasks, exact counts) against MTL's with :func:`verdicts.judge`, ``above`` by more than
     the larger seed range."""
-    per_seed = lambda cells: [V.mean([V.exact(c["test"][t], c["num_test"]) for t in TASKS]) for c in cells]
-    mtl = per_seed(_load(results, b["large"], "test", "mtl"))
+    mtl = _accuracy_per_seed(_load(results, b["large"], "test", "mtl"))
     if not mtl:
         return ["- no verdict yet: no MTL cell."]
     out = []
-    for m in ("stl", "pcgrad", "irm", "mtcrl-nogirm", "mtcrl-norm", "mtcrl"):
-        ours = per_seed(_load(results, b["large"], "test", m))
+    for m in TABLE2_METHODS:
+        ours = _accuracy_per_seed(_load(results, b["large"], "test", m))
         if not ours:
             out.append(f"- {m}: no cell yet.")
             continue
@@ -382,7 +389,7 @@ def _table1_verdicts(results: pathlib.Path, b) -> List[str]:
             ("Acc_val (unseen pairs)", "test", "below", p_sb["valid"] - p_stl["valid"]),
             ("rho_spur", "rho_spur", "above", p_sb["rho"] - p_stl["rho"])):
         if key == "test":
-            per_seed = lambda cells: [V.mean([V.exact(c["test"][t], c["num_test"]) for t in TASKS]) for c in cells]
+            per_seed = _accuracy_per_seed
         else:
             per_seed = lambda cells: [Fraction(statistics.fmean(c["rho_spur"][t] for t in TASKS))
                                       for c in cells if "rho_spur" in c]

@@ -3,7 +3,7 @@
 Run as a script (the logical devices must be configured before TensorFlow
 starts): prints a JSON dict {model: {"replicas": n, "max_abs_diff": d,
 "max_abs_update": u, ...}} comparing the weights after one step. An argument
-``model:weighting`` trains that weighting for 3 epochs of 2 steps instead and
+``model:weighting`` trains that weighting for 3 epochs of 2 steps instead (``model:weighting@E``: E epochs) and
 also reports the weighting's non-trainable state on each side. A prefix ``custom:``
 (``custom:model:weighting``) trains with the project's custom loop
 (``tf_mtvib.distributed.custom_fit``, the multi-worker path) instead of ``fit``.
@@ -77,12 +77,12 @@ def one_step(name, strategy, init, weighting=None, epochs=1, loop="fit"):
             collapse_posterior(model)
         else:
             model.set_weights(init)
-        model.compile(optimizer=keras.optimizers.SGD(0.1 if epochs == 1 else 1e-3))
+        model.compile(optimizer=keras.optimizers.SGD(1e-3 if weighting else 0.1))
     before = [w.copy() for w in model.get_weights()]
     if loop == "custom":
         custom_steps(model, strategy, epochs)
         return before, model, strategy.num_replicas_in_sync
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8 if epochs == 1 else 4)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4 if weighting else 8)
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
     return before, model, strategy.num_replicas_in_sync
 
@@ -95,10 +95,11 @@ def trainable_init(model, init):
 
 out = {}
 for arg in sys.argv[1:]:
-    # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state)
+    # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state; "@E": E epochs)
     loop, _, rest = arg.partition(":") if arg.startswith("custom:") else ("fit", "", arg)
+    rest, _, given = rest.partition("@")
     name, _, weighting = rest.partition(":")
-    epochs = 3 if weighting else 1
+    epochs = int(given) if given else 3 if weighting else 1
     keras.utils.set_random_seed(0)
     init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs, loop)
     _, mirrored_model, replicas = one_step(name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init,

@@ -230,24 +230,23 @@ def test_a_term_reads_the_forward_pass_own_activation_in_training():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,tolerance", [("dense:pcgrad", 1e-3), ("custom:dense:pcgrad", 1e-3),
-                                               ("gs:pcgrad", 0.25)])
-def test_pcgrad_under_mirrored_strategy_projects_the_global_gradients(variant, tolerance):
+@pytest.mark.parametrize("variant", ["dense:pcgrad", "custom:dense:pcgrad", "gs:pcgrad@1"])
+def test_pcgrad_under_mirrored_strategy_projects_the_global_gradients(variant):
     """fit and the custom loop under MirroredStrategy (2 logical CPUs) give the single-device
     weights: the per-task gradients are all-reduced before the projection. ``dense``: a network
-    without BatchNorm (equal to rounding); ``gs``: the paper's network with synchronized BatchNorm,
-    whose backward pass runs its own collectives between the per-task gradients. Its tolerance holds on every
-    CPU measured: 6 SGD steps through synchronized BatchNorm and PCGrad's projection (a switch on the sign of a
-    dot product) amplify the collectives' rounding: under 2 % of the update on an Intel Xeon with AMX, 13 % on
-    an AMD EPYC with AVX512_BF16; the dense variants keep the strict check. One variant per
-    process: TensorFlow pairs the collectives of a second MirroredStrategy in one process with
-    the first's (a shape-mismatch abort), whatever the model."""
+    without BatchNorm, 3 epochs of 2 steps; ``gs``: the paper's network with synchronized BatchNorm, whose
+    backward pass runs its own collectives between the per-task gradients, over one epoch of 2 steps (at least
+    one projected). Over more steps the two sides drift apart by an amount that depends on the CPU, which would
+    test the CPU, not the all-reduce: on an AMD EPYC with AVX512_BF16, 9e-6 of the update after one epoch, 6 %
+    after two, 13 % after three (under 2 % after three on an Intel Xeon with AMX). The suspect, not confirmed, is
+    PCGrad's projection, a switch on the sign of a dot product, amplifying the collectives' rounding. One variant per process: TensorFlow pairs the collectives of a second
+    MirroredStrategy in one process with the first's (a shape-mismatch abort), whatever the model."""
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mirrored_step.py"), variant],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])[variant]
     assert r["replicas"] == 2
     assert r["max_abs_update_trainable"] > 1e-4
-    assert r["max_abs_diff_trainable"] < tolerance * r["max_abs_update_trainable"], r
+    assert r["max_abs_diff_trainable"] < 1e-3 * r["max_abs_update_trainable"], r
     if not variant.startswith("custom"):
         assert r["logs_single"]["pcgrad_conflicts"] > 0     # something was projected

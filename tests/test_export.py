@@ -313,8 +313,17 @@ def test_quantised_models_run_close_to_float(exported, test_images):
         np.testing.assert_allclose(f16[f"{t}_probs"], float_out[f"{t}_probs"], atol=1e-2)
 
 
-@pytest.mark.parametrize("name", ["stl", "gs", "uwl", "stvib", "mtvib"])
-def test_every_model_converts_in_mean_mode(name, tmp_path):
+def _image_families():
+    """Every package family that reads one image (the per-task families, VMTL's, have their own export test in
+    test_variational.py), with a data set it takes."""
+    from tf_mtvib.families import PACKAGE_FAMILIES, get_family
+
+    return [(n, (get_family(n).datasets or ("multimnist",))[0]) for n in PACKAGE_FAMILIES
+            if get_family(n).inputs == "image" and get_family(n).prepare is None]
+
+
+@pytest.mark.parametrize("name,dataset", _image_families())
+def test_every_model_converts_in_mean_mode(name, dataset, tmp_path):
     """Mean mode holds no random op: every multi-task model converts and matches its SavedModel."""
     import tensorflow as tf
 
@@ -322,16 +331,17 @@ def test_every_model_converts_in_mean_mode(name, tmp_path):
     from tf_mtvib.export_lite import convert_saved_model
     from tf_mtvib.models import build_model
 
-    spec = get_spec("multimnist")
+    spec = get_spec(dataset)
     model = build_model(name, spec, latent_dim=8)
     module, signatures = ex.build_serving_module(model, mc_samples=2)
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures=signatures)
     path = tmp_path / "m.tflite"
     path.write_bytes(convert_saved_model(tmp_path / "sm"))
-    x = np.random.default_rng(0).random((4, *SHAPE), dtype=np.float32)
+    x = np.random.default_rng(0).random((4, *spec.input_shape), dtype=np.float32)
     got = LiteModel(path)(x)
     expected = model.probabilities(x)
-    for t in TASKS:
+    assert set(expected) == set(spec.task_names)
+    for t in spec.task_names:
         np.testing.assert_allclose(got[f"{t}_probs"], expected[t].numpy(), atol=1e-4)
 
 

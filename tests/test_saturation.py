@@ -227,3 +227,19 @@ def test_measure_at_writes_S_and_the_sweeps_at_the_chosen_epochs_and_keeps_them_
     assert along["epochs"]["2"]["sweeps"]["logits-sum"]["clean"] == metrics["test"]["mean"]
     assert metrics["measure_seconds_this_process"] > 0
     assert metrics["train_seconds_this_process"] > metrics["measure_seconds_this_process"]
+
+
+def test_time_rows_count_only_the_models_retrained_here_and_prefer_the_whole_retrain():
+    from tf_mtvib.reproduce.saturation import time_rows
+
+    machine = {"cpu": "Some CPU", "isa": ["avx512_bf16"]}
+    data = {"mtfl": {
+        "gs-s0": {"run": {"retrained_here": False, "trained": 3600.0, "machine": machine}},        # not this study's
+        "stl-s0": {"run": {"retrained_here": True, "trained": 3600.0, "retrain": {"seconds": 5400.0},
+                           "machine": machine}},
+        "uwl-s0": {"run": {"retrained_here": True, "trained": 1800.0, "retrain": None, "machine": machine}}}}
+    rows = time_rows(data)
+    assert "| mtfl/stl-s0 | 1.50 |" in "\n".join(rows) and "| mtfl/uwl-s0 | 0.50 |" in "\n".join(rows)
+    assert not any("gs-s0" in r for r in rows)
+    assert "| total (2 models) | 2.00 | |" in rows
+    assert time_rows({"mtfl": {"gs-s0": data["mtfl"]["gs-s0"]}}) == []

@@ -360,7 +360,27 @@ def render(results_dir: pathlib.Path, preset: str) -> str:
                       "task and eta present; shape: after anchoring each curve at its own clean accuracy, eta > 0).",
                       "", "| sweep | models (seed 0) | distance | shape distance | cells |", "|---|---|---:|---:|---:|",
                       *drows, ""]
-    return "\n".join(lines)
+    return "\n".join(lines + time_rows(data))
+
+
+def time_rows(data: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
+    """The hours each model this study retrained took, with the CPU (:func:`tf_mtvib.runtime.cpu_label`), and
+    their total: the whole retrain where one process ran it (``run.retrain.seconds``, the measurements along
+    training included), else the training's own count (``run.trained``)."""
+    rows, total = [], 0.0
+    for dataset, records in data.items():
+        for name in _order(records):
+            run = records[name].get("run") or {}
+            seconds = (run.get("retrain") or {}).get("seconds") or run.get("trained")
+            if not run.get("retrained_here") or not seconds:
+                continue
+            total += seconds
+            rows.append(f"| {dataset}/{name} | {seconds / 3600:.2f} | {runtime.cpu_label(run.get('machine') or {})} |")
+    if not rows:
+        return []
+    return ["### Time of the retrained models", "",
+            "Hours per model retrained by this study, the measurements along training included.", "",
+            "| cell | hours | CPU |", "|---|---:|---|", *rows, f"| total ({len(rows)} models) | {total / 3600:.2f} | |", ""]
 
 
 def along_records(results_dir: pathlib.Path) -> Dict[str, Dict[str, Any]]:

@@ -379,7 +379,8 @@ def time_rows(data: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
     if not rows:
         return []
     return ["### Time of the retrained models", "",
-            "Hours per model retrained by this study, the measurements along training included.", "",
+            "Hours per model retrained by this study, the measurements along training included (where a retrain "
+            "was resumed, the count of its last process only: a lower bound).", "",
             "| cell | hours | CPU |", "|---|---:|---|", *rows, f"| total ({len(rows)} models) | {total / 3600:.2f} | |", ""]
 
 

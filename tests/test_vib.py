@@ -47,7 +47,8 @@ def smoke_sweep(tmp_path_factory, request):
         pytest.skip("real-data test: set TF_MTVIB_DATA_DIR")
     out = tmp_path_factory.mktemp("vib") / "sweep"
     argv = ["--betas", "1e-3,1e-1", "--preset", "smoke", "--epochs", "1", "--max-test", "64",
-            "--cw-examples", "8", "--cw-binary-steps", "2", "--cw-iterations", "10", "--attack-examples", "16",
+            "--cw-examples", "8", "--cw-betas", "1e-1", "--cw-binary-steps", "2", "--cw-iterations", "10",
+            "--attack-examples", "16",
             "--output-dir", str(out), "--data-dir", value, "--verbose", "0",
             "--results-dir", str(out.parent / "docs" / "results" / "vib"), "--doc", str(out.parent / "docs" / "vib.md")]
     proc = subprocess.run([sys.executable, "-m", "tf_mtvib.reproduce", "vib", *argv], cwd=ROOT, env=ENV,
@@ -70,20 +71,38 @@ def test_sweep_is_published_and_the_page_generated_from_its_json(smoke_sweep):
 
 
 @pytest.mark.slow
-def test_sweep_attacks_every_model_with_cw_and_draws_fig3(smoke_sweep):
-    """Fig. 4(b): CW-L2 untargeted and targeted per model, on the first N test images; Fig. 3 as a PNG."""
+def test_sweep_attacks_the_cw_betas_and_the_baseline_with_cw_and_draws_fig3(smoke_sweep):
+    """Fig. 4(b): CW-L2 untargeted and targeted on the deterministic baseline and the models of --cw-betas
+    (here 1e-1 of 1e-3 and 1e-1), on the first N test images, timed on a named CPU; Fig. 3 as a PNG."""
     out, _, _ = smoke_sweep
     result = json.loads((out / vib.JSON_NAME).read_text())
-    assert result["cw"]["examples"] == 8 and result["cw"]["binary_steps"] == 2
-    for row in [result["baseline"], *result["vib"]]:
+    assert result["cw"]["examples"] == 8 and result["cw"]["binary_steps"] == 2 and result["cw"]["betas"] == [0.1]
+    low, high = result["vib"]
+    assert low["beta"] == 1e-3 and "cw" not in low
+    for row in [result["baseline"], high]:
         for kind in ("untargeted", "targeted"):
             c = row["cw"][kind]
             assert 0.0 <= c["accuracy"] <= c["clean"] <= 1.0 and 0.0 <= c["success_rate"] <= 1.0
+            assert c["seconds"] > 0
         assert row["cw"]["untargeted"]["eot_samples"] == (0 if row["baseline"] else vib.CW_EOT_SAMPLES)
+        assert row["cw"]["machine"]["cpu"] and row["cw"]["machine"]["cores"] >= 1
     assert (out / vib.FIG3_NAME).read_bytes()[:8] == PNG_MAGIC
-    assert vib.cw_table(result) in (out / vib.TABLE_NAME).read_text()
+    table = vib.cw_table(result)
+    assert table in (out / vib.TABLE_NAME).read_text() and "| vib_mlp | 0.001 |" not in table
     page = (out.parent / "docs" / "vib.md").read_text()
     assert "Fig. 4(b): CW-L2 on the first 8 test images" in page and vib.FIG3_NAME in page
+
+
+@pytest.mark.slow
+def test_every_model_names_the_cpu_it_trained_on_and_the_page_its_time(smoke_sweep):
+    out, _, _ = smoke_sweep
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    for row in [result["baseline"], *result["vib"]]:
+        (cpu,) = row["train_machines"]                       # one process, one machine
+        assert cpu.startswith(row["cw"]["machine"]["cpu"] if row.get("cw") else "") and "(" in cpu
+    page = (out.parent / "docs" / "vib.md").read_text()
+    times = vib.time_table([(out.name, result)])
+    assert "### Time per model" in page and times in page and times.count("\n| `sweep` |") == 3
 
 
 @pytest.mark.slow
@@ -309,9 +328,28 @@ def test_cw_verdicts_rise_over_the_range_and_the_deterministic_near_zero():
     assert "fewer than 3 betas" in few[0]
 
 
+def test_time_table_sums_training_and_cw_hours_and_names_the_cpus():
+    cpu = {"cpu": "Some CPU", "isa": ["avx512_bf16"]}
+    published = {"baseline": {"model": "mlp", "beta": None, "epochs": 200, "train_seconds": 3600.0,
+                              "median_epoch_seconds": 18.0, "train_machines": ["A (avx512_bf16)", "B (amx_bf16)"],
+                              "cw": {"untargeted": {"seconds": 1800.0}, "targeted": {"seconds": 1800.0},
+                                     "machine": cpu}},
+                 "vib": [{"model": "vib_mlp", "beta": 1e-3, "epochs": 200, "train_seconds": 7200.0,
+                          "median_epoch_seconds": None},
+                         {"model": "vib_mlp", "beta": 1e-1, "epochs": 200}]}      # no time recorded: no row
+    lines = vib.time_table([("s", published)]).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == ("| `s` | mlp | deterministic | 200 | 1.00 | 18.0 | 1.00 | A (avx512_bf16); B (amx_bf16); "
+                        "CW: Some CPU (avx512_bf16) |")
+    assert lines[3] == "| `s` | vib_mlp | 0.001 | 200 | 2.00 | - | - | not recorded |"
+    assert vib.time_table([("s", {"vib": [published["vib"][1]]})]) == ""
+
+
 def test_bad_flags(capsys):
     for argv, msg in ((["--betas", "x"], "not a number"), (["--schedule", "fast"], "invalid choice"),
-                      (["--epochs", "0"], "must be >= 1"), (["--attack-examples", "-1"], "must be >= 0")):
+                      (["--epochs", "0"], "must be >= 1"), (["--attack-examples", "-1"], "must be >= 0"),
+                      (["--cw-betas", "1e-3"], "needs --cw-examples"),
+                      (["--betas", "1e-3", "--cw-examples", "5", "--cw-betas", "1e-2"], "not in --betas")):
         with pytest.raises(SystemExit) as e:
             vib.main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err

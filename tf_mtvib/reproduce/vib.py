@@ -55,6 +55,7 @@ import math
 import os
 import pathlib
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -334,6 +335,7 @@ def cw_run(run, examples: int, binary_steps: int, iterations: int, seed: int = 0
     """CW-L2 untargeted and targeted on a run's (a :class:`tf_mtvib.runs.Run` or its directory) first
     ``examples`` test images (cached in ``<run_dir>/vib_cw.json``, recomputed when the model file or the budget
     changes)."""
+    from .. import runtime
     from ..cw import evaluate_cw
 
     run = _open(run)
@@ -342,13 +344,17 @@ def cw_run(run, examples: int, binary_steps: int, iterations: int, seed: int = 0
         split = run.load_split("test", data_dir).take(examples)
         out = {}
         for targeted in (False, True):
-            log(f"[vib] CW-L2 ({'targeted' if targeted else 'untargeted'}, {binary_steps} x {iterations}) on "
-                f"{run.path}")
+            kind = "targeted" if targeted else "untargeted"
+            log(f"[vib] CW-L2 ({kind}, {binary_steps} x {iterations}) on {run.path}")
+            t0 = time.perf_counter()
             r = evaluate_cw(run.model, split, targeted=targeted, binary_steps=binary_steps,
                             max_iterations=iterations, eot_samples=CW_EOT_SAMPLES, seed=seed)
             (task,) = r["tasks"]
-            out["targeted" if targeted else "untargeted"] = {**r["tasks"][task], "eot_samples": r["eot_samples"]}
-        return {"examples": examples, "budget": {"binary_steps": binary_steps, "iterations": iterations}, **out}
+            out[kind] = {**r["tasks"][task], "eot_samples": r["eot_samples"],
+                         "seconds": round(time.perf_counter() - t0, 1)}
+        # the CPU the attack ran on, and its load at the end: the seconds above are that machine's
+        return {"examples": examples, "budget": {"binary_steps": binary_steps, "iterations": iterations}, **out,
+                "machine": runtime.machine()}
 
     return _cached(run, CW_NAME, {"examples": examples, "binary_steps": binary_steps, "iterations": iterations,
                                   "seed": seed, "eot_samples": CW_EOT_SAMPLES}, compute)
@@ -470,7 +476,7 @@ def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, it
 # The sweep
 # --------------------------------------------------------------------------
 def _run_summary(run) -> Dict[str, Any]:
-    from .. import runs
+    from .. import runs, runtime
 
     run = _open(run)
     m = run.metrics() or {}
@@ -478,27 +484,36 @@ def _run_summary(run) -> Dict[str, Any]:
     hist = runs.read_json(hist_path) if hist_path.exists() else []
     secs = [r["seconds"] for r in hist]
     t = run.config["training"]
+    # the CPU(s) the epochs ran on (each epoch's record names its machine; a resumed run may have moved)
+    machines = sorted({runtime.cpu_label(r["machine"]) for r in hist if r.get("machine")})
     return {"epochs": t["epochs"], "batch_size": t["batch_size"], "learning_rate": t["learning_rate"],
             "adam_beta1": t.get("adam_beta1"), "lr_decay": t.get("lr_decay"),
             "lr_decay_epochs": t.get("lr_decay_epochs"), "ema_momentum": t.get("ema_momentum"),
             "num_train": m.get("num_train"), "train_seconds": float(sum(secs)),
             "median_epoch_seconds": float(np.median(secs)) if secs else None,
             "final_train_kl_nats": hist[-1].get("kl") if hist else None,
-            "final_train_ce_nats": hist[-1].get(f"{run.spec.task_names[0]}_loss") if hist else None}
+            "final_train_ce_nats": hist[-1].get(f"{run.spec.task_names[0]}_loss") if hist else None,
+            "train_machines": machines}
 
 
 def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
           epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
           batch_size: Optional[int] = None, eval_samples: int = MC_SAMPLES, eval_batch_size: int = 500, seed: int = 0,
           baseline: bool = True, data_dir=None, verbose: int = 2, log=print, cw_examples: int = 0,
-          cw_binary_steps: int = 5, cw_iterations: int = 1000, attack_examples: int = 0) -> Dict[str, Any]:
+          cw_binary_steps: int = 5, cw_iterations: int = 1000, attack_examples: int = 0,
+          cw_betas: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """Train/resume/reuse every run, evaluate them and write the JSON, table and figures; returns the JSON dict.
-    With ``cw_examples``, also Fig. 4(b)'s CW-L2 attacks (:func:`cw_run`) and Fig. 3; with ``attack_examples``,
-    the FGSM/PGD sweeps every family gets (:func:`attack_run`)."""
+    With ``cw_examples``, also Fig. 4(b)'s CW-L2 attacks (:func:`cw_run`) and Fig. 3, on the deterministic
+    baseline and the VIB models of ``cw_betas`` (None: every beta; each must be one of ``betas``); with
+    ``attack_examples``, the FGSM/PGD sweeps every family gets (:func:`attack_run`)."""
     from .. import runs
 
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    missing = [b for b in (cw_betas or ()) if not any(math.isclose(b, c) for c in betas)]
+    if missing:
+        raise ValueError(f"the CW betas {', '.join(f'{b:g}' for b in missing)} are not in the sweep's betas")
+    attacked = lambda beta: beta is None or cw_betas is None or any(math.isclose(beta, c) for c in cw_betas)
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = ([(BASELINE, None)] if baseline else []) + [(VIB, float(b)) for b in betas]
@@ -523,7 +538,7 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
                           data_dir=data_dir, log=log)
         row = {"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
                "status": status, **_run_summary(run), **ev}
-        if cw_examples:
+        if cw_examples and attacked(beta):
             row["cw"] = cw_run(run, cw_examples, cw_binary_steps, cw_iterations, seed=seed, data_dir=data_dir,
                                log=log)
         if attack_examples:
@@ -548,7 +563,9 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
     }
     if cw_examples:
         result["cw"] = {"examples": cw_examples, "binary_steps": cw_binary_steps, "iterations": cw_iterations,
-                        "eot_samples": CW_EOT_SAMPLES, "paper": "C&W's own budget: 9 binary steps x up to 10,000 "
+                        "eot_samples": CW_EOT_SAMPLES,
+                        "betas": None if cw_betas is None else sorted(float(b) for b in cw_betas),
+                        "paper": "C&W's own budget: 9 binary steps x up to 10,000 "
                         "iterations; the deterministic network at 0 % under both attacks"}
     if attack_examples:
         result["attacks"] = {"examples": attack_examples, "attacks": SWEEP_ATTACKS,
@@ -561,8 +578,8 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
         (out / TABLE_NAME).write_text(table + "\n" + (f"\n{cw}\n" if cw else ""))
         plot_sweep(result, out)
         if cw_examples:
-            plot_zeros_to_one([opened[r["run_dir"]] for r in ([base] if base else []) + vib_rows], out, cw_binary_steps,
-                              cw_iterations, data_dir)
+            plot_zeros_to_one([opened[r["run_dir"]] for r in ([base] if base else []) + vib_rows if r.get("cw")],
+                              out, cw_binary_steps, cw_iterations, data_dir)
         log(table + (f"\n\n{cw}" if cw else ""))
     runs.write_json(out / JSON_NAME, result)
     return result
@@ -815,6 +832,30 @@ def cw_verdicts(name: str, result: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def time_table(published: Sequence[Any]) -> str:
+    """The hours each published model trained and was attacked with CW-L2, with the CPU it ran on
+    (``published``: ``(sweep name, sweep JSON)`` pairs); empty when no row records its time."""
+    from .. import runtime
+
+    lines = ["| sweep | model | beta | epochs | training h | median s / epoch | CW-L2 h (untargeted + targeted) "
+             "| CPU |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for name, result in published:
+        for r in ([result["baseline"]] if result.get("baseline") else []) + list(result["vib"]):
+            if not r.get("train_seconds"):
+                continue
+            cw = r.get("cw") or {}
+            cw_s = [cw[k].get("seconds") for k in ("untargeted", "targeted") if k in cw]
+            cw_h = f"{sum(cw_s) / 3600:.2f}" if cw_s and None not in cw_s else "-"
+            cpus = list(r.get("train_machines") or [])
+            if cw.get("machine"):
+                cpus.append(f"CW: {runtime.cpu_label(cw['machine'])}")
+            beta = "deterministic" if r["beta"] is None else f"{r['beta']:g}"
+            median = "-" if r.get("median_epoch_seconds") is None else f"{r['median_epoch_seconds']:.1f}"
+            lines.append(f"| `{name}` | {r['model']} | {beta} | {r['epochs']} | {r['train_seconds'] / 3600:.2f} | "
+                         f"{median} | {cw_h} | {'; '.join(cpus) or 'not recorded'} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def doc_section(results_dir, doc_dir) -> str:
     """The generated part of docs/vib.md: every published sweep's table and figures."""
     from .. import runs
@@ -834,6 +875,10 @@ def doc_section(results_dir, doc_dir) -> str:
     claims += ["Fig. 4(b) (robustness grows with beta; the deterministic network near 0 % under CW-L2):",
                "\n".join(robust) if robust else "- no CW-L2 sweep is published yet: no verdict."]
     parts += claims
+    times = time_table(published)
+    if times:
+        parts.append("### Time per model\n\nThe sum of each run's epoch times (a resumed run's epochs from every "
+                     "process), and the CW-L2 attacks' time, with the CPU each ran on (2 cores).\n\n" + times)
     for path in running:
         progress = runs.read_json(path)
         parts.append(f"### `{path.parent.name}`: in progress\n\nThe test error its runs have written so far "
@@ -889,6 +934,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cw-examples", type=int, default=0,
                    help="Fig. 4(b): attack the first N test images of every model with CW-L2, untargeted and "
                         "targeted (the paper: 1,000; default 0: no attack), and draw Fig. 3")
+    p.add_argument("--cw-betas", default=None,
+                   help="attack only the VIB models of these betas (and the deterministic baseline) with CW-L2, "
+                        "e.g. Fig. 4(b)'s 1e-6,1e-4,1e-3,1e-2,1e-1 (default: every beta of the sweep)")
     p.add_argument("--cw-binary-steps", type=int, default=5, help="CW-L2 binary-search steps (default: %(default)s)")
     p.add_argument("--cw-iterations", type=int, default=1000, help="CW-L2 iterations per step (default: %(default)s)")
     p.add_argument("--attack-examples", type=int, default=0,
@@ -920,8 +968,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         doc_paths(parser, args, {"results_dir": "docs/results/vib", "doc": "docs/vib.md"})
     try:
         betas = parse_betas(args.betas)
+        cw_betas = None if args.cw_betas is None else parse_betas(args.cw_betas)
     except ValueError as e:
         parser.error(str(e))
+    if cw_betas is not None:
+        if not args.cw_examples:
+            parser.error("--cw-betas needs --cw-examples N")
+        missing = [b for b in cw_betas if not any(math.isclose(b, c) for c in betas)]
+        if missing:
+            parser.error(f"--cw-betas {', '.join(f'{b:g}' for b in missing)} not in --betas {args.betas}")
     for name in ("cw_examples", "attack_examples"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
@@ -951,7 +1006,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        eval_samples=args.eval_samples, eval_batch_size=args.eval_batch_size, seed=args.seed,
                        baseline=args.baseline, data_dir=args.data_dir, verbose=args.verbose,
                        cw_examples=args.cw_examples, cw_binary_steps=args.cw_binary_steps,
-                       cw_iterations=args.cw_iterations, attack_examples=args.attack_examples)
+                       cw_iterations=args.cw_iterations, attack_examples=args.attack_examples, cw_betas=cw_betas)
     except SweepError as e:
         print(f"reproduce vib: error: {e}", file=sys.stderr)
         return 2

@@ -460,21 +460,28 @@ def _attacked_per_seed(cells: Sequence[Dict[str, Any]], attack: str) -> List[Fra
     return out
 
 
+def _attacked_cells(results: pathlib.Path, b, method: str) -> List[Dict[str, Any]]:
+    """The large-budget test cells of ``method`` that were attacked (the robustness stage)."""
+    return [c for c in _load(results, b["large"], "test", method) if "robustness" in c]
+
+
 def _robustness_comparison(results: pathlib.Path, b) -> List[str]:
     """MT-CRL and MTVIB against MMoE under each attack: the mean attacked accuracy (:func:`_attacked_per_seed`)
-    above or below MMoE's by more than the larger seed range. No paper makes this claim; it is stated as measured."""
-    load = lambda m: [c for c in _load(results, b["large"], "test", m) if "robustness" in c]
-    base = load("mtl")
+    above or below MMoE's by more than the larger seed range (:func:`verdicts.judge`). No paper makes this claim;
+    it is stated as measured."""
+    cells = {m: _attacked_cells(results, b, m) for m in STAGES["robustness"][0]}
+    base = cells["mtl"]
     out = []
     for attack in ATTACKS:
         for m in STAGES["robustness"][0][1:]:
-            ours = load(m)
+            ours = cells[m]
             if not base or not ours:
                 out.append(f"- {attack.upper()}, {m}: no comparison yet.")
                 continue
             a, o = _attacked_per_seed(ours, attack), _attacked_per_seed(base, attack)
             gap, slack = V.mean(a) - V.mean(o), max(V.spread(a), V.spread(o))
-            side = "above" if gap > slack else "below" if gap < -slack else "within the seed range of"
+            above, below = (V.judge(a, o, d)[0] == V.REPRODUCED for d in ("above", "below"))
+            side = "above" if above else "below" if below else "within the seed range of"
             out.append(f"- {attack.upper()}: {m} - mtl = {100 * float(gap):+.1f} points of accuracy averaged over "
                        f"eps > 0 (larger seed range {100 * float(slack):.1f}): {side} MMoE"
                        + V.seeds_note(len(a), len(o)))
@@ -487,7 +494,7 @@ def _robustness(results: pathlib.Path, b) -> str:
     for attack in ATTACKS:
         rows, eps = [], None
         for m in STAGES["robustness"][0]:
-            cells = [c for c in _load(results, b["large"], "test", m) if "robustness" in c]
+            cells = _attacked_cells(results, b, m)
             if not cells:
                 rows.append(f"| {m} | (no cell yet) |")
                 continue

@@ -258,6 +258,23 @@ def test_schedules_reach_the_training_config(tmp_path):
         (1e-3, 0.9, 1.0, None)
 
 
+def test_a_preset_with_its_own_rate_schedule_does_not_decay_the_sweeps_schedule():
+    """``--preset full`` sets a cosine decay for every data set; a VIB run trains with its --schedule's rate
+    (constant, or the demo's step decay) on every preset."""
+    from tf_mtvib import train
+    from tf_mtvib.train import presets_for
+
+    for preset in presets_for("mnist"):
+        for schedule, s in vib.SCHEDULES.items():
+            argv = vib.train_argv("vib_mlp", "/tmp/unused", 1e-3, preset=preset, schedule=schedule)
+            t = train.build_config(train.parse_args(argv))["training"]
+            assert t.get("lr_schedule") in (None, "constant"), (preset, schedule)
+            assert (t["learning_rate"], t["lr_decay"], t["batch_size"]) == (s["learning_rate"], s["lr_decay"],
+                                                                           s["batch_size"])
+    assert "--lr-schedule" in vib.train_argv("mlp", "/tmp/unused", preset="full")
+    assert "--lr-schedule" not in vib.train_argv("mlp", "/tmp/unused", preset="cpu")   # configs as before
+
+
 def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_before_they_end(tmp_path, capsys):
     from tf_mtvib.train import build_config, parse_args
 

@@ -152,7 +152,11 @@ def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = 
                epochs: Optional[int] = None, max_train: Optional[int] = None, max_test: Optional[int] = None,
                batch_size: Optional[int] = None, eval_samples: int = MC_SAMPLES, seed: int = 0, data_dir=None,
                verbose: int = 2) -> List[str]:
-    """The ``train.py`` command line of one run of the sweep."""
+    """The ``train.py`` command line of one run of the sweep. The schedule fixes the optimiser: where the preset
+    sets a learning-rate schedule of its own (``full``: cosine), the run is given ``--lr-schedule constant``, so
+    that only the schedule's step decay applies."""
+    from ..train import PRESETS
+
     s = dict(SCHEDULES[schedule])
     if batch_size is not None:
         s["batch_size"] = batch_size
@@ -163,6 +167,9 @@ def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = 
             "--verbose", str(verbose)]
     if s["ema_momentum"] is not None:
         argv += ["--ema-momentum", repr(s["ema_momentum"])]
+    own = {**PRESETS[preset], **PRESETS[preset].get("data", {}).get(DATASET, {})}.get("lr_schedule")
+    if own not in (None, "constant"):
+        argv += ["--lr-schedule", "constant"]
     if beta is not None:
         argv += ["--beta", repr(float(beta))]
     for flag, value in (("--epochs", epochs), ("--max-train", max_train), ("--max-test", max_test)):

@@ -119,6 +119,24 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
     assert main(["--dataset", "multimnist", "--model", "gs", "--preset", "smoke", "--output-dir", str(run)]) == 2
 
 
+def test_test_at_evaluates_the_moving_average_with_ema_and_trains_on(tmp_path, data_dir):
+    """With --ema-momentum, --test-at evaluates the moving average of the weights (what the final metrics
+    evaluate), then puts the trained weights back: the last epoch's record equals the final metrics, and a
+    record in the middle does not stop training from the trained weights."""
+    run = tmp_path / "run"
+    assert main(["--dataset", "mnist", "--model", "mlp", "--preset", "smoke", "--epochs", "3", "--learning-rate",
+                 "0.01", "--ema-momentum", "0.9", "--output-dir", str(run), "--data-dir", str(data_dir),
+                 "--verbose", "0", "--test-at", "1,3"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    along = json.loads((run / "test_along.json").read_text())["epochs"]
+    assert {r["weights"] for r in along.values()} == {"ema"}
+    assert along["3"]["test"]["mean"] == metrics["test"]["mean"]
+    plain = tmp_path / "plain"
+    assert main(["--dataset", "mnist", "--model", "mlp", "--preset", "smoke", "--epochs", "1", "--output-dir",
+                 str(plain), "--data-dir", str(data_dir), "--verbose", "0", "--test-at", "1"]) == 0
+    assert json.loads((plain / "test_along.json").read_text())["epochs"]["1"]["weights"] == "trained"
+
+
 @pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     run = tmp_path / "run"

@@ -285,10 +285,11 @@ def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_be
                                                                    epochs=10)))["training"]
     # what the runs have written (train.py --test-at's file, as tests/test_train.py checks it) is published
     out, results, doc = tmp_path / "demo-s1", tmp_path / "results", tmp_path / "vib.md"
-    for name, acc in (("mlp", 0.985), ("vib_mlp-beta0.001", 0.9887)):
+    for name, acc, weights in (("mlp", 0.985, {}), ("vib_mlp-beta0.001", 0.9887, {"weights": "ema"})):
         (out / name).mkdir(parents=True)
         (out / name / "test_along.json").write_text(json.dumps(
-            {"epochs": {"20": {"test": {"mean": {"digit": acc}, "mc12": {"digit": acc + 0.0001}}, "seconds": 1.0}}}))
+            {"epochs": {"20": {"test": {"mean": {"digit": acc}, "mc12": {"digit": acc + 0.0001}}, "seconds": 1.0,
+                               **weights}}}))
         (out / name / "config.json").write_text(json.dumps({"training": table1["training"]}))
     doc.write_text(f"# VIB\n\n{vib.DOC_BEGIN}\n{vib.DOC_END}\n")
     assert vib.main(["--progress-only", "--output-dir", str(out), "--results-dir", str(results), "--doc", str(doc)]) == 0
@@ -296,7 +297,8 @@ def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_be
     assert set(progress["runs"]) == {"mlp", "vib_mlp-beta0.001"} and progress["training"]["mlp"]["epochs"] == 200
     text = doc.read_text()
     assert "### `demo-s1`: in progress" in text
-    assert "| vib_mlp-beta0.001 | 20 | 1.13 | 1.12 |" in text and "| mlp | 20 | 1.50 | 1.49 |" in text
+    # the weights evaluated: the moving average (--ema-momentum), or '-' for a record that predates the field
+    assert "| vib_mlp-beta0.001 | 20 | ema | 1.13 | 1.12 |" in text and "| mlp | 20 | - | 1.50 | 1.49 |" in text
     assert vib.main(["--progress-only", "--output-dir", str(tmp_path / "none"), "--results-dir", str(results),
                      "--doc", str(doc)]) == 2
     assert "has written test_along.json yet" in capsys.readouterr().err

@@ -300,8 +300,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "(tf_mtvib.saturation; the fit loop only)")
     r.add_argument("--test-at", type=epoch_list, metavar="E1,E2,...",
                    help="after these epochs, write the test accuracy (mean mode, and the --eval-samples average "
-                        "for a stochastic model) into <run>/test_along.json, so a long run's progress can be kept "
-                        "before it ends (the fit loop only)")
+                        "for a stochastic model; the moving average of the weights with --ema-momentum) into "
+                        "<run>/test_along.json, so a long run's progress can be kept before it ends (the fit loop "
+                        "only)")
     r.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras progress output")
     return p
 
@@ -456,8 +457,10 @@ def _measure_at_callback(run_dir, test_split, epochs: Sequence[int], sweeps: Opt
 def _test_at_callback(run_dir: pathlib.Path, test_ds, epochs: Sequence[int], samples: int = 0):
     """At the end of each epoch in ``epochs`` (1-based), the test accuracy in mean mode (and averaged over
     ``samples`` posterior draws when > 0) into ``<run_dir>/test_along.json`` at once: ``{"epochs": {"20":
-    {"test": {"mean": {...}, "mc12": {...}}, "seconds": ..., "machine": ...}}}``. Written before the epoch's
-    resume checkpoint, so a resumed run redoes and rewrites it; its seconds stay out of the epoch's."""
+    {"test": {"mean": {...}, "mc12": {...}}, "weights": "ema"|"trained", "seconds": ..., "machine": ...}}}``.
+    Written before the epoch's resume checkpoint, so a resumed run redoes and rewrites it; its seconds stay out
+    of the epoch's. With ``--ema-momentum`` the weights evaluated are the moving average, swapped in for the
+    evaluation (``keras.callbacks.SwapEMAWeights``) and out again: the weights the run's final metrics use."""
     import keras
 
     from .metrics import evaluate_accuracy
@@ -470,10 +473,20 @@ def _test_at_callback(run_dir: pathlib.Path, test_ds, epochs: Sequence[int], sam
             if epoch + 1 not in wanted:
                 return
             start = time.perf_counter()
-            test = {"mean": evaluate_accuracy(self.model, test_ds)}
-            if samples > 0:
-                test[f"mc{samples}"] = evaluate_accuracy(self.model, test_ds, samples=samples)
-            runs.write_epoch_record(path, epoch + 1, {"test": test, "machine": runtime.machine(),
+            ema = bool(getattr(self.model.optimizer, "use_ema", False))
+            swap = keras.callbacks.SwapEMAWeights() if ema else None
+            if swap is not None:
+                swap.set_model(self.model)
+                swap.on_test_begin()            # the moving average into the model, the trained weights aside
+            try:
+                test = {"mean": evaluate_accuracy(self.model, test_ds)}
+                if samples > 0:
+                    test[f"mc{samples}"] = evaluate_accuracy(self.model, test_ds, samples=samples)
+            finally:
+                if swap is not None:
+                    swap.on_test_end()          # the trained weights back, for the next epoch
+            runs.write_epoch_record(path, epoch + 1, {"test": test, "weights": "ema" if ema else "trained",
+                                                      "machine": runtime.machine(),
                                                       "seconds": round(time.perf_counter() - start, 1)})
 
     return TestAt()

@@ -744,14 +744,16 @@ def publish_progress(output_dir, results_dir) -> Optional[pathlib.Path]:
 
 
 def progress_table(progress: Dict[str, Any]) -> str:
-    """Test error (%) of each run at each epoch written so far: mean mode, and the posterior average."""
-    rows = ["| run | epoch | error, z = mean (%) | error, averaged draws (%) |", "|---|---:|---:|---:|"]
+    """Test error (%) of each run at each epoch written so far: mean mode, and the posterior average; the weights
+    evaluated (``ema``: the moving average, as the run's final figures; ``-`` for a record that predates the
+    field)."""
+    rows = ["| run | epoch | weights | error, z = mean (%) | error, averaged draws (%) |", "|---|---:|---|---:|---:|"]
     for name, epochs in progress["runs"].items():
         for epoch, record in epochs.items():
             test = record["test"]
             avg = next((v for k, v in test.items() if k.startswith("mc")), None)
             err = lambda acc: f"{100 * (1 - acc[next(k for k in acc if k != 'joint')]):.2f}" if acc else "-"
-            rows.append(f"| {name} | {epoch} | {err(test['mean'])} | {err(avg)} |")
+            rows.append(f"| {name} | {epoch} | {record.get('weights', '-')} | {err(test['mean'])} | {err(avg)} |")
     return "\n".join(rows)
 
 

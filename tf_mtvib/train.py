@@ -37,7 +37,7 @@ from .config import TRAINING_KEYS, TrainingConfig
 from .metrics import MC_SAMPLES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
-__all__ = ["PRESETS", "check_preset", "presets_for", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train",
+__all__ = ["PRESETS", "check_preset", "presets_for", "preset_training", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train",
            "main", "parse_args", "make_optimizer", "positive", "nonneg_float", "TrainingDiverged", "ensure_run", "RunConflict",
            "RunFailed", "config_differences"]
 
@@ -319,16 +319,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def build_config(args: argparse.Namespace) -> Dict[str, Any]:
-    """Resolve preset < --hparams file < explicit flags into one config dict."""
-    preset = PRESETS[args.preset]
-    per_data = dict(preset["data"].get(args.dataset, {}))
+def _per_data_training(key: str) -> bool:
+    return key in _TRAINING_KEYS and key != "seed"   # a data option "seed" is the data's own seed
+
+
+def preset_training(name: str, dataset: str) -> Dict[str, Any]:
+    """The training settings preset ``name`` gives ``dataset`` before any flag: the defaults, the preset's own,
+    then its entry for the data set (``lr_schedule`` only where the preset sets one)."""
+    preset = PRESETS[name]
     training = {k: preset[k] for k in ("epochs", "batch_size", "learning_rate")}
     training.update(TRAINING_DEFAULTS)
     training.update({k: preset[k] for k in _TRAINING_KEYS if k in preset})
-    for k in _TRAINING_KEYS:
-        if k in per_data and k != "seed":  # a data option "seed" is the data's own seed
-            training[k] = per_data.pop(k)
+    training.update({k: v for k, v in preset["data"].get(dataset, {}).items() if _per_data_training(k)})
+    return training
+
+
+def build_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """Resolve preset < --hparams file < explicit flags into one config dict."""
+    preset = PRESETS[args.preset]
+    training = preset_training(args.preset, args.dataset)
+    per_data = {k: v for k, v in preset["data"].get(args.dataset, {}).items() if not _per_data_training(k)}
     limits = {k: per_data.pop(k) for k in _LIMIT_KEYS if k in per_data}
     data = dict(per_data)
     known = hparam_defaults()

@@ -137,10 +137,15 @@ PROGRESS_NAME = "progress.json"
 def test_epochs(preset: str, epochs: Optional[int]) -> List[int]:
     """The epochs of ``--test-at`` for a run of ``epochs`` (None: the preset's for MNIST): every
     :data:`TEST_EVERY` of them, for a run longer than that; none otherwise."""
-    from ..train import PRESETS
+    from ..train import preset_training
 
-    total = epochs or PRESETS[preset]["data"].get(DATASET, {}).get("epochs", PRESETS[preset]["epochs"])
+    total = epochs or preset_training(preset, DATASET)["epochs"]
     return list(range(TEST_EVERY, total + 1, TEST_EVERY)) if total > TEST_EVERY else []
+
+
+def missing_betas(wanted: Sequence[float], betas: Sequence[float]) -> List[float]:
+    """The betas of ``wanted`` that are not (to float tolerance) among ``betas``."""
+    return [b for b in wanted if not any(math.isclose(b, c) for c in betas)]
 
 
 def run_name(model: str, beta: Optional[float] = None) -> str:
@@ -155,7 +160,7 @@ def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = 
     """The ``train.py`` command line of one run of the sweep. The schedule fixes the optimiser: where the preset
     sets a learning-rate schedule of its own (``full``: cosine), the run is given ``--lr-schedule constant``, so
     that only the schedule's step decay applies."""
-    from ..train import PRESETS
+    from ..train import preset_training
 
     s = dict(SCHEDULES[schedule])
     if batch_size is not None:
@@ -167,8 +172,7 @@ def train_argv(model: str, run_dir, beta: Optional[float] = None, preset: str = 
             "--verbose", str(verbose)]
     if s["ema_momentum"] is not None:
         argv += ["--ema-momentum", repr(s["ema_momentum"])]
-    own = {**PRESETS[preset], **PRESETS[preset].get("data", {}).get(DATASET, {})}.get("lr_schedule")
-    if own not in (None, "constant"):
+    if preset_training(preset, DATASET).get("lr_schedule") not in (None, "constant"):
         argv += ["--lr-schedule", "constant"]
     if beta is not None:
         argv += ["--beta", repr(float(beta))]
@@ -517,10 +521,10 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
 
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    missing = [b for b in (cw_betas or ()) if not any(math.isclose(b, c) for c in betas)]
+    missing = missing_betas(cw_betas or (), betas)
     if missing:
         raise ValueError(f"the CW betas {', '.join(f'{b:g}' for b in missing)} are not in the sweep's betas")
-    attacked = lambda beta: beta is None or cw_betas is None or any(math.isclose(beta, c) for c in cw_betas)
+    attacked = lambda beta: beta is None or cw_betas is None or not missing_betas([beta], cw_betas)
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = ([(BASELINE, None)] if baseline else []) + [(VIB, float(b)) for b in betas]
@@ -983,7 +987,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if cw_betas is not None:
         if not args.cw_examples:
             parser.error("--cw-betas needs --cw-examples N")
-        missing = [b for b in cw_betas if not any(math.isclose(b, c) for c in betas)]
+        missing = missing_betas(cw_betas, betas)
         if missing:
             parser.error(f"--cw-betas {', '.join(f'{b:g}' for b in missing)} not in --betas {args.betas}")
     for name in ("cw_examples", "attack_examples"):

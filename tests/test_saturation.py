@@ -239,7 +239,26 @@ def test_time_rows_count_only_the_models_retrained_here_and_prefer_the_whole_ret
                            "machine": machine}},
         "uwl-s0": {"run": {"retrained_here": True, "trained": 1800.0, "retrain": None, "machine": machine}}}}
     rows = time_rows(data)
-    assert "| mtfl/stl-s0 | 1.50 |" in "\n".join(rows) and "| mtfl/uwl-s0 | 0.50 |" in "\n".join(rows)
+    # records without the every-process count fall back to the last process's wall time, starred
+    assert "| mtfl/stl-s0 | 1.50* |" in "\n".join(rows) and "| mtfl/uwl-s0 | 0.50* |" in "\n".join(rows)
     assert not any("gs-s0" in r for r in rows)
     assert "| total (2 models) | 2.00 | |" in rows
+    assert any("A starred row" in r for r in rows)
     assert time_rows({"mtfl": {"gs-s0": data["mtfl"]["gs-s0"]}}) == []
+
+
+def test_time_rows_sum_every_process_of_a_resumed_retrain(tmp_path):
+    """A retrain resumed in a second process: its last process's wall time (retrain.seconds) undercounts; the
+    row sums the epochs of every process (history.json) and the measurements along training (along.json)."""
+    from tf_mtvib import runs
+    from tf_mtvib.reproduce.saturation import _training_seconds, time_rows
+    from tf_mtvib.saturation import ALONG_JSON
+
+    runs.write_json(tmp_path / runs.HISTORY, [{"epoch": e, "seconds": 1000.0} for e in range(1, 4)])
+    runs.write_json(tmp_path / ALONG_JSON, {"epochs": {"1": {"seconds": 100.0}, "3": {"seconds": 200.0}}})
+    counted = _training_seconds(tmp_path)
+    assert counted == {"epoch_seconds": 3000.0, "measure_seconds": 300.0}
+    run = {"retrained_here": True, "trained": 1100.0, "retrain": {"seconds": 1200.0}, "machine": {}, **counted}
+    rows = time_rows({"mtfl": {"gs-s0": {"run": run}}})
+    assert "| mtfl/gs-s0 | 0.92 |" in "\n".join(rows)          # 3,300 s, not the last process's 1,200 s
+    assert not any("starred" in r for r in rows)

@@ -39,7 +39,7 @@ import shutil
 import statistics
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import runs, runtime
 from ..evaluate import DEFAULT_EPS
@@ -183,6 +183,8 @@ def measure_cell(results_dir: pathlib.Path, root: pathlib.Path, preset: str, dat
         doc["run"] = {"retrained_here": retrained is not None, "retrain": retrained,
                       "trained": runs.read_json(path / runs.METRICS).get("train_seconds_this_process"),
                       "machine": runtime.machine(), "measured": time.strftime("%Y-%m-%d")}
+    if doc["run"].get("retrained_here") and "epoch_seconds" not in doc["run"] and (path / runs.HISTORY).exists():
+        doc["run"].update(_training_seconds(path))
     # the committed cell's model, or another training of its config (a retrain: its test accuracy differs)
     doc["run"]["same_model_as_cell"] = (runs.read_json(path / runs.METRICS)["test"]
                                         == runs.read_json(cell / runs.METRICS)["test"])
@@ -363,24 +365,49 @@ def render(results_dir: pathlib.Path, preset: str) -> str:
     return "\n".join(lines + time_rows(data))
 
 
+def _training_seconds(path: pathlib.Path) -> Dict[str, float]:
+    """The seconds a run spent training, over every process that trained it (a resumed run's too): its
+    epochs (``history.json``) and the measurements along training between them (each ``along.json``
+    record's ``seconds``), which the epoch times leave out."""
+    from ..saturation import ALONG_JSON
+
+    out = {"epoch_seconds": round(sum(r["seconds"] for r in runs.read_json(path / runs.HISTORY)), 1)}
+    if (path / ALONG_JSON).exists():
+        out["measure_seconds"] = round(sum(r["seconds"] for r in runs.read_json(path / ALONG_JSON)["epochs"].values()), 1)
+    return out
+
+
+def retrain_seconds(run: Dict[str, Any]) -> Tuple[Optional[float], bool]:
+    """``(seconds, every process)`` of a retrained cell's ``run`` record: its epochs plus the measurements
+    along training, summed over every process (:func:`_training_seconds`); a record written before those
+    were kept falls back to the wall time of its last process (``run.retrain.seconds``, else
+    ``run.trained``), a lower bound if that retrain was resumed."""
+    if "epoch_seconds" in run:
+        return run["epoch_seconds"] + run.get("measure_seconds", 0.0), True
+    return (run.get("retrain") or {}).get("seconds") or run.get("trained"), False
+
+
 def time_rows(data: Dict[str, Dict[str, Dict[str, Any]]]) -> List[str]:
-    """The hours each model this study retrained took, with the CPU (:func:`tf_mtvib.runtime.cpu_label`), and
-    their total: the whole retrain where one process ran it (``run.retrain.seconds``, the measurements along
-    training included), else the training's own count (``run.trained``)."""
-    rows, total = [], 0.0
+    """The hours each model this study retrained took (:func:`retrain_seconds`), with the CPU
+    (:func:`tf_mtvib.runtime.cpu_label`), and their total."""
+    rows, total, last_only = [], 0.0, False
     for dataset, records in data.items():
         for name in _order(records):
             run = records[name].get("run") or {}
-            seconds = (run.get("retrain") or {}).get("seconds") or run.get("trained")
+            seconds, every = retrain_seconds(run)
             if not run.get("retrained_here") or not seconds:
                 continue
             total += seconds
-            rows.append(f"| {dataset}/{name} | {seconds / 3600:.2f} | {runtime.cpu_label(run.get('machine') or {})} |")
+            last_only |= not every
+            rows.append(f"| {dataset}/{name} | {seconds / 3600:.2f}{'' if every else '*'} | "
+                        f"{runtime.cpu_label(run.get('machine') or {})} |")
     if not rows:
         return []
+    note = (" A starred row predates that count: the wall time of its last process (a lower bound had it been "
+            "resumed)." if last_only else "")
     return ["### Time of the retrained models", "",
-            "Hours per model retrained by this study, the measurements along training included (where a retrain "
-            "was resumed, the count of its last process only: a lower bound).", "",
+            "Hours per model retrained by this study: its epochs and the measurements along training, summed "
+            "over every process that trained it (a resumed retrain's too)." + note, "",
             "| cell | hours | CPU |", "|---|---:|---|", *rows, f"| total ({len(rows)} models) | {total / 3600:.2f} | |", ""]
 
 

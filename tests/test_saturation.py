@@ -262,3 +262,27 @@ def test_time_rows_sum_every_process_of_a_resumed_retrain(tmp_path):
     rows = time_rows({"mtfl": {"gs-s0": {"run": run}}})
     assert "| mtfl/gs-s0 | 0.92 |" in "\n".join(rows)          # 3,300 s, not the last process's 1,200 s
     assert not any("starred" in r for r in rows)
+
+
+def test_mechanism_check_passes_within_two_se_and_names_excess_and_deficit():
+    """The mechanism check on constructed sweeps: a masked accuracy at S_k passes; one above it by more than
+    2 SE misses as an excess (images moved and left correct); one below it is called out as impossible."""
+    from tf_mtvib.reproduce.saturation import mechanism_check, mechanism_summary, two_se
+
+    n, S = 10_000, 0.36
+    tol = two_se(S, n)                                          # 2 * sqrt(0.36 * 0.64 / 10,000) = 0.0096
+    assert abs(tol - 0.0096) < 1e-12
+    eps = [0.0, 0.05, 0.1, 0.2, 0.3]
+    flat = {"eps": eps, "accuracy": {"a": [0.85, 0.37, S + 0.005, S, S + 0.009]}}     # eta 0.05 is not judged
+    creep = {"eps": eps, "accuracy": {"a": [0.85, 0.37, S, S + 0.005, S + 0.014]}}
+    below = {"eps": eps, "accuracy": {"a": [0.85, 0.37, S, S - 0.02, S]}}
+    ok, miss, low = (mechanism_check(sw, {"a": S}, n) for sw in (flat, creep, below))
+    assert ok["pass"] and ok["tasks"]["a"]["accuracy"] == [S + 0.005, S, S + 0.009]
+    assert not miss["pass"] and abs(miss["tasks"]["a"]["max_gap"] - 0.014) < 1e-12
+    assert [round(x, 3) for x in miss["tasks"]["a"]["excess"]] == [0.0, 0.005, 0.014]
+    assert not low["pass"]
+    assert mechanism_summary([("gs-s0", ok)]) == "1 of 1 tasks pass."
+    text = mechanism_summary([("gs-s0", ok), ("uwl-s0", miss)])
+    assert text.startswith("1 of 2 tasks pass.") and "Every miss is an excess" in text and "1.4 points, uwl-s0 a" in text
+    text = mechanism_summary([("uwl-s0", miss), ("stl-s0", low)])
+    assert "Below S_k by more than 2 SE" in text and "stl-s0 a" in text and "Every miss" not in text

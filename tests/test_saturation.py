@@ -286,3 +286,23 @@ def test_mechanism_check_passes_within_two_se_and_names_excess_and_deficit():
     assert text.startswith("1 of 2 tasks pass.") and "Every miss is an excess" in text and "1.4 points, uwl-s0 a" in text
     text = mechanism_summary([("uwl-s0", miss), ("stl-s0", low)])
     assert "Below S_k by more than 2 SE" in text and "stl-s0 a" in text and "Every miss" not in text
+
+
+def test_a_paper_budget_run_is_set_beside_its_row_of_the_paper_table():
+    """The paper-budget run's last epoch beside Table V's GS row: a sweep equal to the paper's curves is at
+    distance 0, one 10 points below everywhere at 10 (shape 0: the same curve, shifted)."""
+    from tf_mtvib.reproduce.protocols import paper_curves
+    from tf_mtvib.reproduce.saturation import DEFAULT_EPS, against_paper_row
+
+    paper = paper_curves("mtfl")["gs"]
+    same = {t: [a / 100 for a in c] for t, c in paper.items()}
+    lower = {t: [(a - 10) / 100 for a in c] for t, c in paper.items()}
+    doc = {"epochs": {"10": {"saturation": {"n": 1000}, "sweeps": {}},
+                      "200": {"saturation": {"n": 1000, "S": {t: 0.0 for t in paper}},
+                              "sweeps": {"logits-sum": {"eps": list(DEFAULT_EPS), "accuracy": same},
+                                         "clipped-sum": {"eps": list(DEFAULT_EPS), "accuracy": lower}}}}}
+    text = "\n".join(against_paper_row("paper/mtfl/gs-s0", doc))
+    assert text.startswith("At epoch 200 beside Table V's GS row")
+    assert "| logits-sum | 0.0 | 0.0 | 28 |" in text and "| clipped-sum | 10.0 | 0.0 | 28 |" in text
+    assert f"| gender | paper | {paper['gender'][0]:.1f} |" in text
+    assert against_paper_row("paper/mtfl/gs-s0", {"epochs": {"5": {"saturation": {"n": 1}, "sweeps": {}}}}) == []

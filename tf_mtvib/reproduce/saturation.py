@@ -479,7 +479,39 @@ def along_table(records: Dict[str, Dict[str, Any]]) -> List[str]:
                          + " | ".join(_pct(plateau("clipped-per_task", t)) for t in tasks) + " | "
                          + " | ".join(_pct(plateau("logits-sum", t)) for t in tasks) + " |")
         lines += ["", along_verdict(name, doc), ""]
+        if name.startswith("paper/"):
+            lines += against_paper_row(name, doc)
     return lines
+
+
+def against_paper_row(name: str, doc: Dict[str, Any]) -> List[str]:
+    """A paper-budget run at its last epoch beside its model's row of the paper's table (each sweep's
+    curve per task, the paper's under it) and each sweep's distance to that row (:func:`distances`)."""
+    from .paper import TABLE_NUMBER
+    from .protocols import distances, paper_curves
+
+    last = max(doc["epochs"], key=int)
+    _, dataset, cell = name.split("/")
+    model = cell.rsplit("-s", 1)[0]
+    paper = paper_curves(dataset).get(model)
+    sweeps = {k: v for k, v in doc["epochs"][last]["sweeps"].items() if v["eps"] == list(DEFAULT_EPS)}
+    if not paper or not sweeps:
+        return []
+    lines = [f"At epoch {last} beside Table {TABLE_NUMBER[dataset]}'s {model.upper()} row (accuracy %, eta "
+             + ", ".join(f"{e:g}" for e in DEFAULT_EPS) + f"; {doc['epochs'][last]['saturation']['n']} test images, "
+             "one seed):", "", "| task | curve | " + " | ".join(f"{e:g}" for e in DEFAULT_EPS) + " |",
+             "|---|---|" + "---:|" * len(DEFAULT_EPS)]
+    for t in paper:
+        lines.append(f"| {t} | paper | " + " | ".join(f"{a:.1f}" for a in paper[t]) + " |")
+        for sweep, r in sweeps.items():
+            if t in r["accuracy"]:
+                lines.append(f"| {t} | {sweep} | " + " | ".join(_pct(a) for a in r["accuracy"][t]) + " |")
+    lines += ["", "| sweep | distance to the paper's row | shape distance | cells |", "|---|---:|---:|---:|"]
+    for sweep, r in sweeps.items():
+        d = distances({model: {t: [100 * a for a in r["accuracy"][t]] for t in paper if t in r["accuracy"]}},
+                      {model: paper})
+        lines.append(f"| {sweep} | {d['mad']:.1f} | {d['shape']:.1f} | {d['cells']} |")
+    return lines + [""]
 
 
 def along_verdict(name: str, doc: Dict[str, Any]) -> str:

@@ -303,6 +303,7 @@ def test_a_paper_budget_run_is_set_beside_its_row_of_the_paper_table():
                                          "clipped-sum": {"eps": list(DEFAULT_EPS), "accuracy": lower}}}}}
     text = "\n".join(against_paper_row("paper/mtfl/gs-s0", doc))
     assert text.startswith("At epoch 200 beside Table V's GS row")
-    assert "| logits-sum | 0.0 | 0.0 | 28 |" in text and "| clipped-sum | 10.0 | 0.0 | 28 |" in text
+    assert "| epoch | logits-sum | clipped-sum |" in text and "| 200 | 0.0 (0.0) | 10.0 (0.0) |" in text
+    assert "| 10 | - | - |" in text and "28 cells" in text
     assert f"| gender | paper | {paper['gender'][0]:.1f} |" in text
     assert against_paper_row("paper/mtfl/gs-s0", {"epochs": {"5": {"saturation": {"n": 1}, "sweeps": {}}}}) == []

@@ -506,11 +506,18 @@ def against_paper_row(name: str, doc: Dict[str, Any]) -> List[str]:
         for sweep, r in sweeps.items():
             if t in r["accuracy"]:
                 lines.append(f"| {t} | {sweep} | " + " | ".join(_pct(a) for a in r["accuracy"][t]) + " |")
-    lines += ["", "| sweep | distance to the paper's row | shape distance | cells |", "|---|---:|---:|---:|"]
-    for sweep, r in sweeps.items():
-        d = distances({model: {t: [100 * a for a in r["accuracy"][t]] for t in paper if t in r["accuracy"]}},
-                      {model: paper})
-        lines.append(f"| {sweep} | {d['mad']:.1f} | {d['shape']:.1f} | {d['cells']} |")
+    def distance(r):
+        return distances({model: {t: [100 * a for a in r["accuracy"][t]] for t in paper if t in r["accuracy"]}},
+                         {model: paper})
+
+    lines += ["", "Distance to that row along training (points; in parentheses the shape distance, after anchoring "
+              "each curve at its own clean accuracy; " + f"{distance(next(iter(sweeps.values())))['cells']} cells):",
+              "", "| epoch | " + " | ".join(sweeps) + " |", "|---:|" + "---:|" * len(sweeps)]
+    for e in sorted(doc["epochs"], key=int):
+        got = doc["epochs"][e]["sweeps"]
+        cells = [distance(got[k]) if k in got and got[k]["eps"] == list(DEFAULT_EPS) else None for k in sweeps]
+        lines.append(f"| {e} | " + " | ".join("-" if d is None else f"{d['mad']:.1f} ({d['shape']:.1f})"
+                                             for d in cells) + " |")
     return lines + [""]
 
 

@@ -307,3 +307,31 @@ def test_a_paper_budget_run_is_set_beside_its_row_of_the_paper_table():
     assert "| 10 | - | - |" in text and "28 cells" in text
     assert f"| gender | paper | {paper['gender'][0]:.1f} |" in text
     assert against_paper_row("paper/mtfl/gs-s0", {"epochs": {"5": {"saturation": {"n": 1}, "sweeps": {}}}}) == []
+
+
+def test_tally_explains_a_task_only_when_both_curves_are_flat_and_s_k_reaches_the_papers_level():
+    """MTFL's paper rows are flat (plateaus); a masked curve flat at the paper's level is explained, one flat
+    far below it is not, and one that declines is not. MultiMNIST's paper rows decline: a flat masked curve
+    there does not have the paper's shape."""
+    from tf_mtvib.reproduce.saturation import DEFAULT_EPS, MASKED, paper_plateaus, tally
+
+    gs = paper_plateaus("mtfl")["gs"]
+    tasks = list(gs)
+
+    def record(levels, slope=0.0, n=1000):                  # levels: the masked plateau per task (fractions)
+        acc = {t: [0.8] + [v + slope * e for e in DEFAULT_EPS[1:]] for t, v in zip(tasks, levels)}
+        return {"saturation": {"S": dict(zip(tasks, levels)), "n": n},
+                "sweeps": {MASKED: {"eps": list(DEFAULT_EPS), "accuracy": acc}}}
+
+    at_level = [gs[t]["level"] / 100 for t in tasks]
+    text = "\n".join(tally([("mtfl", "gs-s0", record(at_level))]))
+    assert "shapes agree on 4 of 4" in text and "S_k reaches its level on 4 of 4" in text and "Explained: 4 of 4" in text
+    text = "\n".join(tally([("mtfl", "gs-s0", record([v - 0.1 for v in at_level]))]))
+    assert "reaches its level on 0 of 4 (below it on 4, by 10.0-10.0 points)" in text and "explains the paper's curve on 0 of 4" in text
+    text = "\n".join(tally([("mtfl", "gs-s0", record(at_level, slope=-0.5))]))   # falls 10 points over 0.1-0.3
+    assert "flat on 0 of 4" in text and "Explained: 0 of 4" in text
+    mm = tally([("multimnist", "gs-s0", {
+        "saturation": {"S": {"top_left": 0.5, "bottom_right": 0.5}, "n": 10000},
+        "sweeps": {MASKED: {"eps": list(DEFAULT_EPS), "accuracy": {t: [0.9] + [0.5] * 6 for t in ("top_left", "bottom_right")}}}})])
+    assert "the paper's on 0 of 2" in "\n".join(mm) and "shapes agree on 0 of 2" in "\n".join(mm)
+    assert tally([("mtfl", "gs-s1", record(at_level))]) == []          # seed 0 only

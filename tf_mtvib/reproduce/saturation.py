@@ -591,6 +591,7 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
             parts.append("clean accuracy " + ("within" if ag["ok"] else "OUTSIDE") + " the committed cell's tolerance")
         lines.append(f"- **{d}/{n}**: " + "; ".join(parts) + ".")
     lines.append("")
+    lines += tally(cells)
     lines += ["What this says so far: where the masked per-task curve sits on S_k from the first eta, the "
               "mechanism gives the paper's shape (a drop, then a flat line); whether it also gives the paper's "
               "level depends on S_k reaching the paper's plateau, which the comparison above states per model. "
@@ -602,6 +603,58 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
     else:
         lines += ["S_k along training and at the paper's budget (200 epochs at Adam 1e-4): not measured yet.", ""]
     return "\n".join(lines)
+
+
+def tally(cells: Sequence[Tuple[str, str, Dict[str, Any]]]) -> List[str]:
+    """Per data set, over the measured seed-0 models' tasks: is the masked curve flat where the paper's is
+    (both spanning at most :data:`PAPER_PLATEAU_SPAN` points at eta >= 0.1, or both more), and, where the
+    paper's is flat, does S_k reach its level (within 2 binomial SE)? The hypothesis explains a task when the
+    paper's curve is flat (its signature is a flat line), the masked curve too, and S_k is at the paper's
+    level. ``cells``: ``(data set, cell, saturation.json)``."""
+    by_dataset: Dict[str, List[Dict[str, Any]]] = {}
+    for d, n, r in cells:
+        model, seed = _model_seed(n)
+        sweep = r.get("sweeps", {}).get(MASKED)
+        plateaus = paper_plateaus(d).get(model)
+        if seed != 0 or not sweep or not plateaus:
+            continue
+        for t, S in r["saturation"]["S"].items():
+            ours = [100 * a for e, a in zip(sweep["eps"], sweep["accuracy"][t]) if e >= PLATEAU_FROM - 1e-9]
+            p = plateaus[t]
+            flat = max(ours) - min(ours) <= PAPER_PLATEAU_SPAN + 1e-9
+            level = p["plateau"] and abs(100 * S - p["level"]) <= 100 * two_se(S, r["saturation"]["n"]) + 1e-9
+            by_dataset.setdefault(d, []).append({"shape": flat == p["plateau"], "level": level, "flat": flat,
+                                                 "paper_flat": p["plateau"], "gap": 100 * S - p["level"],
+                                                 "span": max(ours) - min(ours), "paper_span": p["span"]})
+    if not by_dataset:
+        return []
+    lines = ["**Tally** (seed 0, the models measured so far; a curve is flat when it spans at most "
+             f"{PAPER_PLATEAU_SPAN:g} points at eta {PLATEAU_FROM:g}-0.3; the hypothesis explains a task when the "
+             "paper's curve and the masked one are both flat and S_k is within 2 binomial SE of the paper's "
+             "level):", ""]
+    explained = total = 0
+    for d, rows in by_dataset.items():
+        n = len(rows)
+        ok = sum(r["paper_flat"] and r["flat"] and r["level"] for r in rows)
+        text = (f"- **{d}** ({n} tasks): the masked curve is flat on {sum(r['flat'] for r in rows)} of {n} "
+                f"(span {min(r['span'] for r in rows):.1f}-{max(r['span'] for r in rows):.1f} points), the paper's "
+                f"on {sum(r['paper_flat'] for r in rows)} of {n} (span {min(r['paper_span'] for r in rows):.1f}-"
+                f"{max(r['paper_span'] for r in rows):.1f}); the shapes agree on {sum(r['shape'] for r in rows)} "
+                f"of {n}.")
+        flat_paper = [r for r in rows if r["paper_flat"]]
+        if flat_paper:
+            below = [r for r in flat_paper if r["gap"] < 0]
+            text += (f" Where the paper's is flat, S_k reaches its level on {sum(r['level'] for r in flat_paper)} "
+                     f"of {len(flat_paper)}" + (f" (below it on {len(below)}, by {min(-r['gap'] for r in below):.1f}"
+                                                f"-{max(-r['gap'] for r in below):.1f} points)" if below else "")
+                     + ".")
+        text += f" Explained: {ok} of {n}."
+        lines.append(text)
+        explained, total = explained + ok, total + n
+    lines += ["", f"So far the saturated-gradient hypothesis explains the paper's curve on {explained} of {total} "
+              "measured tasks" + (": it does not account for the paper's curves on the models measured." if not
+                                  explained else ".") + " One seed per model.", ""]
+    return lines
 
 
 def write_docs(results_dir: pathlib.Path, preset: str, robustness: pathlib.Path, results_md: pathlib.Path) -> None:

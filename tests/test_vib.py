@@ -302,6 +302,16 @@ def test_long_runs_write_their_test_error_every_20_epochs_and_it_is_published_be
     assert vib.main(["--progress-only", "--output-dir", str(tmp_path / "none"), "--results-dir", str(results),
                      "--doc", str(doc)]) == 2
     assert "has written test_along.json yet" in capsys.readouterr().err
+    # when the sweep ends, publishing it brings progress.json to the runs' last epoch (no stale file is left)
+    along = json.loads((out / "mlp" / "test_along.json").read_text())
+    along["epochs"]["100"] = {**along["epochs"]["20"], "weights": "ema"}
+    (out / "mlp" / "test_along.json").write_text(json.dumps(along))
+    (out / vib.JSON_NAME).write_text(json.dumps({"baseline": None, "vib": [], "failed": []}))
+    assert vib.publish_sweep({}, out, results) == results / "demo-s1"
+    progress = json.loads((results / "demo-s1" / "progress.json").read_text())
+    assert set(progress["runs"]["mlp"]) == {"20", "100"}
+    table = vib.progress_table(progress)
+    assert table.index("| mlp | 20 |") < table.index("| mlp | 100 |")   # epochs in order, not as text
 
 
 def _published(schedule, seed, vib_error, base_error, epochs=200, num_train=60000):

@@ -712,7 +712,8 @@ DOC_END = "<!-- END GENERATED: python -m tf_mtvib.reproduce vib -->"
 
 def publish_sweep(result: Dict[str, Any], output_dir, results_dir) -> pathlib.Path:
     """Copy a sweep's JSON (run directories reduced to their names), table and figures into
-    ``results_dir/<name of output_dir>/`` (small files, to commit); returns that folder."""
+    ``results_dir/<name of output_dir>/`` (small files, to commit), with its runs' test error along training
+    (:func:`publish_progress`, brought up to date); returns that folder."""
     import shutil
 
     from .. import runs
@@ -727,6 +728,7 @@ def publish_sweep(result: Dict[str, Any], output_dir, results_dir) -> pathlib.Pa
     for name in [TABLE_NAME, *FIGURES.values(), FIG3_NAME]:
         if (out / name).exists():
             shutil.copyfile(out / name, dest / name)
+    publish_progress(out, results_dir)   # the test error along training, now to the last epoch
     return dest
 
 
@@ -753,7 +755,7 @@ def progress_table(progress: Dict[str, Any]) -> str:
     field)."""
     rows = ["| run | epoch | weights | error, z = mean (%) | error, averaged draws (%) |", "|---|---:|---|---:|---:|"]
     for name, epochs in progress["runs"].items():
-        for epoch, record in epochs.items():
+        for epoch, record in sorted(epochs.items(), key=lambda kv: int(kv[0])):   # JSON keys sort as text
             test = record["test"]
             avg = next((v for k, v in test.items() if k.startswith("mc")), None)
             err = lambda acc: f"{100 * (1 - acc[next(k for k in acc if k != 'joint')]):.2f}" if acc else "-"
@@ -907,6 +909,9 @@ def doc_section(results_dir, doc_dir) -> str:
                      f"Test error on the MNIST test split{subset} (paper, Table 1: VIB "
                      f"{PAPER['vib_error_pct']}%, deterministic {PAPER['deterministic_error_pct']}%).\n\n"
                      f"{markdown_table(result)}\n\n{figures}")
+        if (path.parent / PROGRESS_NAME).exists():
+            parts.append(f"Test error along training (`--test-at`, every {TEST_EVERY} epochs):\n\n"
+                         + progress_table(runs.read_json(path.parent / PROGRESS_NAME)))
         if result.get("cw"):
             c = result["cw"]
             fig3 = (f"\n\n![Fig. 3]({rel}/{FIG3_NAME})" if (path.parent / FIG3_NAME).exists() else "")

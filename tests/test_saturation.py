@@ -267,7 +267,7 @@ def test_time_rows_sum_every_process_of_a_resumed_retrain(tmp_path):
 def test_mechanism_check_passes_within_two_se_and_names_excess_and_deficit():
     """The mechanism check on constructed sweeps: a masked accuracy at S_k passes; one above it by more than
     2 SE misses as an excess (images moved and left correct); one below it is called out as impossible."""
-    from tf_mtvib.reproduce.saturation import mechanism_check, mechanism_summary, two_se
+    from tf_mtvib.reproduce.saturation import excess, mechanism_check, mechanism_summary, two_se
 
     n, S = 10_000, 0.36
     tol = two_se(S, n)                                          # 2 * sqrt(0.36 * 0.64 / 10,000) = 0.0096
@@ -280,6 +280,8 @@ def test_mechanism_check_passes_within_two_se_and_names_excess_and_deficit():
     assert ok["pass"] and ok["tasks"]["a"]["accuracy"] == [S + 0.005, S, S + 0.009]
     assert not miss["pass"] and abs(miss["tasks"]["a"]["max_gap"] - 0.014) < 1e-12
     assert [round(x, 3) for x in miss["tasks"]["a"]["excess"]] == [0.0, 0.005, 0.014]
+    stored_only = {k: v for k, v in miss["tasks"]["a"].items() if k != "excess"}
+    assert excess(stored_only) == miss["tasks"]["a"]["excess"]   # the report derives it from accuracy and S
     assert not low["pass"]
     assert mechanism_summary([("gs-s0", ok)]) == "1 of 1 tasks pass."
     text = mechanism_summary([("gs-s0", ok), ("uwl-s0", miss)])

@@ -111,15 +111,30 @@ def mechanism_check(sweep: Dict[str, Any], S: Dict[str, float], n: int) -> Dict[
         accs = [a for e, a in zip(eps, sweep["accuracy"][t]) if e >= PLATEAU_FROM - 1e-9]
         tol = two_se(s, n)
         gap = max(abs(a - s) for a in accs)
-        rows[t] = {"S": s, "accuracy": accs, "excess": [a - s for a in accs], "tolerance": tol, "max_gap": gap,
-                   "pass": gap <= tol + 1e-12}
+        rows[t] = {"S": s, "accuracy": accs, "tolerance": tol, "max_gap": gap, "pass": gap <= tol + 1e-12}
+        rows[t]["excess"] = excess(rows[t])   # stored for readers of the JSON; the report derives it again
     return {"tasks": rows, "pass": all(r["pass"] for r in rows.values()), "from_eta": PLATEAU_FROM}
+
+
+def excess(row: Dict[str, Any]) -> List[float]:
+    """accuracy - S_k at each judged eta of a :func:`mechanism_check` row (derived from its accuracy and S)."""
+    return [a - row["S"] for a in row["accuracy"]]
 
 
 def below_s(row: Dict[str, Any]) -> bool:
     """Whether a task's masked accuracy (a :func:`mechanism_check` row) falls below S_k by more than 2 SE at
     some judged eta: what a zero gradient on every correct saturated image rules out."""
-    return min(a - row["S"] for a in row["accuracy"]) < -(row["tolerance"] + 1e-12)
+    return min(excess(row)) < -(row["tolerance"] + 1e-12)
+
+
+def excess_sentence(misses: Sequence[Tuple[str, str, Dict[str, Any]]]) -> str:
+    """The one sentence, for the report and RESULTS.md alike, on mechanism-check misses that are all excess:
+    ``misses`` as ``(cell, task, row)``; the largest is named."""
+    worst = max(misses, key=lambda x: x[2]["max_gap"])
+    return (f"Every miss is an excess: the masked accuracy never falls below S_k by more than 2 SE, and the "
+            f"images above it are ones the attack moved without flipping them (largest: "
+            f"{100 * worst[2]['max_gap']:.1f} points, {worst[0]} {worst[1]}). Those misses say that FGSM "
+            "with the masked loss fails on unsaturated images there, not that saturated images moved.")
 
 
 def mechanism_summary(mech: Sequence[Tuple[str, Dict[str, Any]]]) -> str:
@@ -133,11 +148,7 @@ def mechanism_summary(mech: Sequence[Tuple[str, Dict[str, Any]]]) -> str:
         text += (" Below S_k by more than 2 SE, which a zero gradient should rule out: "
                  + ", ".join(f"{n} {t}" for n, t in below) + ".")
     elif misses:
-        worst = max(misses, key=lambda x: x[2]["max_gap"])
-        text += (f" Every miss is an excess: the masked accuracy never falls below S_k by more than 2 SE, and the "
-                 f"images above it are ones the attack moved without flipping them (largest: "
-                 f"{100 * worst[2]['max_gap']:.1f} points, {worst[0]} {worst[1]}). Those misses say that FGSM "
-                 "with the masked loss fails on unsaturated images there, not that saturated images moved.")
+        text += " " + excess_sentence(misses)
     return text
 
 
@@ -361,9 +372,8 @@ def render(results_dir: pathlib.Path, preset: str) -> str:
                       "| 2 SE | pass |", "|---|---|---:|---|---|---:|---:|---|"]
             for n, m in mech:
                 for t, r in m["tasks"].items():
-                    excess = r.get("excess") or [a - r["S"] for a in r["accuracy"]]
                     lines.append(f"| {n} | {t} | {_pct(r['S'])} | " + ", ".join(_pct(a) for a in r["accuracy"])
-                                 + " | " + ", ".join(f"{100 * x:+.1f}" for x in excess)
+                                 + " | " + ", ".join(f"{100 * x:+.1f}" for x in excess(r))
                                  + f" | {_pct(r['max_gap'])} | {_pct(r['tolerance'])} | "
                                  + ("yes" if r["pass"] else "no") + " |")
             lines += ["", mechanism_summary(mech), ""]
@@ -459,6 +469,7 @@ def along_records(results_dir: pathlib.Path) -> Dict[str, Dict[str, Any]]:
 def along_table(records: Dict[str, Dict[str, Any]]) -> List[str]:
     """S_k along training, and the masked and logits FGSM at eta 0.1-0.3 (mean over those eta), per epoch."""
     lines = []
+    paper = {d: paper_plateaus(d) for d in {name.split("/")[1] for name in records}}   # read once
     for name, doc in records.items():
         epochs = sorted(doc["epochs"], key=int)
         tasks = list(doc["epochs"][epochs[0]]["saturation"]["S"])
@@ -478,7 +489,7 @@ def along_table(records: Dict[str, Dict[str, Any]]) -> List[str]:
             lines.append(f"| {e} | " + " | ".join(_pct(r["saturation"]["S"][t]) for t in tasks) + " | "
                          + " | ".join(_pct(plateau("clipped-per_task", t)) for t in tasks) + " | "
                          + " | ".join(_pct(plateau("logits-sum", t)) for t in tasks) + " |")
-        lines += ["", along_verdict(name, doc), ""]
+        lines += ["", along_verdict(name, doc, paper[name.split("/")[1]]), ""]
         if name.startswith("paper/"):
             lines += against_paper_row(name, doc)
     return lines
@@ -521,12 +532,13 @@ def against_paper_row(name: str, doc: Dict[str, Any]) -> List[str]:
     return lines + [""]
 
 
-def along_verdict(name: str, doc: Dict[str, Any]) -> str:
-    """One sentence: S_k at the record's last epoch against the paper's plateau of its model's row."""
+def along_verdict(name: str, doc: Dict[str, Any], paper: Optional[Dict[str, Any]] = None) -> str:
+    """One sentence: S_k at the record's last epoch against the paper's plateau of its model's row
+    (``paper``: :func:`paper_plateaus` of the record's data set, read here when not given)."""
     last = max(doc["epochs"], key=int)
     _, dataset, cell = name.split("/")
     model = cell.rsplit("-s", 1)[0]
-    plateaus = paper_plateaus(dataset).get(model, {})
+    plateaus = (paper if paper is not None else paper_plateaus(dataset)).get(model, {})
     S = doc["epochs"][last]["saturation"]["S"]
     gaps = {t: 100 * v - plateaus[t]["level"] for t, v in S.items() if plateaus.get(t, {}).get("plateau")}
     if not gaps:
@@ -552,6 +564,7 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
              "first eta and then stays at S_k, the share of such images.", ""]
     if not cells:
         return "\n".join(lines + [f"Not measured yet: none of the {planned} seed-0 models has a record.", ""])
+    paper = {d: paper_plateaus(d) for d in data}   # the paper's table, read once
     measured = sorted({f"{d}/{n}" for d, n, _ in cells})
     lines.append(f"Measured: {len(measured)} model(s) ({', '.join(measured)}), of the {planned} seed-0 models "
                  "the study plans; the others are not measured yet and nothing below speaks for them.")
@@ -560,15 +573,12 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
         s = r["saturation"]
         parts = [f"S_k {', '.join(f'{t} {_pct(v)} %' for t, v in s['S'].items())} ({s['n']} test images)"]
         m = r.get("mechanism")
+        missed = []
         if m:
             ok = [t for t, x in m["tasks"].items() if x["pass"]]
-            text = (f"masked per-task FGSM within 2 SE of S_k at every eta >= {PLATEAU_FROM:g}: "
-                    f"{len(ok)} of {len(m['tasks'])} tasks")
-            missed = [x for x in m["tasks"].values() if not x["pass"]]
-            if missed and not any(below_s(x) for x in missed):
-                text += (f" (each miss above S_k, by up to {100 * max(x['max_gap'] for x in missed):.1f} points: "
-                         "images the attack moved and left correct)")
-            parts.append(text)
+            parts.append(f"masked per-task FGSM within 2 SE of S_k at every eta >= {PLATEAU_FROM:g}: "
+                         f"{len(ok)} of {len(m['tasks'])} tasks")
+            missed = [(n, t, x) for t, x in m["tasks"].items() if not x["pass"]]
         sw = r.get("sweeps", {})
         if "clipped-per_task" in sw and "logits-per_task" in sw:
             def mean_plateau(sweep):
@@ -579,7 +589,7 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
                          f"{_pct(mean_plateau('clipped-per_task'))} %, logits per task "
                          f"{_pct(mean_plateau('logits-per_task'))} %")
         model = _model_seed(n)[0]
-        plateaus = paper_plateaus(d).get(model, {})
+        plateaus = paper[d].get(model, {})
         gaps = [100 * v - plateaus[t]["level"] for t, v in s["S"].items() if plateaus.get(t, {}).get("plateau")]
         if gaps:
             below = [g for g in gaps if g < 0]
@@ -589,9 +599,10 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
         ag = r.get("agreement")
         if ag is not None:
             parts.append("clean accuracy " + ("within" if ag["ok"] else "OUTSIDE") + " the committed cell's tolerance")
-        lines.append(f"- **{d}/{n}**: " + "; ".join(parts) + ".")
+        lines.append(f"- **{d}/{n}**: " + "; ".join(parts) + "."
+                     + (" " + excess_sentence(missed) if missed and not any(below_s(x) for *_, x in missed) else ""))
     lines.append("")
-    lines += tally(cells)
+    lines += tally(cells, paper)
     lines += ["What this says so far: where the masked per-task curve sits on S_k from the first eta, the "
               "mechanism gives the paper's shape (a drop, then a flat line); whether it also gives the paper's "
               "level depends on S_k reaching the paper's plateau, which the comparison above states per model. "
@@ -605,17 +616,21 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
     return "\n".join(lines)
 
 
-def tally(cells: Sequence[Tuple[str, str, Dict[str, Any]]]) -> List[str]:
+def tally(cells: Sequence[Tuple[str, str, Dict[str, Any]]],
+          paper: Optional[Dict[str, Dict[str, Any]]] = None) -> List[str]:
     """Per data set, over the measured seed-0 models' tasks: is the masked curve flat where the paper's is
     (both spanning at most :data:`PAPER_PLATEAU_SPAN` points at eta >= 0.1, or both more), and, where the
     paper's is flat, does S_k reach its level (within 2 binomial SE)? The hypothesis explains a task when the
     paper's curve is flat (its signature is a flat line), the masked curve too, and S_k is at the paper's
-    level. ``cells``: ``(data set, cell, saturation.json)``."""
+    level. ``cells``: ``(data set, cell, saturation.json)``; ``paper``: :func:`paper_plateaus` per data set
+    (read here when not given)."""
+    if paper is None:
+        paper = {d: paper_plateaus(d) for d in {c[0] for c in cells}}
     by_dataset: Dict[str, List[Dict[str, Any]]] = {}
     for d, n, r in cells:
         model, seed = _model_seed(n)
         sweep = r.get("sweeps", {}).get(MASKED)
-        plateaus = paper_plateaus(d).get(model)
+        plateaus = paper[d].get(model)
         if seed != 0 or not sweep or not plateaus:
             continue
         for t, S in r["saturation"]["S"].items():

@@ -176,6 +176,13 @@ def test_sweep_baseline_is_deterministic_with_no_rate(smoke_sweep):
 @pytest.mark.slow
 def test_sweep_reuses_finished_runs_and_refuses_other_configs(smoke_sweep, capsys):
     out, argv, _ = smoke_sweep
+    first = json.loads((out / vib.JSON_NAME).read_text())
+    assert vib.main(argv) == 0
+    result = json.loads((out / vib.JSON_NAME).read_text())
+    # reused, not retrained: the rows keep the status the first sweep recorded, and so do the error figures
+    assert {r["status"] for r in [result["baseline"], *result["vib"]]} == {"trained"}
+    assert [r["error_pct"] for r in result["vib"]] == [r["error_pct"] for r in first["vib"]]
+    (out / vib.JSON_NAME).unlink()                      # with no earlier record, the row says it was reused
     assert vib.main(argv) == 0
     result = json.loads((out / vib.JSON_NAME).read_text())
     assert {r["status"] for r in [result["baseline"], *result["vib"]]} == {"reused"}

@@ -531,6 +531,11 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
     rows: List[Dict[str, Any]] = []
     failures: List[Dict[str, Any]] = []
     opened: Dict[str, Any] = {}   # run directory -> its Run, opened once (its model loads on first use)
+    # a run reused from an earlier sweep keeps the status that sweep recorded (how the run was trained), so that
+    # republishing a finished sweep leaves its JSON as it was
+    earlier = runs.read_json(out / JSON_NAME) if (out / JSON_NAME).exists() else {}
+    recorded = {pathlib.Path(r["run_dir"]).name: r.get("status")
+                for r in [earlier.get("baseline") or {}, *earlier.get("vib", [])] if r.get("run_dir")}
     for model, beta in jobs:
         run_dir = out / run_name(model, beta)
         argv = train_argv(model, run_dir, beta, preset=preset, schedule=schedule, epochs=epochs,
@@ -538,6 +543,8 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
                           eval_samples=eval_samples, seed=seed, data_dir=data_dir, verbose=verbose)
         try:
             status = ensure_run(argv, log=log)["status"]
+            if status == "reused":
+                status = recorded.get(run_dir.name) or status
         except RunConflict:
             raise
         except SweepError as e:

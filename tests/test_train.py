@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tf_mtvib import runs
 from tf_mtvib.train import PRESETS, build_config, main, parse_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def test_smoke_run_writes_the_run_directory(tmp_path, data_dir):
         assert row["cpu_seconds"] > 0          # the process's CPU time over the epoch, beside its wall time
     history = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]
+    assert runs.training_status(history) == "trained"      # one process ran every epoch
     for key in ("loss", "kl", "top_left_accuracy", "bottom_right_loss", "top_left_sigma", "joint_accuracy"):
         assert key in history[0], key
     metrics = json.loads((run / "metrics.json").read_text())
@@ -137,6 +139,15 @@ def test_test_at_evaluates_the_moving_average_with_ema_and_trains_on(tmp_path, d
     assert json.loads((plain / "test_along.json").read_text())["epochs"]["1"]["weights"] == "trained"
 
 
+def test_training_status_counts_the_processes_in_a_history():
+    one, two = {"process": "2026-12-07T14:00:00Z/11"}, {"process": "2026-12-07T15:00:00Z/12"}
+    assert runs.training_status([{**one, "epoch": 0}, {**one, "epoch": 1}]) == "trained"
+    assert runs.training_status([{**one, "epoch": 0}, {**two, "epoch": 1}]) == "resumed"
+    # no rows, or a row from before epochs named their process: not known
+    assert runs.training_status([]) is None
+    assert runs.training_status([{**one, "epoch": 0}, {"epoch": 1}]) is None
+
+
 @pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     run = tmp_path / "run"
@@ -157,8 +168,11 @@ def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     assert 2 <= done_before < 8
     assert not (run / "model.keras").exists()
     _train("--resume", "--output-dir", run, "--data-dir", data_dir, "--verbose", "0")
-    epochs = [r["epoch"] for r in json.loads(history.read_text())]
-    assert epochs == list(range(8))
+    rows = json.loads(history.read_text())
+    assert [r["epoch"] for r in rows] == list(range(8))
+    # the first epoch keeps the name of the killed process, the last names the one that resumed: two in all
+    assert rows[0]["process"] != rows[-1]["process"] and len({r["process"] for r in rows}) == 2
+    assert runs.training_status(rows) == "resumed"
     assert (run / "model.keras").exists() and (run / "metrics.json").exists()
 
 

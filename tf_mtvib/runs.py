@@ -75,6 +75,17 @@ def write_epoch_record(path, epoch: int, record: Dict[str, Any]) -> None:
     write_json(path, doc)
 
 
+def training_status(history) -> Optional[str]:
+    """How a run's epochs were trained, read from its ``history.json`` rows: ``"trained"`` when one
+    process ran them all, ``"resumed"`` when several did (an interrupted run continued with
+    ``--resume``). ``None`` when that cannot be told: no rows, or rows written before each epoch
+    named its process."""
+    procs = [r.get("process") for r in history]
+    if not procs or None in procs:
+        return None
+    return "trained" if len(set(procs)) == 1 else "resumed"
+
+
 def _jsonable(o):
     if hasattr(o, "item"):
         return o.item()

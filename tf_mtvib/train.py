@@ -517,6 +517,9 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeC
                 path = run_dir / runs.HISTORY
                 rows = runs.read_json(path) if path.exists() else []
                 self.rows = [r for r in rows if r["epoch"] < epoch]
+                # names the process that trained each epoch: one name in a run's history means it was
+                # trained in one go, several that it was resumed (runs.training_status)
+                self._process = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}/{os.getpid()}"
             self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -534,6 +537,7 @@ def _callbacks(run_dir: pathlib.Path, n_train: int, checkpoint: Optional[ResumeC
                               "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
                               # the CPU this epoch ran on (a resumed run may move machines): model, ISA, cores
                               "machine": {k: v for k, v in runtime.machine().items() if k != "load_1min"},
+                              "process": self._process,
                               **logs})
             runs.write_json(run_dir / runs.HISTORY, self.rows)
 

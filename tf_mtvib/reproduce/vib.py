@@ -531,8 +531,9 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
     rows: List[Dict[str, Any]] = []
     failures: List[Dict[str, Any]] = []
     opened: Dict[str, Any] = {}   # run directory -> its Run, opened once (its model loads on first use)
-    # a run reused from an earlier sweep keeps the status that sweep recorded (how the run was trained), so that
-    # republishing a finished sweep leaves its JSON as it was
+    # a reused run's row says how it was trained: from its own history (one process or several), or, for a run
+    # whose history predates that record, from the status an earlier sweep recorded; so that republishing a
+    # finished sweep leaves its JSON as it was
     earlier = runs.read_json(out / JSON_NAME) if (out / JSON_NAME).exists() else {}
     recorded = {pathlib.Path(r["run_dir"]).name: r.get("status")
                 for r in [earlier.get("baseline") or {}, *earlier.get("vib", [])] if r.get("run_dir")}
@@ -544,7 +545,9 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
         try:
             status = ensure_run(argv, log=log)["status"]
             if status == "reused":
-                status = recorded.get(run_dir.name) or status
+                hist = run_dir / runs.HISTORY
+                status = (runs.training_status(runs.read_json(hist) if hist.exists() else [])
+                          or recorded.get(run_dir.name) or status)
         except RunConflict:
             raise
         except SweepError as e:

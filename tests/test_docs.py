@@ -116,6 +116,16 @@ def test_saturation_blocks_are_the_committed_json():
     assert (DOCS / "results" / "full" / S.REPORT).read_text().strip("\n") == S.render(DOCS / "results", "full").strip("\n")
 
 
+def test_vib_page_is_the_committed_json():
+    """docs/vib.md's generated part (Table 1's verdicts, the progress of unfinished runs, Fig. 1, Fig. 4(b),
+    the times) is what the generator gives from the committed docs/results/vib files."""
+    from tf_mtvib.reproduce import vib
+
+    page = (DOCS / "vib.md").read_text()
+    block = page[page.index(vib.DOC_BEGIN) + len(vib.DOC_BEGIN):page.index(vib.DOC_END)].strip("\n")
+    assert block == vib.doc_section(DOCS / "results" / "vib", DOCS).strip("\n")
+
+
 def test_committed_results_and_pages_name_no_machine_path():
     """Results files and pages record paths in the checkout relative to it (and the home directory as ``~``),
     never one machine's absolute path."""

@@ -351,6 +351,7 @@ def test_table1_verdicts_judge_the_demo_seeds_mean_and_report_the_paper_schedule
     for errors in ((1.13,), (1.29, 1.40)):
         early = vib.table1_verdicts([_published("demo", s, e, 1.4) for s, e in enumerate(errors)])[1]
         assert "no verdict yet" in early and f"{len(errors)} of the 3 seeds asked for" in early
+        assert "seed(s)" not in early                   # the count is said once
         assert "reproduced" not in early
     assert "seed 0)" in vib.table1_verdicts([_published("demo", 0, 1.4, 1.6)])[1]
     short = vib.table1_verdicts([_published("demo", 1, 1.13, 1.4, epochs=10),

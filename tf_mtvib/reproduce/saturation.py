@@ -532,13 +532,13 @@ def against_paper_row(name: str, doc: Dict[str, Any]) -> List[str]:
     return lines + [""]
 
 
-def along_verdict(name: str, doc: Dict[str, Any], paper: Optional[Dict[str, Any]] = None) -> str:
+def along_verdict(name: str, doc: Dict[str, Any], paper: Dict[str, Any]) -> str:
     """One sentence: S_k at the record's last epoch against the paper's plateau of its model's row
-    (``paper``: :func:`paper_plateaus` of the record's data set, read here when not given)."""
+    (``paper``: :func:`paper_plateaus` of the record's data set, read once by the caller)."""
     last = max(doc["epochs"], key=int)
     _, dataset, cell = name.split("/")
     model = cell.rsplit("-s", 1)[0]
-    plateaus = (paper if paper is not None else paper_plateaus(dataset)).get(model, {})
+    plateaus = paper.get(model, {})
     S = doc["epochs"][last]["saturation"]["S"]
     gaps = {t: 100 * v - plateaus[t]["level"] for t, v in S.items() if plateaus.get(t, {}).get("plateau")}
     if not gaps:
@@ -616,16 +616,13 @@ def why_section(results_dir: pathlib.Path, preset: str) -> str:
     return "\n".join(lines)
 
 
-def tally(cells: Sequence[Tuple[str, str, Dict[str, Any]]],
-          paper: Optional[Dict[str, Dict[str, Any]]] = None) -> List[str]:
+def tally(cells: Sequence[Tuple[str, str, Dict[str, Any]]], paper: Dict[str, Dict[str, Any]]) -> List[str]:
     """Per data set, over the measured seed-0 models' tasks: is the masked curve flat where the paper's is
     (both spanning at most :data:`PAPER_PLATEAU_SPAN` points at eta >= 0.1, or both more), and, where the
     paper's is flat, does S_k reach its level (within 2 binomial SE)? The hypothesis explains a task when the
     paper's curve is flat (its signature is a flat line), the masked curve too, and S_k is at the paper's
-    level. ``cells``: ``(data set, cell, saturation.json)``; ``paper``: :func:`paper_plateaus` per data set
-    (read here when not given)."""
-    if paper is None:
-        paper = {d: paper_plateaus(d) for d in {c[0] for c in cells}}
+    level. ``cells``: ``(data set, cell, saturation.json)``; ``paper``: :func:`paper_plateaus` per data set,
+    read once by the caller."""
     by_dataset: Dict[str, List[Dict[str, Any]]] = {}
     for d, n, r in cells:
         model, seed = _model_seed(n)

@@ -817,13 +817,12 @@ def table1_verdicts(results: Sequence[Dict[str, Any]]) -> List[str]:
             gap = mean - PAPER["vib_error_pct"]
             rule = f"(rule: the mean of {TABLE1_SEEDS} seeds within {TABLE1_POINTS} points)"
             if len(cells) < TABLE1_SEEDS:
-                # the goal is the mean of the seeds asked for: fewer are reported, not judged
+                # the goal is the mean of the seeds asked for: fewer are reported, not judged (the count says so)
                 text += (f": no verdict yet, {len(cells)} of the {TABLE1_SEEDS} seeds asked for; {gap:+.2f} points "
-                         f"from the paper so far {rule}" + V.seeds_note(len(cells)))
+                         f"from the paper so far {rule}.")
             else:
-                close = abs(gap) <= TABLE1_POINTS
-                text += (f": {'reproduced' if close else 'not reproduced'}, {gap:+.2f} points {rule}"
-                         + V.seeds_note(len(cells)))
+                word = "reproduced" if abs(gap) <= TABLE1_POINTS else "not reproduced"
+                text += f": {word}, {gap:+.2f} points {rule}" + V.seeds_note(len(cells))
         else:
             text += " (the paper's stated schedule; reported, no goal)."
         lines.append(text)

@@ -536,8 +536,7 @@ def along_verdict(name: str, doc: Dict[str, Any], paper: Dict[str, Any]) -> str:
     """One sentence: S_k at the record's last epoch against the paper's plateau of its model's row
     (``paper``: :func:`paper_plateaus` of the record's data set, read once by the caller)."""
     last = max(doc["epochs"], key=int)
-    _, dataset, cell = name.split("/")
-    model = cell.rsplit("-s", 1)[0]
+    model = name.rsplit("/", 1)[-1].rsplit("-s", 1)[0]
     plateaus = paper.get(model, {})
     S = doc["epochs"][last]["saturation"]["S"]
     gaps = {t: 100 * v - plateaus[t]["level"] for t, v in S.items() if plateaus.get(t, {}).get("plateau")}

@@ -504,7 +504,7 @@ def _run_summary(run) -> Dict[str, Any]:
             "median_epoch_seconds": float(np.median(secs)) if secs else None,
             "final_train_kl_nats": hist[-1].get("kl") if hist else None,
             "final_train_ce_nats": hist[-1].get(f"{run.spec.task_names[0]}_loss") if hist else None,
-            "train_machines": machines}
+            "train_machines": machines, "training_status": runs.training_status(hist)}
 
 
 def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
@@ -544,10 +544,6 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
                           eval_samples=eval_samples, seed=seed, data_dir=data_dir, verbose=verbose)
         try:
             status = ensure_run(argv, log=log)["status"]
-            if status == "reused":
-                hist = run_dir / runs.HISTORY
-                status = (runs.training_status(runs.read_json(hist) if hist.exists() else [])
-                          or recorded.get(run_dir.name) or status)
         except RunConflict:
             raise
         except SweepError as e:
@@ -555,10 +551,14 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
             failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
             continue
         run = opened[str(run_dir)] = runs.load_run(run_dir)
+        summary = _run_summary(run)
+        trained_by = summary.pop("training_status")
+        if status == "reused":
+            status = trained_by or recorded.get(run_dir.name) or status
         ev = evaluate_run(run, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
                           data_dir=data_dir, log=log)
         row = {"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),
-               "status": status, **_run_summary(run), **ev}
+               "status": status, **summary, **ev}
         if cw_examples and attacked(beta):
             row["cw"] = cw_run(run, cw_examples, cw_binary_steps, cw_iterations, seed=seed, data_dir=data_dir,
                                log=log)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from tf_mtvib.datasets import get_spec
 from tf_mtvib.reproduce import protocols as P
 from tf_mtvib.reproduce.__main__ import COMMANDS
 
@@ -90,6 +91,42 @@ def test_each_preset_has_its_own_block_and_a_study_grows_one_data_set_at_a_time(
     assert P.merged(None, {**settings, "datasets": {"mtfl": mtfl}})["examples_text"] == "1000"
 
 
+def _record(base, grid, tasks, n=2000, verdict="none"):
+    """A model's part of a study, as model_record returns it, with made-up curves."""
+    curves = {P.protocol_name(p): {t: [base - 6.0 * i - k - j for i in range(len(P.DEFAULT_EPS))]
+                                   for k, t in enumerate(tasks)} for j, p in enumerate(grid)}
+    return {"curves": curves, "zero_by_protocol": {n_: 0.0 for n_ in curves},
+            "zero_gradient": {loss: 0.01 * j for j, loss in enumerate(P.LOSS_LEVELS)},
+            "masking": {"num_examples": 200, "verdict": verdict,
+                        **{a: [0.5] * len(P.DEFAULT_EPS) for a in ("fgsm", "pgd", "random_sign")}},
+            "num_examples": n}
+
+
+def test_a_study_grows_one_model_at_a_time_carrying_the_parts_whose_runs_are_gone():
+    grid = [dict(P.TODAY), P.parse_protocol("loss=clipped_prob_ce")]
+    tasks = list(get_spec("multimnist").task_names)
+    paper = {m: {t: [90.0 - 2.0 * i for i in range(len(P.DEFAULT_EPS))] for t in tasks} for m in ("gs", "uwl")}
+    gs, uwl = _record(95.0, grid, tasks), _record(93.0, grid, tasks, verdict="masking")
+    both = P.study_dataset("multimnist", {"uwl": uwl, "gs": gs}, grid, paper)
+    assert both["models"] == ["gs", "uwl"] and both["carried"] == []          # the paper's model order
+    assert both["masking"]["uwl"]["verdict"] == "masking"
+    # GS's run is gone: its part read back from the committed entry gives the same study, marked carried
+    kept = P.carried_record(both, "gs")
+    assert kept == gs
+    grown = P.study_dataset("multimnist", {"gs": kept, "uwl": uwl}, grid, paper, carried=["gs"])
+    assert grown == {**both, "carried": ["gs"]}
+    # the aggregates are over both models, not over the one measured now
+    alone = P.study_dataset("multimnist", {"uwl": uwl}, grid, {"uwl": paper["uwl"]})
+    assert alone["protocols"]["today"]["distance"] != grown["protocols"]["today"]["distance"]
+    with pytest.raises(ValueError, match="different numbers of images"):
+        P.study_dataset("multimnist", {"gs": kept, "uwl": _record(93.0, grid, tasks, n=1000)}, grid, paper)
+    doc = {"preset": "full", "seed": 0, "subset_seed": 0, "examples_text": "2000", "examples": 2000,
+           "eps": list(P.DEFAULT_EPS), "masking": {"examples": 200, "steps": 20, "restarts": 2, "draws": 2},
+           "json": "x.json", "datasets": {"multimnist": {**grown, "plot": "p.png"}}}
+    assert "GS: measured by an earlier run of this study" in P.render_markdown(doc)
+    assert "earlier run" not in P.render_markdown({**doc, "datasets": {"multimnist": {**both, "plot": "p.png"}}})
+
+
 @pytest.mark.slow
 def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tmp_path, data_dir, capsys,
                                                                                monkeypatch):
@@ -129,3 +166,13 @@ def test_study_runs_end_to_end_at_the_smoke_preset_and_reruns_from_its_caches(tm
     assert json.loads((out / "protocols.json").read_text()) == study
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "robustness.md", "runs"]
     assert (tmp_path / "results" / "smoke" / "multimnist" / "gs-s0" / "metrics.json").exists()   # mtl's cell
+    # GS's run is lost: the study keeps GS's committed part and measures the rest again (from the caches)
+    (P.mtl.run_dir(tmp_path / "runs", "smoke", "multimnist", "gs", 0) / "model.keras").unlink()
+    assert P.main(argv) == 0
+    assert "multimnist/gs: its run is gone" in capsys.readouterr().out
+    again = json.loads((out / "protocols.json").read_text())
+    assert again["datasets"]["multimnist"] == {**d, "carried": ["gs"]}
+    assert "GS: measured by an earlier run of this study" in doc.read_text()
+    # a model neither trained nor in the committed study is an error, as before
+    assert P.main([*argv[:5], "gs,mtvib,uwl", *argv[6:]]) == 2
+    assert "not trained" in capsys.readouterr().err

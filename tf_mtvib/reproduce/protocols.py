@@ -309,54 +309,73 @@ def _curves(results: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, List[floa
     return {m: {t: [100.0 * a for a in r["accuracy"][t]] for t in r["tasks"]} for m, r in results.items()}
 
 
-def study_dataset(dataset: str, cells: Dict[str, RunCache], grid: List[Dict[str, Any]],
-                  paper: Dict[str, Dict[str, List[float]]], masking: Dict[str, Any]) -> Dict[str, Any]:
-    """Everything the study reports for one data set (JSON-able)."""
+def model_record(cell: RunCache, grid: List[Dict[str, Any]], masking: Dict[str, Any]) -> Dict[str, Any]:
+    """One model's part of a data set's study, measured on its run: its FGSM curves and zero-gradient
+    shares under every protocol of ``grid``, its zero-gradient share under each attack loss, and its masking
+    check (FGSM, PGD with restarts, random sign on ``masking['examples']`` images)."""
+    curves, zero_by_protocol = {}, {}
+    for protocol in grid:
+        eff = effective(protocol, cell.run.model.is_stochastic)
+        r = cell.result(f"fgsm-{protocol_name(eff)}", {"attack": "fgsm", **eff})
+        curves[protocol_name(protocol)] = _curves({"m": r})["m"]
+        zero_by_protocol[protocol_name(protocol)] = r.get("zero_gradient")
+    by_loss = {}
+    for loss in LOSS_LEVELS:
+        r = cell.result(f"fgsm-{protocol_name({**TODAY, 'loss': loss})}", {"attack": "fgsm", **TODAY, "loss": loss})
+        by_loss[loss] = r["zero_gradient"]
+    n_mask = masking["examples"]
+    f = cell.result(f"mask-fgsm-n{n_mask}", {"attack": "fgsm", **TODAY}, images=n_mask)
+    p = cell.result(f"mask-pgd{masking['steps']}-r{masking['restarts']}-n{n_mask}",
+                    {"attack": "pgd", "steps": masking["steps"], "restarts": masking["restarts"], **TODAY},
+                    images=n_mask)
+    rs = cell.result(f"mask-random-d{masking['draws']}-n{n_mask}",
+                     {"attack": "random_sign", "restarts": masking["draws"], **TODAY}, images=n_mask)
+    check = {"num_examples": f["num_examples"], **masking_verdict(f, p, rs),
+             "accuracy": {"fgsm": f["accuracy"], "pgd": p["accuracy"], "random_sign": rs["accuracy"]}}
+    return {"curves": curves, "zero_by_protocol": zero_by_protocol, "zero_gradient": by_loss, "masking": check,
+            "num_examples": len(cell.split)}
+
+
+def carried_record(entry: Dict[str, Any], model: str) -> Dict[str, Any]:
+    """``model``'s part of a data set's study read back from a committed study of that data set (``entry``,
+    run under the same settings): what :func:`model_record` measured when its run still existed."""
+    return {"curves": {n: p["curves"][model] for n, p in entry["protocols"].items()},
+            "zero_by_protocol": {n: p["zero_gradient"][model] for n, p in entry["protocols"].items()},
+            "zero_gradient": entry["zero_gradient"][model], "masking": entry["masking"][model],
+            "num_examples": entry["num_examples"]}
+
+
+def study_dataset(dataset: str, records: Dict[str, Dict[str, Any]], grid: List[Dict[str, Any]],
+                  paper: Dict[str, Dict[str, List[float]]], carried: Sequence[str] = ()) -> Dict[str, Any]:
+    """Everything the study reports for one data set (JSON-able), from each model's record
+    (:func:`model_record`, or :func:`carried_record` for the models in ``carried``, whose runs are gone)."""
+    sizes = {r["num_examples"] for r in records.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"{dataset}: the models were studied on different numbers of images ({sorted(sizes)})")
+    models = [m for m, _ in mtl.in_order(records.items(), mtl.ALL_MODELS, key=lambda kv: kv[0])]
     protocols: Dict[str, Any] = {}
     for protocol in grid:
         name = protocol_name(protocol)
-        results = {}
-        for model, cell in cells.items():
-            eff = effective(protocol, cell.run.model.is_stochastic)
-            results[model] = cell.result(f"fgsm-{protocol_name(eff)}", {"attack": "fgsm", **eff})
-        curves = _curves(results)
+        curves = {m: records[m]["curves"][name] for m in models}
         protocols[name] = {
             "protocol": protocol,
             "shape": mean_shape(curves),
             "distance": distances(curves, paper),
             "curves": curves,
-            "zero_gradient": {m: r.get("zero_gradient") for m, r in results.items()},
+            "zero_gradient": {m: records[m]["zero_by_protocol"][name] for m in models},
         }
     today = protocols["today"]["distance"]
     ranked = sorted(protocols, key=lambda n: protocols[n]["distance"]["mad"])
     by_shape = sorted(protocols, key=lambda n: protocols[n]["distance"]["shape"])
     best = ranked[0]
-    zero = {}
-    for model, cell in cells.items():
-        zero[model] = {}
-        for loss in LOSS_LEVELS:
-            r = cell.result(f"fgsm-{protocol_name({**TODAY, 'loss': loss})}", {"attack": "fgsm", **TODAY, "loss": loss})
-            zero[model][loss] = r["zero_gradient"]
-    checks = {}
-    n_mask = masking["examples"]
-    for model, cell in cells.items():
-        common = {**TODAY}
-        f = cell.result(f"mask-fgsm-n{n_mask}", {"attack": "fgsm", **common}, images=n_mask)
-        p = cell.result(f"mask-pgd{masking['steps']}-r{masking['restarts']}-n{n_mask}",
-                        {"attack": "pgd", "steps": masking["steps"], "restarts": masking["restarts"], **common},
-                        images=n_mask)
-        rs = cell.result(f"mask-random-d{masking['draws']}-n{n_mask}",
-                         {"attack": "random_sign", "restarts": masking["draws"], **common}, images=n_mask)
-        checks[model] = {"num_examples": f["num_examples"], **masking_verdict(f, p, rs),
-                         "accuracy": {"fgsm": f["accuracy"], "pgd": p["accuracy"], "random_sign": rs["accuracy"]}}
-    first = next(iter(cells.values()))
     return {
         "dataset": dataset,
-        "models": list(cells),
+        "models": models,
+        "carried": [m for m in models if m in carried],
         "tasks": list(get_spec(dataset).task_names),
-        "num_examples": len(first.split),
-        "paper": {m: paper[m] for m in cells},
-        "paper_shape": mean_shape({m: paper[m] for m in cells}),
+        "num_examples": sizes.pop(),
+        "paper": {m: paper[m] for m in models},
+        "paper_shape": mean_shape({m: paper[m] for m in models}),
         "protocols": protocols,
         "ranking": ranked,
         "ranking_by_shape": by_shape,
@@ -365,8 +384,8 @@ def study_dataset(dataset: str, cells: Dict[str, RunCache], grid: List[Dict[str,
                     "comes_close": protocols[best]["distance"]["mad"] <= CLOSE},
         "closest_shape": {"protocol": by_shape[0], "shape": protocols[by_shape[0]]["distance"]["shape"],
                           "today_shape": today["shape"]},
-        "zero_gradient": zero,
-        "masking": checks,
+        "zero_gradient": {m: records[m]["zero_gradient"] for m in models},
+        "masking": {m: records[m]["masking"] for m in models},
     }
 
 
@@ -399,6 +418,11 @@ def render_markdown(doc: Dict[str, Any]) -> str:
     for _, d in mtl.in_order(doc["datasets"].items(), mtl.DATASETS, key=lambda kv: kv[0]):
         c, cs = d["closest"], d["closest_shape"]
         lines += [f"### {d['dataset']} ({', '.join(d['models'])}; {d['num_examples']} images)", ""]
+        if d.get("carried"):
+            lines += [f"{', '.join(d['carried']).upper()}: measured by an earlier run of this study under the same "
+                      f"settings, on the same images; {'its run is' if len(d['carried']) == 1 else 'their runs are'}"
+                      f" gone, so {'its part is' if len(d['carried']) == 1 else 'their parts are'} carried "
+                      f"from the committed JSON.", ""]
         if c["comes_close"]:
             lines.append(f"Closest protocol: **{c['protocol']}**, {c['mad']:.1f} points from the paper "
                          f"(today's protocol: {c['today_mad']:.1f}, {c['gain']:.1f} points closer).")
@@ -527,28 +551,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for d in datasets:
             for m in models:
                 train_run(paths[d][m], d, m, args.preset, args.seed, root, args.results_dir, args.data_dir)
-    missing = [str(p) for by_model in paths.values() for p in by_model.values() if not (p / runs.MODEL).exists()]
-    if missing:
-        print(f"error: {len(missing)} run(s) not trained, e.g. {missing[0]}; train them with "
-              f"`python -m tf_mtvib.reproduce mtl --preset {args.preset} --root {root} --train-only` "
-              f"or pass --train", file=sys.stderr)
-        return 2
-
     out = args.results_dir / args.preset / "protocols"
-    out.mkdir(parents=True, exist_ok=True)
     masking = {"examples": args.masking_examples, "restarts": args.restarts, "draws": args.draws,
                "steps": args.pgd_steps}
     doc: Dict[str, Any] = {"preset": args.preset, "seed": args.seed, "subset_seed": args.subset_seed,
                            "examples": args.examples, "eps": list(DEFAULT_EPS), "masking": masking,
                            "close": CLOSE, "grid": [protocol_name(p) for p in grid], "datasets": {}}
+    # a model whose run is gone keeps its part of the committed study of the same settings, so that a data
+    # set's study can grow one model at a time as runs come and go
+    previous = runs.read_json(out / "protocols.json") if (out / "protocols.json").exists() else None
+    same = previous is not None and all(previous.get(k) == doc.get(k) for k in SETTINGS)
+    committed = {d: (previous["datasets"].get(d) if same else None) or {} for d in datasets}
+    carried = {d: [m for m in models if not (paths[d][m] / runs.MODEL).exists()
+                   and m in committed[d].get("models", ())] for d in datasets}
+    missing = [str(paths[d][m]) for d in datasets for m in models
+               if not (paths[d][m] / runs.MODEL).exists() and m not in carried[d]]
+    if missing:
+        print(f"error: {len(missing)} run(s) not trained, e.g. {missing[0]}, and not in the committed study of "
+              f"these settings; train them with `python -m tf_mtvib.reproduce mtl --preset {args.preset} "
+              f"--root {root} --train-only` or pass --train", file=sys.stderr)
+        return 2
+
+    out.mkdir(parents=True, exist_ok=True)
     computed = 0
     for d in datasets:
-        cells = {m: RunCache(paths[d][m], args.examples, args.subset_seed, args.data_dir) for m in models}
-        result = study_dataset(d, cells, grid, paper_curves(d, args.paper_tables), masking)
+        records = {}
+        for m in models:
+            if m in carried[d]:
+                print(f"[protocols] {d}/{m}: its run is gone; its part is carried from {out / 'protocols.json'}",
+                      flush=True)
+                records[m] = carried_record(committed[d], m)
+            else:
+                cell = RunCache(paths[d][m], args.examples, args.subset_seed, args.data_dir)
+                records[m] = model_record(cell, grid, masking)
+                computed += cell.computed
+        result = study_dataset(d, records, grid, paper_curves(d, args.paper_tables), carried=carried[d])
         plot = plot_dataset(result, out / f"{d}.png")
         result["plot"] = (pathlib.Path("results") / args.preset / "protocols" / plot.name).as_posix()
         doc["datasets"][d] = result
-        computed += sum(c.computed for c in cells.values())
     # where the committed file lives in a checkout (no machine's path: as the plots above)
     doc["json"] = (pathlib.Path("docs") / "results" / args.preset / "protocols" / "protocols.json").as_posix()
     doc = merged(runs.read_json(out / "protocols.json") if (out / "protocols.json").exists() else None, doc)

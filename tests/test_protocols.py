@@ -88,10 +88,11 @@ def test_each_preset_has_its_own_block_and_a_study_grows_one_data_set_at_a_time(
     assert redone["datasets"]["mtfl"]["num_examples"] == 999            # this run's result wins
     other = P.merged(previous, {**settings, "examples": 500, "datasets": {"multimnist": mnist}})
     assert list(other["datasets"]) == ["multimnist"]                     # other settings: not merged
+    assert P.same_settings(previous, settings) and not P.same_settings(None, settings)
     assert P.merged(None, {**settings, "datasets": {"mtfl": mtfl}})["examples_text"] == "1000"
 
 
-def _record(base, grid, tasks, n=2000, verdict="none"):
+def _record(base, grid, tasks, n=2000, verdict="none", test_set="5e7"):
     """A model's part of a study, as model_record returns it, with made-up curves."""
     curves = {P.protocol_name(p): {t: [base - 6.0 * i - k - j for i in range(len(P.DEFAULT_EPS))]
                                    for k, t in enumerate(tasks)} for j, p in enumerate(grid)}
@@ -99,7 +100,7 @@ def _record(base, grid, tasks, n=2000, verdict="none"):
             "zero_gradient": {loss: 0.01 * j for j, loss in enumerate(P.LOSS_LEVELS)},
             "masking": {"num_examples": 200, "verdict": verdict,
                         **{a: [0.5] * len(P.DEFAULT_EPS) for a in ("fgsm", "pgd", "random_sign")}},
-            "num_examples": n}
+            "num_examples": n, "test_set": test_set}
 
 
 def test_a_study_grows_one_model_at_a_time_carrying_the_parts_whose_runs_are_gone():
@@ -118,6 +119,12 @@ def test_a_study_grows_one_model_at_a_time_carrying_the_parts_whose_runs_are_gon
     # the aggregates are over both models, not over the one measured now
     alone = P.study_dataset("multimnist", {"uwl": uwl}, grid, {"uwl": paper["uwl"]})
     assert alone["protocols"]["today"]["distance"] != grown["protocols"]["today"]["distance"]
+    assert both["test_set"] == "5e7"
+    with pytest.raises(ValueError, match="different images"):
+        P.study_dataset("multimnist", {"gs": kept, "uwl": _record(93.0, grid, tasks, test_set="0ff")}, grid, paper)
+    # a part committed before fingerprints were kept has none: the other models' fingerprint stands
+    legacy = {**kept, "test_set": None}
+    assert P.study_dataset("multimnist", {"gs": legacy, "uwl": uwl}, grid, paper, carried=["gs"])["test_set"] == "5e7"
     with pytest.raises(ValueError, match="different numbers of images"):
         P.study_dataset("multimnist", {"gs": kept, "uwl": _record(93.0, grid, tasks, n=1000)}, grid, paper)
     doc = {"preset": "full", "seed": 0, "subset_seed": 0, "examples_text": "2000", "examples": 2000,

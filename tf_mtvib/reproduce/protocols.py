@@ -71,12 +71,18 @@ def markers(preset: str) -> Tuple[str, str]:
     return (BEGIN.replace(" -->", f" --preset {preset} -->"), END.replace(" -->", f" --preset {preset} -->"))
 
 
+def same_settings(previous: Optional[Dict[str, Any]], doc: Dict[str, Any]) -> bool:
+    """Whether a committed study (``previous``) ran under ``doc``'s :data:`SETTINGS`, so that its parts can
+    stand beside ``doc``'s."""
+    return previous is not None and all(previous.get(k) == doc.get(k) for k in SETTINGS)
+
+
 def merged(previous: Optional[Dict[str, Any]], doc: Dict[str, Any]) -> Dict[str, Any]:
     """``doc`` with the data sets of ``previous`` (the committed study of the same preset) that it did not
     study, when both ran under the same :data:`SETTINGS`: a study can grow one data set at a time, as
     the models it needs are trained, without redoing or dropping the others."""
     out = dict(doc, datasets=dict(doc["datasets"]))
-    if previous and all(previous.get(k) == doc.get(k) for k in SETTINGS):
+    if same_settings(previous, doc):
         for name, result in previous.get("datasets", {}).items():
             out["datasets"].setdefault(name, result)
     ordered = mtl.in_order(out["datasets"].items(), mtl.DATASETS, key=lambda kv: kv[0])
@@ -333,7 +339,7 @@ def model_record(cell: RunCache, grid: List[Dict[str, Any]], masking: Dict[str, 
     check = {"num_examples": f["num_examples"], **masking_verdict(f, p, rs),
              "accuracy": {"fgsm": f["accuracy"], "pgd": p["accuracy"], "random_sign": rs["accuracy"]}}
     return {"curves": curves, "zero_by_protocol": zero_by_protocol, "zero_gradient": by_loss, "masking": check,
-            "num_examples": len(cell.split)}
+            "num_examples": len(cell.split), "test_set": _fingerprint(cell.split)}
 
 
 def carried_record(entry: Dict[str, Any], model: str) -> Dict[str, Any]:
@@ -342,7 +348,7 @@ def carried_record(entry: Dict[str, Any], model: str) -> Dict[str, Any]:
     return {"curves": {n: p["curves"][model] for n, p in entry["protocols"].items()},
             "zero_by_protocol": {n: p["zero_gradient"][model] for n, p in entry["protocols"].items()},
             "zero_gradient": entry["zero_gradient"][model], "masking": entry["masking"][model],
-            "num_examples": entry["num_examples"]}
+            "num_examples": entry["num_examples"], "test_set": entry.get("test_set")}
 
 
 def study_dataset(dataset: str, records: Dict[str, Dict[str, Any]], grid: List[Dict[str, Any]],
@@ -352,6 +358,11 @@ def study_dataset(dataset: str, records: Dict[str, Dict[str, Any]], grid: List[D
     sizes = {r["num_examples"] for r in records.values()}
     if len(sizes) != 1:
         raise ValueError(f"{dataset}: the models were studied on different numbers of images ({sorted(sizes)})")
+    # the same images for every model: a part committed before the fingerprint was kept has none to compare
+    test_sets = {r.get("test_set") for r in records.values()} - {None}
+    if len(test_sets) > 1:
+        raise ValueError(f"{dataset}: the models were studied on different images (test-subset fingerprints "
+                         f"{', '.join(sorted(test_sets))})")
     models = [m for m, _ in mtl.in_order(records.items(), mtl.ALL_MODELS, key=lambda kv: kv[0])]
     protocols: Dict[str, Any] = {}
     for protocol in grid:
@@ -374,6 +385,7 @@ def study_dataset(dataset: str, records: Dict[str, Dict[str, Any]], grid: List[D
         "carried": [m for m in models if m in carried],
         "tasks": list(get_spec(dataset).task_names),
         "num_examples": sizes.pop(),
+        "test_set": test_sets.pop() if test_sets else None,
         "paper": {m: paper[m] for m in models},
         "paper_shape": mean_shape({m: paper[m] for m in models}),
         "protocols": protocols,
@@ -560,7 +572,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # a model whose run is gone keeps its part of the committed study of the same settings, so that a data
     # set's study can grow one model at a time as runs come and go
     previous = runs.read_json(out / "protocols.json") if (out / "protocols.json").exists() else None
-    same = previous is not None and all(previous.get(k) == doc.get(k) for k in SETTINGS)
+    same = same_settings(previous, doc)
     committed = {d: (previous["datasets"].get(d) if same else None) or {} for d in datasets}
     carried = {d: [m for m in models if not (paths[d][m] / runs.MODEL).exists()
                    and m in committed[d].get("models", ())] for d in datasets}

@@ -486,13 +486,20 @@ def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, it
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
-def _run_summary(run) -> Dict[str, Any]:
-    from .. import runs, runtime
+def _history(run) -> List[Dict[str, Any]]:
+    """The run's per-epoch records (``history.json``; empty before its first epoch)."""
+    from .. import runs
+
+    path = run.path / runs.HISTORY
+    return runs.read_json(path) if path.exists() else []
+
+
+def _run_summary(run, hist: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The budget, schedule and cost of one run, from its config and its history ``hist`` (:func:`_history`)."""
+    from .. import runtime
 
     run = _open(run)
     m = run.metrics() or {}
-    hist_path = run.path / runs.HISTORY
-    hist = runs.read_json(hist_path) if hist_path.exists() else []
     secs = [r["seconds"] for r in hist]
     t = run.config["training"]
     # the CPU(s) the epochs ran on (each epoch's record names its machine; a resumed run may have moved)
@@ -504,7 +511,7 @@ def _run_summary(run) -> Dict[str, Any]:
             "median_epoch_seconds": float(np.median(secs)) if secs else None,
             "final_train_kl_nats": hist[-1].get("kl") if hist else None,
             "final_train_ce_nats": hist[-1].get(f"{run.spec.task_names[0]}_loss") if hist else None,
-            "train_machines": machines, "training_status": runs.training_status(hist)}
+            "train_machines": machines}
 
 
 def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str = "paper",
@@ -551,10 +558,10 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
             failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
             continue
         run = opened[str(run_dir)] = runs.load_run(run_dir)
-        summary = _run_summary(run)
-        trained_by = summary.pop("training_status")
+        hist = _history(run)
+        summary = _run_summary(run, hist)
         if status == "reused":
-            status = trained_by or recorded.get(run_dir.name) or status
+            status = runs.training_status(hist) or recorded.get(run_dir.name) or status
         ev = evaluate_run(run, samples=eval_samples, batch_size=eval_batch_size, seed=seed,
                           data_dir=data_dir, log=log)
         row = {"model": model, "beta": beta, "baseline": model == BASELINE, "run_dir": str(run_dir),

@@ -97,6 +97,23 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     return out
 
 
+def describe_run(run_dir) -> str:
+    """One line on how a run was trained, from its own config and metrics (for the results' notes)."""
+    from tf_mtvib import runs
+
+    run = runs.load_run(run_dir)
+    t, m = run.config["training"], run.metrics() or {}
+    beta = run.model.hparams.get("beta")   # the model's own, defaults included
+    acc = {task: v for task, v in (m.get("test") or {}).get("mean", {}).items() if task != "joint"}
+    schedule = (f"Adam lr {t['learning_rate']:g}" + (f", beta_1 {t['adam_beta1']:g}" if t.get("adam_beta1") else "")
+                + (f", x{t['lr_decay']:g} every {t.get('lr_decay_epochs', 1)} epochs" if t.get("lr_decay") else "")
+                + (f", weights averaged with momentum {t['ema_momentum']:g}" if t.get("ema_momentum") else ""))
+    return (f"{run_dir}: {run.model_name}" + (f" (beta {beta:g})" if beta is not None else "")
+            + f", preset {run.config.get('preset')}, {m.get('epochs', t['epochs'])} epochs on "
+            + (f"{m['num_train']:,}" if m.get("num_train") else "?") + f" images, {schedule}, seed {t.get('seed')}; "
+            + "test accuracy (mean mode) " + ", ".join(f"{100 * v:.2f} %" for v in acc.values()))
+
+
 def main(argv=None) -> int:
     p = common.make_parser("cw_reference", __doc__.split("\n\n")[0])
     p.add_argument("--run", type=pathlib.Path, action="append", help="run directory (repeatable)")
@@ -134,6 +151,8 @@ def main(argv=None) -> int:
              f"median L2 (of the clean-correct images moved) within {100 * L2_RELATIVE:g} %"]
     if not args.run:
         notes.append("models trained with train.py --preset smoke: a check of the two attacks, not of the models")
+    else:
+        notes += [f"model {describe_run(r)}" for r in args.run]
     common.write_results(args.output, "cw_reference", args, info, {"rows": rows}, [table], notes)
     return 0
 

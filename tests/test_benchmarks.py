@@ -131,6 +131,22 @@ def test_cw_reference_quick(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+def test_cw_reference_describes_its_models(tmp_path, data_dir):
+    """With --run, the results' notes say how each attacked model was trained, read from the run itself."""
+    import cw_reference
+    from tf_mtvib import runs
+
+    run_dir = common.smoke_run("mnist", "vib_mlp", data_dir, tmp_path)
+    run = runs.load_run(run_dir)
+    line = cw_reference.describe_run(run_dir)
+    t, m = run.config["training"], run.metrics()
+    assert line.startswith(f"{run_dir}: vib_mlp (beta {run.model.hparams['beta']:g}), preset smoke, ")
+    assert f"{m['epochs']} epochs on {m['num_train']:,} images" in line
+    assert f"Adam lr {t['learning_rate']:g}" in line and f"seed {t['seed']}" in line
+    assert line.endswith(f"test accuracy (mean mode) {100 * m['test']['mean']['digit']:.2f} %")
+
+
+@pytest.mark.slow
 def test_bench_precision_quick(tmp_path, data_dir):
     doc = _run("bench_precision", tmp_path, "--models", "gs", "--seeds", "0,1", data_dir=data_dir)
     parity, tta = doc["results"]["parity"], doc["results"]["tta"]

@@ -92,8 +92,8 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     out["agrees"] = bool(out["success_gap_points"] <= SUCCESS_POINTS
                          and (out["l2_relative_gap"] is None or out["l2_relative_gap"] <= L2_RELATIVE))
     out["cleverhans_const_divided_by"] = scale
-    out.update(run=str(run_dir), model=run.model_name, beta=model.hparams.get("beta"), task=task,
-               examples=len(x), targeted=targeted)
+    out.update(run=str(run_dir), model=run.model_name, beta=model.hparams.get("beta") if model.is_stochastic else None,
+               task=task, examples=len(x), targeted=targeted)
     return out
 
 
@@ -103,7 +103,7 @@ def describe_run(run_dir) -> str:
 
     run = runs.load_run(run_dir)
     t, m = run.config["training"], run.metrics() or {}
-    beta = run.model.hparams.get("beta")   # the model's own, defaults included
+    beta = run.model.hparams.get("beta") if run.model.is_stochastic else None   # a deterministic model has no KL
     acc = {task: v for task, v in (m.get("test") or {}).get("mean", {}).items() if task != "joint"}
     schedule = (f"Adam lr {t['learning_rate']:g}" + (f", beta_1 {t['adam_beta1']:g}" if t.get("adam_beta1") else "")
                 + (f", x{t['lr_decay']:g} every {t.get('lr_decay_epochs', 1)} epochs" if t.get("lr_decay") else "")
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     table = common.table(
         ["model", "beta", "kind", "success ours", "success CleverHans", "median L2 ours", "median L2 CleverHans",
          "agree"],
-        [[r["model"], r["beta"] if r["model"] != "mlp" else "-", "targeted" if r["targeted"] else "untargeted",
+        [[r["model"], "-" if r["beta"] is None else r["beta"], "targeted" if r["targeted"] else "untargeted",
           f"{100 * r['ours']['success_rate']:.1f}", f"{100 * r['cleverhans']['success_rate']:.1f}",
           fmt(r["ours"]["median_l2"]), fmt(r["cleverhans"]["median_l2"]), "yes" if r["agrees"] else "no"]
          for r in rows])

@@ -144,6 +144,10 @@ def test_cw_reference_describes_its_models(tmp_path, data_dir):
     assert f"{m['epochs']} epochs on {m['num_train']:,} images" in line
     assert f"Adam lr {t['learning_rate']:g}" in line and f"seed {t['seed']}" in line
     assert line.endswith(f"test accuracy (mean mode) {100 * m['test']['mean']['digit']:.2f} %")
+    # the deterministic twin has no KL, so no beta, though its hyper-parameters carry the default
+    det_dir = common.smoke_run("mnist", "mlp", data_dir, tmp_path)
+    assert "beta" in runs.load_run(det_dir).model.hparams
+    assert cw_reference.describe_run(det_dir).startswith(f"{det_dir}: mlp, preset smoke, ")
 
 
 @pytest.mark.slow

@@ -37,16 +37,14 @@ def moved_l2(x, x_adv, success, clean_ok):
     return d[success & clean_ok]
 
 
-def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning_rate: float, initial_const: float,
+def compare(run, examples: int, iterations: int, binary_steps: int, learning_rate: float, initial_const: float,
             targeted: bool, seed: int, data_dir=None):
     import tensorflow as tf
     import tf_keras
     from cleverhans.tf2.attacks.carlini_wagner_l2 import CarliniWagnerL2
 
-    from tf_mtvib import runs
     from tf_mtvib.cw import cw_l2
 
-    run = runs.load_run(run_dir)
     model = run.model
     split = run.load_split("test", data_dir).sample(examples, seed=seed)
     (task,) = model.task_names[:1]
@@ -92,23 +90,20 @@ def compare(run_dir, examples: int, iterations: int, binary_steps: int, learning
     out["agrees"] = bool(out["success_gap_points"] <= SUCCESS_POINTS
                          and (out["l2_relative_gap"] is None or out["l2_relative_gap"] <= L2_RELATIVE))
     out["cleverhans_const_divided_by"] = scale
-    out.update(run=str(run_dir), model=run.model_name, beta=model.hparams.get("beta") if model.is_stochastic else None,
+    out.update(run=str(run.path), model=run.model_name, beta=model.hparams.get("beta") if model.is_stochastic else None,
                task=task, examples=len(x), targeted=targeted)
     return out
 
 
-def describe_run(run_dir) -> str:
-    """One line on how a run was trained, from its own config and metrics (for the results' notes)."""
-    from tf_mtvib import runs
-
-    run = runs.load_run(run_dir)
+def describe_run(run) -> str:
+    """One line on how the loaded ``run`` was trained, from its own config and metrics (for the results' notes)."""
     t, m = run.config["training"], run.metrics() or {}
     beta = run.model.hparams.get("beta") if run.model.is_stochastic else None   # a deterministic model has no KL
     acc = {task: v for task, v in (m.get("test") or {}).get("mean", {}).items() if task != "joint"}
     schedule = (f"Adam lr {t['learning_rate']:g}" + (f", beta_1 {t['adam_beta1']:g}" if t.get("adam_beta1") else "")
                 + (f", x{t['lr_decay']:g} every {t.get('lr_decay_epochs', 1)} epochs" if t.get("lr_decay") else "")
                 + (f", weights averaged with momentum {t['ema_momentum']:g}" if t.get("ema_momentum") else ""))
-    return (f"{run_dir}: {run.model_name}" + (f" (beta {beta:g})" if beta is not None else "")
+    return (f"{run.path}: {run.model_name}" + (f" (beta {beta:g})" if beta is not None else "")
             + f", preset {run.config.get('preset')}, {m.get('epochs', t['epochs'])} epochs on "
             + (f"{m['num_train']:,}" if m.get("num_train") else "?") + f" images, {schedule}, seed {t.get('seed')}; "
             + "test accuracy (mean mode) " + ", ".join(f"{100 * v:.2f} %" for v in acc.values()))
@@ -125,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--initial-const", type=float, default=1e-2, help="CleverHans' default")
     p.add_argument("--seed", type=int, default=0)
     args = common.parse_args(p, argv)
+    from tf_mtvib import runs
+
     examples = args.examples or (20 if args.quick else 500)
     iterations = 10 if args.quick else args.iterations
     data_dir = common.data_dir(args.data_dir)
@@ -133,7 +130,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cw-reference-") as tmp:
         run_dirs = args.run or [common.smoke_run("mnist", m, data_dir, tmp) for m in ("mlp", "vib_mlp")]
-        for r in run_dirs:
+        loaded = [runs.load_run(r) for r in run_dirs]   # each model loads once, for both attacks and its note
+        for r in loaded:
             for targeted in (False, True):
                 rows.append(compare(r, examples, iterations, args.binary_steps, args.learning_rate,
                                     args.initial_const, targeted, args.seed, data_dir))
@@ -152,7 +150,7 @@ def main(argv=None) -> int:
     if not args.run:
         notes.append("models trained with train.py --preset smoke: a check of the two attacks, not of the models")
     else:
-        notes += [f"model {describe_run(r)}" for r in args.run]
+        notes += [f"model {describe_run(r)}" for r in loaded]
     common.write_results(args.output, "cw_reference", args, info, {"rows": rows}, [table], notes)
     return 0
 

@@ -138,7 +138,7 @@ def test_cw_reference_describes_its_models(tmp_path, data_dir):
 
     run_dir = common.smoke_run("mnist", "vib_mlp", data_dir, tmp_path)
     run = runs.load_run(run_dir)
-    line = cw_reference.describe_run(run_dir)
+    line = cw_reference.describe_run(run)
     t, m = run.config["training"], run.metrics()
     assert line.startswith(f"{run_dir}: vib_mlp (beta {run.model.hparams['beta']:g}), preset smoke, ")
     assert f"{m['epochs']} epochs on {m['num_train']:,} images" in line
@@ -146,8 +146,9 @@ def test_cw_reference_describes_its_models(tmp_path, data_dir):
     assert line.endswith(f"test accuracy (mean mode) {100 * m['test']['mean']['digit']:.2f} %")
     # the deterministic twin has no KL, so no beta, though its hyper-parameters carry the default
     det_dir = common.smoke_run("mnist", "mlp", data_dir, tmp_path)
-    assert "beta" in runs.load_run(det_dir).model.hparams
-    assert cw_reference.describe_run(det_dir).startswith(f"{det_dir}: mlp, preset smoke, ")
+    det = runs.load_run(det_dir)
+    assert "beta" in det.model.hparams
+    assert cw_reference.describe_run(det).startswith(f"{det_dir}: mlp, preset smoke, ")
 
 
 @pytest.mark.slow

@@ -148,6 +148,14 @@ def test_training_status_counts_the_processes_in_a_history():
     assert runs.training_status([{**one, "epoch": 0}, {"epoch": 1}]) is None
 
 
+def test_read_history_is_empty_before_the_first_epoch_and_in_order_after(tmp_path):
+    assert runs.read_history(tmp_path) == []                     # no history.json yet
+    rows = [{"epoch": 0, "seconds": 1.5}, {"epoch": 1, "seconds": 1.25}]
+    runs.write_json(tmp_path / runs.HISTORY, rows)
+    assert runs.read_history(tmp_path) == rows
+    assert runs.Run(tmp_path, {"dataset": "mnist", "model": "mlp"}).history() == rows
+
+
 @pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_no_epoch(tmp_path, data_dir):
     run = tmp_path / "run"

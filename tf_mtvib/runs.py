@@ -17,7 +17,7 @@ import dataclasses
 import datetime
 import json
 import pathlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .datasets import SUBSET_RULE, DatasetSpec, Split, get_spec, load
 
@@ -73,6 +73,13 @@ def write_epoch_record(path, epoch: int, record: Dict[str, Any]) -> None:
     doc = read_json(path) if path.exists() else {"epochs": {}}
     doc["epochs"][str(int(epoch))] = record
     write_json(path, doc)
+
+
+def read_history(run_dir) -> List[Dict[str, Any]]:
+    """The per-epoch records of the run in ``run_dir`` (``history.json``), oldest first; empty before its
+    first epoch has ended."""
+    path = pathlib.Path(run_dir) / HISTORY
+    return read_json(path) if path.exists() else []
 
 
 def training_status(history) -> Optional[str]:
@@ -187,6 +194,10 @@ class Run:
     def load_split(self, split: str = "test", data_dir=None) -> Split:
         """The run's data set split as the run used it: its data options and its cap (:func:`load_split`)."""
         return load_split(self.config, split, data_dir)
+
+    def history(self) -> List[Dict[str, Any]]:
+        """The run's per-epoch records (:func:`read_history`)."""
+        return read_history(self.path)
 
     def metrics(self) -> Optional[Dict[str, Any]]:
         p = self.path / METRICS

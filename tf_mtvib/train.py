@@ -29,12 +29,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import distributed, runs, runtime
 from .checkpoints import ResumeCheckpoint
 from .families import IncompatibleDataset, check_dataset, get_family
-from .catalogue import (LATENT_HEADS, MODEL_CATALOGUE, MODEL_NAMES, add_family_arguments, add_weighting_arguments, check_weighting,
+from .catalogue import (LATENT_HEADS, add_family_arguments, add_weighting_arguments, check_weighting,
                         hparam_defaults)
 from .datasets.loading import OPTIONS as DATA_OPTIONS
 from .datasets.spec import SPECS, get_spec
 from .config import TRAINING_KEYS, TrainingConfig
-from .metrics import MC_SAMPLES
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["PRESETS", "check_preset", "presets_for", "preset_training", "DEFAULT_MODEL", "TRAINING_DEFAULTS", "build_config", "train",
@@ -764,7 +763,7 @@ def train(config: Dict[str, Any], run_dir: pathlib.Path, data_dir=None, verbose:
     if not chief:
         return {}
     test_ds = to_dataset(test_split, batch)
-    history = runs.read_json(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).exists() else []
+    history = runs.read_history(run_dir)
     metrics: Dict[str, Any] = {"test": {"mean": evaluate_accuracy(model, test_ds)},
                                "num_train": len(train_split), "num_test": len(test_split),
                                "subsets": runs.subsets_of(config),

@@ -20,7 +20,7 @@ dict: ``metrics`` and ``robust`` per model (one entry per seed), ``seeds``, ``ce
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..datasets.spec import get_spec
 from ..metrics import MC_SAMPLES
@@ -47,7 +47,6 @@ FIG5_CLAIM = {"multimnist": {"uwl": "comparable", "gs": "above"},
               "multifashion": {"uwl": "above", "gs": "above"},
               "mtfl": {"uwl": "above", "gs": "above"}}
 
-Section = Tuple[List[str], List[str]]   # (the lines of a claim's part, the verdict of each of its rows)
 
 
 def _fmt_points(x) -> str:
@@ -59,7 +58,7 @@ def _seed_note(v: Dict[str, Any], models: Sequence[str]) -> str:
     return ", ".join(one) if one else "-"
 
 
-def claim1(data: Mapping[str, Dict[str, Any]], tables) -> Section:
+def claim1(data: Mapping[str, Dict[str, Any]], tables) -> List[str]:
     """Claim 1: MTVIB's clean accuracy on par with every baseline's, within :data:`ON_PAR_POINTS`."""
     margin = Fraction(str(ON_PAR_POINTS)) / 100
     rows, judged_rows, paper_rows = [], [], {}
@@ -105,11 +104,11 @@ def claim1(data: Mapping[str, Dict[str, Any]], tables) -> Section:
              "| data set | eval | MTVIB | vs " + " | vs ".join(b.upper() for b in BASELINES)
              + " | verdict | paper's tables | one seed |",
              "|---|---|---:|" + "---:|" * len(BASELINES) + "---|---|---|", *rows, ""]
-    return lines, judged_rows
+    return lines
 
 
 def claim2(data: Mapping[str, Dict[str, Any]], tables,
-           per_task: Mapping[str, Dict[str, Dict[str, List[Dict[str, Any]]]]]) -> Section:
+           per_task: Mapping[str, Dict[str, Dict[str, List[Dict[str, Any]]]]]) -> List[str]:
     """Claim 2: MTVIB's accuracy under FGSM decays more slowly, in each form of decay; ``per_task[d]``
     holds the :data:`PER_TASK_ROWS` of data set ``d`` where they were measured (they come first)."""
     rows, by_form, by_mode, pgd_rows, paper_c2 = [], {f: [] for f in V.FORMS}, {}, [], {}
@@ -164,10 +163,10 @@ def claim2(data: Mapping[str, Dict[str, Any]], tables,
              "| data set | setting | MTVIB | " + " | ".join(b.upper() for b in BASELINES)
              + " | verdict (decay) | by level | by retention | paper's tables (decay) | one seed |",
              "|---|---|---:|" + "---:|" * len(BASELINES) + "---|---|---|---|---|", *rows, ""]
-    return lines, by_form["decay"]
+    return lines
 
 
-def fig5(data: Mapping[str, Dict[str, Any]]) -> Section:
+def fig5(data: Mapping[str, Dict[str, Any]]) -> List[str]:
     """Fig. 5: MTVIB's joint accuracy under FGSM against UWL's and GS's (:data:`FIG5_CLAIM`); no lines
     when no data set has the FGSM sweeps."""
     rows, judged_rows = [], []
@@ -201,14 +200,14 @@ def fig5(data: Mapping[str, Dict[str, Any]]) -> Section:
             rows.append(f"| {d} | {name} | {fmt_spread([100 * float(x) for x in level['mtvib']])} | "
                         + " | ".join(cells) + f" | {label} | {_seed_note(v, ('mtvib',) + tuple(claim))} |")
     if not rows:
-        return [], []
+        return []
     return [f"**Fig. 5: MTVIB's joint accuracy under FGSM is comparable to UWL's and above GS's on MultiMNIST, "
             f"and above both on MultiFashion and MTFL. {V.headline(judged_rows).capitalize()}.** Joint accuracy (every "
             "task right) averaged over eta 0.05-0.3 (%), then MTVIB minus UWL and minus GS (points). Above: "
             "by more than the seeds' spread plus two binomial standard errors of MTVIB's level on the test "
             "images; comparable: within that slack. A row where every model is at 0 judges nothing.", "",
             "| data set | setting | MTVIB | vs UWL | vs GS | verdict | one seed |",
-            "|---|---|---:|---:|---:|---|---|", *rows, ""], judged_rows
+            "|---|---|---:|---:|---:|---|---|", *rows, ""]
 
 
 def fgsm_pgd_note(data: Mapping[str, Dict[str, Any]]) -> List[str]:
@@ -273,6 +272,6 @@ def report(data: Mapping[str, Dict[str, Any]], tables, preset: str, budgets: Map
              "headline is reproduced when every row is, not reproduced when no row is, mixed when some are "
              "and some are not. The paper's own tables are judged by the same rules (one value per cell).", ""]
     lines += [progress, ""] if progress else []
-    lines += claim1(data, tables)[0] + claim2(data, tables, per_task)[0] + fig5(data)[0]
+    lines += claim1(data, tables) + claim2(data, tables, per_task) + fig5(data)
     lines += fgsm_pgd_note(data) + split_note(data, tables)
     return "\n".join(lines).rstrip("\n")

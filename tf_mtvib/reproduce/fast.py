@@ -82,7 +82,7 @@ def train_argv(name: str, smoke: bool = False) -> List[str]:
 def measure(run_dir: pathlib.Path) -> Dict[str, Any]:
     """What the choice reads of a finished candidate: per epoch, each task's validation accuracy and the
     epoch's seconds (validation included); the machine and the training images. No test figure."""
-    history = runs.read_json(run_dir / runs.HISTORY)
+    history = runs.read_history(run_dir)
     metrics = runs.read_json(run_dir / runs.METRICS)
     val = {t: [float(r[f"val_{t}_accuracy"]) for r in history] for t in TASKS}
     cell = {"val_accuracy": val, "epoch_seconds": [float(r["seconds"]) for r in history],

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import pathlib
 import shutil
 import statistics
@@ -417,7 +416,7 @@ def _training_seconds(path: pathlib.Path) -> Dict[str, float]:
     record's ``seconds``), which the epoch times leave out."""
     from ..saturation import ALONG_JSON
 
-    out = {"epoch_seconds": round(sum(r["seconds"] for r in runs.read_json(path / runs.HISTORY)), 1)}
+    out = {"epoch_seconds": round(sum(r["seconds"] for r in runs.read_history(path)), 1)}
     if (path / ALONG_JSON).exists():
         out["measure_seconds"] = round(sum(r["seconds"] for r in runs.read_json(path / ALONG_JSON)["epochs"].values()), 1)
     return out

@@ -486,16 +486,8 @@ def plot_zeros_to_one(run_dirs: Sequence[Any], output_dir, binary_steps: int, it
 # --------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------
-def _history(run) -> List[Dict[str, Any]]:
-    """The run's per-epoch records (``history.json``; empty before its first epoch)."""
-    from .. import runs
-
-    path = run.path / runs.HISTORY
-    return runs.read_json(path) if path.exists() else []
-
-
 def _run_summary(run, hist: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The budget, schedule and cost of one run, from its config and its history ``hist`` (:func:`_history`)."""
+    """The budget, schedule and cost of one run, from its config and its history ``hist`` (``Run.history``)."""
     from .. import runtime
 
     run = _open(run)
@@ -558,7 +550,7 @@ def sweep(betas: Sequence[float], output_dir, preset: str = "cpu", schedule: str
             failures.append({"model": model, "beta": beta, "run_dir": str(run_dir), "error": str(e)})
             continue
         run = opened[str(run_dir)] = runs.load_run(run_dir)
-        hist = _history(run)
+        hist = run.history()
         summary = _run_summary(run, hist)
         if status == "reused":
             status = runs.training_status(hist) or recorded.get(run_dir.name) or status

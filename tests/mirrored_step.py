@@ -4,7 +4,8 @@ Run as a script (the logical devices must be configured before TensorFlow
 starts): prints a JSON dict {model: {"replicas": n, "max_abs_diff": d,
 "max_abs_update": u, ...}} comparing the weights after one step. An argument
 ``model:weighting`` trains that weighting for 3 epochs of 2 steps instead (``model:weighting@E``: E epochs) and
-also reports the weighting's non-trainable state on each side. A prefix ``custom:``
+also reports the weighting's non-trainable state on each side (``@E*S``: E epochs of S steps, on the first
+4 S examples). A prefix ``custom:``
 (``custom:model:weighting``) trains with the project's custom loop
 (``tf_mtvib.distributed.custom_fit``, the multi-worker path) instead of ``fit``.
 """
@@ -44,15 +45,16 @@ def collapse_posterior(model):
         bias.assign(np.concatenate([bias.numpy()[:k], np.full(k, -40.0, np.float32)]))
 
 
-def custom_steps(model, strategy, epochs):
-    """``epochs`` epochs of the custom loop over the 8 examples, global batch 4, in a temporary run directory."""
+def custom_steps(model, strategy, epochs, examples=8):
+    """``epochs`` epochs of the custom loop over the first ``examples`` examples, global batch 4, in a temporary
+    run directory."""
     import tempfile
     from pathlib import Path
 
     from tf_mtvib.datasets.split import Split
     from tf_mtvib.distributed import custom_fit
 
-    split = Split((x * 255).astype(np.uint8), {t: v.astype(np.int64) for t, v in y.items()}, spec)
+    split = Split((x[:examples] * 255).astype(np.uint8), {t: v[:examples].astype(np.int64) for t, v in y.items()}, spec)
     with tempfile.TemporaryDirectory() as tmp:
         custom_fit(model, strategy, split, batch_size=4, epochs=epochs, run_dir=Path(tmp), verbose=0)
 
@@ -68,7 +70,7 @@ def dense_model(weighting):
     return MultiTaskModel(network, build_weighting("gs", spec, weighting), spec, model_name="dense")
 
 
-def one_step(name, strategy, init, weighting=None, epochs=1, loop="fit"):
+def one_step(name, strategy, init, weighting=None, epochs=1, loop="fit", examples=8):
     with strategy.scope():
         extra = {"init_log_sigma": 0.2} if (weighting or default_weighting(name)) == "uncertainty" else {}
         model = dense_model(weighting) if name == "dense" else build_model(
@@ -80,9 +82,10 @@ def one_step(name, strategy, init, weighting=None, epochs=1, loop="fit"):
         model.compile(optimizer=keras.optimizers.SGD(1e-3 if weighting else 0.1))
     before = [w.copy() for w in model.get_weights()]
     if loop == "custom":
-        custom_steps(model, strategy, epochs)
+        custom_steps(model, strategy, epochs, examples)
         return before, model, strategy.num_replicas_in_sync
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4 if weighting else 8)
+    ds = tf.data.Dataset.from_tensor_slices((x[:examples], {t: v[:examples] for t, v in y.items()}))
+    ds = ds.batch(4 if weighting else 8)
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
     return before, model, strategy.num_replicas_in_sync
 
@@ -95,15 +98,19 @@ def trainable_init(model, init):
 
 out = {}
 for arg in sys.argv[1:]:
-    # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state; "@E": E epochs)
+    # "model" (one step) or "model:weighting" (3 epochs of 2 steps, for per-epoch state; "@E": E epochs,
+    # "@E*S": E epochs of S steps of 4 examples)
     loop, _, rest = arg.partition(":") if arg.startswith("custom:") else ("fit", "", arg)
     rest, _, given = rest.partition("@")
+    given, _, steps = given.partition("*")
     name, _, weighting = rest.partition(":")
     epochs = int(given) if given else 3 if weighting else 1
+    examples = 4 * int(steps) if steps else 8
     keras.utils.set_random_seed(0)
-    init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs, loop)
+    init, single_model, _ = one_step(name, tf.distribute.get_strategy(), None, weighting or None, epochs, loop,
+                                     examples)
     _, mirrored_model, replicas = one_step(name, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), init,
-                                           weighting or None, epochs, loop)
+                                           weighting or None, epochs, loop, examples)
     single, mirrored = single_model.get_weights(), mirrored_model.get_weights()
     out[arg] = {
         "replicas": replicas,
@@ -117,6 +124,7 @@ for arg in sys.argv[1:]:
         "log_sigma_update_mirrored": [float(a - b) for a, b in zip(mirrored, init) if np.ndim(a) == 0],
         "weighting_state_single": {v.name: np.asarray(v).tolist() for v in single_model.weighting.non_trainable_weights},
         "logs_single": {k: float(v) for k, v in single_model.get_metrics_result().items()},
+        "logs_mirrored": {k: float(v) for k, v in mirrored_model.get_metrics_result().items()},
         "weighting_state_mirrored": {v.name: np.asarray(v).tolist()
                                      for v in mirrored_model.weighting.non_trainable_weights},
     }

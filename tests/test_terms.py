@@ -230,17 +230,22 @@ def test_a_term_reads_the_forward_pass_own_activation_in_training():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["dense:pcgrad", "custom:dense:pcgrad", "gs:pcgrad@1"])
+@pytest.mark.parametrize("variant", ["dense:pcgrad", "custom:dense:pcgrad", "gs:pcgrad@1*1"])
 def test_pcgrad_under_mirrored_strategy_projects_the_global_gradients(variant):
     """fit and the custom loop under MirroredStrategy (2 logical CPUs) give the single-device
     weights: the per-task gradients are all-reduced before the projection. ``dense``: a network
     without BatchNorm, 3 epochs of 2 steps; ``gs``: the paper's network with synchronized BatchNorm, whose
-    backward pass runs its own collectives between the per-task gradients, over one epoch of 2 steps (at least
-    one projected). Over more steps the two sides drift apart by an amount that depends on the CPU, which would
-    test the CPU, not the all-reduce: on an AMD EPYC with AVX512_BF16, 9e-6 of the update after one epoch, 6 %
-    after two, 13 % after three (under 2 % after three on an Intel Xeon with AMX). The suspect, not confirmed, is
-    PCGrad's projection, a switch on the sign of a dot product, amplifying the collectives' rounding. One variant per process: TensorFlow pairs the collectives of a second
-    MirroredStrategy in one process with the first's (a shape-mismatch abort), whatever the model."""
+    backward pass runs its own collectives between the per-task gradients, over one step, in which the two
+    tasks' gradients conflict and are projected on both sides.
+
+    ``gs`` runs one step because a later step tests the CPU, not the all-reduce: where a later step's
+    task gradients are nearly orthogonal, the collectives' rounding decides the sign of their dot product,
+    hence whether PCGrad projects. Measured with 2 steps of 4 images (the first projected, conflicts 1.0, the
+    second not on the single device, conflicts 0.5 over the epoch): the two sides differ by 2.4e-5 of the
+    update after the first step and by 3.7 % after the second on an AMD EPYC with AVX512_BF16 (the same on
+    two runs), 5.6e-5 on an Intel Xeon with AMX; another AMD EPYC gave 9e-6 after the two steps and 6 %
+    after four. One variant per process: TensorFlow pairs the collectives of a second MirroredStrategy in
+    one process with the first's (a shape-mismatch abort), whatever the model."""
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mirrored_step.py"), variant],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -250,3 +255,4 @@ def test_pcgrad_under_mirrored_strategy_projects_the_global_gradients(variant):
     assert r["max_abs_diff_trainable"] < 1e-3 * r["max_abs_update_trainable"], r
     if not variant.startswith("custom"):
         assert r["logs_single"]["pcgrad_conflicts"] > 0     # something was projected
+        assert r["logs_mirrored"]["pcgrad_conflicts"] > 0   # on both sides
